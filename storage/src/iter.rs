@@ -1,0 +1,177 @@
+//! Reading the log back out: [`RecordsSince`] for replication catch-up and
+//! [`Snapshot`] for a full resync.
+//!
+//! Both hold `Arc`s of the segment files they read, so a compaction that
+//! runs meanwhile does not pull the files from under them: an unlinked file
+//! stays readable while it is open.
+
+use std::collections::VecDeque;
+use std::io::BufReader;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{RecordKind, SEGMENT_HEADER_LEN};
+use crate::keydir::Location;
+use crate::segment::{PositionalReader, RecordScanner, ScanError, Segment};
+use crate::store::Op;
+
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The write's sequence number.
+    pub seq: u64,
+    /// What the write did.
+    pub op: Op,
+}
+
+/// The records above a sequence number, oldest first, from
+/// [`Store::records_since`](crate::Store::records_since).
+///
+/// It yields what the log held when it was made; records written after
+/// that are not included. An error ends the iteration.
+pub struct RecordsSince {
+    since: u64,
+    until: u64,
+    segments: VecDeque<(Arc<Segment>, u64)>,
+    current: Option<(Arc<Segment>, RecordScanner<BufReader<PositionalReader>>)>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for RecordsSince {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordsSince")
+            .field("since", &self.since)
+            .field("until", &self.until)
+            .finish()
+    }
+}
+
+impl RecordsSince {
+    pub(crate) fn new(since: u64, until: u64, segments: Vec<(Arc<Segment>, u64)>) -> Self {
+        RecordsSince {
+            since,
+            until,
+            segments: segments.into(),
+            current: None,
+            failed: false,
+        }
+    }
+
+    /// The newest sequence number this iterator can yield: the store's last
+    /// when it was made.
+    pub fn until(&self) -> u64 {
+        self.until
+    }
+}
+
+impl Iterator for RecordsSince {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if self.current.is_none() {
+                let (segment, end) = self.segments.pop_front()?;
+                let start = SEGMENT_HEADER_LEN as u64;
+                let reader = BufReader::with_capacity(
+                    256 * 1024,
+                    PositionalReader::new(segment.clone(), start, end),
+                );
+                self.current = Some((segment, RecordScanner::new(reader, start, end)));
+            }
+            let (segment, scanner) = self.current.as_mut()?;
+            match scanner.next_record() {
+                Ok(Some(record)) if record.header.seq <= self.since => continue,
+                Ok(Some(record)) => {
+                    let key = record.key.to_vec();
+                    let op = match record.header.kind {
+                        RecordKind::Put => Op::Put {
+                            key,
+                            value: record.value.to_vec(),
+                        },
+                        RecordKind::Delete => Op::Delete { key },
+                    };
+                    return Some(Ok(Record {
+                        seq: record.header.seq,
+                        op,
+                    }));
+                }
+                Ok(None) => self.current = None,
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(match error {
+                        ScanError::Io(e) => Error::io("read", &segment.path, e),
+                        ScanError::Bad { offset, problem } => {
+                            Error::corrupt(&segment.path, offset, problem.describe())
+                        }
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// One live key of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The sequence number of the write that set the value.
+    pub seq: u64,
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+}
+
+/// Every live key with its value, oldest write first, from
+/// [`Store::snapshot`](crate::Store::snapshot). Values are read lazily.
+pub struct Snapshot {
+    seq: u64,
+    entries: std::vec::IntoIter<(Vec<u8>, Location, Arc<Segment>)>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("seq", &self.seq)
+            .field("remaining", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    pub(crate) fn new(seq: u64, entries: Vec<(Vec<u8>, Location, Arc<Segment>)>) -> Self {
+        Snapshot {
+            seq,
+            entries: entries.into_iter(),
+        }
+    }
+
+    /// The store's last sequence number when the snapshot was taken: every
+    /// write up to it is reflected, none after it.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Iterator for Snapshot {
+    type Item = Result<SnapshotEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, location, segment) = self.entries.next()?;
+        Some(
+            segment
+                .read_record(location.offset, location.len)
+                .map(|record| SnapshotEntry {
+                    seq: location.seq,
+                    key,
+                    value: record.into_value(),
+                }),
+        )
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}

@@ -1,0 +1,98 @@
+//! `duokv-storage`: the replica-local store of duokv.
+//!
+//! Each duokv replica keeps its data in one [`Store`]: a Bitcask-like engine
+//! with an append-only log of CRC-checked records on disk and an in-memory
+//! index (key → where its newest record lies) that is rebuilt from the log
+//! when the store opens. Reads are served from the files with positional
+//! reads; writes append.
+//!
+//! The crate is a pure library: it knows nothing of sockets or CLIs.
+//!
+//! # From the top
+//!
+//! ```
+//! use duokv_storage::{Error, Options, Store};
+//!
+//! # fn main() -> Result<(), Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path(), Options::default())?;
+//!
+//! let seq = store.create(b"user:1", b"ada")?; // insert only if absent
+//! assert_eq!(seq, 1); // every write gets the next sequence number: its ID
+//! assert!(matches!(store.create(b"user:1", b"bob"), Err(Error::AlreadyExists)));
+//!
+//! store.update(b"user:1", b"ada lovelace")?; // only if present
+//! store.put(b"user:2", b"grace")?; // upsert
+//! assert_eq!(store.get(b"user:1")?, Some(b"ada lovelace".to_vec()));
+//! assert!(store.delete(b"user:2")?);
+//! assert_eq!(store.last_seq(), 4);
+//!
+//! // Reopening rebuilds the index from the log.
+//! drop(store);
+//! let store = Store::open(dir.path(), Options::default())?;
+//! assert_eq!(store.get(b"user:1")?, Some(b"ada lovelace".to_vec()));
+//! assert_eq!(store.get(b"user:2")?, None);
+//! assert_eq!(store.last_seq(), 4);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Replication support
+//!
+//! A master's writes get consecutive sequence numbers. A slave writes the
+//! master's records with [`Store::apply`], which refuses a sequence number
+//! that does not follow its last one. Catch-up reads
+//! [`Store::records_since`]; when compaction has already dropped what is
+//! needed, [`Store::snapshot`] gives every live key instead.
+//!
+//! # Durability
+//!
+//! Chosen with [`Sync`] in [`Options`]; see the [`options`] module for what
+//! an acknowledged write survives under each policy. Under the default,
+//! [`Sync::Always`], a write returns only once its record is `fdatasync`ed,
+//! and writers that wait at the same time share one sync (group commit).
+//! Creating, renaming or removing a file also syncs the directory. A failed
+//! sync poisons the store: it refuses writes ([`Error::Poisoned`]) rather
+//! than retry and pretend.
+//!
+//! # Layout
+//!
+//! - [`store`]: [`Store`], its write path and group commit leader.
+//! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
+//! - [`error`]: [`Error`], the one error type.
+//! - [`format`]: the bytes of segment headers and records (`FORMAT.md`
+//!   draws them).
+//! - `segment`: segment files, their names, reading records back.
+//! - `keydir`: the in-memory index and the table of open segments.
+//! - `writer`: the write buffer and the batches of group commit.
+//! - `recovery`: rebuilding the index on open, cutting a torn tail.
+//! - `compaction`: rewriting live records, in a crash-safe order.
+//! - [`iter`]: [`RecordsSince`] and [`Snapshot`].
+//!
+//! # Files
+//!
+//! A store's directory holds `LOCK` (held with `flock` while open, so a
+//! second open fails with [`Error::Locked`]) and segment files named by a
+//! twenty-digit id, `00000000000000000002.seg`. Log segments have even ids;
+//! a compacted segment has an odd id and replaces every segment below it.
+
+#![forbid(unsafe_code)]
+
+mod compaction;
+pub mod error;
+pub mod format;
+pub mod iter;
+mod keydir;
+pub mod options;
+mod recovery;
+mod segment;
+pub mod store;
+mod writer;
+
+#[doc(hidden)]
+pub use compaction::Step as CompactionStep;
+pub use error::{Error, Field, Result};
+pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
+pub use options::{CompactionPolicy, Options, Sync};
+pub use store::{Op, Stats, Store, WriteOp};

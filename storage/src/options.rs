@@ -1,0 +1,116 @@
+//! How a store is opened: durability, segment size, compaction.
+//!
+//! Durability is stated, not implied. What an acknowledged write survives:
+//!
+//! | policy | a write returns after | survives a process crash | survives a power cut |
+//! |---|---|---|---|
+//! | [`Sync::Always`] | its bytes are `fdatasync`ed | yes | yes |
+//! | [`Sync::Every`]`(d)` | its bytes are handed to the OS | yes | all but the last `d` |
+//! | [`Sync::Never`] | its bytes are handed to the OS | yes | whatever the OS flushed |
+
+use std::time::Duration;
+
+/// When the store forces its log to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sync {
+    /// Every write returns only after its record is on disk (`sync_data`).
+    /// Writers that wait at the same time share one sync (group commit).
+    /// Reads never see a record before it is durable.
+    #[default]
+    Always,
+    /// A background thread syncs the log at least this often.
+    Every(Duration),
+    /// The store never syncs the log; the OS writes it back when it likes.
+    Never,
+}
+
+/// When compaction runs on its own.
+///
+/// It runs when the dead bytes (overwritten values, deleted keys,
+/// tombstones) are at least `min_dead_bytes` *and* at least `dead_ratio` of
+/// the log. [`Store::compact`](crate::Store::compact) runs it at any time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionPolicy {
+    /// The least number of dead bytes worth a compaction.
+    pub min_dead_bytes: u64,
+    /// The least share of the log (0.0 to 1.0) that must be dead.
+    pub dead_ratio: f64,
+}
+
+impl Default for CompactionPolicy {
+    /// Compact when over half the log is dead and that is over 64 MiB.
+    fn default() -> Self {
+        CompactionPolicy {
+            min_dead_bytes: 64 * 1024 * 1024,
+            dead_ratio: 0.5,
+        }
+    }
+}
+
+/// Settings for [`Store::open`](crate::Store::open), built in the usual
+/// builder style:
+///
+/// ```
+/// use std::time::Duration;
+/// use duokv_storage::{Options, Sync};
+///
+/// let options = Options::default()
+///     .sync(Sync::Every(Duration::from_millis(100)))
+///     .segment_size(8 << 20);
+/// assert_eq!(options.sync_policy(), Sync::Every(Duration::from_millis(100)));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    sync: Sync,
+    segment_size: u64,
+    compaction: Option<CompactionPolicy>,
+}
+
+impl Default for Options {
+    /// `Sync::Always`, 64 MiB segments, automatic compaction with the
+    /// default policy.
+    fn default() -> Self {
+        Options {
+            sync: Sync::Always,
+            segment_size: 64 * 1024 * 1024,
+            compaction: Some(CompactionPolicy::default()),
+        }
+    }
+}
+
+impl Options {
+    /// Sets the durability policy.
+    pub fn sync(mut self, sync: Sync) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets the size at which the active segment is closed and a new one
+    /// started. A segment may pass it by one record.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.max(1);
+        self
+    }
+
+    /// Sets when compaction runs on its own; `None` leaves it to explicit
+    /// [`Store::compact`](crate::Store::compact) calls.
+    pub fn compaction(mut self, policy: Option<CompactionPolicy>) -> Self {
+        self.compaction = policy;
+        self
+    }
+
+    /// The durability policy.
+    pub fn sync_policy(&self) -> Sync {
+        self.sync
+    }
+
+    /// The segment roll-over size in bytes.
+    pub fn segment_size_limit(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// The automatic compaction policy, if any.
+    pub fn compaction_policy(&self) -> Option<CompactionPolicy> {
+        self.compaction
+    }
+}

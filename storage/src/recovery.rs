@@ -1,0 +1,315 @@
+//! Opening a directory: finding the segments, checking them, and rebuilding
+//! the index and the last sequence number from their records.
+//!
+//! The rules, in the order they are applied:
+//! 1. `*.seg.tmp` files are compaction outputs that never got renamed into
+//!    place; they are removed (the segments they were made from are intact).
+//! 2. A compacted segment replaces every segment with a smaller id. Such
+//!    segments left behind by a crash after the rename are removed.
+//! 3. Every record is checked (header CRC, limits, record CRC) and sequence
+//!    numbers must increase through the log.
+//! 4. Damage in the newest segment after which no valid record follows is a
+//!    torn tail (a crash mid-append): it is cut off with a warning. Any other
+//!    damage is [`Error::Corrupt`] naming the file and offset.
+
+use std::fs;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use log::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::format::{RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
+use crate::keydir::{Keydir, Location, SegmentSlot};
+use crate::segment::{self, RecordScanner, ScanError, Segment};
+
+/// What recovery hands to the store.
+pub(crate) struct Recovered {
+    pub(crate) keydir: Keydir,
+    /// The segment new records are appended to, and its length.
+    pub(crate) active: Arc<Segment>,
+    pub(crate) active_len: u64,
+    pub(crate) last_seq: u64,
+}
+
+/// Rebuilds the store in `dir`. `durable` says whether to sync what
+/// recovery changes (false only for `Sync::Never`).
+pub(crate) fn recover(dir: &Path, segment_size: u64, durable: bool) -> Result<Recovered> {
+    let mut ids = Vec::new();
+    let mut changed_dir = false;
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(segment::TEMP_SUFFIX) {
+            warn!(
+                "removing unfinished compaction output {}",
+                entry.path().display()
+            );
+            fs::remove_file(entry.path()).map_err(|e| Error::io("remove", &entry.path(), e))?;
+            changed_dir = true;
+        } else if let Some(id) = segment::parse_file_name(name) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+
+    let mut segments = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment::file_name(id));
+        match Segment::open(path.clone(), id)? {
+            Some(segment) => segments.push(segment),
+            None if i + 1 == ids.len() => {
+                warn!("removing {}: its creation was cut short", path.display());
+                fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                changed_dir = true;
+            }
+            None => return Err(Error::corrupt(&path, 0, "segment header cut short")),
+        }
+    }
+
+    if let Some(newest_compacted) = segments
+        .iter()
+        .rposition(|s| s.kind == SegmentKind::Compacted)
+    {
+        for replaced in segments.drain(..newest_compacted) {
+            warn!(
+                "removing {}: replaced by a finished compaction",
+                replaced.path.display()
+            );
+            replaced.remove()?;
+            changed_dir = true;
+        }
+    }
+    if changed_dir && durable {
+        segment::sync_dir(dir)?;
+    }
+
+    let (mut keydir, last_seq) = load_segments(segments, durable)?;
+    keydir.published_seq = last_seq;
+
+    let reusable = keydir
+        .segments
+        .values()
+        .next_back()
+        .filter(|slot| slot.segment.kind == SegmentKind::Log && slot.end < segment_size);
+    let (active, active_len) = match reusable {
+        Some(slot) => (slot.segment.clone(), slot.end),
+        None => {
+            let id = keydir
+                .segments
+                .keys()
+                .next_back()
+                .map_or(2, |&id| segment::next_log_id(id));
+            let header = SegmentHeader {
+                kind: SegmentKind::Log,
+                id,
+                horizon: 0,
+            };
+            let segment = Arc::new(Segment::create(
+                dir,
+                dir.join(segment::file_name(id)),
+                header,
+                durable,
+            )?);
+            keydir.segments.insert(
+                id,
+                SegmentSlot {
+                    segment: segment.clone(),
+                    end: SEGMENT_HEADER_LEN as u64,
+                    record_bytes: 0,
+                    last_seq: 0,
+                },
+            );
+            (segment, SEGMENT_HEADER_LEN as u64)
+        }
+    };
+    info!(
+        "opened {}: {} keys, {} segments, last seq {}",
+        dir.display(),
+        keydir.entries.len(),
+        keydir.segments.len(),
+        last_seq
+    );
+    Ok(Recovered {
+        keydir,
+        active,
+        active_len,
+        last_seq,
+    })
+}
+
+/// Records handed from the scanning thread to the indexing thread at once.
+const BATCH: usize = 4096;
+
+/// What the scanning thread hands over.
+enum Scanned {
+    /// Records in log order.
+    Records(Vec<(Vec<u8>, RecordKind, Location)>),
+    /// About this many more keys are coming: grow the index once now
+    /// instead of rehashing it again and again.
+    Expect(usize),
+}
+
+/// Scans `segments` in order into a new index and returns it with the last
+/// sequence number. One thread reads and checks the records while this one
+/// inserts them: reading and hashing overlap.
+fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)> {
+    let total_bytes: u64 = segments.iter().map(|s| s.len()).sum::<Result<u64>>()?;
+    let (sender, receiver) = crossbeam_channel::bounded::<Scanned>(8);
+    std::thread::scope(|scope| {
+        let scanning = scope.spawn(move || -> Result<ScannedLog> {
+            let mut last_seq = 0;
+            let mut scans = Vec::with_capacity(segments.len());
+            let (mut scanned_bytes, mut scanned_records) = (0u64, 0u64);
+            let count = segments.len();
+            let mut batch = Vec::with_capacity(BATCH);
+            for (i, segment) in segments.into_iter().enumerate() {
+                last_seq = last_seq.max(segment.horizon);
+                let segment = Arc::new(segment);
+                let scan = scan_segment(
+                    &segment,
+                    i + 1 == count,
+                    durable,
+                    &mut last_seq,
+                    &mut |key, kind, location| {
+                        batch.push((key.to_vec(), kind, location));
+                        if batch.len() == BATCH {
+                            // A closed channel means the indexing side is gone; its
+                            // own error is the one reported.
+                            let _ = sender.send(Scanned::Records(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(BATCH),
+                            )));
+                        }
+                    },
+                )?;
+                scanned_bytes += scan.end;
+                scanned_records += scan.records;
+                let expected = scanned_records as f64 / scanned_bytes as f64
+                    * total_bytes.saturating_sub(scanned_bytes) as f64;
+                let _ = sender.send(Scanned::Records(std::mem::take(&mut batch)));
+                let _ = sender.send(Scanned::Expect(expected as usize));
+                scans.push((segment, scan));
+            }
+            Ok((scans, last_seq))
+        });
+        let mut keydir = Keydir::default();
+        for message in receiver {
+            match message {
+                Scanned::Records(records) => {
+                    for (key, kind, location) in records {
+                        keydir.load(key, kind, location);
+                    }
+                }
+                Scanned::Expect(keys) => keydir.entries.reserve(keys),
+            }
+        }
+        let (scans, last_seq) = scanning
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        for (segment, scan) in scans {
+            keydir.horizon = keydir.horizon.max(segment.horizon);
+            keydir.segments.insert(
+                segment.id,
+                SegmentSlot {
+                    segment,
+                    end: scan.end,
+                    record_bytes: scan.end - SEGMENT_HEADER_LEN as u64,
+                    last_seq: scan.last_seq,
+                },
+            );
+        }
+        Ok((keydir, last_seq))
+    })
+}
+
+/// Every segment with what its scan found, and the last sequence number.
+type ScannedLog = (Vec<(Arc<Segment>, SegmentScan)>, u64);
+
+/// What scanning one segment found.
+struct SegmentScan {
+    /// Where its last valid record ends.
+    end: u64,
+    records: u64,
+    last_seq: u64,
+}
+
+/// Reads every record of one segment into the index.
+fn scan_segment(
+    segment: &Arc<Segment>,
+    is_newest: bool,
+    durable: bool,
+    last_seq: &mut u64,
+    sink: &mut impl FnMut(&[u8], RecordKind, Location),
+) -> Result<SegmentScan> {
+    let path = &segment.path;
+    let file_len = segment.len()?;
+    let mut file = &segment.file;
+    file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64))
+        .map_err(|e| Error::io("seek", path, e))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len);
+    let mut scanned = SegmentScan {
+        end: SEGMENT_HEADER_LEN as u64,
+        records: 0,
+        last_seq: 0,
+    };
+    loop {
+        match scanner.next_record() {
+            Ok(Some(record)) => {
+                let seq = record.header.seq;
+                if seq <= *last_seq {
+                    return Err(Error::corrupt(
+                        path,
+                        record.offset,
+                        "sequence number does not increase",
+                    ));
+                }
+                *last_seq = seq;
+                let location = Location {
+                    segment: segment.id,
+                    offset: record.offset,
+                    len: record.header.len,
+                    seq,
+                };
+                sink(record.key, record.header.kind, location);
+                scanned.end = record.offset + u64::from(record.header.len);
+                scanned.records += 1;
+                scanned.last_seq = seq;
+            }
+            Ok(None) => return Ok(scanned),
+            Err(ScanError::Io(e)) => return Err(Error::io("read", path, e)),
+            Err(ScanError::Bad { offset, problem }) => {
+                if !is_newest || valid_record_follows(segment, offset, file_len)? {
+                    return Err(Error::corrupt(path, offset, problem.describe()));
+                }
+                warn!(
+                    "{}: {} at offset {offset}; cutting off a torn tail of {} bytes",
+                    path.display(),
+                    problem.describe(),
+                    file_len - offset
+                );
+                segment.truncate(offset)?;
+                if durable {
+                    segment.sync_data()?;
+                }
+                return Ok(scanned);
+            }
+        }
+    }
+}
+
+/// Whether a valid record starts anywhere after the damaged one at `offset`.
+fn valid_record_follows(segment: &Segment, offset: u64, file_len: u64) -> Result<bool> {
+    let mut tail = Vec::new();
+    let mut file = &segment.file;
+    file.seek(SeekFrom::Start(offset + 1))
+        .map_err(|e| Error::io("seek", &segment.path, e))?;
+    file.take(file_len - offset - 1)
+        .read_to_end(&mut tail)
+        .map_err(|e| Error::io("read", &segment.path, e))?;
+    Ok(segment::any_valid_record_in(&tail))
+}

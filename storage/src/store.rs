@@ -1,0 +1,667 @@
+//! [`Store`]: the public face of the engine.
+//!
+//! Locks, and the order they are taken in (never the reverse):
+//! `compacting` → `flush_gate` → `writer` → `keydir`.
+//! - `writer` (a mutex) serialises appends: sequence numbers, the buffer,
+//!   the active segment.
+//! - `keydir` (a read-write lock) is what readers see. Under
+//!   `Sync::Always` a record enters it only once it is durable.
+//! - `flush_gate` is held by a group-commit leader from its write to its
+//!   publish, and by compaction while it picks its inputs, so compaction
+//!   never misses a record that is written but not yet published.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, error, warn};
+
+use crate::error::{Error, Field, Result};
+use crate::format::{
+    self, MAX_KEY_LEN, MAX_VALUE_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
+};
+use crate::iter::{RecordsSince, Snapshot};
+use crate::keydir::{Keydir, SegmentSlot};
+use crate::options::{Options, Sync};
+use crate::recovery;
+use crate::segment::{self, Segment};
+use crate::writer::{Batch, Writer, Written, lock};
+
+/// A write, for [`Store::write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp<'a> {
+    /// Sets `key` to `value`, whether it exists or not.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Sets `key` to `value` only if `key` is absent, else
+    /// [`Error::AlreadyExists`].
+    Create {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Sets `key` to `value` only if `key` is present, else
+    /// [`Error::NotFound`].
+    Update {
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Deletes `key` if present, else [`Error::NotFound`].
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
+/// A write as it is stored and replicated: what a record does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The key now holds the value.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// The key is deleted.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+impl Op {
+    /// The key the op writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// Figures about a store, from [`Store::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Keys that hold a value.
+    pub live_keys: u64,
+    /// Bytes of the records those keys point to.
+    pub live_bytes: u64,
+    /// Bytes of records no key points to: overwritten, deleted, tombstones.
+    pub dead_bytes: u64,
+    /// Segment files in the directory.
+    pub segment_files: u64,
+    /// The newest sequence number readers can see.
+    pub last_seq: u64,
+    /// Compactions run since the store was opened.
+    pub compactions: u64,
+}
+
+/// What must be true of a key before a write goes ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Anything,
+    Absent,
+    Present,
+}
+
+/// A replica-local key-value store on an append-only, CRC-checked log.
+///
+/// `Store` is `Send + Sync`: share it between threads with an `Arc`. Every
+/// method blocks. See the [crate docs](crate) for the design.
+#[derive(Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+    background: Option<Background>,
+}
+
+#[derive(Debug)]
+struct Background {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// The shared state behind a `Store`, also held by its background thread.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) keydir: RwLock<Keydir>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) flush_gate: Mutex<()>,
+    pub(crate) compacting: Mutex<()>,
+    pub(crate) compactions: AtomicU64,
+    poisoned: AtomicBool,
+    compaction_wanted: Sender<()>,
+    /// Held for the life of the store: the directory's `flock`.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory if needed, and
+    /// rebuilds the index from the log.
+    ///
+    /// Fails with [`Error::Locked`] if another `Store` has `dir` open,
+    /// [`Error::Corrupt`] if the log is damaged anywhere but its torn tail,
+    /// and [`Error::UnsupportedVersion`] if it was written by another format.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { dir }),
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let durable = options.sync_policy() != Sync::Never;
+        let recovered = recovery::recover(&dir, options.segment_size_limit(), durable)?;
+        let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            keydir: RwLock::new(recovered.keydir),
+            writer: Mutex::new(Writer::new(
+                recovered.active,
+                recovered.active_len,
+                recovered.last_seq,
+            )),
+            flush_gate: Mutex::new(()),
+            compacting: Mutex::new(()),
+            compactions: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            compaction_wanted,
+            _lock: lock_file,
+        });
+        let background = Background::start(&inner, compaction_requests)?;
+        Ok(Store {
+            inner,
+            background: Some(background),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// The value of `key`, or `None` if it has none.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_with_seq(key)?.map(|(_, value)| value))
+    }
+
+    /// The value of `key` with the sequence number of the write that set it.
+    pub fn get_with_seq(&self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
+        let key = key.as_ref();
+        let (segment, location) = {
+            let keydir = self.inner.read_keydir();
+            let Some(location) = keydir.entries.get(key).copied() else {
+                return Ok(None);
+            };
+            let segment = keydir.segment_of(&location).ok_or_else(|| {
+                Error::corrupt(
+                    &self.inner.dir,
+                    location.offset,
+                    "index points to a missing segment",
+                )
+            })?;
+            (segment, location)
+        };
+        let record = segment.read_record(location.offset, location.len)?;
+        if record.key() != key
+            || record.header.seq != location.seq
+            || record.header.kind != RecordKind::Put
+        {
+            return Err(Error::corrupt(
+                &segment.path,
+                location.offset,
+                "record differs from the index",
+            ));
+        }
+        Ok(Some((location.seq, record.into_value())))
+    }
+
+    /// Whether `key` holds a value.
+    pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
+        self.inner.read_keydir().entries.contains_key(key.as_ref())
+    }
+
+    /// Sets `key` to `value` and returns the write's sequence number.
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
+        self.write(WriteOp::Put {
+            key: key.as_ref(),
+            value: value.as_ref(),
+        })
+    }
+
+    /// Sets `key` to `value` if `key` is absent, else fails with
+    /// [`Error::AlreadyExists`] and writes nothing.
+    pub fn create(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
+        self.write(WriteOp::Create {
+            key: key.as_ref(),
+            value: value.as_ref(),
+        })
+    }
+
+    /// Sets `key` to `value` if `key` is present, else fails with
+    /// [`Error::NotFound`] and writes nothing.
+    pub fn update(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
+        self.write(WriteOp::Update {
+            key: key.as_ref(),
+            value: value.as_ref(),
+        })
+    }
+
+    /// Deletes `key`. Returns whether it was present; deleting an absent
+    /// key writes nothing.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        match self.write(WriteOp::Delete { key: key.as_ref() }) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Performs one write and returns its sequence number (the write's ID).
+    /// The check a `Create`, `Update` or `Delete` makes and its write are
+    /// one atomic step against every other writer.
+    pub fn write(&self, op: WriteOp<'_>) -> Result<u64> {
+        let (expect, kind, key, value) = match op {
+            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
+            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
+            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
+            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
+        };
+        self.inner.append(None, expect, kind, key, value)
+    }
+
+    /// Writes a record whose sequence number a master gave: a slave applies
+    /// the master's stream with it. `seq` must be the store's last plus one,
+    /// else [`Error::OutOfOrder`] and nothing is written.
+    pub fn apply(&self, seq: u64, op: &Op) -> Result<()> {
+        let (kind, key, value) = match op {
+            Op::Put { key, value } => (RecordKind::Put, key.as_slice(), value.as_slice()),
+            Op::Delete { key } => (RecordKind::Delete, key.as_slice(), &[][..]),
+        };
+        self.inner
+            .append(Some(seq), Expect::Anything, kind, key, value)
+            .map(|_| ())
+    }
+
+    /// The newest sequence number readers can see; it survives restarts
+    /// (0 for a new store).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.read_keydir().published_seq
+    }
+
+    /// The records with a sequence number above `since`, oldest first, as
+    /// the log holds them now. Replication catch-up reads this.
+    ///
+    /// Fails with [`Error::Compacted`] when compaction may have dropped
+    /// some of them (send a [`snapshot`](Self::snapshot) instead), and with
+    /// [`Error::UnknownSeq`] when `since` is newer than the store's last.
+    pub fn records_since(&self, since: u64) -> Result<RecordsSince> {
+        let keydir = self.inner.read_keydir();
+        if since > keydir.published_seq {
+            return Err(Error::UnknownSeq {
+                since,
+                last_seq: keydir.published_seq,
+            });
+        }
+        if since < keydir.horizon {
+            return Err(Error::Compacted {
+                since,
+                horizon: keydir.horizon,
+            });
+        }
+        let segments = keydir
+            .segments
+            .values()
+            .filter(|slot| slot.last_seq > since)
+            .map(|slot| (slot.segment.clone(), slot.end))
+            .collect();
+        Ok(RecordsSince::new(since, keydir.published_seq, segments))
+    }
+
+    /// Every live key with its value and sequence number, oldest write
+    /// first, as of [`Snapshot::seq`]. A full resync sends it.
+    pub fn snapshot(&self) -> Snapshot {
+        let keydir = self.inner.read_keydir();
+        let mut entries: Vec<_> = keydir
+            .entries
+            .iter()
+            .filter_map(|(key, location)| {
+                Some((key.clone(), *location, keydir.segment_of(location)?))
+            })
+            .collect();
+        entries.sort_unstable_by_key(|(_, location, _)| location.seq);
+        Snapshot::new(keydir.published_seq, entries)
+    }
+
+    /// Figures about the store now.
+    pub fn stats(&self) -> Stats {
+        let keydir = self.inner.read_keydir();
+        Stats {
+            live_keys: keydir.entries.len() as u64,
+            live_bytes: keydir.live_bytes,
+            dead_bytes: keydir.dead_bytes(),
+            segment_files: keydir.segments.len() as u64,
+            last_seq: keydir.published_seq,
+            compactions: self.inner.compactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Rewrites the live records of every segment but a fresh active one
+    /// into one compacted segment and deletes the old ones. Reads and
+    /// writes go on meanwhile. See the crate docs for the crash-safe order.
+    pub fn compact(&self) -> Result<()> {
+        self.inner.compact(None)
+    }
+
+    /// Runs a compaction that stops right after `step`, leaving the files
+    /// as a crash there would. For crash tests only: drop the store after.
+    #[doc(hidden)]
+    pub fn compact_and_stop_after(&self, step: crate::compaction::Step) -> Result<()> {
+        self.inner.compact(Some(step))
+    }
+
+    /// Forces everything written so far to disk, whatever the sync policy.
+    pub fn sync(&self) -> Result<()> {
+        let active = lock(&self.inner.writer).active.clone();
+        active.sync_data()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(background) = self.background.take() {
+            drop(background.stop);
+            if background.thread.join().is_err() {
+                error!("the store's background thread panicked");
+            }
+        }
+        if self.inner.options.sync_policy() != Sync::Always
+            && !self.inner.poisoned.load(Ordering::SeqCst)
+            && let Err(e) = self.sync()
+        {
+            error!("final sync on close: {e}");
+        }
+    }
+}
+
+impl Background {
+    /// Starts the thread that syncs under `Sync::Every` and compacts when
+    /// asked.
+    fn start(inner: &Arc<Inner>, compaction_requests: Receiver<()>) -> Result<Background> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let ticks = match inner.options.sync_policy() {
+            Sync::Every(period) => crossbeam_channel::tick(period.max(Duration::from_millis(1))),
+            Sync::Always | Sync::Never => crossbeam_channel::never(),
+        };
+        let inner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("duokv-storage".into())
+            .spawn(move || {
+                loop {
+                    crossbeam_channel::select! {
+                        recv(stopped) -> _ => return,
+                        recv(ticks) -> _ => inner.background_sync(),
+                        recv(compaction_requests) -> _ => {
+                            if let Err(e) = inner.compact(None) {
+                                error!("compaction of {} failed: {e}", inner.dir.display());
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::io(
+                    "start the background thread for",
+                    &PathBuf::from("store"),
+                    e,
+                )
+            })?;
+        Ok(Background { stop, thread })
+    }
+}
+
+impl Inner {
+    pub(crate) fn read_keydir(&self) -> RwLockReadGuard<'_, Keydir> {
+        self.keydir
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn write_keydir(&self) -> RwLockWriteGuard<'_, Keydir> {
+        self.keydir
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn poison(&self, cause: &Error) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            error!("{cause}: the store now refuses writes until it is reopened");
+        }
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// The write path shared by local writes (`seq` is `None`: the next
+    /// number) and applied ones (`seq` given by the master).
+    fn append(
+        &self,
+        seq: Option<u64>,
+        expect: Expect,
+        kind: RecordKind,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<u64> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::TooLarge {
+                field: Field::Key,
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::TooLarge {
+                field: Field::Value,
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let mut writer = lock(&self.writer);
+        if expect != Expect::Anything {
+            let present = match writer.unpublished_state(key) {
+                Some(present) => present,
+                None => self.read_keydir().entries.contains_key(key),
+            };
+            match (expect, present) {
+                (Expect::Absent, true) => return Err(Error::AlreadyExists),
+                (Expect::Present, false) => return Err(Error::NotFound),
+                _ => {}
+            }
+        }
+        let expected = writer.last_seq + 1;
+        let seq = match seq {
+            Some(given) if given != expected => {
+                return Err(Error::OutOfOrder {
+                    expected,
+                    got: given,
+                });
+            }
+            Some(given) => given,
+            None => expected,
+        };
+        let buf_offset = writer.buf.len();
+        let len = format::encode_record(&mut writer.buf, seq, kind, key, value);
+        writer.buffered.push(crate::writer::Buffered {
+            key: key.to_vec(),
+            kind,
+            buf_offset,
+            len,
+            seq,
+        });
+        writer.last_seq = seq;
+
+        if self.options.sync_policy() != Sync::Always {
+            let written = writer.write_buffer()?;
+            self.publish(written);
+            if writer.offset >= self.options.segment_size_limit() {
+                self.roll_logged(&mut writer);
+            }
+            return Ok(seq);
+        }
+
+        let batch = writer.batch.clone();
+        let lead = !writer.flushing;
+        writer.flushing = true;
+        drop(writer);
+        if lead {
+            self.flush_round();
+        }
+        batch.wait(|| self.flush_round())?;
+        Ok(seq)
+    }
+
+    /// One group-commit round under `Sync::Always`: write the buffer, sync
+    /// once, publish, wake the batch, hand the lead on.
+    fn flush_round(&self) {
+        let _gate = lock(&self.flush_gate);
+        let mut writer = lock(&self.writer);
+        let batch = std::mem::replace(&mut writer.batch, Arc::new(Batch::default()));
+        if self.is_poisoned() {
+            writer.discard_buffer();
+            writer.hand_off();
+            drop(writer);
+            batch.finish(Err(Error::Poisoned));
+            return;
+        }
+        let written = match writer.write_buffer() {
+            Ok(written) => written,
+            Err(e) => {
+                writer.hand_off();
+                drop(writer);
+                batch.finish(Err(e));
+                return;
+            }
+        };
+        let segment = writer.active.clone();
+        writer.in_flight = written;
+        if writer.offset >= self.options.segment_size_limit() {
+            // The batch just written is in `segment`, synced below.
+            self.roll_logged(&mut writer);
+        }
+        drop(writer);
+
+        let synced = segment.sync_data();
+
+        let mut writer = lock(&self.writer);
+        let written = std::mem::take(&mut writer.in_flight);
+        match &synced {
+            Ok(()) => self.publish(written),
+            Err(e) => self.poison(e),
+        }
+        writer.hand_off();
+        drop(writer);
+        batch.finish(synced);
+    }
+
+    /// Makes written records visible to readers, in order, and asks for a
+    /// compaction when the policy says so.
+    fn publish(&self, written: Vec<Written>) {
+        if written.is_empty() {
+            return;
+        }
+        let mut keydir = self.write_keydir();
+        for record in written {
+            keydir.publish(&record.key, record.kind, record.location);
+        }
+        if let Some(policy) = self.options.compaction_policy() {
+            let dead = keydir.dead_bytes();
+            if dead >= policy.min_dead_bytes
+                && dead as f64 >= policy.dead_ratio * keydir.total_bytes() as f64
+            {
+                // A full channel means a compaction is already asked for.
+                let _ = self.compaction_wanted.try_send(());
+            }
+        }
+    }
+
+    /// Closes the active segment and starts the next; on failure the store
+    /// keeps appending to the current one and tries again later.
+    fn roll_logged(&self, writer: &mut Writer) {
+        if let Err(e) = self.roll(writer) {
+            warn!("cannot start a new segment, appending to the current one: {e}");
+        }
+    }
+
+    /// Starts a new active segment. Under `Sync::Every` the old one is
+    /// synced first; under `Sync::Always` its records are synced by the
+    /// leader that wrote them.
+    pub(crate) fn roll(&self, writer: &mut Writer) -> Result<()> {
+        let policy = self.options.sync_policy();
+        if matches!(policy, Sync::Every(_)) {
+            writer.active.sync_data()?;
+        }
+        let id = segment::next_log_id(writer.active.id);
+        let header = SegmentHeader {
+            kind: SegmentKind::Log,
+            id,
+            horizon: 0,
+        };
+        let path = self.dir.join(segment::file_name(id));
+        let segment = Arc::new(Segment::create(
+            &self.dir,
+            path,
+            header,
+            policy != Sync::Never,
+        )?);
+        debug!("rolled to segment {}", segment.path.display());
+        self.write_keydir().segments.insert(
+            id,
+            SegmentSlot {
+                segment: segment.clone(),
+                end: SEGMENT_HEADER_LEN as u64,
+                record_bytes: 0,
+                last_seq: 0,
+            },
+        );
+        writer.active = segment;
+        writer.offset = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Under `Sync::Every`: one periodic sync of the active segment.
+    fn background_sync(&self) {
+        let active = lock(&self.writer).active.clone();
+        if let Err(e) = active.sync_data() {
+            self.poison(&e);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The append side of the store: the active segment, the write buffer, and
+//! the batches that group commit hands out.
+//!
+//! Writers encode their record into [`Writer::buf`] under the writer mutex
+//! and join the current [`Batch`]. Under `Sync::Always` one of them, the
+//! leader, writes the whole buffer with one `pwrite`, syncs the file once,
+//! publishes every record of the batch to the index, and wakes the batch.
+//! Writers that arrive while a leader is syncing fill the next batch; when
+//! the leader is done it hands the lead to one of them. So N writers that
+//! wait at the same time share one `fdatasync`.
+
+use std::mem;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::format::RecordKind;
+use crate::keydir::Location;
+use crate::segment::Segment;
+
+/// Locks a mutex, going on if a thread panicked while holding it: the
+/// state under our mutexes stays consistent at every unlock point.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A record in the buffer, not yet written to a file.
+#[derive(Debug)]
+pub(crate) struct Buffered {
+    pub(crate) key: Vec<u8>,
+    pub(crate) kind: RecordKind,
+    pub(crate) buf_offset: usize,
+    pub(crate) len: u32,
+    pub(crate) seq: u64,
+}
+
+/// A record written to a file but not yet visible to readers.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub(crate) key: Vec<u8>,
+    pub(crate) kind: RecordKind,
+    pub(crate) location: Location,
+}
+
+/// The writer's state, behind the store's writer mutex.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// The segment records are appended to.
+    pub(crate) active: Arc<Segment>,
+    /// Bytes written to `active` so far.
+    pub(crate) offset: u64,
+    /// The last sequence number handed out, buffered records included.
+    pub(crate) last_seq: u64,
+    /// Encoded records waiting to be written.
+    pub(crate) buf: Vec<u8>,
+    /// What is in `buf`, in order.
+    pub(crate) buffered: Vec<Buffered>,
+    /// Records a leader wrote and is syncing; published once synced.
+    pub(crate) in_flight: Vec<Written>,
+    /// The batch that records appended now belong to.
+    pub(crate) batch: Arc<Batch>,
+    /// Whether a leader is running (`Sync::Always` only).
+    pub(crate) flushing: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(active: Arc<Segment>, offset: u64, last_seq: u64) -> Writer {
+        Writer {
+            active,
+            offset,
+            last_seq,
+            buf: Vec::new(),
+            buffered: Vec::new(),
+            in_flight: Vec::new(),
+            batch: Arc::new(Batch::default()),
+            flushing: false,
+        }
+    }
+
+    /// Whether the newest write not yet visible to readers leaves `key`
+    /// present (`Some(true)`), deleted (`Some(false)`), or was never made
+    /// (`None`: ask the index).
+    pub(crate) fn unpublished_state(&self, key: &[u8]) -> Option<bool> {
+        let buffered = self
+            .buffered
+            .iter()
+            .rev()
+            .find(|b| b.key == key)
+            .map(|b| b.kind);
+        let in_flight = || {
+            self.in_flight
+                .iter()
+                .rev()
+                .find(|w| w.key == key)
+                .map(|w| w.kind)
+        };
+        buffered
+            .or_else(in_flight)
+            .map(|kind| kind == RecordKind::Put)
+    }
+
+    /// Writes the buffer to the active segment with one positional write.
+    /// On failure the partial bytes are cut off again, the buffered records
+    /// are dropped and their sequence numbers handed out anew, so the log
+    /// never holds half a record or a gap.
+    pub(crate) fn write_buffer(&mut self) -> Result<Vec<Written>> {
+        if self.buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = self.offset;
+        if let Err(e) = self.active.file.write_all_at(&self.buf, start) {
+            let err = Error::io("append to", &self.active.path, e);
+            self.discard_buffer();
+            // If even the truncate fails the next append overwrites the
+            // partial bytes at the same offset, which recovery would also
+            // cut off: nothing acknowledged is at risk either way.
+            if let Err(truncate) = self.active.truncate(start) {
+                log::error!("after a failed append: {truncate}");
+            }
+            return Err(err);
+        }
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+        let segment = self.active.id;
+        let written = mem::take(&mut self.buffered)
+            .into_iter()
+            .map(|b| Written {
+                location: Location {
+                    segment,
+                    offset: start + b.buf_offset as u64,
+                    len: b.len,
+                    seq: b.seq,
+                },
+                key: b.key,
+                kind: b.kind,
+            })
+            .collect();
+        Ok(written)
+    }
+
+    /// Drops every buffered record and takes back their sequence numbers.
+    pub(crate) fn discard_buffer(&mut self) {
+        if let Some(first) = self.buffered.first() {
+            self.last_seq = first.seq - 1;
+        }
+        self.buffered.clear();
+        self.buf.clear();
+    }
+
+    /// Called by a leader when its round is over: the next batch gets a
+    /// leader if it has records, else leading stops.
+    pub(crate) fn hand_off(&mut self) {
+        if self.buf.is_empty() {
+            self.flushing = false;
+        } else {
+            self.batch.ask_for_leader();
+        }
+    }
+}
+
+/// How a batch stands.
+#[derive(Debug, Default)]
+enum BatchState {
+    /// Records are being added, or a leader is writing them.
+    #[default]
+    Open,
+    /// The previous leader is done and this batch needs one of its writers
+    /// to lead.
+    NeedsLeader,
+    /// Written and synced (or failed); the outcome for every writer in it.
+    Done(Option<Arc<Error>>),
+}
+
+/// The writers whose records go to disk in one write and one sync.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    state: Mutex<BatchState>,
+    changed: Condvar,
+}
+
+impl Batch {
+    /// Wakes every writer of the batch with its outcome.
+    pub(crate) fn finish(&self, outcome: Result<()>) {
+        *lock(&self.state) = BatchState::Done(outcome.err().map(Arc::new));
+        self.changed.notify_all();
+    }
+
+    fn ask_for_leader(&self) {
+        let mut state = lock(&self.state);
+        if matches!(*state, BatchState::Open) {
+            *state = BatchState::NeedsLeader;
+            self.changed.notify_one();
+        }
+    }
+
+    /// Waits until the batch is done; if it needs a leader first, this
+    /// thread leads by calling `lead`.
+    pub(crate) fn wait(&self, lead: impl Fn()) -> Result<()> {
+        let mut state = lock(&self.state);
+        loop {
+            match &*state {
+                BatchState::Done(None) => return Ok(()),
+                BatchState::Done(Some(error)) => return Err(error.duplicate()),
+                BatchState::NeedsLeader => {
+                    *state = BatchState::Open;
+                    drop(state);
+                    lead();
+                    state = lock(&self.state);
+                }
+                BatchState::Open => {
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            }
+        }
+    }
+}

@@ -1,17 +1,119 @@
 //! The duokv wire format.
 //!
-//! This crate will hold the binary, length-prefixed protocol that clients and
-//! replicas speak. It is a pure library: it knows nothing of sockets.
+//! duokv is a replicated key-value store: a master takes writes and streams
+//! them to a slave. This crate is the language its nodes and clients speak:
+//! a binary, length-prefixed protocol with one byte order everywhere
+//! (big-endian, network order) and never a `usize` on the wire. The byte-by-
+//! byte description, with diagrams, is `protocol/PROTOCOL.md`.
+//!
+//! It is a pure library: no sockets, no threads, no global state. It encodes
+//! into `Vec<u8>`, decodes from `&[u8]`, and offers blocking helpers over any
+//! [`std::io::Read`] or [`std::io::Write`]. The server, the client and the
+//! replication code in the root crate bring their own connections.
+//!
+//! # A connection from the top
+//!
+//! 1. The connecting side sends a [`Handshake`] ([`MAGIC`], [`VERSION`], its
+//!    [`Role`]); the server answers with a [`HandshakeReply`] (its version, a
+//!    [`HandshakeStatus`], its [`NodeRole`]). A wrong magic or version is a
+//!    typed [`HandshakeError`], so the server can say why before it closes.
+//! 2. Then both sides exchange [`Frame`]s: `length u32 | kind u8 |
+//!    request_id u64 | body`. A client sends [`Request`]s; the server answers
+//!    each with a [`Response`] carrying the same request id.
+//!
+//! # Decoding without trusting the peer
+//!
+//! Decoding is done in two steps, after mini-redis. [`Frame::check`] looks at
+//! a buffer without allocating and returns the length of the frame at its
+//! start, or [`FrameError::Incomplete`] when more bytes are needed (which is
+//! not a fault), or a real error ([`FrameError::TooLarge`],
+//! [`FrameError::UnknownKind`], [`FrameError::Malformed`]) when the bytes can
+//! never be a frame. [`Frame::parse`] then builds the frame. The length prefix
+//! is checked against [`MAX_FRAME_LEN`] before anything is allocated, every
+//! inner length is checked against the bytes left and its own cap, and no
+//! input makes decoding panic (a property test feeds it arbitrary bytes).
+//!
+//! For blocking streams, [`read_frame`] returns `Ok(None)` on a clean end of
+//! stream between frames and [`Error::UnexpectedEof`] inside one;
+//! [`write_frame`] writes a frame in one `write_all`.
 //!
 //! # Layout
 //!
-//! - [`VERSION`]: the protocol version this crate speaks.
+//! - [`handshake`]: [`Handshake`], [`HandshakeReply`] and their enums, with
+//!   [`MAGIC`].
+//! - [`frame`]: the [`Frame`] and its [`Message`], [`Frame::check`] /
+//!   [`Frame::parse`] / [`Frame::encode`], [`read_frame`] and [`write_frame`].
+//! - [`message`]: the bodies: [`Request`], [`Response`], [`WriteReceipt`],
+//!   [`ErrorCode`], and the [`Kind`] byte with its reserved ranges.
+//! - [`error`]: [`FrameError`], [`HandshakeError`] and the I/O-level
+//!   [`Error`].
+//! - `codec` (private): the bounds-checked big-endian reader and writers every
+//!   other module goes through.
+//!
+//! Everything public is re-exported at the crate root.
 //!
 //! # Example
 //!
+//! Encode a request frame, decode it back from the bytes, and do the same
+//! through `Read`/`Write`:
+//!
 //! ```
-//! assert_eq!(duokv_protocol::VERSION, 1);
+//! use duokv_protocol::{Frame, FrameError, Request, read_frame, write_frame};
+//!
+//! # fn main() -> Result<(), duokv_protocol::Error> {
+//! let frame = Frame::request(
+//!     42,
+//!     Request::Put { key: b"greeting".to_vec(), value: b"hello".to_vec() },
+//! );
+//!
+//! // Into a byte buffer and back, in two steps.
+//! let mut buf = Vec::new();
+//! frame.encode(&mut buf)?;
+//! let len = Frame::check(&buf)?;
+//! assert_eq!(len, buf.len());
+//! assert_eq!(Frame::parse(&buf[..len])?, frame);
+//!
+//! // A prefix of a frame is not an error, only incomplete.
+//! assert_eq!(Frame::check(&buf[..len - 1]), Err(FrameError::Incomplete));
+//!
+//! // Through a blocking writer and reader.
+//! let mut wire = Vec::new();
+//! write_frame(&mut wire, &frame)?;
+//! let mut reader = &wire[..];
+//! assert_eq!(read_frame(&mut reader)?, Some(frame));
+//! assert_eq!(read_frame(&mut reader)?, None); // clean end of stream
+//! # Ok(())
+//! # }
 //! ```
+
+mod codec;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+pub use error::{Error, FrameError, HandshakeError, Limit};
+pub use frame::{Frame, Message, read_frame, write_frame};
+pub use handshake::{Handshake, HandshakeReply, HandshakeStatus, MAGIC, NodeRole, Role};
+pub use message::{ErrorCode, Kind, Request, Response, WriteReceipt};
 
 /// The protocol version spoken by this crate, sent in every handshake.
 pub const VERSION: u16 = 1;
+
+/// The largest key, in bytes (64 KiB). The storage crate has the same
+/// number; the two crates do not depend on each other.
+pub const MAX_KEY_LEN: u32 = 64 * 1024;
+
+/// The largest value, in bytes (16 MiB). The storage crate has the same
+/// number.
+pub const MAX_VALUE_LEN: u32 = 16 * 1024 * 1024;
+
+/// The largest frame `length` (the bytes after the length prefix: kind,
+/// request id and body), 32 MiB. It is comfortably above the largest
+/// request (a [`MAX_KEY_LEN`] key and a [`MAX_VALUE_LEN`] value with their
+/// prefixes and the 9-byte header, about 16.07 MiB), and is checked before
+/// a buffer is allocated for a frame.
+pub const MAX_FRAME_LEN: u32 = 32 * 1024 * 1024;
+
+// The cap must leave room for the largest request; checked at compile time.
+const _: () = assert!(MAX_FRAME_LEN as u64 > 9 + 4 + MAX_KEY_LEN as u64 + 4 + MAX_VALUE_LEN as u64);

@@ -1,0 +1,659 @@
+//! What travels inside a frame: the [`Request`]s a client sends, the
+//! [`Response`]s a server returns, and the [`Kind`] byte that tells them
+//! apart.
+//!
+//! This module knows how to lay each body out and read it back; the frame
+//! header around it (length, kind, request id) lives in [`frame`](crate::frame).
+//! Keeping the two apart means adding a message (say, the replication
+//! messages in `0x40..=0x7F`) touches only this file and the kind table.
+//!
+//! Keys, values and strings are all u32-length-prefixed. Keys are capped by
+//! [`MAX_KEY_LEN`], values by [`MAX_VALUE_LEN`]; strings only by the frame cap.
+//! The wire format allows an empty key: whether one is accepted is the
+//! server's (storage's) decision, not the protocol's.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use crate::codec::{Reader, put_bytes, put_str, put_u8, put_u16, put_u32, put_u64};
+use crate::error::{FrameError, Limit};
+use crate::{MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// The kind byte of a frame: which message its body holds.
+///
+/// The byte space is split in three (see `PROTOCOL.md`):
+/// [`Kind::REQUESTS`] for client requests, [`Kind::REPLICATION`] reserved for
+/// the master-to-slave replication stream, and [`Kind::RESPONSES`] for
+/// everything a server sends back. `0x00` is never valid, so a zeroed buffer
+/// is rejected at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// [`Request::Create`].
+    Create = 0x01,
+    /// [`Request::Read`].
+    Read = 0x02,
+    /// [`Request::Update`].
+    Update = 0x03,
+    /// [`Request::Delete`].
+    Delete = 0x04,
+    /// [`Request::Put`].
+    Put = 0x05,
+    /// [`Request::Ping`].
+    Ping = 0x06,
+    /// [`Request::Info`].
+    Info = 0x07,
+    /// [`Response::Value`].
+    Value = 0x80,
+    /// [`Response::Written`].
+    Written = 0x81,
+    /// [`Response::Pong`].
+    Pong = 0x82,
+    /// [`Response::Info`].
+    InfoReply = 0x83,
+    /// [`Response::Error`].
+    Error = 0x84,
+}
+
+impl Kind {
+    /// Kind bytes of client requests.
+    pub const REQUESTS: RangeInclusive<u8> = 0x01..=0x3F;
+    /// Kind bytes reserved for the replication stream (master to slave).
+    pub const REPLICATION: RangeInclusive<u8> = 0x40..=0x7F;
+    /// Kind bytes of responses.
+    pub const RESPONSES: RangeInclusive<u8> = 0x80..=0xFF;
+
+    /// Every kind this version knows, in byte order.
+    pub const ALL: [Kind; 12] = [
+        Kind::Create,
+        Kind::Read,
+        Kind::Update,
+        Kind::Delete,
+        Kind::Put,
+        Kind::Ping,
+        Kind::Info,
+        Kind::Value,
+        Kind::Written,
+        Kind::Pong,
+        Kind::InfoReply,
+        Kind::Error,
+    ];
+
+    /// The byte on the wire.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind for a byte, or `None` if this version knows no such kind.
+    pub fn from_u8(byte: u8) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_u8() == byte)
+    }
+
+    /// Whether this kind is a client request.
+    pub fn is_request(self) -> bool {
+        Kind::REQUESTS.contains(&self.as_u8())
+    }
+
+    /// Whether this kind is a response.
+    pub fn is_response(self) -> bool {
+        Kind::RESPONSES.contains(&self.as_u8())
+    }
+}
+
+/// A client request. Its frame's request id is echoed by the response.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// Insert `key` with `value`; fails with [`ErrorCode::AlreadyExists`] if
+    /// the key is present. Answered by [`Response::Written`].
+    Create {
+        /// The key, at most [`MAX_KEY_LEN`] bytes.
+        key: Vec<u8>,
+        /// The value, at most [`MAX_VALUE_LEN`] bytes.
+        value: Vec<u8>,
+    },
+    /// Look `key` up. Answered by [`Response::Value`] (absence is not an
+    /// error).
+    Read {
+        /// The key, at most [`MAX_KEY_LEN`] bytes.
+        key: Vec<u8>,
+    },
+    /// Replace the value of an existing `key`; fails with
+    /// [`ErrorCode::NotFound`] if it is absent. Answered by
+    /// [`Response::Written`].
+    Update {
+        /// The key, at most [`MAX_KEY_LEN`] bytes.
+        key: Vec<u8>,
+        /// The new value, at most [`MAX_VALUE_LEN`] bytes.
+        value: Vec<u8>,
+    },
+    /// Remove `key`; fails with [`ErrorCode::NotFound`] if it is absent.
+    /// Answered by [`Response::Written`].
+    Delete {
+        /// The key, at most [`MAX_KEY_LEN`] bytes.
+        key: Vec<u8>,
+    },
+    /// Insert or replace (upsert). Answered by [`Response::Written`].
+    Put {
+        /// The key, at most [`MAX_KEY_LEN`] bytes.
+        key: Vec<u8>,
+        /// The value, at most [`MAX_VALUE_LEN`] bytes.
+        value: Vec<u8>,
+    },
+    /// Ask for the server's clock. Answered by [`Response::Pong`]. The body
+    /// is empty: the client keeps its own send and receive times.
+    Ping,
+    /// Ask for the server's state. Answered by [`Response::Info`].
+    Info,
+}
+
+impl Request {
+    /// The kind byte of this request's frame.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Request::Create { .. } => Kind::Create,
+            Request::Read { .. } => Kind::Read,
+            Request::Update { .. } => Kind::Update,
+            Request::Delete { .. } => Kind::Delete,
+            Request::Put { .. } => Kind::Put,
+            Request::Ping => Kind::Ping,
+            Request::Info => Kind::Info,
+        }
+    }
+
+    /// The key this request is about, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Request::Create { key, .. }
+            | Request::Read { key }
+            | Request::Update { key, .. }
+            | Request::Delete { key }
+            | Request::Put { key, .. } => Some(key),
+            Request::Ping | Request::Info => None,
+        }
+    }
+
+    /// Whether this request changes data (and so must go to the master).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Create { .. }
+                | Request::Update { .. }
+                | Request::Delete { .. }
+                | Request::Put { .. }
+        )
+    }
+
+    /// Appends the body (everything after the request id).
+    pub(crate) fn encode_body(&self, dst: &mut Vec<u8>) -> Result<(), FrameError> {
+        match self {
+            Request::Create { key, value }
+            | Request::Update { key, value }
+            | Request::Put { key, value } => {
+                put_key(dst, key)?;
+                put_value(dst, value)
+            }
+            Request::Read { key } | Request::Delete { key } => put_key(dst, key),
+            Request::Ping | Request::Info => Ok(()),
+        }
+    }
+
+    /// Reads the body of a request of `kind`; `None` if `kind` is not a
+    /// request. Does not check for trailing bytes.
+    pub(crate) fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Self>, FrameError> {
+        let request = match kind {
+            Kind::Create => Request::Create {
+                key: key(r)?,
+                value: value(r)?,
+            },
+            Kind::Read => Request::Read { key: key(r)? },
+            Kind::Update => Request::Update {
+                key: key(r)?,
+                value: value(r)?,
+            },
+            Kind::Delete => Request::Delete { key: key(r)? },
+            Kind::Put => Request::Put {
+                key: key(r)?,
+                value: value(r)?,
+            },
+            Kind::Ping => Request::Ping,
+            Kind::Info => Request::Info,
+            Kind::Value | Kind::Written | Kind::Pong | Kind::InfoReply | Kind::Error => {
+                return Ok(None);
+            }
+        };
+        Ok(Some(request))
+    }
+}
+
+/// What the server says about a write it performed.
+///
+/// The sequence number is the write's identity (its position in the
+/// master's log); the timestamps let a client split its observed latency
+/// into network time and the server's phases. All times are UNIX time in
+/// nanoseconds from the server's wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct WriteReceipt {
+    /// The sequence number the write was given.
+    pub seq: u64,
+    /// When the server finished reading the request.
+    pub received_ns: u64,
+    /// When the write was durable on the server's own disk.
+    pub applied_ns: u64,
+    /// When the slave acknowledged the write (synchronous replication), or 0
+    /// when unknown or not waited for.
+    pub replicated_ns: u64,
+    /// Just before the response was sent.
+    pub replied_ns: u64,
+}
+
+/// A server's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Response {
+    /// The answer to [`Request::Read`].
+    Value {
+        /// The value, or `None` if the key is absent.
+        value: Option<Vec<u8>>,
+        /// The sequence number of the record that was read; 0 when absent.
+        seq: u64,
+    },
+    /// The answer to a successful write (create, update, delete, put).
+    Written(WriteReceipt),
+    /// The answer to [`Request::Ping`]: the server's clock when it received
+    /// the ping and when it sent this reply (UNIX nanoseconds). With the
+    /// client's own send and receive times these are the four timestamps of
+    /// NTP-style offset estimation: `offset = ((t2 - t1) + (t3 - t4)) / 2`.
+    Pong {
+        /// Server clock when the ping was read (t2).
+        received_ns: u64,
+        /// Server clock just before this reply was sent (t3).
+        sent_ns: u64,
+    },
+    /// The answer to [`Request::Info`]: named facts about the server (role,
+    /// last sequence number, ...), as `(name, value)` string pairs in the
+    /// order the server chose. New names can be added without a new version.
+    Info(Vec<(String, String)>),
+    /// The request failed.
+    Error {
+        /// What kind of failure, with its structured details.
+        code: ErrorCode,
+        /// A human-readable explanation, lowercase, for logs.
+        message: String,
+    },
+}
+
+impl Response {
+    /// The kind byte of this response's frame.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Response::Value { .. } => Kind::Value,
+            Response::Written(_) => Kind::Written,
+            Response::Pong { .. } => Kind::Pong,
+            Response::Info(_) => Kind::InfoReply,
+            Response::Error { .. } => Kind::Error,
+        }
+    }
+
+    /// An error response with a message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Appends the body (everything after the request id).
+    pub(crate) fn encode_body(&self, dst: &mut Vec<u8>) -> Result<(), FrameError> {
+        match self {
+            Response::Value { value, seq } => {
+                put_u64(dst, *seq);
+                match value {
+                    None => put_u8(dst, 0),
+                    Some(v) => {
+                        put_u8(dst, 1);
+                        put_value(dst, v)?;
+                    }
+                }
+            }
+            Response::Written(receipt) => {
+                put_u64(dst, receipt.seq);
+                put_u64(dst, receipt.received_ns);
+                put_u64(dst, receipt.applied_ns);
+                put_u64(dst, receipt.replicated_ns);
+                put_u64(dst, receipt.replied_ns);
+            }
+            Response::Pong {
+                received_ns,
+                sent_ns,
+            } => {
+                put_u64(dst, *received_ns);
+                put_u64(dst, *sent_ns);
+            }
+            Response::Info(pairs) => {
+                let count = u32::try_from(pairs.len()).map_err(|_| FrameError::TooLarge {
+                    limit: Limit::Frame,
+                    len: u64::try_from(pairs.len()).unwrap_or(u64::MAX),
+                    max: u64::from(crate::MAX_FRAME_LEN),
+                })?;
+                put_u32(dst, count);
+                for (name, value) in pairs {
+                    put_str(dst, name)?;
+                    put_str(dst, value)?;
+                }
+            }
+            Response::Error { code, message } => {
+                put_u16(dst, code.as_u16());
+                put_str(dst, message)?;
+                match code {
+                    ErrorCode::NotMaster { master } => put_str(dst, master)?,
+                    _ => put_u32(dst, 0),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the body of a response of `kind`; `None` if `kind` is not a
+    /// response. Does not check for trailing bytes.
+    pub(crate) fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Self>, FrameError> {
+        let response = match kind {
+            Kind::Value => {
+                let seq = r.u64()?;
+                let at = r.position();
+                let value = match r.u8()? {
+                    0 => None,
+                    1 => Some(value(r)?),
+                    _ => return Err(r.malformed_at(at, "presence byte is neither 0 nor 1")),
+                };
+                Response::Value { value, seq }
+            }
+            Kind::Written => Response::Written(WriteReceipt {
+                seq: r.u64()?,
+                received_ns: r.u64()?,
+                applied_ns: r.u64()?,
+                replicated_ns: r.u64()?,
+                replied_ns: r.u64()?,
+            }),
+            Kind::Pong => Response::Pong {
+                received_ns: r.u64()?,
+                sent_ns: r.u64()?,
+            },
+            Kind::InfoReply => {
+                let count = r.u32()?;
+                // Each pair takes at least 8 bytes (two empty strings), so a
+                // count the rest of the frame cannot hold is a lie: refuse it
+                // before reserving anything for it.
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                if count > r.remaining() / 8 {
+                    return Err(r.malformed("info pair count exceeds the frame"));
+                }
+                let mut pairs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = r.string()?;
+                    let value = r.string()?;
+                    pairs.push((name, value));
+                }
+                Response::Info(pairs)
+            }
+            Kind::Error => {
+                let number = r.u16()?;
+                let message = r.string()?;
+                let code = match number {
+                    ErrorCode::NOT_MASTER => ErrorCode::NotMaster {
+                        master: r.string()?,
+                    },
+                    _ => {
+                        // Codes without details still carry the (empty)
+                        // detail field; a later version may fill it, so
+                        // its bytes are skipped, not refused.
+                        r.bytes(None)?;
+                        ErrorCode::from_plain_u16(number)
+                    }
+                };
+                Response::Error { code, message }
+            }
+            Kind::Create
+            | Kind::Read
+            | Kind::Update
+            | Kind::Delete
+            | Kind::Put
+            | Kind::Ping
+            | Kind::Info => return Ok(None),
+        };
+        Ok(Some(response))
+    }
+}
+
+/// Why a request failed: the code of a [`Response::Error`], with the
+/// structured details some codes carry.
+///
+/// On the wire a code is a u16 (see `PROTOCOL.md` for the table) followed by
+/// a code-specific detail string; only [`ErrorCode::NotMaster`] fills it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 1: the key is absent (update, delete).
+    NotFound,
+    /// 2: the key is already present (create).
+    AlreadyExists,
+    /// 3: this node is not the master and cannot take writes; send them to
+    /// `master` instead.
+    NotMaster {
+        /// The master's client address as `host:port`, or empty if this
+        /// node does not know it.
+        master: String,
+    },
+    /// 4: the write could not be replicated to the slave in time
+    /// (synchronous replication); it may or may not have been applied.
+    ReplicaUnavailable,
+    /// 5: a key, value or frame is above its cap.
+    TooLarge,
+    /// 6: the request could not be decoded; the server closes the connection
+    /// after sending this.
+    BadRequest,
+    /// 7: the server is at its connection or queue limit; try again later.
+    Busy,
+    /// 8: the server is shutting down and takes no new requests.
+    ShuttingDown,
+    /// 9: the server failed (I/O error, bug); see the message.
+    Internal,
+    /// A code this version does not know, kept so that newer servers can add
+    /// codes without breaking older clients. Encoding `Unknown(n)` where `n`
+    /// is a known code sends `n`, which decodes as the named variant.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The number of [`ErrorCode::NotMaster`], the one code with details.
+    const NOT_MASTER: u16 = 3;
+
+    /// The number on the wire.
+    pub fn as_u16(&self) -> u16 {
+        match self {
+            ErrorCode::NotFound => 1,
+            ErrorCode::AlreadyExists => 2,
+            ErrorCode::NotMaster { .. } => ErrorCode::NOT_MASTER,
+            ErrorCode::ReplicaUnavailable => 4,
+            ErrorCode::TooLarge => 5,
+            ErrorCode::BadRequest => 6,
+            ErrorCode::Busy => 7,
+            ErrorCode::ShuttingDown => 8,
+            ErrorCode::Internal => 9,
+            ErrorCode::Unknown(n) => *n,
+        }
+    }
+
+    /// The code for a number whose detail field is empty.
+    fn from_plain_u16(number: u16) -> Self {
+        match number {
+            1 => ErrorCode::NotFound,
+            2 => ErrorCode::AlreadyExists,
+            4 => ErrorCode::ReplicaUnavailable,
+            5 => ErrorCode::TooLarge,
+            6 => ErrorCode::BadRequest,
+            7 => ErrorCode::Busy,
+            8 => ErrorCode::ShuttingDown,
+            9 => ErrorCode::Internal,
+            n => ErrorCode::Unknown(n),
+        }
+    }
+
+    /// The code a server should answer a frame that failed to decode with:
+    /// [`ErrorCode::TooLarge`] for a size cap, [`ErrorCode::BadRequest`] for
+    /// anything else.
+    pub fn for_frame_error(error: &FrameError) -> Self {
+        match error {
+            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            FrameError::Incomplete | FrameError::UnknownKind(_) | FrameError::Malformed { .. } => {
+                ErrorCode::BadRequest
+            }
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorCode::NotFound => f.write_str("not found"),
+            ErrorCode::AlreadyExists => f.write_str("already exists"),
+            ErrorCode::NotMaster { master } if master.is_empty() => {
+                f.write_str("not the master (master unknown)")
+            }
+            ErrorCode::NotMaster { master } => write!(f, "not the master (master is {master})"),
+            ErrorCode::ReplicaUnavailable => f.write_str("replica unavailable"),
+            ErrorCode::TooLarge => f.write_str("too large"),
+            ErrorCode::BadRequest => f.write_str("bad request"),
+            ErrorCode::Busy => f.write_str("busy"),
+            ErrorCode::ShuttingDown => f.write_str("shutting down"),
+            ErrorCode::Internal => f.write_str("internal error"),
+            ErrorCode::Unknown(n) => write!(f, "unknown error code {n}"),
+        }
+    }
+}
+
+fn put_key(dst: &mut Vec<u8>, key: &[u8]) -> Result<(), FrameError> {
+    put_bytes(dst, key, Some((Limit::Key, MAX_KEY_LEN)))
+}
+
+fn put_value(dst: &mut Vec<u8>, value: &[u8]) -> Result<(), FrameError> {
+    put_bytes(dst, value, Some((Limit::Value, MAX_VALUE_LEN)))
+}
+
+fn key(r: &mut Reader<'_>) -> Result<Vec<u8>, FrameError> {
+    Ok(r.bytes(Some((Limit::Key, MAX_KEY_LEN)))?.to_vec())
+}
+
+fn value(r: &mut Reader<'_>) -> Result<Vec<u8>, FrameError> {
+    Ok(r.bytes(Some((Limit::Value, MAX_VALUE_LEN)))?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_in_their_ranges_and_unique() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_u8(kind.as_u8()), Some(kind));
+            assert!(kind.is_request() ^ kind.is_response(), "{kind:?}");
+            assert!(!Kind::REPLICATION.contains(&kind.as_u8()));
+        }
+        assert_eq!(Kind::from_u8(0), None);
+        for byte in Kind::REPLICATION {
+            assert_eq!(Kind::from_u8(byte), None);
+        }
+    }
+
+    #[test]
+    fn error_code_numbers_are_stable() {
+        let codes = [
+            (ErrorCode::NotFound, 1),
+            (ErrorCode::AlreadyExists, 2),
+            (
+                ErrorCode::NotMaster {
+                    master: "m:1".into(),
+                },
+                3,
+            ),
+            (ErrorCode::ReplicaUnavailable, 4),
+            (ErrorCode::TooLarge, 5),
+            (ErrorCode::BadRequest, 6),
+            (ErrorCode::Busy, 7),
+            (ErrorCode::ShuttingDown, 8),
+            (ErrorCode::Internal, 9),
+            (ErrorCode::Unknown(0), 0),
+            (ErrorCode::Unknown(4242), 4242),
+        ];
+        for (code, number) in codes {
+            assert_eq!(code.as_u16(), number, "{code:?}");
+            if number != ErrorCode::NOT_MASTER {
+                assert_eq!(ErrorCode::from_plain_u16(number), code);
+            }
+        }
+    }
+
+    #[test]
+    fn request_accessors() {
+        let put = Request::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        assert_eq!(put.key(), Some(&b"k"[..]));
+        assert!(put.is_write());
+        assert!(!Request::Read { key: vec![] }.is_write());
+        assert_eq!(Request::Ping.key(), None);
+    }
+
+    #[test]
+    fn value_presence_byte_is_checked() {
+        // seq 0, presence 2
+        let body = [0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let mut r = Reader::new(&body, 13);
+        assert_eq!(
+            Response::decode_body(Kind::Value, &mut r),
+            Err(FrameError::Malformed {
+                offset: 21,
+                reason: "presence byte is neither 0 nor 1"
+            })
+        );
+    }
+
+    #[test]
+    fn info_count_is_bounded_by_the_frame() {
+        let body = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut r = Reader::new(&body, 13);
+        assert!(matches!(
+            Response::decode_body(Kind::InfoReply, &mut r),
+            Err(FrameError::Malformed {
+                reason: "info pair count exceeds the frame",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn frame_errors_map_to_codes() {
+        assert_eq!(
+            ErrorCode::for_frame_error(&FrameError::TooLarge {
+                limit: Limit::Key,
+                len: 1,
+                max: 0
+            }),
+            ErrorCode::TooLarge
+        );
+        assert_eq!(
+            ErrorCode::for_frame_error(&FrameError::UnknownKind(0x50)),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn error_code_display() {
+        assert_eq!(
+            ErrorCode::NotMaster {
+                master: "10.0.0.1:7000".into()
+            }
+            .to_string(),
+            "not the master (master is 10.0.0.1:7000)"
+        );
+        assert_eq!(ErrorCode::Unknown(77).to_string(), "unknown error code 77");
+    }
+}

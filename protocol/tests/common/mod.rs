@@ -1,0 +1,141 @@
+//! Sample messages shared by the integration tests: at least one frame of
+//! every kind and one error response of every error code, so that a test
+//! that walks them covers the whole protocol.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use duokv_protocol::{ErrorCode, Frame, Kind, Request, Response, WriteReceipt};
+
+/// Every error code this version knows, plus unknown ones.
+pub fn all_error_codes() -> Vec<ErrorCode> {
+    vec![
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::NotMaster {
+            master: "127.0.0.1:7000".to_string(),
+        },
+        ErrorCode::NotMaster {
+            master: String::new(),
+        },
+        ErrorCode::ReplicaUnavailable,
+        ErrorCode::TooLarge,
+        ErrorCode::BadRequest,
+        ErrorCode::Busy,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+        ErrorCode::Unknown(0),
+        ErrorCode::Unknown(10),
+        ErrorCode::Unknown(u16::MAX),
+    ]
+}
+
+/// Frames of every kind, with varied request ids.
+pub fn sample_frames() -> Vec<Frame> {
+    let mut frames = vec![
+        Frame::request(
+            1,
+            Request::Create {
+                key: b"k1".to_vec(),
+                value: b"v1".to_vec(),
+            },
+        ),
+        Frame::request(
+            2,
+            Request::Read {
+                key: b"k1".to_vec(),
+            },
+        ),
+        Frame::request(3, Request::Read { key: Vec::new() }),
+        Frame::request(
+            4,
+            Request::Update {
+                key: b"k1".to_vec(),
+                value: vec![0, 255, 7],
+            },
+        ),
+        Frame::request(
+            5,
+            Request::Delete {
+                key: b"k1".to_vec(),
+            },
+        ),
+        Frame::request(
+            6,
+            Request::Put {
+                key: vec![0xFF; 300],
+                value: Vec::new(),
+            },
+        ),
+        Frame::request(u64::MAX, Request::Ping),
+        Frame::request(0, Request::Info),
+        Frame::response(
+            2,
+            Response::Value {
+                value: Some(b"v1".to_vec()),
+                seq: 17,
+            },
+        ),
+        Frame::response(
+            2,
+            Response::Value {
+                value: Some(Vec::new()),
+                seq: 18,
+            },
+        ),
+        Frame::response(
+            3,
+            Response::Value {
+                value: None,
+                seq: 0,
+            },
+        ),
+        Frame::response(
+            1,
+            Response::Written(WriteReceipt {
+                seq: 17,
+                received_ns: 1_700_000_000_000_000_000,
+                applied_ns: 1_700_000_000_000_100_000,
+                replicated_ns: 0,
+                replied_ns: 1_700_000_000_000_200_000,
+            }),
+        ),
+        Frame::response(
+            u64::MAX,
+            Response::Pong {
+                received_ns: 1,
+                sent_ns: u64::MAX,
+            },
+        ),
+        Frame::response(0, Response::Info(Vec::new())),
+        Frame::response(
+            0,
+            Response::Info(vec![
+                ("role".to_string(), "master".to_string()),
+                ("last_seq".to_string(), "17".to_string()),
+                ("note".to_string(), "héllo ✓".to_string()),
+                (String::new(), String::new()),
+            ]),
+        ),
+    ];
+    for (i, code) in all_error_codes().into_iter().enumerate() {
+        frames.push(Frame::response(
+            100 + i as u64,
+            Response::error(code, format!("failure number {i}")),
+        ));
+    }
+    frames.push(Frame::response(
+        99,
+        Response::error(ErrorCode::Internal, ""),
+    ));
+    frames
+}
+
+/// Asserts that `frames` holds every kind this version knows.
+pub fn assert_covers_every_kind(frames: &[Frame]) {
+    for kind in Kind::ALL {
+        assert!(
+            frames.iter().any(|f| f.kind() == kind),
+            "no sample frame of kind {kind:?}"
+        );
+    }
+}

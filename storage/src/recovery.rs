@@ -14,13 +14,17 @@
 
 use std::fs;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use log::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::format::{RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
+use crate::format::{
+    RECORD_HEADER_LEN, RecordHeader, RecordKind, RecordProblem, SEGMENT_HEADER_LEN, SegmentHeader,
+    SegmentKind,
+};
 use crate::keydir::{Keydir, Location, SegmentSlot};
 use crate::segment::{self, RecordScanner, ScanError, Segment};
 
@@ -167,7 +171,6 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
             let count = segments.len();
             let mut batch = Vec::with_capacity(BATCH);
             for (i, segment) in segments.into_iter().enumerate() {
-                last_seq = last_seq.max(segment.horizon);
                 let segment = Arc::new(segment);
                 let scan = scan_segment(
                     &segment,
@@ -186,6 +189,9 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
                         }
                     },
                 )?;
+                // A compacted segment's records are at or below its horizon;
+                // only the segments after it must go past it.
+                last_seq = last_seq.max(segment.horizon);
                 scanned_bytes += scan.end;
                 scanned_records += scan.records;
                 let expected = scanned_records as f64 / scanned_bytes as f64
@@ -283,7 +289,7 @@ fn scan_segment(
             Ok(None) => return Ok(scanned),
             Err(ScanError::Io(e)) => return Err(Error::io("read", path, e)),
             Err(ScanError::Bad { offset, problem }) => {
-                if !is_newest || valid_record_follows(segment, offset, file_len)? {
+                if !is_newest || valid_record_follows(segment, offset, problem, file_len)? {
                     return Err(Error::corrupt(path, offset, problem.describe()));
                 }
                 warn!(
@@ -303,13 +309,41 @@ fn scan_segment(
 }
 
 /// Whether a valid record starts anywhere after the damaged one at `offset`.
-fn valid_record_follows(segment: &Segment, offset: u64, file_len: u64) -> Result<bool> {
+///
+/// When the damaged record's header is intact (its own CRC and limits
+/// pass), its length is trusted and the search starts where it ends: its
+/// value may hold any bytes, a well-formed record among them, and must not
+/// count. A record whose end lies past the file is then a torn tail. When
+/// the header itself is damaged, every later offset is searched.
+fn valid_record_follows(
+    segment: &Segment,
+    offset: u64,
+    problem: RecordProblem,
+    file_len: u64,
+) -> Result<bool> {
+    let read_error = |e| Error::io("read", &segment.path, e);
+    let mut start = offset + 1;
+    if matches!(problem, RecordProblem::Short | RecordProblem::BadChecksum) {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        let have = usize::try_from(file_len - offset)
+            .unwrap_or(usize::MAX)
+            .min(RECORD_HEADER_LEN);
+        segment
+            .file
+            .read_exact_at(&mut header[..have], offset)
+            .map_err(read_error)?;
+        if let Ok(header) = RecordHeader::decode(&header[..have]) {
+            start = offset + u64::from(header.len);
+        }
+    }
+    if start >= file_len {
+        return Ok(false);
+    }
     let mut tail = Vec::new();
     let mut file = &segment.file;
-    file.seek(SeekFrom::Start(offset + 1))
-        .map_err(|e| Error::io("seek", &segment.path, e))?;
-    file.take(file_len - offset - 1)
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    file.take(file_len - start)
         .read_to_end(&mut tail)
-        .map_err(|e| Error::io("read", &segment.path, e))?;
+        .map_err(read_error)?;
     Ok(segment::any_valid_record_in(&tail))
 }

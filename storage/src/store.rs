@@ -573,10 +573,6 @@ impl Inner {
         };
         let segment = writer.active.clone();
         writer.in_flight = written;
-        if writer.offset >= self.options.segment_size_limit() {
-            // The batch just written is in `segment`, synced below.
-            self.roll_logged(&mut writer);
-        }
         drop(writer);
 
         let synced = segment.sync_data();
@@ -584,7 +580,14 @@ impl Inner {
         let mut writer = lock(&self.writer);
         let written = std::mem::take(&mut writer.in_flight);
         match &synced {
-            Ok(()) => self.publish(written),
+            Ok(()) => {
+                self.publish(written);
+                // Roll only once the segment is synced: recovery accepts a
+                // torn tail in the newest segment alone.
+                if writer.offset >= self.options.segment_size_limit() {
+                    self.roll_logged(&mut writer);
+                }
+            }
             Err(e) => self.poison(e),
         }
         writer.hand_off();
@@ -621,14 +624,12 @@ impl Inner {
         }
     }
 
-    /// Starts a new active segment. Under `Sync::Every` the old one is
-    /// synced first; under `Sync::Always` its records are synced by the
-    /// leader that wrote them.
+    /// Starts a new active segment. The old one is synced first, whatever
+    /// the policy: recovery accepts a torn tail only in the newest segment,
+    /// so a closed segment must be whole on disk before a newer one exists.
     pub(crate) fn roll(&self, writer: &mut Writer) -> Result<()> {
         let policy = self.options.sync_policy();
-        if matches!(policy, Sync::Every(_)) {
-            writer.active.sync_data()?;
-        }
+        writer.active.sync_data()?;
         let id = segment::next_log_id(writer.active.id);
         let header = SegmentHeader {
             kind: SegmentKind::Log,

@@ -18,16 +18,18 @@
 //! the newest sequence number among the inputs (its horizon): catch-up from
 //! below it is refused, since records were dropped.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use log::info;
 
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
-use crate::keydir::{Location, SegmentSlot};
+use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
+use crate::iter::SnapshotEntry;
+use crate::keydir::{Keydir, Location, SegmentSlot};
 use crate::segment::{self, Segment};
 use crate::store::Inner;
 use crate::writer::lock;
@@ -92,52 +94,24 @@ impl Inner {
         let id = newest_input.id + 1;
 
         // 2. Copy.
-        let final_path = self.dir.join(segment::file_name(id));
-        let temp_path = self.dir.join(segment::temp_file_name(id));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp_path)
-            .map_err(|e| Error::io("create", &temp_path, e))?;
-        let header = SegmentHeader {
-            kind: SegmentKind::Compacted,
-            id,
-            horizon,
-        };
-        let mut out = BufWriter::with_capacity(1 << 20, &file);
-        let write_error = |e| Error::io("write", &temp_path, e);
-        out.write_all(&header.encode()).map_err(write_error)?;
-        let mut offset = SEGMENT_HEADER_LEN as u64;
+        let mut output = Output::create(&self.dir, id, horizon)?;
         let mut moved = Vec::with_capacity(live.len());
-        let mut last_seq = 0;
         for (key, old) in live {
             let source = inputs.iter().find(|s| s.id == old.segment).ok_or_else(|| {
                 Error::corrupt(&self.dir, old.offset, "index points to a missing segment")
             })?;
             let record = source.read_record(old.offset, old.len)?;
-            out.write_all(&record.bytes).map_err(write_error)?;
-            moved.push((
-                key,
-                old,
-                Location {
-                    segment: id,
-                    offset,
-                    len: old.len,
-                    seq: old.seq,
-                },
-            ));
-            offset += u64::from(old.len);
-            last_seq = old.seq;
+            let location = output.push(&record.bytes, old.seq)?;
+            moved.push((key, old, location));
         }
-        out.flush().map_err(write_error)?;
-        drop(out);
+        let (file, offset, last_seq) = output.finish()?;
         if stop(Step::OutputWritten) {
             return Ok(());
         }
 
         // 3. Commit.
+        let final_path = self.dir.join(segment::file_name(id));
+        let temp_path = self.dir.join(segment::temp_file_name(id));
         file.sync_all()
             .map_err(|e| Error::io("sync", &temp_path, e))?;
         if stop(Step::OutputSynced) {
@@ -201,6 +175,186 @@ impl Inner {
             final_path.display(),
             moved.len(),
             offset
+        );
+        Ok(())
+    }
+}
+
+/// A compacted segment being written to its `.tmp` file.
+struct Output {
+    id: u64,
+    temp_path: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    last_seq: u64,
+}
+
+impl Output {
+    fn create(dir: &Path, id: u64, horizon: u64) -> Result<Output> {
+        let temp_path = dir.join(segment::temp_file_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp_path)
+            .map_err(|e| Error::io("create", &temp_path, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let header = SegmentHeader {
+            kind: SegmentKind::Compacted,
+            id,
+            horizon,
+        };
+        out.write_all(&header.encode())
+            .map_err(|e| Error::io("write", &temp_path, e))?;
+        Ok(Output {
+            id,
+            temp_path,
+            out,
+            offset: SEGMENT_HEADER_LEN as u64,
+            last_seq: 0,
+        })
+    }
+
+    /// Appends one encoded record and says where it lies.
+    fn push(&mut self, record: &[u8], seq: u64) -> Result<Location> {
+        self.out
+            .write_all(record)
+            .map_err(|e| Error::io("write", &self.temp_path, e))?;
+        let location = Location {
+            segment: self.id,
+            offset: self.offset,
+            len: record.len() as u32,
+            seq,
+        };
+        self.offset += record.len() as u64;
+        self.last_seq = seq;
+        Ok(location)
+    }
+
+    /// Flushes the buffer; returns the file, its length and its last seq.
+    fn finish(self) -> Result<(File, u64, u64)> {
+        let temp_path = self.temp_path;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("write", &temp_path, e.into_error()))?;
+        Ok((file, self.offset, self.last_seq))
+    }
+}
+
+impl Inner {
+    /// Replaces the store's contents with a snapshot; see
+    /// [`Store::install_snapshot`](crate::Store::install_snapshot).
+    pub(crate) fn install_snapshot(
+        &self,
+        seq: u64,
+        entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
+    ) -> Result<()> {
+        let _one_at_a_time = lock(&self.compacting);
+        // Wait until no write is staged or in flight, then hold the writer
+        // so that none starts until the switch is done.
+        let (_gate, mut writer) = loop {
+            let gate = lock(&self.flush_gate);
+            let writer = lock(&self.writer);
+            if writer.buffered.is_empty() {
+                break (gate, writer);
+            }
+            drop(writer);
+            drop(gate);
+            std::thread::yield_now();
+        };
+        // Above every existing segment, the active one included, so that
+        // once renamed into place it replaces them all.
+        let id = writer.active.id + 1;
+        let mut output = Output::create(&self.dir, id, seq)?;
+        let mut keydir = Keydir::default();
+        let mut record = Vec::new();
+        let mut previous = 0;
+        for entry in entries {
+            let entry = entry?;
+            if entry.seq <= previous || entry.seq > seq {
+                let _ = fs::remove_file(&output.temp_path);
+                return Err(Error::OutOfOrder {
+                    expected: previous + 1,
+                    got: entry.seq,
+                });
+            }
+            if let Err(e) = crate::store::check_limits(&entry.key, &entry.value) {
+                let _ = fs::remove_file(&output.temp_path);
+                return Err(e);
+            }
+            previous = entry.seq;
+            record.clear();
+            format::encode_record(
+                &mut record,
+                entry.seq,
+                RecordKind::Put,
+                &entry.key,
+                &entry.value,
+            );
+            let location = output.push(&record, entry.seq)?;
+            keydir.load(entry.key, RecordKind::Put, location);
+        }
+        let temp_path = output.temp_path.clone();
+        let (file, end, last_seq) = output.finish()?;
+        file.sync_all()
+            .map_err(|e| Error::io("sync", &temp_path, e))?;
+        let final_path = self.dir.join(segment::file_name(id));
+        fs::rename(&temp_path, &final_path).map_err(|e| Error::io("rename", &temp_path, e))?;
+        segment::sync_dir(&self.dir)?;
+
+        // Committed: from here a crash reopens with the snapshot.
+        let snapshot =
+            Arc::new(Segment::open(final_path.clone(), id)?.ok_or_else(|| {
+                Error::corrupt(&final_path, 0, "snapshot segment header cut short")
+            })?);
+        let active_id = segment::next_log_id(id);
+        let header = SegmentHeader {
+            kind: SegmentKind::Log,
+            id: active_id,
+            horizon: 0,
+        };
+        let active = Arc::new(Segment::create(
+            &self.dir,
+            self.dir.join(segment::file_name(active_id)),
+            header,
+            true,
+        )?);
+        keydir.segments.insert(
+            id,
+            SegmentSlot {
+                segment: snapshot,
+                end,
+                record_bytes: end - SEGMENT_HEADER_LEN as u64,
+                last_seq,
+            },
+        );
+        keydir.segments.insert(
+            active_id,
+            SegmentSlot {
+                segment: active.clone(),
+                end: SEGMENT_HEADER_LEN as u64,
+                record_bytes: 0,
+                last_seq: 0,
+            },
+        );
+        keydir.published_seq = seq;
+        keydir.horizon = seq;
+        let old = std::mem::replace(&mut *self.write_keydir(), keydir);
+        writer.active = active;
+        writer.offset = SEGMENT_HEADER_LEN as u64;
+        writer.last_seq = seq;
+        drop(writer);
+
+        for slot in old.segments.values() {
+            slot.segment.remove()?;
+        }
+        segment::sync_dir(&self.dir)?;
+        info!(
+            "installed a snapshot as of seq {seq} in {} ({} keys)",
+            self.dir.display(),
+            self.read_keydir().entries.len()
         );
         Ok(())
     }

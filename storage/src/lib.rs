@@ -40,10 +40,12 @@
 //! # Replication support
 //!
 //! A master's writes get consecutive sequence numbers. A slave writes the
-//! master's records with [`Store::apply`], which refuses a sequence number
-//! that does not follow its last one. Catch-up reads
-//! [`Store::records_since`]; when compaction has already dropped what is
-//! needed, [`Store::snapshot`] gives every live key instead.
+//! master's records with [`Store::apply`] or, a run at a time with one
+//! sync, [`Store::apply_batch`]; both refuse a sequence number that does not
+//! follow the last one. Catch-up reads [`Store::records_since`]; when
+//! compaction has already dropped what is needed, [`Store::snapshot`] gives
+//! every live key instead, and the slave replaces its contents with it
+//! through [`Store::install_snapshot`].
 //!
 //! # Durability
 //!

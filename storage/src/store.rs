@@ -13,7 +13,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,9 +22,9 @@ use log::{debug, error, warn};
 
 use crate::error::{Error, Field, Result};
 use crate::format::{
-    self, MAX_KEY_LEN, MAX_VALUE_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
+    MAX_KEY_LEN, MAX_VALUE_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
-use crate::iter::{RecordsSince, Snapshot};
+use crate::iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
 use crate::keydir::{Keydir, SegmentSlot};
 use crate::options::{Options, Sync};
 use crate::recovery;
@@ -105,6 +105,33 @@ pub struct Stats {
     pub last_seq: u64,
     /// Compactions run since the store was opened.
     pub compactions: u64,
+}
+
+/// The record kind, key and value of an op.
+fn op_parts(op: &Op) -> (RecordKind, (&[u8], &[u8])) {
+    match op {
+        Op::Put { key, value } => (RecordKind::Put, (key, value)),
+        Op::Delete { key } => (RecordKind::Delete, (key, &[])),
+    }
+}
+
+/// Refuses a key or value over the limits, before anything is written.
+pub(crate) fn check_limits(key: &[u8], value: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::TooLarge {
+            field: Field::Key,
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::TooLarge {
+            field: Field::Value,
+            len: value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// What must be true of a key before a write goes ahead.
@@ -299,13 +326,39 @@ impl Store {
     /// the master's stream with it. `seq` must be the store's last plus one,
     /// else [`Error::OutOfOrder`] and nothing is written.
     pub fn apply(&self, seq: u64, op: &Op) -> Result<()> {
-        let (kind, key, value) = match op {
-            Op::Put { key, value } => (RecordKind::Put, key.as_slice(), value.as_slice()),
-            Op::Delete { key } => (RecordKind::Delete, key.as_slice(), &[][..]),
-        };
+        let (kind, (key, value)) = op_parts(op);
         self.inner
             .append(Some(seq), Expect::Anything, kind, key, value)
             .map(|_| ())
+    }
+
+    /// Applies a run of a master's records, oldest first, with one commit:
+    /// under `Sync::Always` one `fdatasync` for the whole run, so a slave
+    /// keeps up with a master whose writers share syncs. The first record
+    /// must follow the store's last, each the one before; else
+    /// [`Error::OutOfOrder`] and nothing is written.
+    pub fn apply_batch(&self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.inner.apply_batch(records)
+    }
+
+    /// Replaces the whole contents of the store with a master's snapshot:
+    /// `entries` (oldest write first, each at or below `seq`) become the
+    /// only live keys and `seq` the last sequence number. A slave performs
+    /// a full resync with it.
+    ///
+    /// Crash-safe: the entries are written to a new compacted segment that,
+    /// once renamed into place, replaces every older segment; a crash before
+    /// that leaves the old contents whole. Writes wait while it runs; reads
+    /// see the old contents until the switch.
+    pub fn install_snapshot(
+        &self,
+        seq: u64,
+        entries: impl IntoIterator<Item = Result<SnapshotEntry>>,
+    ) -> Result<()> {
+        self.inner.install_snapshot(seq, &mut entries.into_iter())
     }
 
     /// The newest sequence number readers can see; it survives restarts
@@ -478,20 +531,7 @@ impl Inner {
         key: &[u8],
         value: &[u8],
     ) -> Result<u64> {
-        if key.len() > MAX_KEY_LEN {
-            return Err(Error::TooLarge {
-                field: Field::Key,
-                len: key.len(),
-                max: MAX_KEY_LEN,
-            });
-        }
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::TooLarge {
-                field: Field::Value,
-                len: value.len(),
-                max: MAX_VALUE_LEN,
-            });
-        }
+        check_limits(key, value)?;
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
@@ -518,26 +558,51 @@ impl Inner {
             Some(given) => given,
             None => expected,
         };
-        let buf_offset = writer.buf.len();
-        let len = format::encode_record(&mut writer.buf, seq, kind, key, value);
-        writer.buffered.push(crate::writer::Buffered {
-            key: key.to_vec(),
-            kind,
-            buf_offset,
-            len,
-            seq,
-        });
-        writer.last_seq = seq;
+        writer.stage(seq, kind, key, value);
+        self.commit(writer)?;
+        Ok(seq)
+    }
 
+    /// Applies a run of a master's records with one commit (one sync under
+    /// `Sync::Always`). Nothing is written unless every record is in limits
+    /// and their sequence numbers follow the store's last one by one.
+    pub(crate) fn apply_batch(&self, records: &[Record]) -> Result<()> {
+        for record in records {
+            let (key, value) = op_parts(&record.op).1;
+            check_limits(key, value)?;
+        }
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let mut writer = lock(&self.writer);
+        for (i, record) in records.iter().enumerate() {
+            let expected = writer.last_seq + 1 + i as u64;
+            if record.seq != expected {
+                return Err(Error::OutOfOrder {
+                    expected,
+                    got: record.seq,
+                });
+            }
+        }
+        for record in records {
+            let (kind, (key, value)) = op_parts(&record.op);
+            writer.stage(record.seq, kind, key, value);
+        }
+        self.commit(writer)
+    }
+
+    /// Makes what is staged in the writer durable as its policy says, and
+    /// visible: at once under `Sync::Never` and `Sync::Every`, through a
+    /// group-commit batch under `Sync::Always`.
+    fn commit(&self, mut writer: MutexGuard<'_, Writer>) -> Result<()> {
         if self.options.sync_policy() != Sync::Always {
             let written = writer.write_buffer()?;
             self.publish(written);
             if writer.offset >= self.options.segment_size_limit() {
                 self.roll_logged(&mut writer);
             }
-            return Ok(seq);
+            return Ok(());
         }
-
         let batch = writer.batch.clone();
         let lead = !writer.flushing;
         writer.flushing = true;
@@ -545,8 +610,7 @@ impl Inner {
         if lead {
             self.flush_round();
         }
-        batch.wait(|| self.flush_round())?;
-        Ok(seq)
+        batch.wait(|| self.flush_round())
     }
 
     /// One group-commit round under `Sync::Always`: write the buffer, sync

@@ -79,6 +79,20 @@ impl Writer {
         }
     }
 
+    /// Encodes one record into the buffer and hands out its sequence number.
+    pub(crate) fn stage(&mut self, seq: u64, kind: RecordKind, key: &[u8], value: &[u8]) {
+        let buf_offset = self.buf.len();
+        let len = crate::format::encode_record(&mut self.buf, seq, kind, key, value);
+        self.buffered.push(Buffered {
+            key: key.to_vec(),
+            kind,
+            buf_offset,
+            len,
+            seq,
+        });
+        self.last_seq = seq;
+    }
+
     /// Whether the newest write not yet visible to readers leaves `key`
     /// present (`Some(true)`), deleted (`Some(false)`), or was never made
     /// (`None`: ask the index).

@@ -1257,3 +1257,118 @@ fn stats_track_live_and_dead_bytes() {
     assert_eq!((s.last_seq, s.compactions), (4, 1));
     assert_eq!(store.get(b"a").unwrap(), Some(b"zzzzzz".to_vec()));
 }
+
+/// `apply_batch` writes a run of a master's records at once, refuses a run
+/// that does not follow the last seq (writing none of it), and survives a
+/// reopen.
+#[test]
+fn apply_batch_writes_runs_and_refuses_gaps() {
+    for policy in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Options::default().sync(policy));
+        let run: Vec<Record> = (1..=50)
+            .map(|seq| {
+                record(
+                    seq,
+                    put_op(format!("k{}", seq % 7).as_bytes(), &seq.to_be_bytes()),
+                )
+            })
+            .chain([record(51, delete_op(b"k0"))])
+            .collect();
+        store.apply_batch(&run[..20]).unwrap();
+        assert_eq!(store.last_seq(), 20);
+        let gap = store.apply_batch(&run[21..30]);
+        assert!(
+            matches!(
+                gap,
+                Err(Error::OutOfOrder {
+                    expected: 21,
+                    got: 22
+                })
+            ),
+            "{gap:?}"
+        );
+        let mut broken = run[20..25].to_vec();
+        broken[3].seq = 99;
+        assert!(matches!(
+            store.apply_batch(&broken),
+            Err(Error::OutOfOrder {
+                expected: 24,
+                got: 99
+            })
+        ));
+        assert_eq!(store.last_seq(), 20, "a refused run writes nothing");
+        store.apply_batch(&run[20..]).unwrap();
+        assert_eq!(records(&store, 0), run);
+        drop(store);
+        let store = open(dir.path(), Options::default().sync(policy));
+        assert_eq!(records(&store, 0), run, "after reopen under {policy:?}");
+        assert_eq!(store.get(b"k0").unwrap(), None);
+        assert_eq!(
+            store.get(b"k1").unwrap(),
+            Some(50u64.to_be_bytes().to_vec())
+        );
+    }
+}
+
+/// `install_snapshot` replaces every key with the snapshot's, sets the last
+/// seq to the snapshot's, keeps both across a reopen, and later writes and
+/// applies continue from it.
+#[test]
+fn install_snapshot_replaces_the_contents() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = open(source_dir.path(), Options::default().sync(Sync::Never));
+    for i in 0..40u32 {
+        source.put(format!("s{}", i % 9), i.to_be_bytes()).unwrap();
+    }
+    source.delete(b"s3").unwrap();
+    let expected = contents(&source);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Options::default().segment_size(512));
+    for i in 0..100u32 {
+        store
+            .put(format!("old{}", i % 13), i.to_be_bytes())
+            .unwrap();
+    }
+    let snapshot = source.snapshot();
+    let seq = snapshot.seq();
+    store.install_snapshot(seq, snapshot).unwrap();
+    assert_eq!(contents(&store), expected);
+    assert_eq!(store.last_seq(), seq);
+    assert_eq!(store.get(b"old1").unwrap(), None);
+    assert!(store.stats().segment_files <= 2, "old segments removed");
+    assert!(matches!(
+        store.records_since(seq - 1),
+        Err(Error::Compacted { .. })
+    ));
+
+    store.apply(seq + 1, &put_op(b"after", b"1")).unwrap();
+    drop(store);
+    let store = open(dir.path(), Options::default());
+    let mut after = expected.clone();
+    after.insert(b"after".to_vec(), (seq + 1, b"1".to_vec()));
+    assert_eq!(contents(&store), after);
+    assert_eq!(store.last_seq(), seq + 1);
+    assert_eq!(store.put(b"next", b"2").unwrap(), seq + 2);
+
+    // A snapshot whose entries are out of order is refused and the store
+    // keeps what it had.
+    let bad = vec![
+        Ok(SnapshotEntry {
+            seq: 5,
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+        }),
+        Ok(SnapshotEntry {
+            seq: 4,
+            key: b"b".to_vec(),
+            value: b"2".to_vec(),
+        }),
+    ];
+    assert!(store.install_snapshot(9, bad).is_err());
+    assert_eq!(store.get(b"next").unwrap(), Some(b"2".to_vec()));
+    drop(store);
+    let store = open(dir.path(), Options::default());
+    assert_eq!(store.get(b"next").unwrap(), Some(b"2".to_vec()));
+}

@@ -62,7 +62,7 @@
 //! - [`store`]: [`Store`], its write path and group commit leader.
 //! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
 //! - [`error`]: [`Error`], the one error type.
-//! - [`format`]: the bytes of segment headers and records (`FORMAT.md`
+//! - [`format`](mod@format): the bytes of segment headers and records (`FORMAT.md`
 //!   draws them).
 //! - `segment`: segment files, their names, reading records back.
 //! - `keydir`: the in-memory index and the table of open segments.

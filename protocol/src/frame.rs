@@ -26,6 +26,7 @@ use crate::MAX_FRAME_LEN;
 use crate::codec::{Reader, put_u8, put_u32, put_u64};
 use crate::error::{Error, FrameError, Limit};
 use crate::message::{Kind, Request, Response};
+use crate::replication::Replication;
 
 /// Bytes of the length prefix.
 const PREFIX_LEN: usize = 4;
@@ -36,13 +37,17 @@ const FIRST_CHUNK: usize = 64 * 1024;
 /// Bytes from the start of a frame to the start of its body.
 const BODY_OFFSET: usize = PREFIX_LEN + HEADER_LEN as usize;
 
-/// What a frame carries: a request or a response.
+/// What a frame carries: a request or a response on a client connection, or
+/// a message of the replication stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Message {
     /// A client's request.
     Request(Request),
     /// A server's response.
     Response(Response),
+    /// A message between a master and its slave, on the connection the
+    /// master opened with [`Role::Replica`](crate::Role::Replica).
+    Replication(Replication),
 }
 
 impl Message {
@@ -51,6 +56,7 @@ impl Message {
         match self {
             Message::Request(r) => r.kind(),
             Message::Response(r) => r.kind(),
+            Message::Replication(r) => r.kind(),
         }
     }
 }
@@ -67,6 +73,12 @@ impl From<Response> for Message {
     }
 }
 
+impl From<Replication> for Message {
+    fn from(r: Replication) -> Self {
+        Message::Replication(r)
+    }
+}
+
 /// One message with the request id that ties a response to its request.
 ///
 /// A client picks the ids (a counter starting at 1 does); the server copies
@@ -74,11 +86,16 @@ impl From<Response> for Message {
 /// have several requests in flight on one connection and must match
 /// responses by id. Id 0 is left to the server: it marks an error frame
 /// about input that could not be decoded (see `PROTOCOL.md`, "Bad input").
+///
+/// Replication frames are not matched by id: their sender puts the
+/// message's sequence number there, or 0 (see [`Replication::seq`]), and
+/// their receiver ignores it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {
-    /// The id chosen by the client and echoed by the server.
+    /// The id chosen by the client and echoed by the server; informational
+    /// only on the replication stream.
     pub request_id: u64,
-    /// The request or response.
+    /// The request, response or replication message.
     pub message: Message,
 }
 
@@ -96,6 +113,15 @@ impl Frame {
         Frame {
             request_id,
             message: Message::Response(response),
+        }
+    }
+
+    /// A frame carrying a replication message. By convention `request_id` is
+    /// `replication.seq().unwrap_or(0)`; receivers ignore it.
+    pub fn replication(request_id: u64, replication: Replication) -> Self {
+        Frame {
+            request_id,
+            message: Message::Replication(replication),
         }
     }
 
@@ -160,11 +186,13 @@ impl Frame {
         let mut body = Reader::new(frame.get(BODY_OFFSET..).unwrap_or_default(), BODY_OFFSET);
         let message = if kind.is_request() {
             Request::decode_body(kind, &mut body)?.map(Message::Request)
+        } else if kind.is_replication() {
+            Replication::decode_body(kind, &mut body)?.map(Message::Replication)
         } else {
             Response::decode_body(kind, &mut body)?.map(Message::Response)
         };
-        // Every known kind is a request or a response, so `None` cannot
-        // happen; report it as an unknown kind rather than panic.
+        // Every known kind is in exactly one of the three ranges, so `None`
+        // cannot happen; report it as an unknown kind rather than panic.
         let message = message.ok_or(FrameError::UnknownKind(kind_byte))?;
         body.finish()?;
         Ok(Frame {
@@ -194,6 +222,7 @@ impl Frame {
         match &self.message {
             Message::Request(r) => r.encode_body(dst)?,
             Message::Response(r) => r.encode_body(dst)?,
+            Message::Replication(r) => r.encode_body(dst)?,
         }
         let written = dst.len() - start - PREFIX_LEN;
         let len = u32::try_from(written)
@@ -372,8 +401,8 @@ mod tests {
     #[test]
     fn unknown_kind_is_reported_early() {
         assert_eq!(
-            Frame::check(&[0, 0, 0, 9, 0x40]),
-            Err(FrameError::UnknownKind(0x40))
+            Frame::check(&[0, 0, 0, 9, 0x47]),
+            Err(FrameError::UnknownKind(0x47))
         );
         assert_eq!(
             Frame::check(&[0, 0, 0, 9, 0x00]),

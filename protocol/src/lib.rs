@@ -20,6 +20,12 @@
 //! 2. Then both sides exchange [`Frame`]s: `length u32 | kind u8 |
 //!    request_id u64 | body`. A client sends [`Request`]s; the server answers
 //!    each with a [`Response`] carrying the same request id.
+//! 3. Replication uses the same handshake and frames with other messages:
+//!    the master dials its slave with [`Role::Replica`], the slave sends a
+//!    [`Replication::Hello`] saying where it stands, and the master answers
+//!    with a stream of [`Replication::Append`]s (or a snapshot first), which
+//!    the slave acknowledges with cumulative [`Replication::Ack`]s. See
+//!    [`replication`] for the whole exchange.
 //!
 //! # Decoding without trusting the peer
 //!
@@ -43,8 +49,11 @@
 //!   [`MAGIC`].
 //! - [`frame`]: the [`Frame`] and its [`Message`], [`Frame::check`] /
 //!   [`Frame::parse`] / [`Frame::encode`], [`read_frame`] and [`write_frame`].
-//! - [`message`]: the bodies: [`Request`], [`Response`], [`WriteReceipt`],
-//!   [`ErrorCode`], and the [`Kind`] byte with its reserved ranges.
+//! - [`message`]: the bodies of a client connection: [`Request`],
+//!   [`Response`], [`WriteReceipt`], [`ErrorCode`], and the [`Kind`] byte
+//!   with its three ranges.
+//! - [`replication`]: the bodies of the replication stream: [`Replication`]
+//!   and the [`ReplicatedOp`] an append carries.
 //! - [`error`]: [`FrameError`], [`HandshakeError`] and the I/O-level
 //!   [`Error`].
 //! - `codec` (private): the bounds-checked big-endian reader and writers every
@@ -91,11 +100,13 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod replication;
 
 pub use error::{Error, FrameError, HandshakeError, Limit};
 pub use frame::{Frame, Message, read_frame, write_frame};
 pub use handshake::{Handshake, HandshakeReply, HandshakeStatus, MAGIC, NodeRole, Role};
 pub use message::{ErrorCode, Kind, Request, Response, WriteReceipt};
+pub use replication::{ReplicatedOp, Replication};
 
 /// The protocol version spoken by this crate, sent in every handshake.
 pub const VERSION: u16 = 1;
@@ -110,10 +121,14 @@ pub const MAX_VALUE_LEN: u32 = 16 * 1024 * 1024;
 
 /// The largest frame `length` (the bytes after the length prefix: kind,
 /// request id and body), 32 MiB. It is comfortably above the largest
-/// request (a [`MAX_KEY_LEN`] key and a [`MAX_VALUE_LEN`] value with their
-/// prefixes and the 9-byte header, about 16.07 MiB), and is checked before
-/// a buffer is allocated for a frame.
+/// message (a [`MAX_KEY_LEN`] key and a [`MAX_VALUE_LEN`] value with their
+/// prefixes, the 9-byte header and, for a [`Replication::Append`], a seq and
+/// an op byte: about 16.07 MiB), and is checked before a buffer is allocated
+/// for a frame.
 pub const MAX_FRAME_LEN: u32 = 32 * 1024 * 1024;
 
-// The cap must leave room for the largest request; checked at compile time.
+// The cap must leave room for the largest request and the largest append
+// (header, seq, op byte, key, value); checked at compile time.
 const _: () = assert!(MAX_FRAME_LEN as u64 > 9 + 4 + MAX_KEY_LEN as u64 + 4 + MAX_VALUE_LEN as u64);
+const _: () =
+    assert!(MAX_FRAME_LEN as u64 > 9 + 8 + 1 + 4 + MAX_KEY_LEN as u64 + 4 + MAX_VALUE_LEN as u64);

@@ -1,11 +1,13 @@
-//! What travels inside a frame: the [`Request`]s a client sends, the
-//! [`Response`]s a server returns, and the [`Kind`] byte that tells them
-//! apart.
+//! What travels inside a frame on a client connection: the [`Request`]s a
+//! client sends, the [`Response`]s a server returns, and the [`Kind`] byte
+//! that tells every message apart (the replication stream's included).
 //!
 //! This module knows how to lay each body out and read it back; the frame
 //! header around it (length, kind, request id) lives in [`frame`](crate::frame).
-//! Keeping the two apart means adding a message (say, the replication
-//! messages in `0x40..=0x7F`) touches only this file and the kind table.
+//! Keeping the two apart means adding a message touches only a body module
+//! and the kind table: the replication messages (`0x40..=0x7F`) live in
+//! [`replication`](crate::replication) and share this module's key and value
+//! helpers.
 //!
 //! Keys, values and strings are all u32-length-prefixed. Keys are capped by
 //! [`MAX_KEY_LEN`], values by [`MAX_VALUE_LEN`]; strings only by the frame cap.
@@ -22,10 +24,10 @@ use crate::{MAX_KEY_LEN, MAX_VALUE_LEN};
 /// The kind byte of a frame: which message its body holds.
 ///
 /// The byte space is split in three (see `PROTOCOL.md`):
-/// [`Kind::REQUESTS`] for client requests, [`Kind::REPLICATION`] reserved for
-/// the master-to-slave replication stream, and [`Kind::RESPONSES`] for
-/// everything a server sends back. `0x00` is never valid, so a zeroed buffer
-/// is rejected at once.
+/// [`Kind::REQUESTS`] for client requests, [`Kind::REPLICATION`] for the
+/// replication stream between a master and its slave (both directions), and
+/// [`Kind::RESPONSES`] for everything a server sends back to a client.
+/// `0x00` is never valid, so a zeroed buffer is rejected at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
@@ -43,6 +45,20 @@ pub enum Kind {
     Ping = 0x06,
     /// [`Request::Info`].
     Info = 0x07,
+    /// [`Replication::Hello`](crate::Replication::Hello).
+    Hello = 0x40,
+    /// [`Replication::Append`](crate::Replication::Append).
+    Append = 0x41,
+    /// [`Replication::Ack`](crate::Replication::Ack).
+    Ack = 0x42,
+    /// [`Replication::SnapshotBegin`](crate::Replication::SnapshotBegin).
+    SnapshotBegin = 0x43,
+    /// [`Replication::SnapshotEntry`](crate::Replication::SnapshotEntry).
+    SnapshotEntry = 0x44,
+    /// [`Replication::SnapshotEnd`](crate::Replication::SnapshotEnd).
+    SnapshotEnd = 0x45,
+    /// [`Replication::ResyncRequest`](crate::Replication::ResyncRequest).
+    ResyncRequest = 0x46,
     /// [`Response::Value`].
     Value = 0x80,
     /// [`Response::Written`].
@@ -58,13 +74,14 @@ pub enum Kind {
 impl Kind {
     /// Kind bytes of client requests.
     pub const REQUESTS: RangeInclusive<u8> = 0x01..=0x3F;
-    /// Kind bytes reserved for the replication stream (master to slave).
+    /// Kind bytes of the replication stream (master to slave and back);
+    /// `0x47..=0x7F` are free for later replication messages.
     pub const REPLICATION: RangeInclusive<u8> = 0x40..=0x7F;
     /// Kind bytes of responses.
     pub const RESPONSES: RangeInclusive<u8> = 0x80..=0xFF;
 
     /// Every kind this version knows, in byte order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Create,
         Kind::Read,
         Kind::Update,
@@ -72,6 +89,13 @@ impl Kind {
         Kind::Put,
         Kind::Ping,
         Kind::Info,
+        Kind::Hello,
+        Kind::Append,
+        Kind::Ack,
+        Kind::SnapshotBegin,
+        Kind::SnapshotEntry,
+        Kind::SnapshotEnd,
+        Kind::ResyncRequest,
         Kind::Value,
         Kind::Written,
         Kind::Pong,
@@ -92,6 +116,11 @@ impl Kind {
     /// Whether this kind is a client request.
     pub fn is_request(self) -> bool {
         Kind::REQUESTS.contains(&self.as_u8())
+    }
+
+    /// Whether this kind is a message of the replication stream.
+    pub fn is_replication(self) -> bool {
+        Kind::REPLICATION.contains(&self.as_u8())
     }
 
     /// Whether this kind is a response.
@@ -220,6 +249,13 @@ impl Request {
             Kind::Value | Kind::Written | Kind::Pong | Kind::InfoReply | Kind::Error => {
                 return Ok(None);
             }
+            Kind::Hello
+            | Kind::Append
+            | Kind::Ack
+            | Kind::SnapshotBegin
+            | Kind::SnapshotEntry
+            | Kind::SnapshotEnd
+            | Kind::ResyncRequest => return Ok(None),
         };
         Ok(Some(request))
     }
@@ -417,7 +453,14 @@ impl Response {
             | Kind::Delete
             | Kind::Put
             | Kind::Ping
-            | Kind::Info => return Ok(None),
+            | Kind::Info
+            | Kind::Hello
+            | Kind::Append
+            | Kind::Ack
+            | Kind::SnapshotBegin
+            | Kind::SnapshotEntry
+            | Kind::SnapshotEnd
+            | Kind::ResyncRequest => return Ok(None),
         };
         Ok(Some(response))
     }
@@ -529,19 +572,25 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-fn put_key(dst: &mut Vec<u8>, key: &[u8]) -> Result<(), FrameError> {
+/// Appends a key behind its u32 length, refusing one above [`MAX_KEY_LEN`].
+pub(crate) fn put_key(dst: &mut Vec<u8>, key: &[u8]) -> Result<(), FrameError> {
     put_bytes(dst, key, Some((Limit::Key, MAX_KEY_LEN)))
 }
 
-fn put_value(dst: &mut Vec<u8>, value: &[u8]) -> Result<(), FrameError> {
+/// Appends a value behind its u32 length, refusing one above
+/// [`MAX_VALUE_LEN`].
+pub(crate) fn put_value(dst: &mut Vec<u8>, value: &[u8]) -> Result<(), FrameError> {
     put_bytes(dst, value, Some((Limit::Value, MAX_VALUE_LEN)))
 }
 
-fn key(r: &mut Reader<'_>) -> Result<Vec<u8>, FrameError> {
+/// Reads a u32-length-prefixed key, checking [`MAX_KEY_LEN`] before copying.
+pub(crate) fn key(r: &mut Reader<'_>) -> Result<Vec<u8>, FrameError> {
     Ok(r.bytes(Some((Limit::Key, MAX_KEY_LEN)))?.to_vec())
 }
 
-fn value(r: &mut Reader<'_>) -> Result<Vec<u8>, FrameError> {
+/// Reads a u32-length-prefixed value, checking [`MAX_VALUE_LEN`] before
+/// copying.
+pub(crate) fn value(r: &mut Reader<'_>) -> Result<Vec<u8>, FrameError> {
     Ok(r.bytes(Some((Limit::Value, MAX_VALUE_LEN)))?.to_vec())
 }
 
@@ -551,13 +600,17 @@ mod tests {
 
     #[test]
     fn kinds_are_in_their_ranges_and_unique() {
+        let mut previous = 0;
         for kind in Kind::ALL {
             assert_eq!(Kind::from_u8(kind.as_u8()), Some(kind));
-            assert!(kind.is_request() ^ kind.is_response(), "{kind:?}");
-            assert!(!Kind::REPLICATION.contains(&kind.as_u8()));
+            let ranges = [kind.is_request(), kind.is_replication(), kind.is_response()];
+            assert_eq!(ranges.iter().filter(|&&b| b).count(), 1, "{kind:?}");
+            // In byte order, so no byte is listed twice.
+            assert!(kind.as_u8() > previous, "{kind:?}");
+            previous = kind.as_u8();
         }
         assert_eq!(Kind::from_u8(0), None);
-        for byte in Kind::REPLICATION {
+        for byte in 0x47..=0x7F {
             assert_eq!(Kind::from_u8(byte), None);
         }
     }

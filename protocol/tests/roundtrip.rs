@@ -1,14 +1,16 @@
-//! Every message kind, every error code, the handshake and its reply go
-//! through encode -> decode and come back equal, both through byte buffers
-//! (`encode` / `check` / `parse`) and through `Write` / `Read`.
+//! Every message kind (requests, responses and the replication stream),
+//! every error code, the handshake and its reply go through encode -> decode
+//! and come back equal, both through byte buffers (`encode` / `check` /
+//! `parse`) and through `Write` / `Read`.
 
 mod common;
 
 use std::io::Cursor;
 
 use duokv_protocol::{
-    Error, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, MAGIC, NodeRole, Request,
-    Response, Role, VERSION, read_frame, write_frame,
+    Error, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Kind, MAGIC, MAX_KEY_LEN,
+    MAX_VALUE_LEN, Message, NodeRole, ReplicatedOp, Replication, Request, Response, Role, VERSION,
+    read_frame, write_frame,
 };
 
 #[test]
@@ -242,4 +244,318 @@ fn wrong_magic_and_version_are_typed_errors_from_streams() {
         err,
         Error::Handshake(duokv_protocol::HandshakeError::BadMagic(_))
     ));
+}
+
+#[test]
+fn replication_samples_cover_every_replication_kind_and_both_ops() {
+    let messages = common::replication_messages();
+    for kind in Kind::ALL.into_iter().filter(|k| k.is_replication()) {
+        assert!(
+            messages.iter().any(|m| m.kind() == kind),
+            "no sample replication message of kind {kind:?}"
+        );
+    }
+    assert_eq!(Kind::ALL.iter().filter(|k| k.is_replication()).count(), 7);
+    assert!(messages.iter().any(|m| matches!(
+        m,
+        Replication::Append {
+            op: ReplicatedOp::Put { .. },
+            ..
+        }
+    )));
+    assert!(messages.iter().any(|m| matches!(
+        m,
+        Replication::Append {
+            op: ReplicatedOp::Delete { .. },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn every_replication_frame_round_trips_through_buffers_and_streams() {
+    for frame in common::replication_frames() {
+        assert!(frame.kind().is_replication(), "{frame:?}");
+        assert!(!frame.kind().is_request() && !frame.kind().is_response());
+        let bytes = frame.to_bytes().unwrap();
+        assert_eq!(Frame::check(&bytes), Ok(bytes.len()), "{frame:?}");
+        assert_eq!(Frame::parse(&bytes).as_ref(), Ok(&frame));
+        assert_eq!(bytes[4], frame.kind().as_u8());
+        assert_eq!(bytes[5..13], frame.request_id.to_be_bytes());
+
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &frame).unwrap();
+        assert_eq!(wire, bytes);
+        let mut reader = Cursor::new(wire);
+        assert_eq!(read_frame(&mut reader).unwrap().as_ref(), Some(&frame));
+        assert!(read_frame(&mut reader).unwrap().is_none());
+    }
+}
+
+#[test]
+fn a_replication_stream_follows_a_replica_handshake() {
+    // What the master writes on its connection to the slave, and what the
+    // slave writes back, each decoded in order from one stream.
+    let mut master = Vec::new();
+    Handshake::new(Role::Replica).write_to(&mut master).unwrap();
+    let from_master = [
+        Replication::SnapshotBegin {
+            seq: 2,
+            replication_id: 77,
+            entries: 1,
+        },
+        Replication::SnapshotEntry {
+            seq: 2,
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+        },
+        Replication::SnapshotEnd { seq: 2 },
+        Replication::Append {
+            seq: 3,
+            op: ReplicatedOp::Put {
+                key: b"b".to_vec(),
+                value: b"2".to_vec(),
+            },
+        },
+        Replication::Append {
+            seq: 4,
+            op: ReplicatedOp::Delete { key: b"a".to_vec() },
+        },
+    ];
+    for m in &from_master {
+        write_frame(&mut master, &common::replication_frame(m.clone())).unwrap();
+    }
+    let mut slave = Vec::new();
+    HandshakeReply::new(HandshakeStatus::Ok, NodeRole::Slave)
+        .write_to(&mut slave)
+        .unwrap();
+    let from_slave = [
+        Replication::Hello {
+            last_seq: 0,
+            replication_id: 0,
+        },
+        Replication::Ack { seq: 2 },
+        Replication::Ack { seq: 4 },
+    ];
+    for m in &from_slave {
+        write_frame(&mut slave, &common::replication_frame(m.clone())).unwrap();
+    }
+
+    let mut reader = Cursor::new(master);
+    assert_eq!(
+        Handshake::read_from(&mut reader).unwrap().role,
+        Role::Replica
+    );
+    for m in &from_master {
+        let frame = read_frame(&mut reader).unwrap().unwrap();
+        assert_eq!(frame.request_id, m.seq().unwrap());
+        assert_eq!(frame.message, Message::Replication(m.clone()));
+    }
+    assert!(read_frame(&mut reader).unwrap().is_none());
+
+    let mut reader = Cursor::new(slave);
+    assert_eq!(
+        HandshakeReply::read_from(&mut reader).unwrap().node_role,
+        NodeRole::Slave
+    );
+    for m in &from_slave {
+        let frame = read_frame(&mut reader).unwrap().unwrap();
+        assert_eq!(frame.message, Message::from(m.clone()));
+    }
+    assert!(read_frame(&mut reader).unwrap().is_none());
+}
+
+/// The bytes of a frame: the header fields, then the body pieces.
+fn wire(kind: u8, request_id: u64, body: &[&[u8]]) -> Vec<u8> {
+    let body = body.concat();
+    let mut buf = (9 + body.len() as u32).to_be_bytes().to_vec();
+    buf.push(kind);
+    buf.extend_from_slice(&request_id.to_be_bytes());
+    buf.extend_from_slice(&body);
+    buf
+}
+
+#[test]
+fn replication_bodies_are_laid_out_as_documented() {
+    // One case per diagram of PROTOCOL.md, "Replication stream".
+    let cases: Vec<(Replication, Vec<u8>)> = vec![
+        (
+            Replication::Hello {
+                last_seq: 7,
+                replication_id: 0xAABB,
+            },
+            wire(0x40, 0, &[&7u64.to_be_bytes(), &0xAABBu64.to_be_bytes()]),
+        ),
+        (
+            Replication::Append {
+                seq: 8,
+                op: ReplicatedOp::Put {
+                    key: b"ab".to_vec(),
+                    value: b"xyz".to_vec(),
+                },
+            },
+            wire(
+                0x41,
+                8,
+                &[
+                    &8u64.to_be_bytes(),
+                    &[1],
+                    &[0, 0, 0, 2],
+                    b"ab",
+                    &[0, 0, 0, 3],
+                    b"xyz",
+                ],
+            ),
+        ),
+        (
+            Replication::Append {
+                seq: 9,
+                op: ReplicatedOp::Delete {
+                    key: b"ab".to_vec(),
+                },
+            },
+            wire(0x41, 9, &[&9u64.to_be_bytes(), &[2], &[0, 0, 0, 2], b"ab"]),
+        ),
+        (
+            Replication::Ack { seq: 9 },
+            wire(0x42, 9, &[&9u64.to_be_bytes()]),
+        ),
+        (
+            Replication::SnapshotBegin {
+                seq: 9,
+                replication_id: 5,
+                entries: 1,
+            },
+            wire(
+                0x43,
+                9,
+                &[
+                    &9u64.to_be_bytes(),
+                    &5u64.to_be_bytes(),
+                    &1u64.to_be_bytes(),
+                ],
+            ),
+        ),
+        (
+            Replication::SnapshotEntry {
+                seq: 8,
+                key: b"ab".to_vec(),
+                value: b"xyz".to_vec(),
+            },
+            wire(
+                0x44,
+                8,
+                &[
+                    &8u64.to_be_bytes(),
+                    &[0, 0, 0, 2],
+                    b"ab",
+                    &[0, 0, 0, 3],
+                    b"xyz",
+                ],
+            ),
+        ),
+        (
+            Replication::SnapshotEnd { seq: 9 },
+            wire(0x45, 9, &[&9u64.to_be_bytes()]),
+        ),
+        (
+            Replication::ResyncRequest {
+                reason: "gap".to_string(),
+            },
+            wire(0x46, 0, &[&[0, 0, 0, 3], b"gap"]),
+        ),
+    ];
+    for (message, bytes) in cases {
+        let frame = common::replication_frame(message);
+        assert_eq!(frame.to_bytes().unwrap(), bytes, "{frame:?}");
+        assert_eq!(Frame::parse(&bytes), Ok(frame));
+    }
+    // The smallest append: an empty key deleted at seq 1, 13 body bytes.
+    assert_eq!(
+        common::replication_frame(Replication::Append {
+            seq: 1,
+            op: ReplicatedOp::Delete { key: Vec::new() },
+        })
+        .to_bytes()
+        .unwrap(),
+        [
+            0, 0, 0, 22, 0x41, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0
+        ]
+    );
+}
+
+#[test]
+fn the_request_id_of_a_replication_frame_is_carried_but_not_interpreted() {
+    for id in [0, 1, 44, u64::MAX] {
+        let frame = Frame::replication(id, Replication::Ack { seq: 44 });
+        let back = Frame::parse(&frame.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.request_id, id);
+        assert_eq!(
+            back.message,
+            Message::Replication(Replication::Ack { seq: 44 })
+        );
+    }
+}
+
+#[test]
+fn largest_key_and_value_round_trip_in_append_and_snapshot_entry() {
+    let key = vec![1; MAX_KEY_LEN as usize];
+    let value = vec![2; MAX_VALUE_LEN as usize];
+    let messages = [
+        Replication::Append {
+            seq: 1,
+            op: ReplicatedOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+        },
+        Replication::Append {
+            seq: 2,
+            op: ReplicatedOp::Delete { key: key.clone() },
+        },
+        Replication::SnapshotEntry {
+            seq: 3,
+            key: key.clone(),
+            value: value.clone(),
+        },
+    ];
+    let mut wire = Vec::new();
+    for m in &messages {
+        let frame = common::replication_frame(m.clone());
+        let bytes = frame.to_bytes().unwrap();
+        assert_eq!(Frame::check(&bytes), Ok(bytes.len()));
+        assert_eq!(Frame::parse(&bytes).as_ref(), Ok(&frame));
+        write_frame(&mut wire, &frame).unwrap();
+    }
+    let mut reader = Cursor::new(wire);
+    for m in &messages {
+        let frame = read_frame(&mut reader).unwrap().unwrap();
+        assert_eq!(frame.message, Message::Replication(m.clone()));
+    }
+    assert!(read_frame(&mut reader).unwrap().is_none());
+}
+
+#[test]
+fn the_replication_examples_of_protocol_md_are_exact() {
+    // Section 7.3: deleting key `a` as write 5.
+    let append = common::replication_frame(Replication::Append {
+        seq: 5,
+        op: ReplicatedOp::Delete { key: b"a".to_vec() },
+    });
+    assert_eq!(
+        append.to_bytes().unwrap(),
+        [
+            0x00, 0x00, 0x00, 0x17, 0x41, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x02, 0x00, 0x00, 0x00, 0x01, 0x61
+        ]
+    );
+    // Section 7.4: the ack of write 5.
+    let ack = common::replication_frame(Replication::Ack { seq: 5 });
+    assert_eq!(
+        ack.to_bytes().unwrap(),
+        [
+            0x00, 0x00, 0x00, 0x11, 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05
+        ]
+    );
 }

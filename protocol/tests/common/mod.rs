@@ -1,10 +1,13 @@
 //! Sample messages shared by the integration tests: at least one frame of
-//! every kind and one error response of every error code, so that a test
-//! that walks them covers the whole protocol.
+//! every kind (replication kinds included, with both op kinds and empty
+//! keys and values) and one error response of every error code, so that a
+//! test that walks them covers the whole protocol.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use duokv_protocol::{ErrorCode, Frame, Kind, Request, Response, WriteReceipt};
+use duokv_protocol::{
+    ErrorCode, Frame, Kind, ReplicatedOp, Replication, Request, Response, WriteReceipt,
+};
 
 /// Every error code this version knows, plus unknown ones.
 pub fn all_error_codes() -> Vec<ErrorCode> {
@@ -127,6 +130,89 @@ pub fn sample_frames() -> Vec<Frame> {
         99,
         Response::error(ErrorCode::Internal, ""),
     ));
+    frames.extend(replication_frames());
+    frames
+}
+
+/// A replication frame with the conventional request id (the seq, or 0).
+pub fn replication_frame(message: Replication) -> Frame {
+    Frame::replication(message.seq().unwrap_or(0), message)
+}
+
+/// Every replication message, with both op kinds, empty and non-empty keys
+/// and values, and extreme numbers.
+pub fn replication_messages() -> Vec<Replication> {
+    vec![
+        Replication::Hello {
+            last_seq: 0,
+            replication_id: 0,
+        },
+        Replication::Hello {
+            last_seq: 41,
+            replication_id: 0x0123_4567_89AB_CDEF,
+        },
+        Replication::Append {
+            seq: 42,
+            op: ReplicatedOp::Put {
+                key: b"k1".to_vec(),
+                value: b"v1".to_vec(),
+            },
+        },
+        Replication::Append {
+            seq: 43,
+            op: ReplicatedOp::Put {
+                key: Vec::new(),
+                value: Vec::new(),
+            },
+        },
+        Replication::Append {
+            seq: 44,
+            op: ReplicatedOp::Delete {
+                key: b"k1".to_vec(),
+            },
+        },
+        Replication::Append {
+            seq: u64::MAX,
+            op: ReplicatedOp::Delete { key: Vec::new() },
+        },
+        Replication::Ack { seq: 0 },
+        Replication::Ack { seq: 44 },
+        Replication::SnapshotBegin {
+            seq: 44,
+            replication_id: u64::MAX,
+            entries: 2,
+        },
+        Replication::SnapshotEntry {
+            seq: 42,
+            key: b"k1".to_vec(),
+            value: vec![0, 255, 7],
+        },
+        Replication::SnapshotEntry {
+            seq: 1,
+            key: Vec::new(),
+            value: Vec::new(),
+        },
+        Replication::SnapshotEnd { seq: 44 },
+        Replication::ResyncRequest {
+            reason: "gap: expected seq 45, got 47".to_string(),
+        },
+        Replication::ResyncRequest {
+            reason: "héllo ✓".to_string(),
+        },
+        Replication::ResyncRequest {
+            reason: String::new(),
+        },
+    ]
+}
+
+/// [`replication_messages`] in frames with the conventional request ids,
+/// plus one with an arbitrary id (receivers ignore it).
+pub fn replication_frames() -> Vec<Frame> {
+    let mut frames: Vec<Frame> = replication_messages()
+        .into_iter()
+        .map(replication_frame)
+        .collect();
+    frames.push(Frame::replication(u64::MAX, Replication::Ack { seq: 3 }));
     frames
 }
 

@@ -1,29 +1,67 @@
 //! duokv: a replicated key-value store with a master and a slave.
 //!
-//! The root crate will hold the server, replication, the `Client` and the
-//! binaries. Today it re-exports the two libraries it is built on.
+//! This crate holds the server, the [`Client`] and the binaries
+//! (`duokv-server`, `duokv`); it is built on two pure libraries, re-exported
+//! here: [`storage`], the replica-local store, and [`protocol`], the wire
+//! format.
 //!
 //! # Layout
 //!
-//! - [`storage`]: the replica-local store, an append-only log with an
-//!   in-memory index (the `duokv-storage` crate).
-//! - [`protocol`]: the wire format (the `duokv-protocol` crate).
+//! - [`client`]: [`Client`], CRUD as methods over one connection.
+//! - [`load`]: the load generator behind `duokv load`.
+//! - [`replication`]: the master's [`Replicator`](replication::Replicator)
+//!   and the slave's stream handling.
+//! - [`server`]: [`Server`], one thread per connection over blocking
+//!   `std::net`, with a connection cap and a graceful shutdown.
+//! - [`clock`]: wall-clock timestamps in UNIX nanoseconds.
+//! - [`event_log`]: the per-write event log of `--event-log`.
+//! - [`duration`]: parsing `500ms`-style durations for the command lines.
+//! - [`error`]: [`Error`], one variant per server error code plus the local
+//!   failures.
+//! - [`storage`]: the `duokv-storage` crate (an append-only log with an
+//!   in-memory index).
+//! - [`protocol`]: the `duokv-protocol` crate (frames and messages).
+//! - `src/bin/duokv-server.rs` and `src/bin/duokv.rs`: the binaries.
 //!
 //! # Example
 //!
-//! ```
-//! use duokv::storage::{Options, Store};
+//! A server on a port the OS picks, and a client doing CRUD against it:
 //!
-//! # fn main() -> Result<(), duokv::storage::Error> {
-//! let dir = std::env::temp_dir().join(format!("duokv-doc-root-{}", std::process::id()));
-//! let store = Store::open(&dir, Options::default())?;
-//! store.put(b"greeting", b"hello")?;
-//! assert_eq!(store.get(b"greeting")?, Some(b"hello".to_vec()));
-//! # drop(store);
-//! # std::fs::remove_dir_all(&dir).ok();
+//! ```
+//! use duokv::{Client, Error, Server, ServerConfig};
+//!
+//! # fn main() -> Result<(), Error> {
+//! let dir = tempfile::tempdir()?;
+//! let server = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path()))?;
+//! let addr = server.local_addr();
+//! let stop = server.shutdown_handle();
+//! let running = std::thread::spawn(move || server.run());
+//!
+//! let mut client = Client::connect(addr.to_string())?;
+//! let receipt = client.create("greeting", "hello")?;
+//! assert_eq!(receipt.seq, 1); // the write's ID
+//! assert_eq!(client.read("greeting")?, Some(b"hello".to_vec()));
+//! client.update("greeting", "hello again")?;
+//! client.delete("greeting")?;
+//! assert!(matches!(client.delete("greeting"), Err(Error::NotFound)));
+//!
+//! stop.shutdown();
+//! running.join().unwrap()?;
 //! # Ok(())
 //! # }
 //! ```
 
+pub mod client;
+pub mod clock;
+pub mod duration;
+pub mod error;
+pub mod event_log;
+pub mod load;
+pub mod replication;
+pub mod server;
+
+pub use client::{Client, ClientBuilder, Pong, WriteReceipt};
 pub use duokv_protocol as protocol;
 pub use duokv_storage as storage;
+pub use error::{Error, Result};
+pub use server::{RoleConfig, Server, ServerConfig, ShutdownHandle};

@@ -1,0 +1,191 @@
+//! `duokv-server`: one duokv replica.
+//!
+//! Serves the duokv protocol on `--listen` with its store in `--data-dir`,
+//! as a standalone node, a master (`--role master --replica HOST:PORT`) or a
+//! slave (`--role slave --master-addr HOST:PORT`).
+//! SIGINT or SIGTERM stops it gracefully: no new connections, requests in
+//! flight finish, the store is closed, exit code 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+use duokv::duration::parse_duration;
+use duokv::replication::{MasterSettings, ReplicationMode};
+use duokv::storage::Sync;
+use duokv::{RoleConfig, Server, ServerConfig};
+use log::error;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Run one duokv replica: a key-value server with its data on disk.
+#[derive(FromArgs)]
+struct Args {
+    /// address to listen on for clients (default 127.0.0.1:7070)
+    #[argh(option, default = "\"127.0.0.1:7070\".parse().unwrap()")]
+    listen: SocketAddr,
+
+    /// directory of the store (created if missing)
+    #[argh(option)]
+    data_dir: PathBuf,
+
+    /// when writes reach the disk: always (each write is fdatasync'ed before
+    /// it is acknowledged; default), every:MS (synced in the background every
+    /// MS milliseconds) or never (left to the OS)
+    #[argh(option, default = "Sync::Always", from_str_fn(parse_fsync))]
+    fsync: Sync,
+
+    /// connections served at once; more get a Busy reply (default 1024)
+    #[argh(option, default = "1024")]
+    max_connections: usize,
+
+    /// close a connection that sends nothing (or half a frame) for this long,
+    /// e.g. 30s or 500ms (default 300s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(300)",
+        from_str_fn(parse_duration)
+    )]
+    idle_timeout: Duration,
+
+    /// how long shutdown waits for requests in flight (default 5s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    drain_timeout: Duration,
+
+    /// standalone (default), master (takes writes, replicates them to
+    /// --replica) or slave (applies its master's stream, serves reads,
+    /// answers writes with NotMaster)
+    #[argh(option, default = "String::from(\"standalone\")")]
+    role: String,
+
+    /// master only: the slave's address, HOST:PORT
+    #[argh(option)]
+    replica: Option<String>,
+
+    /// master only: sync (a write is answered once the slave acknowledged
+    /// it; default) or async (answered once the master applied it)
+    #[argh(option, default = "ReplicationMode::Sync")]
+    replication: ReplicationMode,
+
+    /// master, sync mode: how long a write waits for the slave before it
+    /// fails with ReplicaUnavailable (default 2s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(2)",
+        from_str_fn(parse_duration)
+    )]
+    sync_timeout: Duration,
+
+    /// master, sync mode: what to do while the slave is away: none (writes
+    /// fail with ReplicaUnavailable after --sync-timeout; default) or async
+    /// (writes are acknowledged without the slave, logged loudly)
+    #[argh(option, default = "String::from(\"none\")")]
+    sync_fallback: String,
+
+    /// slave only: the master's client address, HOST:PORT, sent to clients
+    /// that write to the slave
+    #[argh(option)]
+    master_addr: Option<String>,
+
+    /// write one CSV line per write event (received, applied, forwarded,
+    /// acked, replied) to this file
+    #[argh(option)]
+    event_log: Option<PathBuf>,
+}
+
+/// The role from the flags, or why they do not make one.
+fn role(args: &Args) -> Result<RoleConfig, String> {
+    let fallback_async = match args.sync_fallback.as_str() {
+        "none" => false,
+        "async" => true,
+        other => return Err(format!("--sync-fallback `{other}`: use none or async")),
+    };
+    match args.role.as_str() {
+        "standalone" => Ok(RoleConfig::Standalone),
+        "master" => {
+            let replica = args
+                .replica
+                .clone()
+                .ok_or("--role master needs --replica HOST:PORT")?;
+            Ok(RoleConfig::Master(MasterSettings {
+                replica,
+                mode: args.replication,
+                sync_timeout: args.sync_timeout,
+                fallback_async,
+            }))
+        }
+        "slave" => {
+            let master_addr = args
+                .master_addr
+                .clone()
+                .ok_or("--role slave needs --master-addr HOST:PORT")?;
+            Ok(RoleConfig::Slave { master_addr })
+        }
+        other => Err(format!("--role `{other}`: use standalone, master or slave")),
+    }
+}
+
+fn parse_fsync(text: &str) -> Result<Sync, String> {
+    match text {
+        "always" => Ok(Sync::Always),
+        "never" => Ok(Sync::Never),
+        _ => match text.strip_prefix("every:") {
+            Some(ms) => ms
+                .parse::<u64>()
+                .map(|ms| Sync::Every(Duration::from_millis(ms.max(1))))
+                .map_err(|_| format!("`{ms}` is not a number of milliseconds")),
+            None => Err(format!("`{text}`: use always, every:MS or never")),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Args = argh::from_env();
+    let mut config = ServerConfig::new(args.listen, args.data_dir.clone());
+    config.fsync = args.fsync;
+    config.max_connections = args.max_connections.max(1);
+    config.idle_timeout = args.idle_timeout;
+    config.drain_timeout = args.drain_timeout;
+    config.event_log = args.event_log.clone();
+    config.role = match role(&args) {
+        Ok(role) => role,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("{}", duokv::error::chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = server.shutdown_handle();
+    match Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    log::info!("signal {signal} received");
+                    stop.shutdown();
+                }
+            });
+        }
+        Err(e) => error!("cannot listen for signals, Ctrl-C will not stop gracefully: {e}"),
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{}", duokv::error::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! [`Client`]: CRUD over one connection to a duokv server.
+//!
+//! A client holds one TCP connection and sends one request at a time. If the
+//! connection breaks, the call that saw it fails, and the next call dials
+//! again: a write is never sent twice behind the caller's back, since the
+//! first may have been applied.
+
+use std::io::{BufReader, ErrorKind, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::clock::now_ns;
+
+use duokv_protocol::{
+    self as protocol, Frame, Handshake, HandshakeReply, HandshakeStatus, Message, NodeRole,
+    Request, Response, Role,
+};
+
+use crate::error::{Error, Result};
+
+/// What a write returned: its ID and when it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReceipt {
+    /// The write's sequence number: its ID, the same on every replica.
+    pub seq: u64,
+    /// The client's wall clock just before the request was sent (UNIX ns).
+    pub started_ns: u64,
+    /// The client's wall clock when the reply arrived: the commit (UNIX ns).
+    pub committed_ns: u64,
+    /// From start to commit, on the client's monotonic clock.
+    pub latency: Duration,
+    /// The server's timestamps for the write.
+    pub server: protocol::WriteReceipt,
+}
+
+/// The answer to a [`Client::ping`]: the four timestamps of an NTP-style
+/// clock probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong {
+    /// Client clock when the ping was sent (t1, UNIX ns).
+    pub sent_ns: u64,
+    /// Server clock when it read the ping (t2).
+    pub server_received_ns: u64,
+    /// Server clock when it sent the reply (t3).
+    pub server_sent_ns: u64,
+    /// Client clock when the reply arrived (t4).
+    pub received_ns: u64,
+    /// The round trip on the client's monotonic clock.
+    pub round_trip: Duration,
+}
+
+impl Pong {
+    /// The server's clock minus the client's, estimated as
+    /// `((t2 - t1) + (t3 - t4)) / 2`, in nanoseconds.
+    pub fn offset_ns(&self) -> i64 {
+        let t = |x: u64| i128::from(x);
+        let offset = ((t(self.server_received_ns) - t(self.sent_ns))
+            + (t(self.server_sent_ns) - t(self.received_ns)))
+            / 2;
+        i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// How far the true offset can be from [`offset_ns`](Self::offset_ns):
+    /// half the round trip.
+    pub fn error_bound(&self) -> Duration {
+        self.round_trip / 2
+    }
+}
+
+/// Settings for a [`Client`], chained builder-style.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), duokv::Error> {
+/// let mut client = duokv::Client::builder("127.0.0.1:7070")
+///     .connect_timeout(Duration::from_secs(1))
+///     .read_timeout(Duration::from_secs(5))
+///     .connect()?;
+/// client.put("k", "v")?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    connect_timeout: Duration,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// How long to wait for a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a reply (default 30 s).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a send may block (default 30 s).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout);
+        self
+    }
+
+    /// Connects, or fails with the reason.
+    pub fn connect(self) -> Result<Client> {
+        let mut client = self.build();
+        client.ensure_connected()?;
+        Ok(client)
+    }
+
+    /// A client that dials on its first call.
+    pub fn build(self) -> Client {
+        Client {
+            config: self,
+            conn: None,
+            next_request_id: 1,
+        }
+    }
+}
+
+/// An open connection.
+#[derive(Debug)]
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    server_role: NodeRole,
+}
+
+/// A client of one duokv server, with CRUD as methods.
+///
+/// Keys and values are bytes: anything that is `AsRef<[u8]>`, such as
+/// `&str`, `String`, `&[u8]` or `Vec<u8>`.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientBuilder,
+    conn: Option<Connection>,
+    next_request_id: u64,
+}
+
+impl Client {
+    /// Connects to the server at `addr` (`host:port`) with default timeouts.
+    pub fn connect(addr: impl Into<String>) -> Result<Client> {
+        Client::builder(addr).connect()
+    }
+
+    /// A builder for a client of `addr`, to set timeouts.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            addr: addr.into(),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Some(Duration::from_secs(30)),
+            write_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+
+    /// The server's address, as given.
+    pub fn addr(&self) -> &str {
+        &self.config.addr
+    }
+
+    /// The server's role, as its handshake said, once connected.
+    pub fn server_role(&self) -> Option<NodeRole> {
+        self.conn.as_ref().map(|c| c.server_role)
+    }
+
+    /// Inserts `key` with `value`; fails with [`Error::AlreadyExists`] if the
+    /// key exists.
+    pub fn create(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<WriteReceipt> {
+        self.write(Request::Create {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        })
+    }
+
+    /// The value of `key`, or `None` if it has none.
+    pub fn read(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_with_seq(key)?.map(|(_, value)| value))
+    }
+
+    /// The value of `key` with the sequence number of the write that set it.
+    pub fn read_with_seq(&mut self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
+        match self.call(Request::Read {
+            key: key.as_ref().to_vec(),
+        })? {
+            Response::Value {
+                value: Some(value),
+                seq,
+            } => Ok(Some((seq, value))),
+            Response::Value { value: None, .. } => Ok(None),
+            _ => Err(Error::UnexpectedReply {
+                expected: "a value",
+            }),
+        }
+    }
+
+    /// Replaces the value of an existing `key`; fails with
+    /// [`Error::NotFound`] if there is none.
+    pub fn update(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<WriteReceipt> {
+        self.write(Request::Update {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        })
+    }
+
+    /// Deletes `key`; fails with [`Error::NotFound`] if there is none.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<WriteReceipt> {
+        self.write(Request::Delete {
+            key: key.as_ref().to_vec(),
+        })
+    }
+
+    /// Sets `key` to `value` whether it exists or not.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<WriteReceipt> {
+        self.write(Request::Put {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        })
+    }
+
+    /// Measures the round trip and reads the server's clock.
+    pub fn ping(&mut self) -> Result<Pong> {
+        self.ensure_connected()?;
+        let started = Instant::now();
+        let sent_ns = now_ns();
+        let reply = self.call(Request::Ping)?;
+        let received_ns = now_ns();
+        let round_trip = started.elapsed();
+        match reply {
+            Response::Pong {
+                received_ns: server_received_ns,
+                sent_ns: server_sent_ns,
+            } => Ok(Pong {
+                sent_ns,
+                server_received_ns,
+                server_sent_ns,
+                received_ns,
+                round_trip,
+            }),
+            _ => Err(Error::UnexpectedReply { expected: "a pong" }),
+        }
+    }
+
+    /// The server's facts: role, last sequence number, store figures.
+    pub fn info(&mut self) -> Result<Vec<(String, String)>> {
+        match self.call(Request::Info)? {
+            Response::Info(pairs) => Ok(pairs),
+            _ => Err(Error::UnexpectedReply { expected: "info" }),
+        }
+    }
+
+    fn write(&mut self, request: Request) -> Result<WriteReceipt> {
+        self.ensure_connected()?;
+        let started = Instant::now();
+        let started_ns = now_ns();
+        let reply = self.call(request)?;
+        let committed_ns = now_ns();
+        let latency = started.elapsed();
+        match reply {
+            Response::Written(server) => Ok(WriteReceipt {
+                seq: server.seq,
+                started_ns,
+                committed_ns,
+                latency,
+                server,
+            }),
+            _ => Err(Error::UnexpectedReply {
+                expected: "a write receipt",
+            }),
+        }
+    }
+
+    /// Sends one request and reads its reply; an error reply becomes the
+    /// matching [`Error`]. A broken connection is dropped, to be dialled
+    /// again by the next call.
+    fn call(&mut self, request: Request) -> Result<Response> {
+        self.ensure_connected()?;
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let result = self.exchange(request_id, request);
+        if matches!(
+            result,
+            Err(Error::Protocol(_)
+                | Error::Io(_)
+                | Error::Timeout { .. }
+                | Error::UnexpectedReply { .. })
+        ) {
+            self.conn = None;
+        }
+        match result? {
+            Response::Error { code, message } => Err(Error::from_reply(code, message)),
+            response => Ok(response),
+        }
+    }
+
+    fn exchange(&mut self, request_id: u64, request: Request) -> Result<Response> {
+        // Encode before touching the connection: a key or value over the
+        // limits is the caller's error, and the connection stays good.
+        let bytes = Frame::request(request_id, request)
+            .to_bytes()
+            .map_err(|e| Error::TooLarge {
+                message: e.to_string(),
+            })?;
+        let addr = self.config.addr.clone();
+        let conn = self.conn.as_mut().ok_or(Error::UnexpectedReply {
+            expected: "a connection",
+        })?;
+        conn.writer
+            .write_all(&bytes)
+            .map_err(|e| timeout_or(protocol::Error::Io(e), &addr))?;
+        let frame = protocol::read_frame(&mut conn.reader).map_err(|e| timeout_or(e, &addr))?;
+        let frame = frame.ok_or(Error::Protocol(protocol::Error::UnexpectedEof {
+            read: 0,
+            expected: 1,
+        }))?;
+        match frame.message {
+            Message::Response(response) if frame.request_id == request_id => Ok(response),
+            // An error frame with id 0 is the server closing on bad input.
+            Message::Response(response @ Response::Error { .. }) if frame.request_id == 0 => {
+                Ok(response)
+            }
+            _ => Err(Error::UnexpectedReply {
+                expected: "the reply to the request sent",
+            }),
+        }
+    }
+
+    fn ensure_connected(&mut self) -> Result<()> {
+        if self.conn.is_none() {
+            self.conn = Some(self.dial()?);
+        }
+        Ok(())
+    }
+
+    fn dial(&self) -> Result<Connection> {
+        let addr = &self.config.addr;
+        let connect_error = |source| Error::Connect {
+            addr: addr.clone(),
+            source,
+        };
+        let mut last_error = None;
+        let mut stream = None;
+        for candidate in addr.to_socket_addrs().map_err(connect_error)? {
+            match TcpStream::connect_timeout(&candidate, self.config.connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let stream = stream.ok_or_else(|| {
+            connect_error(last_error.unwrap_or_else(|| {
+                std::io::Error::new(ErrorKind::NotFound, "address resolved to nothing")
+            }))
+        })?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(self.config.read_timeout)?;
+        stream.set_write_timeout(self.config.write_timeout)?;
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        Handshake::new(Role::Client)
+            .write_to(&mut writer)
+            .map_err(|e| timeout_or(e, addr))?;
+        let reply = HandshakeReply::read_from(&mut reader).map_err(|e| timeout_or(e, addr))?;
+        match reply.status {
+            HandshakeStatus::Ok => Ok(Connection {
+                reader,
+                writer,
+                server_role: reply.node_role,
+            }),
+            HandshakeStatus::Busy => Err(Error::Busy),
+            HandshakeStatus::ShuttingDown => Err(Error::ShuttingDown),
+            other => Err(Error::Refused {
+                reason: format!("{other:?}").to_lowercase(),
+            }),
+        }
+    }
+}
+
+/// A read or write timeout as [`Error::Timeout`], anything else as is.
+fn timeout_or(error: protocol::Error, addr: &str) -> Error {
+    match &error {
+        protocol::Error::Io(e)
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+        {
+            Error::Timeout {
+                addr: addr.to_string(),
+            }
+        }
+        _ => Error::Protocol(error),
+    }
+}

@@ -1,0 +1,236 @@
+//! The per-write event log (`--event-log FILE`): one CSV line per event in a
+//! write's life on a replica, with the write's ID, its key, and the replica's
+//! wall clock in UNIX nanoseconds.
+//!
+//! ```text
+//! event,seq,key,unix_ns
+//! received,0,bench,1764081234000000000
+//! applied,17,bench,1764081234000180000
+//! ```
+//!
+//! The master logs `received` (the request was read; its seq is not known
+//! yet, so it is 0), `applied` (durable on the master), `forwarded` (written
+//! to the slave's socket), `acked` (the slave's acknowledgement covering it
+//! arrived) and `replied`; the slave logs `received` and `applied` (durable
+//! on the slave). A key that is not plain printable ASCII (or holds a comma
+//! or a quote) is written as `0x` and its bytes in hex.
+//!
+//! Logging never blocks a request on the disk: events go through a channel
+//! to a writer thread, which buffers them and flushes at least every 100 ms
+//! and when the log is dropped.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::error;
+
+use crate::error::{Error, Result};
+
+/// The header line of an event log.
+pub const HEADER: &str = "event,seq,key,unix_ns";
+
+/// What happened to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The replica read the write (a request, or a frame of the stream).
+    Received,
+    /// The write is durable in the replica's store.
+    Applied,
+    /// The master wrote it to the slave's socket.
+    Forwarded,
+    /// The slave's acknowledgement covering it reached the master.
+    Acked,
+    /// The master sent the client its reply.
+    Replied,
+}
+
+impl EventKind {
+    /// The name in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Received => "received",
+            EventKind::Applied => "applied",
+            EventKind::Forwarded => "forwarded",
+            EventKind::Acked => "acked",
+            EventKind::Replied => "replied",
+        }
+    }
+}
+
+struct Event {
+    kind: EventKind,
+    seq: u64,
+    key: Vec<u8>,
+    at_ns: u64,
+}
+
+/// What the writer thread receives.
+enum Message {
+    Event(Event),
+    /// Flush, close the file and stop.
+    Close,
+}
+
+/// An open event log; dropping it flushes and closes the file.
+#[derive(Debug)]
+pub struct EventLog {
+    sender: Sender<Message>,
+    writer: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+/// A handle that records events into an [`EventLog`] from any thread.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    sender: Sender<Message>,
+}
+
+impl EventSink {
+    /// Records one event, stamped now.
+    pub fn record(&self, kind: EventKind, seq: u64, key: &[u8]) {
+        self.record_at(kind, seq, key, crate::clock::now_ns());
+    }
+
+    /// Records one event with its own timestamp.
+    pub fn record_at(&self, kind: EventKind, seq: u64, key: &[u8], at_ns: u64) {
+        // A send fails only once the log is closed, at shutdown.
+        let _ = self.sender.send(Message::Event(Event {
+            kind,
+            seq,
+            key: key.to_vec(),
+            at_ns,
+        }));
+    }
+}
+
+impl EventLog {
+    /// Creates (truncates) the log at `path` and starts its writer thread.
+    pub fn create(path: impl AsRef<Path>) -> Result<EventLog> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::create(&path).map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let thread_path = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("event-log".into())
+            .spawn(move || write_events(file, &thread_path, &receiver))?;
+        Ok(EventLog {
+            sender,
+            writer: Some(writer),
+            path,
+        })
+    }
+
+    /// A handle to record events with.
+    pub fn sink(&self) -> EventSink {
+        EventSink {
+            sender: self.sender.clone(),
+        }
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for EventLog {
+    /// Flushes what was recorded and closes the file. Events recorded through
+    /// sinks that outlive the log after this are dropped.
+    fn drop(&mut self) {
+        let _ = self.sender.send(Message::Close);
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            error!("the event log writer of {} panicked", self.path.display());
+        }
+    }
+}
+
+fn write_events(file: File, path: &Path, events: &Receiver<Message>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    let write = |out: &mut BufWriter<File>, line: std::fmt::Arguments<'_>| {
+        if let Err(e) = out.write_fmt(line) {
+            error!("cannot write the event log {}: {e}", path.display());
+        }
+    };
+    write(&mut out, format_args!("{HEADER}\n"));
+    loop {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(Message::Event(event)) => write(
+                &mut out,
+                format_args!(
+                    "{},{},{},{}\n",
+                    event.kind.as_str(),
+                    event.seq,
+                    csv_key(&event.key),
+                    event.at_ns
+                ),
+            ),
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = out.flush() {
+                    error!("cannot flush the event log {}: {e}", path.display());
+                }
+            }
+            Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Err(e) = out.flush().and_then(|()| out.get_ref().sync_data()) {
+        error!("cannot flush the event log {}: {e}", path.display());
+    }
+}
+
+/// A key as a CSV field: as is when plain printable ASCII, else `0x…` hex.
+pub fn csv_key(key: &[u8]) -> String {
+    let plain = !key.is_empty()
+        && !key.starts_with(b"0x")
+        && key
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b',' && b != b'"');
+    if plain {
+        String::from_utf8_lossy(key).into_owned()
+    } else {
+        let mut text = String::with_capacity(2 + key.len() * 2);
+        text.push_str("0x");
+        for byte in key {
+            text.push_str(&format!("{byte:02x}"));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_plain_or_hex() {
+        assert_eq!(csv_key(b"bench"), "bench");
+        assert_eq!(csv_key(b"a,b"), "0x612c62");
+        assert_eq!(csv_key(b""), "0x");
+        assert_eq!(csv_key(b"0x1"), "0x307831");
+    }
+
+    #[test]
+    fn events_reach_the_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.csv");
+        let log = EventLog::create(&path).unwrap();
+        let sink = log.sink();
+        sink.record_at(EventKind::Received, 0, b"k", 10);
+        sink.record_at(EventKind::Applied, 1, b"k", 20);
+        drop(sink);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "event,seq,key,unix_ns\nreceived,0,k,10\napplied,1,k,20\n"
+        );
+    }
+}

@@ -1,0 +1,642 @@
+//! The master's side of replication: [`Replicator`].
+//!
+//! Threads:
+//! - the **sender** owns the link: it dials the slave (re-dialling with a
+//!   capped backoff), catches the slave up from the log, then forwards live
+//!   writes in sequence order as they come through a crossbeam channel;
+//! - per connection, an **ack reader** takes the slave's cumulative acks and
+//!   wakes the writers waiting for them (sync mode).
+//!
+//! Writers never block on the link in async mode: [`Replicator::submit`]
+//! only puts the write on a bounded channel. While the slave is away, or if
+//! the channel overflows, queued writes are dropped and the log, which has
+//! them all, is read instead when the link is back.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use duokv_protocol::{
+    self as protocol, Frame, Handshake, HandshakeReply, HandshakeStatus, Message, NodeRole,
+    ReplicatedOp, Replication, Role,
+};
+use duokv_storage::{self as storage, Op, Store};
+use log::{debug, error, info, warn};
+
+use super::ReplicationMode;
+use crate::clock::now_ns;
+use crate::event_log::{EventKind, EventSink};
+
+/// Writes queued for the sender before it falls back to reading the log.
+const QUEUE_CAPACITY: usize = 65_536;
+/// Submission times kept for the lag figure.
+const LAG_SAMPLES: usize = 100_000;
+/// How long a hole in the sequence may wait for its write before the sender
+/// reads it from the log instead.
+const GAP_PATIENCE: Duration = Duration::from_millis(500);
+/// The longest wait between two dials of an absent slave.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How a master replicates.
+#[derive(Debug, Clone)]
+pub struct MasterSettings {
+    /// The slave's client address (`host:port`).
+    pub replica: String,
+    /// Sync or async.
+    pub mode: ReplicationMode,
+    /// How long a sync write waits for the slave's ack.
+    pub sync_timeout: Duration,
+    /// In sync mode, answer writes without the slave while it is away
+    /// (logged loudly) instead of failing them with `ReplicaUnavailable`.
+    pub fallback_async: bool,
+}
+
+/// How a sync write's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The slave's ack covered the write; the master's clock when it came.
+    Acked {
+        /// UNIX nanoseconds.
+        at_ns: u64,
+    },
+    /// The slave is away and `--sync-fallback async` let the write go on.
+    Degraded,
+    /// No ack within the sync timeout.
+    TimedOut,
+}
+
+/// A snapshot of the link's state for `info`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkStatus {
+    /// The slave's address.
+    pub replica: String,
+    /// Sync or async.
+    pub mode: ReplicationMode,
+    /// Whether the stream to the slave is connected.
+    pub up: bool,
+    /// Every write up to this seq is applied on the slave.
+    pub acked_seq: u64,
+    /// How long the oldest write the slave has not acknowledged has waited.
+    pub lag: Duration,
+    /// Successful connections to the slave.
+    pub connects: u64,
+    /// Catch-ups from the log after a (re)connect that had writes to send.
+    pub partial_resyncs: u64,
+    /// Full resyncs by snapshot.
+    pub full_resyncs: u64,
+    /// Whether sync writes currently go on without the slave.
+    pub fallback_active: bool,
+    /// Why the link last went down, if it did.
+    pub last_error: Option<String>,
+}
+
+/// A write for the sender.
+#[derive(Debug)]
+struct Outgoing {
+    seq: u64,
+    op: ReplicatedOp,
+}
+
+/// State the writers, the sender and the ack reader share.
+#[derive(Debug)]
+struct Link {
+    settings: MasterSettings,
+    store: Arc<Store>,
+    events: Option<EventSink>,
+    state: Mutex<LinkState>,
+    changed: Condvar,
+    stop: AtomicBool,
+    overflowed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    up: bool,
+    acked_seq: u64,
+    acked_at_ns: u64,
+    submitted: VecDeque<(u64, Instant)>,
+    connects: u64,
+    partial_resyncs: u64,
+    full_resyncs: u64,
+    fallback_active: bool,
+    resync_requested: bool,
+    last_error: Option<String>,
+    /// Forwarded and not yet acknowledged, for the `acked` events.
+    unacked_keys: VecDeque<(u64, Vec<u8>)>,
+    /// The connected stream, to cut it on stop.
+    stream: Option<TcpStream>,
+}
+
+/// The master's replication: one link to one slave.
+#[derive(Debug)]
+pub struct Replicator {
+    link: Arc<Link>,
+    queue: Option<Sender<Outgoing>>,
+    sender: Option<JoinHandle<()>>,
+}
+
+impl Replicator {
+    /// Starts the sender, which dials the slave at once and keeps dialling
+    /// while it is away.
+    pub fn start(
+        settings: MasterSettings,
+        store: Arc<Store>,
+        events: Option<EventSink>,
+    ) -> crate::Result<Replicator> {
+        let (queue, receiver) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+        let link = Arc::new(Link {
+            settings,
+            store,
+            events,
+            state: Mutex::new(LinkState::default()),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+        });
+        let thread_link = link.clone();
+        let sender = std::thread::Builder::new()
+            .name("replication".into())
+            .spawn(move || run_sender(&thread_link, &receiver))?;
+        Ok(Replicator {
+            link,
+            queue: Some(queue),
+            sender: Some(sender),
+        })
+    }
+
+    /// The replication mode.
+    pub fn mode(&self) -> ReplicationMode {
+        self.link.settings.mode
+    }
+
+    /// Hands a write the master applied to the sender. Never blocks.
+    pub fn submit(&self, seq: u64, op: ReplicatedOp) {
+        {
+            let mut state = self.link.lock();
+            if state.submitted.len() < LAG_SAMPLES {
+                state.submitted.push_back((seq, Instant::now()));
+            }
+        }
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(Outgoing { seq, op }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                if !self.link.overflowed.swap(true, Ordering::SeqCst) {
+                    warn!("replication queue full; the slave will be caught up from the log");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Waits until the slave's ack covers `seq`, at most the sync timeout.
+    pub fn wait_for_ack(&self, seq: u64) -> AckOutcome {
+        let settings = &self.link.settings;
+        let deadline = Instant::now() + settings.sync_timeout;
+        let mut state = self.link.lock();
+        loop {
+            if state.acked_seq >= seq {
+                return AckOutcome::Acked {
+                    at_ns: state.acked_at_ns,
+                };
+            }
+            let now = Instant::now();
+            let away = !state.up || now >= deadline;
+            if settings.fallback_async && away {
+                if !state.fallback_active {
+                    state.fallback_active = true;
+                    error!(
+                        "SYNC REPLICATION DEGRADED TO ASYNC: slave {} is away; writes are acknowledged \
+                         without it (--sync-fallback async) until it catches up",
+                        settings.replica
+                    );
+                }
+                return AckOutcome::Degraded;
+            }
+            if now >= deadline {
+                return AckOutcome::TimedOut;
+            }
+            state = self
+                .link
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The link's state now.
+    pub fn status(&self) -> LinkStatus {
+        let state = self.link.lock();
+        LinkStatus {
+            replica: self.link.settings.replica.clone(),
+            mode: self.link.settings.mode,
+            up: state.up,
+            acked_seq: state.acked_seq,
+            lag: state
+                .submitted
+                .front()
+                .map_or(Duration::ZERO, |(_, at)| at.elapsed()),
+            connects: state.connects,
+            partial_resyncs: state.partial_resyncs,
+            full_resyncs: state.full_resyncs,
+            fallback_active: state.fallback_active,
+            last_error: state.last_error.clone(),
+        }
+    }
+}
+
+impl Drop for Replicator {
+    /// Stops the sender and closes the link.
+    fn drop(&mut self) {
+        self.link.stop.store(true, Ordering::SeqCst);
+        drop(self.queue.take());
+        if let Some(stream) = &self.link.lock().stream {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.link.changed.notify_all();
+        if let Some(sender) = self.sender.take()
+            && sender.join().is_err()
+        {
+            error!("the replication thread panicked");
+        }
+    }
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The slave's ack covers every write up to `seq`.
+    fn on_ack(&self, seq: u64) {
+        let at_ns = now_ns();
+        let mut state = self.lock();
+        if seq > state.acked_seq {
+            state.acked_seq = seq;
+            state.acked_at_ns = at_ns;
+        }
+        while state.submitted.front().is_some_and(|(s, _)| *s <= seq) {
+            state.submitted.pop_front();
+        }
+        while let Some((s, _)) = state.unacked_keys.front()
+            && *s <= seq
+        {
+            let (s, key) = state.unacked_keys.pop_front().expect("front exists");
+            if let Some(events) = &self.events {
+                events.record_at(EventKind::Acked, s, &key, at_ns);
+            }
+        }
+        if state.fallback_active && state.submitted.is_empty() {
+            state.fallback_active = false;
+            info!(
+                "slave {} caught up: sync replication restored",
+                self.settings.replica
+            );
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn set_down(&self, why: Option<String>) {
+        let mut state = self.lock();
+        if state.up {
+            warn!(
+                "replication link to {} down{}",
+                self.settings.replica,
+                why.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
+            );
+        }
+        state.up = false;
+        state.stream = None;
+        state.unacked_keys.clear();
+        if why.is_some() {
+            state.last_error = why;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}
+
+/// The sender thread: connect, serve the session, repeat until stopped.
+fn run_sender(link: &Arc<Link>, queue: &Receiver<Outgoing>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u64;
+    while !link.stopping() {
+        match Session::open(link) {
+            Ok(session) => {
+                backoff = Duration::from_millis(50);
+                failures = 0;
+                let outcome = session.run(link, queue);
+                link.set_down(outcome.err().map(|e| crate::error::chain(&e)));
+            }
+            Err(e) => {
+                failures += 1;
+                let why = crate::error::chain(&e);
+                if failures == 1 {
+                    warn!(
+                        "cannot reach slave {}: {why}; retrying",
+                        link.settings.replica
+                    );
+                } else {
+                    debug!("cannot reach slave {}: {why}", link.settings.replica);
+                }
+                link.lock().last_error = Some(why);
+                // Wait out the backoff, dropping queued writes: the log
+                // holds them for the catch-up.
+                let deadline = Instant::now() + backoff;
+                while !link.stopping() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    if let Err(RecvTimeoutError::Disconnected) = queue.recv_timeout(left) {
+                        return;
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// One connection to the slave.
+struct Session {
+    writer: BufWriter<TcpStream>,
+    reader: BufReader<TcpStream>,
+    slave_last_seq: u64,
+}
+
+impl Session {
+    /// Dials the slave and reads its `Hello`.
+    fn open(link: &Link) -> crate::Result<Session> {
+        let addr = &link.settings.replica;
+        let connect_error = |source| crate::Error::Connect {
+            addr: addr.clone(),
+            source,
+        };
+        let target = addr
+            .to_socket_addrs()
+            .map_err(connect_error)?
+            .next()
+            .ok_or_else(|| connect_error(std::io::Error::other("address resolved to nothing")))?;
+        let stream =
+            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(connect_error)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut writer = BufWriter::with_capacity(256 * 1024, stream.try_clone()?);
+        let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+        Handshake::new(Role::Replica).write_to(writer.get_mut())?;
+        let reply = HandshakeReply::read_from(&mut reader)?;
+        if reply.status != HandshakeStatus::Ok {
+            return Err(crate::Error::Refused {
+                reason: format!("{:?}", reply.status).to_lowercase(),
+            });
+        }
+        if reply.node_role != NodeRole::Slave {
+            return Err(crate::Error::Refused {
+                reason: format!("{addr} is a {:?}, not a slave", reply.node_role).to_lowercase(),
+            });
+        }
+        let hello = protocol::read_frame(&mut reader)?;
+        let Some(Frame {
+            message: Message::Replication(Replication::Hello { last_seq, .. }),
+            ..
+        }) = hello
+        else {
+            return Err(crate::Error::UnexpectedReply {
+                expected: "the slave's hello",
+            });
+        };
+        // The ack reader blocks without a timeout: the link may be idle for
+        // as long as there are no writes; stop cuts it with a shutdown.
+        stream.set_read_timeout(None)?;
+        {
+            let mut state = link.lock();
+            state.up = true;
+            state.connects += 1;
+            state.stream = Some(stream);
+            if last_seq <= link.store.last_seq() {
+                state.acked_seq = last_seq;
+            }
+        }
+        link.changed.notify_all();
+        info!("replication link to slave {addr} up; the slave holds writes up to seq {last_seq}");
+        Ok(Session {
+            writer,
+            reader,
+            slave_last_seq: last_seq,
+        })
+    }
+
+    /// Catches the slave up, then forwards live writes until the link or
+    /// the master stops.
+    fn run(self, link: &Arc<Link>, queue: &Receiver<Outgoing>) -> crate::Result<()> {
+        let Session {
+            mut writer,
+            reader,
+            slave_last_seq,
+        } = self;
+        let broken = Arc::new(AtomicBool::new(false));
+        let acks = {
+            let (link, broken) = (link.clone(), broken.clone());
+            std::thread::Builder::new()
+                .name("replication-acks".into())
+                .spawn(move || read_acks(&link, reader, &broken))?
+        };
+        let result = forward(link, queue, &mut writer, slave_last_seq, &broken);
+        let _ = writer.get_ref().shutdown(Shutdown::Both);
+        let _ = acks.join();
+        result
+    }
+}
+
+/// The ack reader: cumulative acks and resync requests from the slave.
+fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool) {
+    loop {
+        match protocol::read_frame(&mut reader) {
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::Ack { seq }),
+                ..
+            })) => link.on_ack(seq),
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::ResyncRequest { reason }),
+                ..
+            })) => {
+                warn!(
+                    "slave {} asks for a full resync: {reason}",
+                    link.settings.replica
+                );
+                link.lock().resync_requested = true;
+                break;
+            }
+            Ok(Some(frame)) => {
+                warn!("unexpected frame of kind {:?} from the slave", frame.kind());
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if !link.stopping() {
+                    debug!("reading acks: {e}");
+                }
+                break;
+            }
+        }
+    }
+    broken.store(true, Ordering::SeqCst);
+    if let Some(stream) = &link.lock().stream {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// The sending half of a session: catch-up, then the live stream.
+fn forward(
+    link: &Link,
+    queue: &Receiver<Outgoing>,
+    writer: &mut BufWriter<TcpStream>,
+    slave_last_seq: u64,
+    broken: &AtomicBool,
+) -> crate::Result<()> {
+    let resync = std::mem::take(&mut link.lock().resync_requested);
+    let mut next = if resync {
+        send_snapshot(link, writer)?
+    } else {
+        catch_up(link, writer, slave_last_seq)?
+    };
+    let mut waiting: BTreeMap<u64, ReplicatedOp> = BTreeMap::new();
+    let mut gap_since: Option<Instant> = None;
+    loop {
+        if link.stopping() || broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if link.overflowed.swap(false, Ordering::SeqCst) {
+            while queue.try_recv().is_ok() {}
+            waiting.clear();
+            next = catch_up(link, writer, next - 1)?;
+            continue;
+        }
+        match queue.recv_timeout(Duration::from_millis(50)) {
+            Ok(first) => {
+                for item in std::iter::once(first).chain(queue.try_iter()) {
+                    if item.seq >= next {
+                        waiting.insert(item.seq, item.op);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        let mut sent = false;
+        while let Some(op) = waiting.remove(&next) {
+            send_append(link, writer, next, op)?;
+            next += 1;
+            sent = true;
+        }
+        if sent {
+            writer.flush()?;
+        }
+        if waiting.is_empty() {
+            gap_since = None;
+        } else if gap_since.get_or_insert_with(Instant::now).elapsed() > GAP_PATIENCE {
+            // A write never came through the queue: the log has it.
+            debug!("seq {next} missing from the queue; reading the log");
+            next = catch_up(link, writer, next - 1)?;
+            waiting.retain(|&seq, _| seq >= next);
+            gap_since = None;
+        }
+    }
+}
+
+/// Sends every record after `since` from the log, or a snapshot if the log
+/// no longer has them all. Returns the next seq to send.
+fn catch_up(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
+    let records = match link.store.records_since(since) {
+        Ok(records) => records,
+        Err(e @ (storage::Error::Compacted { .. } | storage::Error::UnknownSeq { .. })) => {
+            info!("slave {} needs a full resync: {e}", link.settings.replica);
+            return send_snapshot(link, writer);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let until = records.until();
+    let mut count = 0u64;
+    for record in records {
+        let record = record?;
+        let op = match record.op {
+            Op::Put { key, value } => ReplicatedOp::Put { key, value },
+            Op::Delete { key } => ReplicatedOp::Delete { key },
+        };
+        send_append(link, writer, record.seq, op)?;
+        count += 1;
+    }
+    writer.flush()?;
+    if count > 0 {
+        link.lock().partial_resyncs += 1;
+        info!(
+            "caught slave {} up from the log: {count} writes, seq {} to {until}",
+            link.settings.replica,
+            since + 1
+        );
+    }
+    Ok(until.max(since) + 1)
+}
+
+/// Sends a full snapshot. Returns the next seq to send.
+fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Result<u64> {
+    let snapshot = link.store.snapshot();
+    let seq = snapshot.seq();
+    let entries = snapshot.size_hint().0 as u64;
+    info!(
+        "sending slave {} a full snapshot: {entries} keys as of seq {seq}",
+        link.settings.replica
+    );
+    let begin = Replication::SnapshotBegin {
+        seq,
+        replication_id: 0,
+        entries,
+    };
+    protocol::write_frame(writer, &super::frame(seq, begin))?;
+    for entry in snapshot {
+        let entry = entry?;
+        let frame = Replication::SnapshotEntry {
+            seq: entry.seq,
+            key: entry.key,
+            value: entry.value,
+        };
+        protocol::write_frame(writer, &super::frame(entry.seq, frame))?;
+    }
+    protocol::write_frame(writer, &super::frame(seq, Replication::SnapshotEnd { seq }))?;
+    writer.flush()?;
+    link.lock().full_resyncs += 1;
+    Ok(seq + 1)
+}
+
+/// Writes one `Append` into the buffer (flushed by the caller).
+fn send_append(
+    link: &Link,
+    writer: &mut BufWriter<TcpStream>,
+    seq: u64,
+    op: ReplicatedOp,
+) -> crate::Result<()> {
+    let key = match &op {
+        ReplicatedOp::Put { key, .. } | ReplicatedOp::Delete { key } => key.clone(),
+    };
+    protocol::write_frame(writer, &super::frame(seq, Replication::Append { seq, op }))?;
+    if let Some(events) = &link.events {
+        events.record(EventKind::Forwarded, seq, &key);
+        let mut state = link.lock();
+        if state.unacked_keys.len() < LAG_SAMPLES {
+            state.unacked_keys.push_back((seq, key));
+        }
+    }
+    Ok(())
+}

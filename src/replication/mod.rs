@@ -1,0 +1,71 @@
+//! Master/slave replication.
+//!
+//! The master keeps **one persistent TCP connection** to the slave: it dials
+//! the slave's client port, says it is the replication stream in the
+//! handshake, and the slave answers with `Hello` carrying its last applied
+//! sequence number. The master then sends every later write of its log, in
+//! sequence order, as `Append` frames; the slave applies them to its store
+//! with the master's sequence numbers and acknowledges with cumulative `Ack`s
+//! ("everything up to seq N is applied and durable").
+//!
+//! - [`master`]: the [`Replicator`] a master runs: the link, catch-up from
+//!   the log, full resync by snapshot, and the wait for acks of sync mode.
+//! - [`slave`]: what a slave does with the stream.
+//!
+//! **Sync mode**: a client's write is answered only once the slave's ack
+//! covers it (or `--sync-timeout` passes: `ReplicaUnavailable`; the write is
+//! durable on the master and reaches the slave when it is back). Writers
+//! share the link: their writes are pipelined and one ack releases many.
+//! **Async mode**: a write is answered once the master applied it; the
+//! replication thread forwards it in the background.
+//!
+//! **Catch-up**: the log is the backlog. Writes made while the slave is away
+//! are not queued in memory; when it reconnects, the master streams them
+//! from its log (`records_since`). If compaction already dropped some, it
+//! sends a full snapshot of every live key first (as Redis does a full
+//! rather than a partial resync), then streams on.
+
+pub mod master;
+pub mod slave;
+
+pub use master::{AckOutcome, LinkStatus, MasterSettings, Replicator};
+pub use slave::SlaveState;
+
+/// A replication frame. Its request id carries the seq it is about (or 0):
+/// receivers do not match on it, but it reads well in a capture.
+fn frame(id: u64, message: duokv_protocol::Replication) -> duokv_protocol::Frame {
+    duokv_protocol::Frame {
+        request_id: id,
+        message: duokv_protocol::Message::Replication(message),
+    }
+}
+
+/// How a master replicates its writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationMode {
+    /// The client's reply waits for the slave's acknowledgement.
+    Sync,
+    /// The client's reply is sent once the master applied the write.
+    Async,
+}
+
+impl std::str::FromStr for ReplicationMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "sync" => Ok(ReplicationMode::Sync),
+            "async" => Ok(ReplicationMode::Async),
+            _ => Err(format!("`{text}`: use sync or async")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicationMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplicationMode::Sync => "sync",
+            ReplicationMode::Async => "async",
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! The slave's side of replication: applying the master's stream.
+//!
+//! The master connects to the slave's client port with the replica role.
+//! The slave says where its store ends (`Hello`), then applies what comes:
+//! runs of `Append`s, each run with one commit (one `fdatasync` under
+//! `--fsync always`), acknowledged by one cumulative `Ack`; or a full
+//! snapshot, which replaces its contents. A write that does not follow the
+//! last one (a gap, a divergence) is never skipped: the slave stops
+//! applying, logs why, and asks for a full resync.
+//!
+//! One stream at a time: a new connection from the master replaces the old
+//! one, which is cut.
+
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use duokv_protocol::{self as protocol, Frame, Message, ReplicatedOp, Replication};
+use duokv_storage::{self as storage, Op, Record, SnapshotEntry, Store};
+use log::{error, info, warn};
+
+use crate::clock::now_ns;
+use crate::event_log::{EventKind, EventSink};
+
+/// Appends applied with one commit at most.
+const MAX_BATCH: usize = 4096;
+
+/// The slave's replication state: which stream is current.
+#[derive(Debug, Default)]
+pub struct SlaveState {
+    current: Mutex<Option<(u64, TcpStream)>>,
+    next_id: Mutex<u64>,
+}
+
+impl SlaveState {
+    /// Makes `stream` the current one and cuts the previous stream.
+    fn take_over(&self, stream: &TcpStream, peer: &str) -> std::io::Result<u64> {
+        let id = {
+            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            *next += 1;
+            *next
+        };
+        let clone = stream.try_clone()?;
+        let old = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((id, clone));
+        if let Some((_, old)) = old {
+            info!("replication stream from {peer} replaces the previous one");
+            let _ = old.shutdown(Shutdown::Both);
+        }
+        Ok(id)
+    }
+
+    fn release(&self, id: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|(current_id, _)| *current_id == id)
+        {
+            *current = None;
+        }
+    }
+
+    /// Whether a master is connected now.
+    pub fn connected(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
+/// Serves a replication stream from the master until it ends.
+pub fn serve_stream(
+    store: &Store,
+    state: &SlaveState,
+    events: Option<&EventSink>,
+    stream: &TcpStream,
+    reader: &mut BufReader<&TcpStream>,
+    peer: &str,
+) {
+    let id = match state.take_over(stream, peer) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!("{peer}: cannot take the replication stream: {e}");
+            return;
+        }
+    };
+    info!(
+        "replication stream from master {peer}; this store holds writes up to seq {}",
+        store.last_seq()
+    );
+    if let Err(e) = apply_stream(store, events, stream, reader, peer) {
+        warn!(
+            "replication stream from {peer} ended: {}",
+            crate::error::chain(&e)
+        );
+    } else {
+        info!("replication stream from {peer} closed");
+    }
+    state.release(id);
+}
+
+fn apply_stream(
+    store: &Store,
+    events: Option<&EventSink>,
+    stream: &TcpStream,
+    reader: &mut BufReader<&TcpStream>,
+    peer: &str,
+) -> crate::Result<()> {
+    // The stream may be idle as long as the master takes no writes.
+    stream.set_read_timeout(None)?;
+    let mut writer = stream;
+    send(
+        &mut writer,
+        Replication::Hello {
+            last_seq: store.last_seq(),
+            replication_id: 0,
+        },
+    )?;
+    let mut halted = false;
+    let mut pending: Option<Frame> = None;
+    loop {
+        let frame = match pending.take() {
+            Some(frame) => frame,
+            None => match protocol::read_frame(reader)? {
+                Some(frame) => frame,
+                None => return Ok(()),
+            },
+        };
+        match frame.message {
+            Message::Replication(Replication::Append { seq, op }) => {
+                let mut batch = vec![record(seq, op, events)];
+                // Take every Append already buffered: one commit for all.
+                while batch.len() < MAX_BATCH && Frame::check(reader.buffer()).is_ok() {
+                    let Some(next) = protocol::read_frame(reader)? else {
+                        break;
+                    };
+                    match next.message {
+                        Message::Replication(Replication::Append { seq, op }) => {
+                            batch.push(record(seq, op, events))
+                        }
+                        _ => {
+                            pending = Some(next);
+                            break;
+                        }
+                    }
+                }
+                if halted {
+                    continue;
+                }
+                match store.apply_batch(&batch) {
+                    Ok(()) => {
+                        let last = batch.last().map_or(0, |r| r.seq);
+                        if let Some(events) = events {
+                            let at_ns = now_ns();
+                            for record in &batch {
+                                events.record_at(
+                                    EventKind::Applied,
+                                    record.seq,
+                                    record.op.key(),
+                                    at_ns,
+                                );
+                            }
+                        }
+                        send(&mut writer, Replication::Ack { seq: last })?;
+                    }
+                    Err(storage::Error::OutOfOrder { expected, got }) => {
+                        let reason = format!("expected seq {expected}, the master sent {got}");
+                        error!(
+                            "replication from {peer}: {reason}; not applying it, asking for a full \
+                             resync (nothing is applied until it arrives)"
+                        );
+                        send(&mut writer, Replication::ResyncRequest { reason })?;
+                        halted = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Message::Replication(Replication::SnapshotBegin { seq, entries, .. }) => {
+                info!("full resync from {peer}: {entries} keys as of seq {seq}");
+                let incoming = SnapshotFrames {
+                    reader: &mut *reader,
+                    peer,
+                    done: false,
+                };
+                store.install_snapshot(seq, incoming)?;
+                halted = false;
+                send(&mut writer, Replication::Ack { seq })?;
+            }
+            other => {
+                warn!(
+                    "replication stream from {peer}: unexpected frame of kind {:?}",
+                    other.kind()
+                );
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The storage record for an `Append`, logging its arrival.
+fn record(seq: u64, op: ReplicatedOp, events: Option<&EventSink>) -> Record {
+    let op = match op {
+        ReplicatedOp::Put { key, value } => Op::Put { key, value },
+        ReplicatedOp::Delete { key } => Op::Delete { key },
+    };
+    if let Some(events) = events {
+        events.record(EventKind::Received, seq, op.key());
+    }
+    Record { seq, op }
+}
+
+fn send(writer: &mut &TcpStream, message: Replication) -> crate::Result<()> {
+    let seq = match &message {
+        Replication::Ack { seq } => *seq,
+        _ => 0,
+    };
+    protocol::write_frame(writer, &super::frame(seq, message))?;
+    writer.flush()?;
+    Ok(())
+}
+
+/// The entries of a snapshot as they arrive, up to its `SnapshotEnd`.
+struct SnapshotFrames<'a, 'b> {
+    reader: &'a mut BufReader<&'b TcpStream>,
+    peer: &'a str,
+    done: bool,
+}
+
+impl Iterator for SnapshotFrames<'_, '_> {
+    type Item = storage::Result<SnapshotEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let failed = |source| {
+            Some(Err(storage::Error::Io {
+                action: "receive a snapshot from",
+                path: PathBuf::from(self.peer),
+                source,
+            }))
+        };
+        match protocol::read_frame(self.reader) {
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::SnapshotEntry { seq, key, value }),
+                ..
+            })) => Some(Ok(SnapshotEntry { seq, key, value })),
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::SnapshotEnd { .. }),
+                ..
+            })) => {
+                self.done = true;
+                None
+            }
+            Ok(Some(frame)) => {
+                self.done = true;
+                failed(std::io::Error::other(format!(
+                    "unexpected {:?} inside a snapshot",
+                    frame.kind()
+                )))
+            }
+            Ok(None) => {
+                self.done = true;
+                failed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the stream ended inside a snapshot",
+                ))
+            }
+            Err(e) => {
+                self.done = true;
+                failed(std::io::Error::other(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! One client connection: the handshake, then requests and their replies
+//! until the client hangs up, sends garbage, goes idle, or the server stops.
+//!
+//! Nothing a peer sends can make this code panic: every decoding error is a
+//! value, answered with an error frame (`BadRequest` or `TooLarge`) before
+//! the connection is closed, and the server and its other connections
+//! carry on.
+
+use std::io::{self, BufReader, ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::clock::now_ns;
+
+use duokv_protocol::{
+    self as protocol, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Message,
+    ReplicatedOp, Request, Response, Role, WriteReceipt,
+};
+use duokv_storage::{self as storage, WriteOp};
+use log::{debug, info, warn};
+
+use super::{RoleConfig, Shared};
+use crate::event_log::EventKind;
+use crate::replication::{self, AckOutcome, ReplicationMode};
+
+/// How long a refused connection is given to send its handshake, so that
+/// the `Busy` reply is read rather than lost to a reset.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Tells a connection over the limit that the server is busy, and closes it.
+pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
+    warn!(
+        "{peer}: refused, already serving {} connections",
+        shared.config.max_connections
+    );
+    let _ = stream.set_read_timeout(Some(REFUSAL_TIMEOUT));
+    let mut reader = BufReader::new(&stream);
+    // Read the handshake first: closing a socket with unread bytes sends a
+    // reset, which can destroy the reply before the client reads it.
+    let _ = Handshake::read_from(&mut reader);
+    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.role).write_to(&mut &stream);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Serves one connection to its end.
+pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
+    debug!("{peer}: connected");
+    let Some(_registration) = shared.shutdown.register(&stream) else {
+        warn!("{peer}: cannot register the connection; closed");
+        return;
+    };
+    if let Err(e) = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(shared.config.idle_timeout)))
+        // A client that stops reading its replies must not hold a thread
+        // forever either.
+        .and_then(|()| stream.set_write_timeout(Some(shared.config.idle_timeout)))
+    {
+        warn!("{peer}: cannot set socket options: {e}");
+        return;
+    }
+    let mut reader = BufReader::with_capacity(64 * 1024, &stream);
+    let mut writer = &stream;
+
+    match Handshake::read_from(&mut reader) {
+        Ok(handshake) if handshake.role == Role::Client => {
+            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
+                .write_to(&mut writer)
+                .is_err()
+            {
+                return;
+            }
+        }
+        Ok(handshake) if handshake.role == Role::Replica && shared.slave.is_some() => {
+            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
+                .write_to(&mut writer)
+                .is_ok()
+                && let Some(slave) = &shared.slave
+            {
+                replication::slave::serve_stream(
+                    &shared.store,
+                    slave,
+                    shared.events.as_ref(),
+                    &stream,
+                    &mut reader,
+                    peer,
+                );
+            }
+            return;
+        }
+        Ok(handshake) => {
+            warn!(
+                "{peer}: refused: role {:?} is not served by a {:?} node",
+                handshake.role, shared.role
+            );
+            let _ = HandshakeReply::new(HandshakeStatus::UnsupportedRole, shared.role)
+                .write_to(&mut writer);
+            return;
+        }
+        Err(protocol::Error::Handshake(e)) => {
+            warn!("{peer}: bad handshake: {e}");
+            if let Some(status) = e.status() {
+                let _ = HandshakeReply::new(status, shared.role).write_to(&mut writer);
+            }
+            return;
+        }
+        Err(e) => {
+            debug!("{peer}: gone during the handshake: {e}");
+            return;
+        }
+    }
+
+    loop {
+        let frame = match protocol::read_frame(&mut reader) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                debug!("{peer}: closed the connection");
+                return;
+            }
+            Err(protocol::Error::Frame(e)) => {
+                warn!("{peer}: bad frame, closing: {e}");
+                let code = ErrorCode::for_frame_error(&e);
+                let reply = Frame::response(0, Response::error(code, e.to_string()));
+                let _ = protocol::write_frame(&mut writer, &reply);
+                return;
+            }
+            Err(protocol::Error::Io(e)) if is_timeout(&e) => {
+                info!("{peer}: idle for {:?}, closing", shared.config.idle_timeout);
+                return;
+            }
+            Err(e) => {
+                debug!("{peer}: connection ended: {e}");
+                return;
+            }
+        };
+        let received_ns = now_ns();
+        let (response, key) = match frame.message {
+            Message::Request(request) => {
+                let key = request.key().map(<[u8]>::to_vec);
+                (handle(shared, request, received_ns), key)
+            }
+            Message::Response(_) | Message::Replication(_) => {
+                warn!("{peer}: sent a frame that is not a request, closing");
+                let reply =
+                    Response::error(ErrorCode::BadRequest, "a client may only send requests");
+                let _ =
+                    protocol::write_frame(&mut writer, &Frame::response(frame.request_id, reply));
+                return;
+            }
+        };
+        let response = stamp_reply(response);
+        if let (Some(events), Response::Written(receipt), Some(key)) =
+            (&shared.events, &response, &key)
+        {
+            events.record_at(EventKind::Replied, receipt.seq, key, receipt.replied_ns);
+        }
+        let reply = Frame::response(frame.request_id, response);
+        if let Err(e) =
+            protocol::write_frame(&mut writer, &reply).and_then(|()| Ok(writer.flush()?))
+        {
+            debug!("{peer}: cannot send a reply: {e}");
+            return;
+        }
+        if shared.shutdown.is_requested() {
+            debug!("{peer}: closing for shutdown after the reply");
+            return;
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Sets the last timestamp of a reply just before it is sent.
+fn stamp_reply(mut response: Response) -> Response {
+    match &mut response {
+        Response::Written(receipt) => receipt.replied_ns = now_ns(),
+        Response::Pong { sent_ns, .. } => *sent_ns = now_ns(),
+        _ => {}
+    }
+    response
+}
+
+/// Performs one request against the store (and, on a master, the slave).
+fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
+    let store = &shared.store;
+    let (op, replicated) = match &request {
+        Request::Create { key, value } => (WriteOp::Create { key, value }, put(key, value)),
+        Request::Update { key, value } => (WriteOp::Update { key, value }, put(key, value)),
+        Request::Put { key, value } => (WriteOp::Put { key, value }, put(key, value)),
+        Request::Delete { key } => (
+            WriteOp::Delete { key },
+            ReplicatedOp::Delete { key: key.clone() },
+        ),
+        Request::Read { key } => {
+            return match store.get_with_seq(key) {
+                Ok(Some((seq, value))) => Response::Value {
+                    value: Some(value),
+                    seq,
+                },
+                Ok(None) => Response::Value {
+                    value: None,
+                    seq: 0,
+                },
+                Err(e) => storage_error(&e),
+            };
+        }
+        Request::Ping => {
+            return Response::Pong {
+                received_ns,
+                sent_ns: 0,
+            };
+        }
+        Request::Info => return Response::Info(info(shared)),
+    };
+    if let RoleConfig::Slave { master_addr } = &shared.config.role {
+        return Response::error(
+            ErrorCode::NotMaster {
+                master: master_addr.clone(),
+            },
+            format!("this replica is a slave; send writes to the master at {master_addr}"),
+        );
+    }
+    let seq = match store.write(op) {
+        Ok(seq) => seq,
+        Err(e) => return storage_error(&e),
+    };
+    let applied_ns = now_ns();
+    if let Some(events) = &shared.events {
+        let key = replicated.key();
+        events.record_at(EventKind::Received, seq, key, received_ns);
+        events.record_at(EventKind::Applied, seq, key, applied_ns);
+    }
+    let mut replicated_ns = 0;
+    if let Some(replicator) = &shared.replicator {
+        replicator.submit(seq, replicated);
+        if replicator.mode() == ReplicationMode::Sync {
+            match replicator.wait_for_ack(seq) {
+                AckOutcome::Acked { at_ns } => replicated_ns = at_ns,
+                AckOutcome::Degraded => {}
+                AckOutcome::TimedOut => {
+                    let status = replicator.status();
+                    return Response::error(
+                        ErrorCode::ReplicaUnavailable,
+                        format!(
+                            "write {seq} is durable on the master, but slave {} did not confirm it \
+                             within {:?}; it reaches the slave when the slave is back",
+                            status.replica,
+                            shared.config.role_sync_timeout()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Response::Written(WriteReceipt {
+        seq,
+        received_ns,
+        applied_ns,
+        replicated_ns,
+        replied_ns: 0,
+    })
+}
+
+/// The replicated form of a put-like write.
+fn put(key: &[u8], value: &[u8]) -> ReplicatedOp {
+    ReplicatedOp::Put {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+/// The server's facts for an `Info` request.
+fn info(shared: &Shared) -> Vec<(String, String)> {
+    let stats = shared.store.stats();
+    let role = match shared.role {
+        protocol::NodeRole::Master => "master",
+        protocol::NodeRole::Slave => "slave",
+        _ => "standalone",
+    };
+    [
+        ("role", role.to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("last_seq", stats.last_seq.to_string()),
+        ("live_keys", stats.live_keys.to_string()),
+        ("live_bytes", stats.live_bytes.to_string()),
+        ("dead_bytes", stats.dead_bytes.to_string()),
+        ("segment_files", stats.segment_files.to_string()),
+        ("compactions", stats.compactions.to_string()),
+        (
+            "connections",
+            shared
+                .connections
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .to_string(),
+        ),
+        ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .chain(replication_info(shared, stats.last_seq))
+    .collect()
+}
+
+/// The replication facts of a master or a slave.
+fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
+    let mut facts = Vec::new();
+    let mut fact = |name: &str, value: String| facts.push((name.to_string(), value));
+    if let Some(replicator) = &shared.replicator {
+        let status = replicator.status();
+        fact("replication", status.mode.to_string());
+        fact("replica", status.replica.clone());
+        fact("link", if status.up { "up" } else { "down" }.to_string());
+        fact("slave_acked_seq", status.acked_seq.to_string());
+        fact(
+            "lag_records",
+            last_seq.saturating_sub(status.acked_seq).to_string(),
+        );
+        fact("lag_ms", format!("{:.3}", status.lag.as_secs_f64() * 1e3));
+        fact("link_connects", status.connects.to_string());
+        fact("partial_resyncs", status.partial_resyncs.to_string());
+        fact("full_resyncs", status.full_resyncs.to_string());
+        fact("sync_fallback_active", status.fallback_active.to_string());
+        if let Some(error) = status.last_error {
+            fact("link_last_error", error);
+        }
+    }
+    if let (Some(slave), RoleConfig::Slave { master_addr }) = (&shared.slave, &shared.config.role) {
+        fact("master", master_addr.clone());
+        fact(
+            "link",
+            if slave.connected() { "up" } else { "down" }.to_string(),
+        );
+    }
+    facts
+}
+
+/// The wire error for a store error: a code the client can act on, and the
+/// store's message.
+fn storage_error(error: &storage::Error) -> Response {
+    let code = match error {
+        storage::Error::NotFound => ErrorCode::NotFound,
+        storage::Error::AlreadyExists => ErrorCode::AlreadyExists,
+        storage::Error::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => {
+            warn!("request failed in the store: {error}");
+            ErrorCode::Internal
+        }
+    };
+    Response::error(code, error.to_string())
+}

@@ -1,0 +1,299 @@
+//! The duokv server: a blocking TCP listener with one thread per connection.
+//!
+//! [`Server::bind`] opens the store and the listener; [`Server::run`] accepts
+//! connections until [`ShutdownHandle::shutdown`] is called (the binary calls
+//! it on SIGINT or SIGTERM), then stops accepting, lets in-flight requests
+//! finish within [`ServerConfig::drain_timeout`], and closes the store.
+//!
+//! Limits that protect the server's memory and threads are all in
+//! [`ServerConfig`]: `max_connections` (a connection over it gets a `Busy`
+//! handshake reply and is closed), `idle_timeout` (a connection that sends
+//! nothing, or half a frame, for that long is dropped) and the protocol's
+//! frame cap, checked before any buffer is allocated.
+
+mod connection;
+mod shutdown;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use duokv_protocol::NodeRole;
+use duokv_storage::{Options, Store, Sync};
+
+use crate::event_log::{EventLog, EventSink};
+use crate::replication::{MasterSettings, Replicator, SlaveState};
+use log::{error, info, warn};
+
+use shutdown::Shutdown;
+pub use shutdown::ShutdownHandle;
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address to listen on for clients.
+    pub listen: SocketAddr,
+    /// The directory of the store.
+    pub data_dir: PathBuf,
+    /// The store's durability policy.
+    pub fsync: Sync,
+    /// Connections served at once; more get `Busy` and are closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Standalone, master or slave.
+    pub role: RoleConfig,
+    /// Where to log every write's events, if anywhere.
+    pub event_log: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// A master's sync timeout (zero for other roles).
+    pub(crate) fn role_sync_timeout(&self) -> Duration {
+        match &self.role {
+            RoleConfig::Master(settings) => settings.sync_timeout,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// What part a server plays.
+#[derive(Debug, Clone, Default)]
+pub enum RoleConfig {
+    /// A single node: takes reads and writes, replicates nothing.
+    #[default]
+    Standalone,
+    /// Takes writes and replicates them to a slave.
+    Master(MasterSettings),
+    /// Applies a master's stream; serves reads, answers writes with
+    /// `NotMaster`.
+    Slave {
+        /// The master's client address, sent to clients that write here.
+        master_addr: String,
+    },
+}
+
+impl ServerConfig {
+    /// A config for a standalone server on `listen` with its data in
+    /// `data_dir`, and the defaults for everything else.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen,
+            data_dir: data_dir.into(),
+            fsync: Sync::Always,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(5),
+            role: RoleConfig::Standalone,
+            event_log: None,
+        }
+    }
+}
+
+/// What every connection thread shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    /// Declared before `store`: its thread holds the store and must stop
+    /// first.
+    pub(crate) replicator: Option<Replicator>,
+    pub(crate) slave: Option<SlaveState>,
+    pub(crate) events: Option<EventSink>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) role: NodeRole,
+    pub(crate) shutdown: Shutdown,
+    /// Connections being served.
+    pub(crate) connections: AtomicUsize,
+    /// Connections over the limit being told `Busy`.
+    pub(crate) refusing: AtomicUsize,
+}
+
+/// The role in a log line.
+fn describe(role: &RoleConfig) -> String {
+    match role {
+        RoleConfig::Standalone => "a standalone node".to_string(),
+        RoleConfig::Master(settings) => format!(
+            "master replicating {} to slave {}",
+            settings.mode, settings.replica
+        ),
+        RoleConfig::Slave { master_addr } => format!("slave of master {master_addr}"),
+    }
+}
+
+impl Shared {
+    /// The count a connection is in: refused ones apart from served ones.
+    fn counter(&self, refused: bool) -> &AtomicUsize {
+        if refused {
+            &self.refusing
+        } else {
+            &self.connections
+        }
+    }
+}
+
+/// Refusals of connections over the limit that may run at once; past it a
+/// connection is closed without a word, so a flood costs no more threads.
+const MAX_REFUSING: usize = 64;
+
+/// A bound server, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    /// Closed last, once every event is recorded.
+    event_log: Option<EventLog>,
+}
+
+impl Server {
+    /// Opens the store in `config.data_dir` and binds `config.listen`.
+    pub fn bind(config: ServerConfig) -> crate::Result<Server> {
+        let store = Arc::new(Store::open(
+            &config.data_dir,
+            Options::default().sync(config.fsync),
+        )?);
+        let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
+            addr: config.listen,
+            source: e,
+        })?;
+        let local = listener.local_addr().map_err(crate::Error::Io)?;
+        let event_log = config
+            .event_log
+            .as_ref()
+            .map(EventLog::create)
+            .transpose()?;
+        let events = event_log.as_ref().map(EventLog::sink);
+        let (role, replicator, slave) = match &config.role {
+            RoleConfig::Standalone => (NodeRole::Standalone, None, None),
+            RoleConfig::Master(settings) => {
+                let replicator =
+                    Replicator::start(settings.clone(), store.clone(), events.clone())?;
+                (NodeRole::Master, Some(replicator), None)
+            }
+            RoleConfig::Slave { .. } => (NodeRole::Slave, None, Some(SlaveState::default())),
+        };
+        info!(
+            "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections",
+            describe(&config.role),
+            config.data_dir.display(),
+            config.fsync,
+            config.max_connections
+        );
+        let shared = Arc::new(Shared {
+            config,
+            replicator,
+            slave,
+            events,
+            store,
+            role,
+            shutdown: Shutdown::new(local),
+            connections: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+        });
+        Ok(Server {
+            listener,
+            shared,
+            event_log,
+        })
+    }
+
+    /// The address the server listens on (with the port the OS chose, when
+    /// the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.shutdown.listen_addr()
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shared.shutdown.handle()
+    }
+
+    /// Serves connections until shutdown, then drains and closes the store.
+    pub fn run(self) -> crate::Result<()> {
+        let mut handlers = Vec::new();
+        for incoming in self.listener.incoming() {
+            if self.shared.shutdown.is_requested() {
+                break;
+            }
+            let stream = match incoming {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // Running out of file descriptors must not end the server.
+                    warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            handlers.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+            if let Some(handler) = self.start_connection(stream) {
+                handlers.push(handler);
+            }
+        }
+        drop(self.listener);
+        info!("shutting down: no new connections; draining requests in flight");
+        self.shared.shutdown.close_idle_connections();
+        let deadline = Instant::now() + self.shared.config.drain_timeout;
+        for handler in handlers {
+            while !handler.is_finished() && Instant::now() < deadline {
+                self.shared.shutdown.wait_for_change(deadline);
+            }
+            if handler.is_finished() {
+                let _ = handler.join();
+            }
+        }
+        match Arc::try_unwrap(self.shared) {
+            Ok(shared) => {
+                drop(shared);
+                info!("store closed, bye");
+            }
+            Err(shared) => warn!(
+                "{} connections still busy after the drain timeout; exiting with the store open \
+                 (what they acknowledged is durable as --fsync promised)",
+                shared.connections.load(Ordering::SeqCst)
+            ),
+        }
+        drop(self.event_log);
+        Ok(())
+    }
+
+    /// Hands a new connection to its own thread, or turns it away when the
+    /// server is at `max_connections`.
+    fn start_connection(&self, stream: TcpStream) -> Option<std::thread::JoinHandle<()>> {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+        let shared = self.shared.clone();
+        // Only this thread adds to the counts, so checking then adding is safe.
+        let over_limit = shared.connections.load(Ordering::SeqCst) >= shared.config.max_connections;
+        if over_limit && shared.refusing.load(Ordering::SeqCst) >= MAX_REFUSING {
+            warn!(
+                "{peer}: over the connection limit while {MAX_REFUSING} refusals are under way; closed"
+            );
+            return None;
+        }
+        shared.counter(over_limit).fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn {peer}"))
+            .spawn(move || {
+                if over_limit {
+                    connection::refuse_busy(&shared, stream, &peer);
+                } else {
+                    connection::serve(&shared, stream, &peer);
+                }
+                shared.counter(over_limit).fetch_sub(1, Ordering::SeqCst);
+                shared.shutdown.notify_change();
+            });
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                self.shared
+                    .counter(over_limit)
+                    .fetch_sub(1, Ordering::SeqCst);
+                error!("cannot start a thread for a connection: {e}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! End-to-end tests of the `duokv` command-line client against a real
+//! `duokv-server`: what each subcommand prints on stdout or stderr and the
+//! exit code it returns, an unreachable server, and the `--help` of both
+//! binaries.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{ServerProcess, free_port, run_with_deadline};
+
+/// Runs `duokv ARGS...` to completion.
+fn duokv(args: &[&str]) -> Output {
+    run_with_deadline(Command::new(env!("CARGO_BIN_EXE_duokv")).args(args))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// Asserts success with exactly `expected` on stdout and nothing on stderr.
+fn assert_prints(output: &Output, expected: &str) {
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(output), expected, "{output:?}");
+    assert_eq!(stderr(output), "", "{output:?}");
+}
+
+/// Asserts failure with exactly `error: MESSAGE` on stderr and nothing on
+/// stdout.
+fn assert_fails_with(output: &Output, message: &str) {
+    assert!(!output.status.success(), "{output:?}");
+    assert_eq!(stderr(output), format!("error: {message}\n"), "{output:?}");
+    assert_eq!(stdout(output), "", "{output:?}");
+}
+
+/// Asserts success and a receipt line `ok seq=SEQ latency=F.FFFms`.
+fn assert_receipt(output: &Output, seq: u64) {
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stderr(output), "", "{output:?}");
+    let text = stdout(output);
+    let latency = text
+        .strip_prefix(&format!("ok seq={seq} latency="))
+        .and_then(|rest| rest.strip_suffix("ms\n"))
+        .unwrap_or_else(|| panic!("not a receipt line for seq {seq}: {text:?}"));
+    let ms: f64 = latency
+        .parse()
+        .unwrap_or_else(|_| panic!("latency in {text:?}"));
+    assert!(ms >= 0.0, "{text:?}");
+}
+
+/// `put`, `get`, `create`, `update` and `delete` print a receipt line or the
+/// value and exit 0; a create on an existing key, an update, delete or get
+/// of a missing one print one `error: ...` line on stderr and exit non-zero;
+/// and the server holds what the commands wrote.
+#[test]
+fn crud_subcommands_print_results_and_exit_codes() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    let addr = addr.as_str();
+
+    assert_receipt(&duokv(&["put", "k", "v", "--addr", addr]), 1);
+    assert_prints(&duokv(&["get", "k", "--addr", addr]), "v\n");
+    assert_fails_with(
+        &duokv(&["create", "k", "other", "--addr", addr]),
+        "key already exists",
+    );
+    assert_receipt(&duokv(&["create", "k2", "v2", "--addr", addr]), 2);
+    assert_fails_with(
+        &duokv(&["update", "missing", "x", "--addr", addr]),
+        "key not found",
+    );
+    assert_receipt(&duokv(&["update", "k", "v-new", "--addr", addr]), 3);
+    assert_fails_with(
+        &duokv(&["delete", "missing", "--addr", addr]),
+        "key not found",
+    );
+    assert_receipt(&duokv(&["delete", "k2", "--addr", addr]), 4);
+    assert_fails_with(&duokv(&["get", "k2", "--addr", addr]), "key not found");
+    assert_receipt(
+        &duokv(&["put", "spaced key", "hello world", "--addr", addr]),
+        5,
+    );
+    assert_prints(
+        &duokv(&["get", "spaced key", "--addr", addr]),
+        "hello world\n",
+    );
+
+    let mut client = server.client();
+    assert_eq!(client.read("k").unwrap(), Some(b"v-new".to_vec()));
+    assert_eq!(client.read("k2").unwrap(), None);
+}
+
+/// `ping` prints `pong from ADDR...` and `info` prints `name: value` lines
+/// including `role: standalone` and the `last_seq`.
+#[test]
+fn ping_and_info_describe_the_server() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    server.client().put("k", "v").unwrap();
+
+    let ping = duokv(&["ping", "--addr", &addr]);
+    assert!(ping.status.success(), "{ping:?}");
+    let text = stdout(&ping);
+    assert!(text.starts_with(&format!("pong from {addr}")), "{text:?}");
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+
+    let info = duokv(&["info", "--addr", &addr]);
+    assert!(info.status.success(), "{info:?}");
+    let text = stdout(&info);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"role: standalone"), "{text:?}");
+    assert!(lines.contains(&"last_seq: 1"), "{text:?}");
+    for line in &lines {
+        assert!(
+            line.split_once(": ").is_some(),
+            "not `name: value`: {line:?}"
+        );
+    }
+}
+
+/// Every subcommand against a port with nothing listening prints
+/// `error: cannot connect to ADDR...` and exits non-zero.
+#[test]
+fn unreachable_server_is_an_error() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let commands: [&[&str]; 7] = [
+        &["get", "k"],
+        &["create", "k", "v"],
+        &["update", "k", "v"],
+        &["put", "k", "v"],
+        &["delete", "k"],
+        &["ping"],
+        &["info"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend(["--addr", &addr]);
+        let output = duokv(&args);
+        assert!(!output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            stderr(&output).starts_with(&format!("error: cannot connect to {addr}")),
+            "{args:?}: {output:?}"
+        );
+        assert_eq!(stdout(&output), "", "{args:?}");
+    }
+}
+
+/// `duokv-server --help` and `duokv --help` exit 0 and name every flag and
+/// subcommand; each subcommand's help names `--addr`.
+#[test]
+fn help_names_every_flag_and_subcommand() {
+    let output = run_with_deadline(Command::new(env!("CARGO_BIN_EXE_duokv-server")).arg("--help"));
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--fsync",
+        "--max-connections",
+        "--idle-timeout",
+        "--drain-timeout",
+    ] {
+        assert!(
+            text.contains(flag),
+            "duokv-server --help does not mention {flag}:\n{text}"
+        );
+    }
+
+    let output = duokv(&["--help"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let subcommands = ["get", "create", "update", "put", "delete", "ping", "info"];
+    for subcommand in subcommands {
+        assert!(
+            text.lines()
+                .any(|line| line.trim_start().starts_with(&format!("{subcommand} "))),
+            "duokv --help does not list {subcommand}:\n{text}"
+        );
+        let output = duokv(&[subcommand, "--help"]);
+        assert!(output.status.success(), "{output:?}");
+        assert!(
+            stdout(&output).contains("--addr"),
+            "duokv {subcommand} --help: {output:?}"
+        );
+    }
+}

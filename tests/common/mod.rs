@@ -1,0 +1,509 @@
+//! What the integration tests share: a real `duokv-server` child process on
+//! a port chosen at run time, and the raw-bytes tools for talking to it
+//! below the [`Client`].
+//!
+//! Every wait here is a poll with a deadline ([`DEADLINE`], checked every
+//! [`POLL`]), never a fixed sleep: a test waits exactly as long as the server
+//! needs and fails loudly when it needs too long. Every child process is
+//! owned by a guard that kills and reaps it when dropped, so a failing test
+//! leaves no server behind; a failing test also prints the server's log.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use duokv::Client;
+use tempfile::TempDir;
+
+/// How long any awaited event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often a poll looks again.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// How many fresh ports [`ServerProcess::start`] tries before giving up.
+const START_ATTEMPTS: usize = 5;
+
+/// A port on 127.0.0.1 that was free a moment ago: bound to port 0, read
+/// back, released.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Calls `check` every [`POLL`] until it returns `Some`, or panics with
+/// `what` once [`DEADLINE`] has passed.
+pub fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// A client with a read timeout of [`DEADLINE`], so that a server that never
+/// answers fails the test instead of hanging it.
+pub fn client_builder(addr: &str) -> duokv::ClientBuilder {
+    Client::builder(addr)
+        .connect_timeout(DEADLINE)
+        .read_timeout(DEADLINE)
+        .write_timeout(DEADLINE)
+}
+
+/// One `duokv-server` child process, killed and reaped when dropped.
+///
+/// The data directory is a fresh temporary one ([`ServerProcess::start`]) or
+/// one the test owns ([`ServerProcess::start_in`]); it outlives the process,
+/// so [`ServerProcess::restart`] can open the same store on the same port.
+/// The server's stdout and stderr go to a log file that is printed if the
+/// test panics.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// Set once the child has been reaped.
+    exit: Option<ExitStatus>,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    /// The data directory when this guard created it.
+    _owned_dir: Option<TempDir>,
+    log_dir: TempDir,
+}
+
+impl ServerProcess {
+    /// Starts a server with a fresh temporary data directory on a free
+    /// port, with extra command-line `args` such as `["--fsync", "never"]`.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("create a temporary data dir");
+        let mut server = ServerProcess::start_in(dir.path(), args);
+        server._owned_dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on a free port with its store in `data_dir`, which
+    /// the caller keeps alive.
+    ///
+    /// A port can be taken by someone else between [`free_port`] and the
+    /// server's bind; when the server exits before it answers, another port
+    /// is tried.
+    pub fn start_in(data_dir: impl AsRef<Path>, args: &[&str]) -> ServerProcess {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut failures = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let log_dir = tempfile::tempdir().expect("create a temporary log dir");
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut server = ServerProcess {
+                child: spawn_server(addr, data_dir.as_ref(), &args, log_dir.path()),
+                exit: None,
+                addr,
+                data_dir: data_dir.as_ref().to_path_buf(),
+                args: args.clone(),
+                _owned_dir: None,
+                log_dir,
+            };
+            if server.wait_ready() {
+                return server;
+            }
+            failures.push_str(&format!("attempt {attempt} on {addr}:\n{}\n", server.log()));
+        }
+        panic!("duokv-server did not start in {START_ATTEMPTS} attempts:\n{failures}");
+    }
+
+    /// The address clients dial, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A connected client with [`client_builder`]'s timeouts.
+    pub fn client(&self) -> Client {
+        client_builder(&self.addr())
+            .connect()
+            .unwrap_or_else(|e| panic!("connect to {}: {}", self.addr, duokv::error::chain(&e)))
+    }
+
+    /// Everything the server has logged so far (over all its restarts).
+    pub fn log(&self) -> String {
+        read_log(self.log_dir.path())
+    }
+
+    /// Sends SIGTERM, the graceful stop.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(
+            status.success(),
+            "kill -TERM {} failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// Sends SIGKILL, a crash as far as the server can tell.
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("kill -KILL the server");
+    }
+
+    /// Waits up to `timeout` for the server to exit and returns its status;
+    /// panics, with the server's log, if it is still running by then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "duokv-server still running {timeout:?} after being asked to stop; log:\n{}",
+                self.log()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Starts the server again, on the same address and data directory and
+    /// with the same arguments, once the previous process has exited. The
+    /// port is the same, so a bind that fails (the port was briefly taken)
+    /// is retried until [`DEADLINE`].
+    pub fn restart(&mut self) {
+        self.wait_exit(DEADLINE);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.child = spawn_server(self.addr, &self.data_dir, &self.args, self.log_dir.path());
+            self.exit = None;
+            if self.wait_ready() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "duokv-server did not restart on {}; log:\n{}",
+                self.addr,
+                self.log()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// The exit status, if the child has exited (reaping it).
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("try_wait on the server");
+        }
+        self.exit
+    }
+
+    /// Polls until a client is served a ping (true) or the child exits
+    /// (false); panics after [`DEADLINE`].
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if self.try_exit().is_some() {
+                return false;
+            }
+            let served = Client::builder(self.addr())
+                .connect_timeout(Duration::from_secs(1))
+                .read_timeout(Duration::from_secs(5))
+                .connect()
+                .and_then(|mut client| client.ping());
+            // The process that answered must be ours, not a stranger that
+            // took the port while ours failed to bind.
+            if served.is_ok() && self.try_exit().is_none() {
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "duokv-server on {} not ready after {DEADLINE:?}; log:\n{}",
+                self.addr,
+                self.log()
+            );
+            thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            eprintln!("--- duokv-server log ({}) ---\n{}", self.addr, self.log());
+        }
+    }
+}
+
+fn spawn_server(addr: SocketAddr, data_dir: &Path, args: &[String], log_dir: &Path) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("server.log"))
+        .expect("open the server log");
+    Command::new(env!("CARGO_BIN_EXE_duokv-server"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log file"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn duokv-server")
+}
+
+fn read_log(log_dir: &Path) -> String {
+    std::fs::read_to_string(log_dir.join("server.log")).unwrap_or_default()
+}
+
+/// The value of `name` in the server's `info` reply.
+pub fn info_value(client: &mut Client, name: &str) -> String {
+    let info = client.info().expect("info");
+    info.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no `{name}` in info: {info:?}"))
+}
+
+/// The server's `last_seq`, from `info`.
+pub fn last_seq(client: &mut Client) -> u64 {
+    info_value(client, "last_seq")
+        .parse()
+        .expect("last_seq is a number")
+}
+
+/// Runs `command` to completion with a [`DEADLINE`], capturing its output;
+/// kills it and panics if it runs longer.
+pub fn run_with_deadline(command: &mut Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout pipe")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr pipe")));
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {DEADLINE:?}");
+        }
+        thread::sleep(POLL);
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw bytes, laid out as in `protocol/PROTOCOL.md`, written here by hand so
+// that the tests check the document and not only the protocol crate.
+
+/// Handshake reply status 0, `Ok`.
+pub const STATUS_OK: u8 = 0;
+/// Handshake reply status 1, `BadMagic`.
+pub const STATUS_BAD_MAGIC: u8 = 1;
+/// Handshake reply status 2, `UnsupportedVersion`.
+pub const STATUS_UNSUPPORTED_VERSION: u8 = 2;
+
+/// Frame kind 0x02, `Read`.
+pub const KIND_READ: u8 = 0x02;
+/// Frame kind 0x05, `Put`.
+pub const KIND_PUT: u8 = 0x05;
+/// Frame kind 0x82, the `Pong` response.
+pub const KIND_PONG: u8 = 0x82;
+/// Frame kind 0x84, the `Error` response.
+pub const KIND_ERROR: u8 = 0x84;
+
+/// Error code 5, `TooLarge`.
+pub const CODE_TOO_LARGE: u16 = 5;
+/// Error code 6, `BadRequest`.
+pub const CODE_BAD_REQUEST: u16 = 6;
+
+/// A client handshake (section 1) speaking `version`, with no extra bytes.
+pub fn handshake_bytes(version: u16) -> Vec<u8> {
+    let mut bytes = b"DUKV".to_vec();
+    bytes.extend_from_slice(&version.to_be_bytes());
+    bytes.extend_from_slice(&[1, 0, 0, 0]); // role client, flags, extra_len
+    bytes
+}
+
+/// A frame (section 3): `length u32 | kind u8 | request_id u64 | body`.
+pub fn frame_bytes(kind: u8, request_id: u64, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(9 + body.len()).expect("frame fits a u32 length");
+    let mut bytes = Vec::with_capacity(13 + body.len());
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes.push(kind);
+    bytes.extend_from_slice(&request_id.to_be_bytes());
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A key-and-value body (section 5.1), with no check of the caps.
+pub fn key_value_body(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(8 + key.len() + value.len());
+    for field in [key, value] {
+        let len = u32::try_from(field.len()).expect("field fits a u32 length");
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(field);
+    }
+    body
+}
+
+/// A TCP connection with [`DEADLINE`] as its read and write timeouts.
+pub fn raw_connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set_read_timeout");
+    stream
+        .set_write_timeout(Some(DEADLINE))
+        .expect("set_write_timeout");
+    stream
+}
+
+/// A handshake reply (section 2), decoded by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawReply {
+    /// The version the server speaks.
+    pub version: u16,
+    /// The status byte.
+    pub status: u8,
+    /// The node-role byte.
+    pub node_role: u8,
+}
+
+/// Parses a handshake reply with no extra bytes, which must be all of
+/// `bytes`.
+pub fn parse_reply(bytes: &[u8]) -> RawReply {
+    assert_eq!(
+        bytes.len(),
+        10,
+        "a handshake reply is 10 bytes: {bytes:02x?}"
+    );
+    assert_eq!(&bytes[..4], b"DUKV", "reply magic: {bytes:02x?}");
+    assert_eq!(&bytes[8..10], &[0, 0], "reply extra_len: {bytes:02x?}");
+    RawReply {
+        version: u16::from_be_bytes([bytes[4], bytes[5]]),
+        status: bytes[6],
+        node_role: bytes[7],
+    }
+}
+
+/// A raw connection past a successful handshake.
+pub fn raw_session(addr: &str) -> TcpStream {
+    let mut stream = raw_connect(addr);
+    stream
+        .write_all(&handshake_bytes(1))
+        .expect("send the handshake");
+    let mut reply = [0u8; 10];
+    stream
+        .read_exact(&mut reply)
+        .expect("read the handshake reply");
+    let reply = parse_reply(&reply);
+    assert_eq!(reply.status, STATUS_OK, "handshake refused: {reply:?}");
+    stream
+}
+
+/// Reads until the server closes the connection (end of stream or a reset)
+/// and returns what arrived; panics if it is still open after [`DEADLINE`].
+pub fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return bytes,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the server kept the connection open for {DEADLINE:?}; got {bytes:02x?}")
+            }
+            // A reset or an abort: closed, by the server.
+            Err(_) => return bytes,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept the connection open for {DEADLINE:?}"
+        );
+    }
+}
+
+/// An `Error` response frame (section 6.5), decoded by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawError {
+    /// The frame's request id.
+    pub request_id: u64,
+    /// The error code.
+    pub code: u16,
+    /// The message.
+    pub message: String,
+}
+
+/// Parses one `Error` frame, which must be all of `bytes`.
+pub fn parse_error_frame(bytes: &[u8]) -> RawError {
+    let take = |at: usize, n: usize| -> &[u8] {
+        bytes
+            .get(at..at + n)
+            .unwrap_or_else(|| panic!("error frame too short for {n} bytes at {at}: {bytes:02x?}"))
+    };
+    let u32_at = |at: usize| u32::from_be_bytes(take(at, 4).try_into().unwrap()) as usize;
+    let len = u32_at(0);
+    assert_eq!(
+        4 + len,
+        bytes.len(),
+        "frame length prefix vs bytes received"
+    );
+    assert_eq!(take(4, 1)[0], KIND_ERROR, "kind of the frame: {bytes:02x?}");
+    let request_id = u64::from_be_bytes(take(5, 8).try_into().unwrap());
+    let code = u16::from_be_bytes(take(13, 2).try_into().unwrap());
+    let msg_len = u32_at(15);
+    let message = String::from_utf8(take(19, msg_len).to_vec()).expect("message is UTF-8");
+    let detail_len = u32_at(19 + msg_len);
+    assert_eq!(
+        19 + msg_len + 4 + detail_len,
+        bytes.len(),
+        "body must be consumed exactly"
+    );
+    RawError {
+        request_id,
+        code,
+        message,
+    }
+}

@@ -269,32 +269,10 @@ impl Inner {
         let id = writer.active.id + 1;
         let mut output = Output::create(&self.dir, id, seq)?;
         let mut keydir = Keydir::default();
-        let mut record = Vec::new();
-        let mut previous = 0;
-        for entry in entries {
-            let entry = entry?;
-            if entry.seq <= previous || entry.seq > seq {
-                let _ = fs::remove_file(&output.temp_path);
-                return Err(Error::OutOfOrder {
-                    expected: previous + 1,
-                    got: entry.seq,
-                });
-            }
-            if let Err(e) = crate::store::check_limits(&entry.key, &entry.value) {
-                let _ = fs::remove_file(&output.temp_path);
-                return Err(e);
-            }
-            previous = entry.seq;
-            record.clear();
-            format::encode_record(
-                &mut record,
-                entry.seq,
-                RecordKind::Put,
-                &entry.key,
-                &entry.value,
-            );
-            let location = output.push(&record, entry.seq)?;
-            keydir.load(entry.key, RecordKind::Put, location);
+        if let Err(e) = write_snapshot(&mut output, &mut keydir, seq, entries) {
+            // Nothing is committed: the old contents stay, the output goes.
+            let _ = fs::remove_file(&output.temp_path);
+            return Err(e);
         }
         let temp_path = output.temp_path.clone();
         let (file, end, last_seq) = output.finish()?;
@@ -358,4 +336,38 @@ impl Inner {
         );
         Ok(())
     }
+}
+
+/// Writes a snapshot's entries into `output`, checking their order and
+/// limits, and indexes them into `keydir`.
+fn write_snapshot(
+    output: &mut Output,
+    keydir: &mut Keydir,
+    seq: u64,
+    entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
+) -> Result<()> {
+    let mut record = Vec::new();
+    let mut previous = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry.seq <= previous || entry.seq > seq {
+            return Err(Error::OutOfOrder {
+                expected: previous + 1,
+                got: entry.seq,
+            });
+        }
+        crate::store::check_limits(&entry.key, &entry.value)?;
+        previous = entry.seq;
+        record.clear();
+        format::encode_record(
+            &mut record,
+            entry.seq,
+            RecordKind::Put,
+            &entry.key,
+            &entry.value,
+        );
+        let location = output.push(&record, entry.seq)?;
+        keydir.load(entry.key, RecordKind::Put, location);
+    }
+    Ok(())
 }

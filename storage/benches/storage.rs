@@ -9,7 +9,8 @@
 //! - open (recovery) time of a log of 1 million records with 100-byte values.
 //!
 //! `DUOKV_BENCH_SECONDS` sets how long each timed phase runs (default 3);
-//! `DUOKV_BENCH_ONLY=recovery` measures recovery alone.
+//! `DUOKV_BENCH_ONLY=recovery` measures recovery alone, `=group` group commit
+//! alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,11 +32,24 @@ fn main() {
     println!("temp dir: {}", std::env::temp_dir().display());
     println!("{:<44} {:>14} {:>12}", "phase", "ops/s", "mean");
 
-    let only_recovery = std::env::var("DUOKV_BENCH_ONLY").is_ok_and(|only| only == "recovery");
-    if !only_recovery {
-        writes_and_reads(phase, &value);
+    match std::env::var("DUOKV_BENCH_ONLY").as_deref() {
+        Ok("recovery") => recovery(&value),
+        Ok("group") => {
+            let one = put_throughput(Sync::Always, 1, phase, &value);
+            report("put, Sync::Always, 1 writer", one);
+            let many = put_throughput(Sync::Always, 32, phase, &value);
+            report("put, Sync::Always, 32 writers", many);
+            println!(
+                "{:<44} {:>14.1}x",
+                "group commit gain (32 writers / 1 writer)",
+                many.0 / one.0
+            );
+        }
+        _ => {
+            writes_and_reads(phase, &value);
+            recovery(&value);
+        }
     }
-    recovery(&value);
 }
 
 fn writes_and_reads(phase: Duration, value: &[u8]) {
@@ -121,6 +135,13 @@ fn put_throughput(sync: Sync, writers: usize, phase: Duration, value: &[u8]) -> 
     }
     let elapsed = started.elapsed().as_secs_f64();
     let ops = done.load(Ordering::Relaxed) as f64;
+    let syncs = store.stats().syncs;
+    if syncs > 0 {
+        println!(
+            "  ({writers} writers: {:.1} writes per fdatasync)",
+            ops / syncs as f64
+        );
+    }
     (ops / elapsed, elapsed * writers as f64 / ops)
 }
 

@@ -105,6 +105,9 @@ pub struct Stats {
     pub last_seq: u64,
     /// Compactions run since the store was opened.
     pub compactions: u64,
+    /// Group-commit syncs since the store was opened (`Sync::Always`):
+    /// writes divided by syncs is the mean batch size.
+    pub syncs: u64,
 }
 
 /// The record kind, key and value of an op.
@@ -168,6 +171,7 @@ pub(crate) struct Inner {
     pub(crate) flush_gate: Mutex<()>,
     pub(crate) compacting: Mutex<()>,
     pub(crate) compactions: AtomicU64,
+    syncs: AtomicU64,
     poisoned: AtomicBool,
     compaction_wanted: Sender<()>,
     /// Held for the life of the store: the directory's `flock`.
@@ -211,6 +215,7 @@ impl Store {
             flush_gate: Mutex::new(()),
             compacting: Mutex::new(()),
             compactions: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             compaction_wanted,
             _lock: lock_file,
@@ -421,6 +426,7 @@ impl Store {
             segment_files: keydir.segments.len() as u64,
             last_seq: keydir.published_seq,
             compactions: self.inner.compactions.load(Ordering::Relaxed),
+            syncs: self.inner.syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -640,6 +646,7 @@ impl Inner {
         drop(writer);
 
         let synced = segment.sync_data();
+        self.syncs.fetch_add(1, Ordering::Relaxed);
 
         let mut writer = lock(&self.writer);
         let written = std::mem::take(&mut writer.in_flight);
@@ -654,9 +661,12 @@ impl Inner {
             }
             Err(e) => self.poison(e),
         }
-        writer.hand_off();
         drop(writer);
+        // Wake the batch before handing the lead on: its writers, back at
+        // once with their next write, join the next batch before it starts,
+        // so batches stay large instead of alternating half and half.
         batch.finish(synced);
+        lock(&self.writer).hand_off();
     }
 
     /// Makes written records visible to readers, in order, and asks for a

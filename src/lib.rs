@@ -9,6 +9,8 @@
 //!
 //! - [`client`]: [`Client`], CRUD as methods over one connection.
 //! - [`load`]: the load generator behind `duokv load`.
+//! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and a
+//!   slave used as one store: writes to the master, reads by choice.
 //! - [`replication`]: the master's [`Replicator`](replication::Replicator)
 //!   and the slave's stream handling.
 //! - [`server`]: [`Server`], one thread per connection over blocking
@@ -57,6 +59,7 @@ pub mod duration;
 pub mod error;
 pub mod event_log;
 pub mod load;
+pub mod replica_set;
 pub mod replication;
 pub mod server;
 

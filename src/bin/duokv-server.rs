@@ -14,7 +14,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use duokv::duration::parse_duration;
 use duokv::replication::{MasterSettings, ReplicationMode};
-use duokv::storage::Sync;
+use duokv::storage::{CompactionPolicy, Sync};
 use duokv::{RoleConfig, Server, ServerConfig};
 use log::error;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -93,6 +93,16 @@ struct Args {
     #[argh(option)]
     master_addr: Option<String>,
 
+    /// compact the log once its dead bytes (overwritten, deleted) pass this
+    /// many (default 67108864, 64 MiB) and --compact-dead-ratio
+    #[argh(option, default = "64 * 1024 * 1024")]
+    compact_min_dead_bytes: u64,
+
+    /// compact the log once its dead bytes pass this share of it, 0.0 to 1.0,
+    /// and --compact-min-dead-bytes (default 0.5)
+    #[argh(option, default = "0.5")]
+    compact_dead_ratio: f64,
+
     /// write one CSV line per write event (received, applied, forwarded,
     /// acked, replied) to this file
     #[argh(option)]
@@ -154,6 +164,10 @@ fn main() -> ExitCode {
     config.idle_timeout = args.idle_timeout;
     config.drain_timeout = args.drain_timeout;
     config.event_log = args.event_log.clone();
+    config.compaction = CompactionPolicy {
+        min_dead_bytes: args.compact_min_dead_bytes,
+        dead_ratio: args.compact_dead_ratio.clamp(0.0, 1.0),
+    };
     config.role = match role(&args) {
         Ok(role) => role,
         Err(e) => {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use duokv_protocol::NodeRole;
-use duokv_storage::{Options, Store, Sync};
+use duokv_storage::{CompactionPolicy, Options, Store, Sync};
 
 use crate::event_log::{EventLog, EventSink};
 use crate::replication::{MasterSettings, Replicator, SlaveState};
@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub role: RoleConfig,
     /// Where to log every write's events, if anywhere.
     pub event_log: Option<PathBuf>,
+    /// When the store compacts on its own.
+    pub compaction: CompactionPolicy,
 }
 
 impl ServerConfig {
@@ -90,6 +92,7 @@ impl ServerConfig {
             drain_timeout: Duration::from_secs(5),
             role: RoleConfig::Standalone,
             event_log: None,
+            compaction: CompactionPolicy::default(),
         }
     }
 }

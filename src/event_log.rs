@@ -8,8 +8,8 @@
 //! applied,17,bench,1764081234000180000
 //! ```
 //!
-//! The master logs `received` (the request was read; its seq is not known
-//! yet, so it is 0), `applied` (durable on the master), `forwarded` (written
+//! The master logs `received` (when the request was read; written once the
+//! write has its seq, with that time), `applied` (durable on the master), `forwarded` (written
 //! to the slave's socket), `acked` (the slave's acknowledgement covering it
 //! arrived) and `replied`; the slave logs `received` and `applied` (durable
 //! on the slave). A key that is not plain printable ASCII (or holds a comma

@@ -156,7 +156,9 @@ impl Server {
     pub fn bind(config: ServerConfig) -> crate::Result<Server> {
         let store = Arc::new(Store::open(
             &config.data_dir,
-            Options::default().sync(config.fsync),
+            Options::default()
+                .sync(config.fsync)
+                .compaction(Some(config.compaction)),
         )?);
         let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
             addr: config.listen,

@@ -121,6 +121,32 @@ impl ServerProcess {
         panic!("duokv-server did not start in {START_ATTEMPTS} attempts:\n{failures}");
     }
 
+    /// Starts a server on `addr`, chosen beforehand by the caller, with its
+    /// store in `data_dir`. Fails with the server's log if the process exits
+    /// before it is ready (the port was taken meanwhile, say); the caller
+    /// picks new ports and tries again.
+    pub fn try_start_at(
+        addr: SocketAddr,
+        data_dir: impl AsRef<Path>,
+        args: &[String],
+    ) -> Result<ServerProcess, String> {
+        let log_dir = tempfile::tempdir().expect("create a temporary log dir");
+        let mut server = ServerProcess {
+            child: spawn_server(addr, data_dir.as_ref(), args, log_dir.path()),
+            exit: None,
+            addr,
+            data_dir: data_dir.as_ref().to_path_buf(),
+            args: args.to_vec(),
+            _owned_dir: None,
+            log_dir,
+        };
+        if server.wait_ready() {
+            Ok(server)
+        } else {
+            Err(server.log())
+        }
+    }
+
     /// The address clients dial, `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         self.addr.to_string()
@@ -277,6 +303,117 @@ fn spawn_server(addr: SocketAddr, data_dir: &Path, args: &[String], log_dir: &Pa
 fn read_log(log_dir: &Path) -> String {
     std::fs::read_to_string(log_dir.join("server.log")).unwrap_or_default()
 }
+
+/// Two ports on 127.0.0.1 that were free a moment ago, and distinct: both
+/// are bound at once before being released.
+pub fn free_port_pair() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    (
+        a.local_addr().expect("local_addr").port(),
+        b.local_addr().expect("local_addr").port(),
+    )
+}
+
+/// A master and its slave, two `duokv-server` processes that know each
+/// other's address from the start.
+///
+/// Both ports are picked before either process starts, since each needs the
+/// other's: the slave runs with `--role slave --master-addr MASTER` and
+/// starts first, the master with `--role master --replica SLAVE`. Their
+/// stores and event logs (`--event-log`) live in one temporary directory
+/// that outlives restarts and is removed after both processes are killed.
+#[derive(Debug)]
+pub struct Pair {
+    /// The master (declared first: dropped, so killed, before the directory
+    /// goes).
+    pub master: ServerProcess,
+    /// The slave.
+    pub slave: ServerProcess,
+    dir: TempDir,
+}
+
+impl Pair {
+    /// Starts a pair; `master_args` and `slave_args` are added to each
+    /// one's role flags (e.g. `["--replication", "async"]`).
+    pub fn start(master_args: &[&str], slave_args: &[&str]) -> Pair {
+        let mut failures = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = tempfile::tempdir().expect("create a temporary dir for the pair");
+            let (master_port, slave_port) = free_port_pair();
+            let master_addr = SocketAddr::from(([127, 0, 0, 1], master_port));
+            let slave_addr = SocketAddr::from(([127, 0, 0, 1], slave_port));
+            let with = |fixed: [String; 6], extra: &[&str]| -> Vec<String> {
+                fixed
+                    .into_iter()
+                    .chain(extra.iter().map(|a| a.to_string()))
+                    .collect()
+            };
+            let slave_args = with(
+                [
+                    "--role".into(),
+                    "slave".into(),
+                    "--master-addr".into(),
+                    master_addr.to_string(),
+                    "--event-log".into(),
+                    dir.path().join(SLAVE_EVENTS).display().to_string(),
+                ],
+                slave_args,
+            );
+            let master_args = with(
+                [
+                    "--role".into(),
+                    "master".into(),
+                    "--replica".into(),
+                    slave_addr.to_string(),
+                    "--event-log".into(),
+                    dir.path().join(MASTER_EVENTS).display().to_string(),
+                ],
+                master_args,
+            );
+            let slave = match ServerProcess::try_start_at(
+                slave_addr,
+                dir.path().join("slave"),
+                &slave_args,
+            ) {
+                Ok(slave) => slave,
+                Err(log) => {
+                    failures.push_str(&format!("attempt {attempt}, slave:\n{log}\n"));
+                    continue;
+                }
+            };
+            match ServerProcess::try_start_at(master_addr, dir.path().join("master"), &master_args)
+            {
+                Ok(master) => return Pair { master, slave, dir },
+                Err(log) => failures.push_str(&format!("attempt {attempt}, master:\n{log}\n")),
+            }
+        }
+        panic!("the master/slave pair did not start in {START_ATTEMPTS} attempts:\n{failures}");
+    }
+
+    /// The master's event log.
+    pub fn master_events(&self) -> PathBuf {
+        self.dir.path().join(MASTER_EVENTS)
+    }
+
+    /// The slave's event log.
+    pub fn slave_events(&self) -> PathBuf {
+        self.dir.path().join(SLAVE_EVENTS)
+    }
+
+    /// Polls until the master reports its link to the slave up.
+    pub fn wait_link_up(&self) {
+        let mut master = self.master.client();
+        poll("the master's link to the slave to come up", || {
+            (info_value(&mut master, "link") == "up").then_some(())
+        });
+    }
+}
+
+/// The master's event log, in the pair's directory.
+const MASTER_EVENTS: &str = "master-events.csv";
+/// The slave's event log, in the pair's directory.
+const SLAVE_EVENTS: &str = "slave-events.csv";
 
 /// The value of `name` in the server's `info` reply.
 pub fn info_value(client: &mut Client, name: &str) -> String {

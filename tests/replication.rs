@@ -1,0 +1,702 @@
+//! End-to-end tests of master/slave replication: two real `duokv-server`
+//! processes (see `common::Pair`) on ports chosen at run time, with their
+//! stores in temporary directories, spoken to through [`duokv::Client`] and
+//! [`ReplicaSet`].
+//!
+//! What they hold replication to: a sync write is on the slave when it is
+//! acknowledged; an async slave converges; a slave that crashes, or a master
+//! that restarts, is caught up from the log (a partial resync) without
+//! losing an acknowledged write; a slave whose records were compacted away
+//! gets a full resync; a sync write without its slave fails in time (or goes
+//! on, with `--sync-fallback async`); a slave turns writes away to its
+//! master; the event logs tell each write's story; and a [`ReplicaSet`]
+//! reads where it is told. Nothing here sleeps to synchronise: every wait
+//! is a poll with a deadline (see `common`), and every child process is
+//! killed when its guard drops.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Pair, ServerProcess, info_value, last_seq, poll};
+use duokv::replica_set::{ReadFrom, ReplicaSet};
+use duokv::{Client, Error};
+
+/// What a key should read as on both replicas (`None`: deleted).
+type Expected = BTreeMap<String, Option<String>>;
+
+/// A numeric `info` fact.
+fn fact_u64(client: &mut Client, name: &str) -> u64 {
+    let value = info_value(client, name);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("`{name}` is not a number: {value:?}"))
+}
+
+/// Polls until the slave holds everything the master has: the master's
+/// `slave_acked_seq` is its `last_seq`, `lag_records` is 0, and the slave's
+/// own `last_seq` is the same.
+fn wait_converged(pair: &Pair) {
+    let mut master = pair.master.client();
+    let mut slave = pair.slave.client();
+    poll("the slave to catch up with the master", || {
+        let master_seq = last_seq(&mut master);
+        let converged = fact_u64(&mut master, "slave_acked_seq") == master_seq
+            && fact_u64(&mut master, "lag_records") == 0
+            && last_seq(&mut slave) == master_seq;
+        converged.then_some(())
+    });
+}
+
+/// Reads every key of `expected` from `server`.
+fn dump(server: &ServerProcess, expected: &Expected) -> Expected {
+    let mut client = server.client();
+    expected
+        .keys()
+        .map(|key| {
+            let value = client.read(key).expect("read for the dump");
+            let value = value.map(|v| String::from_utf8(v).expect("UTF-8 value"));
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+/// Asserts that both replicas hold exactly `expected` for its keys.
+fn assert_identical(pair: &Pair, expected: &Expected) {
+    let on_master = dump(&pair.master, expected);
+    let on_slave = dump(&pair.slave, expected);
+    assert_eq!(&on_master, expected, "the master's contents");
+    assert_eq!(&on_slave, expected, "the slave's contents");
+}
+
+/// Asserts that `key` reads as `value` on `client`.
+fn assert_reads(client: &mut Client, key: &str, value: Option<&str>) {
+    let got = client
+        .read(key)
+        .unwrap_or_else(|e| panic!("read {key}: {e}"));
+    assert_eq!(
+        got.as_deref(),
+        value.map(str::as_bytes),
+        "key {key} on {}",
+        client.addr()
+    );
+}
+
+/// A thread writing through the master until told to stop, counting its
+/// acknowledged writes as it goes.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    handle: thread::JoinHandle<WriterOutcome>,
+}
+
+/// What a [`Writer`] did.
+struct WriterOutcome {
+    /// The last acknowledged state of every key it wrote.
+    expected: Expected,
+    /// Every acknowledged write, `(key, value)`, in order.
+    acked: Vec<(String, String)>,
+    /// The error that stopped it, if one did.
+    error: Option<Error>,
+}
+
+impl Writer {
+    /// Starts writing to `addr`: puts of `keys` distinct keys in turn (every
+    /// seventh write a delete of a key that exists), or, with `keys` 0, a
+    /// put of a new key each time. It stops at the first error.
+    fn start(addr: String, keys: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let (thread_stop, thread_done) = (stop.clone(), done.clone());
+        let handle = thread::spawn(move || {
+            let mut client = common::client_builder(&addr).build();
+            let mut outcome = WriterOutcome {
+                expected: Expected::new(),
+                acked: Vec::new(),
+                error: None,
+            };
+            for i in 0u64.. {
+                if thread_stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let key = if keys == 0 {
+                    format!("w{i}")
+                } else {
+                    format!("w{}", i % keys)
+                };
+                let value = format!("v{i}");
+                let exists = matches!(outcome.expected.get(&key), Some(Some(_)));
+                let (result, new) = if i % 7 == 6 && exists {
+                    (client.delete(&key), None)
+                } else {
+                    (client.put(&key, &value), Some(value))
+                };
+                match result {
+                    Ok(_) => {
+                        if let Some(value) = &new {
+                            outcome.acked.push((key.clone(), value.clone()));
+                        }
+                        outcome.expected.insert(key, new);
+                        thread_done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        outcome.error = Some(e);
+                        break;
+                    }
+                }
+            }
+            outcome
+        });
+        Writer { stop, done, handle }
+    }
+
+    /// How many writes were acknowledged so far.
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Polls until `more` writes past `from` are acknowledged.
+    fn wait_for(&self, what: &str, from: u64, more: u64) {
+        poll(what, || (self.done() >= from + more).then_some(()));
+    }
+
+    /// Stops the writer (if it has not stopped on an error) and returns
+    /// what it did.
+    fn finish(self) -> WriterOutcome {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("the writer thread panicked")
+    }
+}
+
+/// Sync replication: every acknowledged put, update and delete through the
+/// master is already readable from the slave, and its receipt says when the
+/// slave's ack came (`replicated_ns`, after `applied_ns`).
+#[test]
+fn sync_writes_are_on_the_slave_when_acknowledged() {
+    let pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut slave = pair.slave.client();
+
+    for i in 0..50u64 {
+        let key = format!("k{}", i % 10);
+        let value = format!("v{i}");
+        let (receipt, expected) = match i / 10 {
+            0 => (master.create(&key, &value), Some(value)),
+            1 => (master.update(&key, &value), Some(value)),
+            3 => (master.delete(&key), None),
+            _ => (master.put(&key, &value), Some(value)),
+        };
+        let receipt = receipt.unwrap_or_else(|e| panic!("write {i}: {e}"));
+        assert_eq!(receipt.seq, i + 1, "{receipt:?}");
+        let server = &receipt.server;
+        assert!(
+            server.replicated_ns != 0 && server.replicated_ns >= server.applied_ns,
+            "a sync receipt names the slave's ack, after the master applied: {receipt:?}"
+        );
+        assert!(server.replicated_ns <= server.replied_ns, "{receipt:?}");
+        assert_reads(&mut slave, &key, expected.as_deref());
+    }
+    assert_eq!(last_seq(&mut slave), 50);
+    assert_eq!(fact_u64(&mut master, "slave_acked_seq"), 50);
+    assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
+}
+
+/// Async replication: 200 writes are acknowledged without waiting for the
+/// slave (no `replicated_ns`), and the slave converges: every key reads the
+/// same on both, and the master's `info` shows no lag left.
+#[test]
+fn async_slave_converges() {
+    let pair = Pair::start(
+        &["--replication", "async", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    assert_eq!(info_value(&mut master, "replication"), "async");
+
+    let mut expected = Expected::new();
+    for i in 0..200u64 {
+        let key = format!("a{}", i % 60);
+        let receipt = if i % 9 == 8 && matches!(expected.get(&key), Some(Some(_))) {
+            expected.insert(key.clone(), None);
+            master.delete(&key)
+        } else {
+            let value = format!("v{i}");
+            expected.insert(key.clone(), Some(value.clone()));
+            master.put(&key, &value)
+        };
+        let receipt = receipt.unwrap_or_else(|e| panic!("write {i}: {e}"));
+        assert_eq!(receipt.server.replicated_ns, 0, "{receipt:?}");
+    }
+
+    poll("lag_records to reach 0", || {
+        (fact_u64(&mut master, "lag_records") == 0).then_some(())
+    });
+    wait_converged(&pair);
+    assert_eq!(
+        fact_u64(&mut master, "slave_acked_seq"),
+        last_seq(&mut master)
+    );
+    assert_eq!(last_seq(&mut master), 200);
+    let lag_ms: f64 = info_value(&mut master, "lag_ms")
+        .parse()
+        .expect("lag_ms is a number");
+    assert_eq!(lag_ms, 0.0, "nothing is waiting for the slave any more");
+    assert_identical(&pair, &expected);
+}
+
+/// A slave killed (SIGKILL) in the middle of an async workload does not
+/// stop the master's writes; restarted on the same store and port, it is
+/// caught up by streaming the master's log (a partial resync, no full one),
+/// and both replicas end with the same contents.
+#[test]
+fn killed_slave_catches_up_by_streaming() {
+    let mut pair = Pair::start(
+        &["--replication", "async", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let writer = Writer::start(pair.master.addr(), 40);
+
+    writer.wait_for("writes before the kill", 0, 100);
+    pair.slave.sigkill();
+    pair.slave.wait_exit(DEADLINE);
+    poll("the master to see the link down", || {
+        (info_value(&mut master, "link") == "down").then_some(())
+    });
+    writer.wait_for("writes while the slave is down", writer.done(), 100);
+    pair.slave.restart();
+    writer.wait_for("writes after the restart", writer.done(), 50);
+    let outcome = writer.finish();
+    assert!(
+        outcome.error.is_none(),
+        "a write failed: {:?}",
+        outcome.error
+    );
+
+    wait_converged(&pair);
+    assert!(
+        fact_u64(&mut master, "partial_resyncs") >= 1,
+        "{:?}",
+        master.info()
+    );
+    assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
+    assert!(fact_u64(&mut master, "link_connects") >= 2);
+    assert_identical(&pair, &outcome.expected);
+}
+
+/// Restarts the master of a sync pair while a writer is writing through it
+/// (SIGKILL under `--fsync always`, or SIGTERM), and checks that the slave
+/// resumes from the new master without a full resync, that no acknowledged
+/// write is lost on either replica, and that new writes replicate.
+fn master_restart(kill: bool) {
+    let fsync = if kill { "always" } else { "never" };
+    let mut pair = Pair::start(&["--fsync", fsync], &["--fsync", fsync]);
+    pair.wait_link_up();
+    let writer = Writer::start(pair.master.addr(), 0);
+    writer.wait_for("writes before the restart", 0, 60);
+    if kill {
+        pair.master.sigkill();
+    } else {
+        pair.master.sigterm();
+    }
+    let status = pair.master.wait_exit(DEADLINE);
+    if !kill {
+        assert!(status.success(), "SIGTERM exit: {status}");
+    }
+    let outcome = writer.finish();
+    assert!(
+        outcome.error.is_some(),
+        "the writer stops at the first write the stopped master cannot take"
+    );
+    assert!(outcome.acked.len() >= 60);
+    pair.master.restart();
+
+    let mut master = pair.master.client();
+    poll("the new master's link to the slave", || {
+        (info_value(&mut master, "link") == "up").then_some(())
+    });
+    wait_converged(&pair);
+    let mut slave = pair.slave.client();
+    assert_eq!(info_value(&mut slave, "link"), "up", "the slave resumed");
+    for (key, value) in &outcome.acked {
+        assert_reads(&mut master, key, Some(value));
+        assert_reads(&mut slave, key, Some(value));
+    }
+    assert_eq!(
+        fact_u64(&mut master, "full_resyncs"),
+        0,
+        "{:?}",
+        master.info()
+    );
+
+    for i in 0..10 {
+        let (key, value) = (format!("after{i}"), format!("v{i}"));
+        let receipt = master.put(&key, &value).expect("write after the restart");
+        assert_ne!(receipt.server.replicated_ns, 0, "{receipt:?}");
+        assert_reads(&mut slave, &key, Some(&value));
+    }
+    assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
+}
+
+/// A master stopped gracefully (SIGTERM) and restarted: the slave resumes
+/// without a full resync, nothing acknowledged is lost, new writes
+/// replicate.
+#[test]
+fn master_restart_after_sigterm() {
+    master_restart(false);
+}
+
+/// A master killed (SIGKILL, `--fsync always`) and restarted: the slave
+/// resumes without a full resync, nothing acknowledged is lost, new writes
+/// replicate.
+#[test]
+fn master_restart_after_sigkill() {
+    master_restart(true);
+}
+
+/// A slave that was away while compaction dropped the records it needs
+/// gets a full resync (a snapshot): the master counts it, and afterwards
+/// both replicas hold the same keys (a key deleted meanwhile is gone from
+/// the slave too) and the same `last_seq`.
+#[test]
+fn full_resync_after_compaction() {
+    let mut pair = Pair::start(
+        &[
+            "--replication",
+            "async",
+            "--fsync",
+            "never",
+            "--compact-min-dead-bytes",
+            "1",
+            "--compact-dead-ratio",
+            "0.01",
+        ],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut expected = Expected::new();
+    for i in 0..20 {
+        let (key, value) = (format!("f{i}"), format!("first{i}"));
+        master.put(&key, &value).expect("initial put");
+        expected.insert(key, Some(value));
+    }
+    wait_converged(&pair);
+    let slave_seq = last_seq(&mut pair.slave.client());
+
+    pair.slave.sigterm();
+    assert!(pair.slave.wait_exit(DEADLINE).success());
+    for round in 0..40 {
+        for i in 0..5 {
+            let (key, value) = (format!("f{i}"), format!("round{round}"));
+            master.put(&key, &value).expect("overwrite");
+            expected.insert(key, Some(value));
+        }
+    }
+    master.delete("f5").expect("delete");
+    expected.insert("f5".into(), None);
+    poll(
+        "the master to compact (--compact-min-dead-bytes 1 --compact-dead-ratio 0.01)",
+        || (fact_u64(&mut master, "compactions") >= 1).then_some(()),
+    );
+
+    pair.slave.restart();
+    poll("a full resync", || {
+        (fact_u64(&mut master, "full_resyncs") >= 1).then_some(())
+    });
+    wait_converged(&pair);
+    let mut slave = pair.slave.client();
+    assert!(last_seq(&mut slave) > slave_seq);
+    assert_eq!(last_seq(&mut slave), last_seq(&mut master));
+    assert_identical(&pair, &expected);
+
+    master
+        .put("after", "resync")
+        .expect("write after the resync");
+    poll("the write after the resync on the slave", || {
+        (slave.read("after").expect("read") == Some(b"resync".to_vec())).then_some(())
+    });
+}
+
+/// With its slave killed, a sync master fails a write with
+/// `ReplicaUnavailable` once `--sync-timeout` (500 ms) has passed, not
+/// before and not much after; the write is durable on the master anyway,
+/// and reaches the slave when it is back.
+#[test]
+fn sync_write_without_the_slave_times_out() {
+    let mut pair = Pair::start(
+        &["--sync-timeout", "500ms", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    master.put("before", "1").expect("put with the slave up");
+
+    pair.slave.sigkill();
+    pair.slave.wait_exit(DEADLINE);
+    let started = Instant::now();
+    let result = master.put("during", "2");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(Error::ReplicaUnavailable { .. })),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "failed after {elapsed:?}, before the sync timeout"
+    );
+    assert!(
+        elapsed < Duration::from_millis(500) + Duration::from_millis(1500),
+        "failed after {elapsed:?}, long past the sync timeout"
+    );
+    assert_reads(&mut master, "during", Some("2"));
+    assert_eq!(info_value(&mut master, "sync_fallback_active"), "false");
+
+    pair.slave.restart();
+    wait_converged(&pair);
+    let expected: Expected = [("before", "1"), ("during", "2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
+    assert_identical(&pair, &expected);
+}
+
+/// With `--sync-fallback async`, a sync master whose slave is down goes on
+/// acknowledging writes (without a `replicated_ns`) and says so in `info`;
+/// the restarted slave catches up and sync replication is restored.
+#[test]
+fn sync_fallback_async_keeps_writing() {
+    let mut pair = Pair::start(
+        &[
+            "--sync-timeout",
+            "500ms",
+            "--sync-fallback",
+            "async",
+            "--fsync",
+            "never",
+        ],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut expected = Expected::new();
+    master.put("before", "1").expect("put with the slave up");
+    expected.insert("before".into(), Some("1".into()));
+
+    pair.slave.sigkill();
+    pair.slave.wait_exit(DEADLINE);
+    poll("the master to see the link down", || {
+        (info_value(&mut master, "link") == "down").then_some(())
+    });
+    for i in 0..20 {
+        let (key, value) = (format!("d{i}"), format!("v{i}"));
+        let receipt = master
+            .put(&key, &value)
+            .unwrap_or_else(|e| panic!("write {i} with the slave down: {e}"));
+        assert_eq!(receipt.server.replicated_ns, 0, "{receipt:?}");
+        expected.insert(key, Some(value));
+    }
+    assert_eq!(info_value(&mut master, "sync_fallback_active"), "true");
+
+    pair.slave.restart();
+    wait_converged(&pair);
+    assert_identical(&pair, &expected);
+    poll("sync replication to be restored", || {
+        (info_value(&mut master, "sync_fallback_active") == "false").then_some(())
+    });
+    let receipt = master.put("after", "x").expect("write after the catch-up");
+    assert_ne!(receipt.server.replicated_ns, 0, "{receipt:?}");
+    assert_reads(&mut pair.slave.client(), "after", Some("x"));
+}
+
+/// A slave answers a write with `NotMaster` naming its master's address
+/// and writes nothing; a [`ReplicaSet`] given the slave as its master
+/// follows the redirect, and the write lands on the master and the slave.
+/// The `info` facts name each one's role and peer.
+#[test]
+fn slave_redirects_writes_to_the_master() {
+    let pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut slave = pair.slave.client();
+    let mut master = pair.master.client();
+
+    assert_eq!(info_value(&mut slave, "role"), "slave");
+    assert_eq!(info_value(&mut slave, "master"), pair.master.addr());
+    assert_eq!(info_value(&mut slave, "link"), "up");
+    assert_eq!(info_value(&mut master, "role"), "master");
+    assert_eq!(info_value(&mut master, "replica"), pair.slave.addr());
+    assert_eq!(info_value(&mut master, "replication"), "sync");
+
+    match slave.put("k", "v") {
+        Err(Error::NotMaster { master }) => assert_eq!(master, pair.master.addr()),
+        other => panic!("a write to the slave: {other:?}"),
+    }
+    assert_reads(&mut slave, "k", None);
+    assert_eq!(last_seq(&mut master), 0, "nothing was written");
+
+    let mut set = ReplicaSet::new(pair.slave.addr(), pair.slave.addr());
+    let receipt = set.put("k", "v").expect("put through the set");
+    assert_eq!(receipt.seq, 1);
+    assert_eq!(set.master().addr(), pair.master.addr());
+    assert_reads(&mut master, "k", Some("v"));
+    assert_reads(&mut slave, "k", Some("v"));
+    set.update("k", "v2")
+        .expect("update, now on the master directly");
+    assert_reads(&mut slave, "k", Some("v2"));
+}
+
+/// One parsed event log: per seq, per event name, the timestamps.
+type Events = BTreeMap<u64, HashMap<String, Vec<(String, u64)>>>;
+
+/// Reads an event log, checking its header and the shape of every line.
+fn read_events(path: &Path) -> Events {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read the event log {}: {e}", path.display()));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("event,seq,key,unix_ns"), "{path:?}");
+    let mut events = Events::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 4, "line {line:?} of {path:?}");
+        let seq = fields[1].parse().expect("seq is a number");
+        let at = fields[3].parse().expect("unix_ns is a number");
+        events
+            .entry(seq)
+            .or_default()
+            .entry(fields[0].to_string())
+            .or_default()
+            .push((fields[2].to_string(), at));
+    }
+    events
+}
+
+/// Checks that every write of `keys` (seq to key) has each of `kinds` once,
+/// with its key, at non-decreasing times in that order; and that the log
+/// has nothing else.
+fn check_events(who: &str, events: &Events, keys: &BTreeMap<u64, String>, kinds: &[&str]) {
+    assert_eq!(
+        events.keys().collect::<Vec<_>>(),
+        keys.keys().collect::<Vec<_>>(),
+        "{who}: the seqs in the event log"
+    );
+    for (seq, key) in keys {
+        let of_seq = &events[seq];
+        let mut names: Vec<&str> = of_seq.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut wanted = kinds.to_vec();
+        wanted.sort_unstable();
+        assert_eq!(names, wanted, "{who}: the events of seq {seq}");
+        let times: Vec<u64> = kinds
+            .iter()
+            .map(|kind| {
+                let logged = &of_seq[*kind];
+                assert_eq!(logged.len(), 1, "{who}: seq {seq} {kind}: {logged:?}");
+                assert_eq!(&logged[0].0, key, "{who}: the key of seq {seq} {kind}");
+                logged[0].1
+            })
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{who}: seq {seq}: {kinds:?} at {times:?} are not in order"
+        );
+    }
+}
+
+/// After 30 sync writes and a clean SIGTERM of both, the master's event log
+/// has every write with `received, applied, forwarded, acked, replied` and
+/// the slave's with `received, applied`, each once, in time order, under
+/// the `event,seq,key,unix_ns` header.
+#[test]
+fn event_logs_trace_every_write() {
+    let mut pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut keys = BTreeMap::new();
+    for i in 0..30u64 {
+        let key = format!("ev-{}", i % 10);
+        let receipt = if i >= 20 && i % 2 == 1 {
+            master.delete(&key)
+        } else {
+            master.put(&key, format!("v{i}"))
+        };
+        let receipt = receipt.unwrap_or_else(|e| panic!("write {i}: {e}"));
+        keys.insert(receipt.seq, key);
+    }
+    drop(master);
+
+    pair.master.sigterm();
+    assert!(pair.master.wait_exit(DEADLINE).success());
+    pair.slave.sigterm();
+    assert!(pair.slave.wait_exit(DEADLINE).success());
+
+    let master_kinds = ["received", "applied", "forwarded", "acked", "replied"];
+    check_events(
+        "master",
+        &read_events(&pair.master_events()),
+        &keys,
+        &master_kinds,
+    );
+    check_events(
+        "slave",
+        &read_events(&pair.slave_events()),
+        &keys,
+        &["received", "applied"],
+    );
+}
+
+/// A [`ReplicaSet`] reads from the slave with `ReadFrom::Slave` (it still
+/// reads with the master killed) and from both in turn with
+/// `ReadFrom::Either` (with the master killed, every other read fails).
+#[test]
+fn replica_set_reads_from_slave_or_either() {
+    let mut pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut from_slave =
+        ReplicaSet::new(pair.master.addr(), pair.slave.addr()).read_from(ReadFrom::Slave);
+    let mut from_either =
+        ReplicaSet::new(pair.master.addr(), pair.slave.addr()).read_from(ReadFrom::Either);
+    for i in 0..10 {
+        from_slave
+            .put(format!("r{i}"), format!("v{i}"))
+            .expect("put through the set");
+    }
+    for i in 0..10 {
+        let want = Some(format!("v{i}").into_bytes());
+        assert_eq!(from_slave.read(format!("r{i}")).unwrap(), want);
+        assert_eq!(from_either.read(format!("r{i}")).unwrap(), want);
+    }
+    assert_eq!(from_slave.read("absent").unwrap(), None);
+
+    pair.master.sigkill();
+    pair.master.wait_exit(DEADLINE);
+    for i in 0..10 {
+        assert_eq!(
+            from_slave
+                .read(format!("r{i}"))
+                .expect("read from the slave"),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    let outcomes: Vec<bool> = (0..10)
+        .map(|i| match from_either.read(format!("r{i}")) {
+            Ok(value) => {
+                assert_eq!(value, Some(format!("v{i}").into_bytes()));
+                true
+            }
+            Err(_) => false,
+        })
+        .collect();
+    assert!(
+        outcomes.windows(2).all(|w| w[0] != w[1]) && outcomes.iter().filter(|ok| **ok).count() == 5,
+        "reads alternate between the slave (served) and the dead master: {outcomes:?}"
+    );
+}

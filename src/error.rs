@@ -95,6 +95,13 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A file's contents are not what they should be.
+    BadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Another I/O failure.
     Io(io::Error),
     /// The store failed.
@@ -123,6 +130,7 @@ impl fmt::Display for Error {
             Error::Bind { addr, .. } => write!(f, "cannot listen on {addr}"),
             Error::Protocol(_) => write!(f, "connection failed"),
             Error::File { path, .. } => write!(f, "cannot use {}", path.display()),
+            Error::BadFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::Io(_) => write!(f, "i/o error"),
             Error::Storage(_) => write!(f, "store error"),
         }

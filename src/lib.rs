@@ -7,16 +7,23 @@
 //!
 //! # Layout
 //!
+//! - [`bench`](mod@bench): the seed's test client behind `duokv bench`.
 //! - [`client`]: [`Client`], CRUD as methods over one connection.
 //! - [`load`]: the load generator behind `duokv load`.
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and a
 //!   slave used as one store: writes to the master, reads by choice.
 //! - [`replication`]: the master's [`Replicator`](replication::Replicator)
 //!   and the slave's stream handling.
+//! - [`run_dir`]: the files of a measured run (`run.json`, `client.csv`,
+//!   the event logs), shared by `duokv bench` and `duokv stats`.
 //! - [`server`]: [`Server`], one thread per connection over blocking
 //!   `std::net`, with a connection cap and a graceful shutdown.
+//! - [`stats`]: `duokv stats`, latency and staleness of run directories as
+//!   a report, JSON and SVG charts.
 //! - [`clock`]: wall-clock timestamps in UNIX nanoseconds.
 //! - [`event_log`]: the per-write event log of `--event-log`.
+//! - [`demo`]: `duokv demo`, master and slave as child processes and the
+//!   workload in both modes.
 //! - [`duration`]: parsing `500ms`-style durations for the command lines.
 //! - [`error`]: [`Error`], one variant per server error code plus the local
 //!   failures.
@@ -53,15 +60,19 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod client;
 pub mod clock;
+pub mod demo;
 pub mod duration;
 pub mod error;
 pub mod event_log;
 pub mod load;
 pub mod replica_set;
 pub mod replication;
+pub mod run_dir;
 pub mod server;
+pub mod stats;
 
 pub use client::{Client, ClientBuilder, Pong, WriteReceipt};
 pub use duokv_protocol as protocol;

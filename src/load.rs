@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use crate::{Client, Error, Result};
 
 /// What load to generate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadConfig {
     /// The server's address.
     pub addr: String,
@@ -34,7 +34,7 @@ pub struct LoadConfig {
 }
 
 /// Latency figures of one kind of operation, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LatencySummary {
     /// Operations measured.
     pub count: u64,
@@ -68,7 +68,7 @@ impl LatencySummary {
 }
 
 /// What a load run measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
     /// The run's settings.
     pub config: LoadConfig,
@@ -90,6 +90,13 @@ impl LoadReport {
     /// Successful operations per second.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The report as a JSON document, throughput included.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["ops_per_sec"] = serde_json::json!(self.ops_per_sec());
+        serde_json::to_string_pretty(&value).unwrap_or_default()
     }
 
     /// A few lines for a terminal.

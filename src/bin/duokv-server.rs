@@ -103,6 +103,10 @@ struct Args {
     #[argh(option, default = "0.5")]
     compact_dead_ratio: f64,
 
+    /// for tests: run this server's clock off by MS milliseconds
+    #[argh(option, default = "0", hidden_help)]
+    clock_offset_ms: i64,
+
     /// write one CSV line per write event (received, applied, forwarded,
     /// acked, replied) to this file
     #[argh(option)]
@@ -158,6 +162,13 @@ fn parse_fsync(text: &str) -> Result<Sync, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Args = argh::from_env();
+    if args.clock_offset_ms != 0 {
+        duokv::clock::shift(args.clock_offset_ms.saturating_mul(1_000_000));
+        log::warn!(
+            "this server's clock runs {} ms off the system's (--clock-offset-ms)",
+            args.clock_offset_ms
+        );
+    }
     let mut config = ServerConfig::new(args.listen, args.data_dir.clone());
     config.fsync = args.fsync;
     config.max_connections = args.max_connections.max(1);

@@ -6,13 +6,19 @@
 //! non-zero.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use argh::FromArgs;
 use std::time::Duration;
 
+use duokv::bench::BenchConfig;
+use duokv::demo::DemoConfig;
 use duokv::duration::parse_duration;
 use duokv::load::LoadConfig;
+use duokv::stats::StatsArgs;
 use duokv::{Client, WriteReceipt};
 
 /// The duokv command-line client.
@@ -33,6 +39,9 @@ enum Command {
     Ping(Ping),
     Info(Info),
     Load(Load),
+    Bench(Bench),
+    Stats(Stats),
+    Demo(Demo),
 }
 
 /// Print the value of KEY (read from the replica at --addr).
@@ -148,6 +157,89 @@ struct Load {
     /// bytes per written value (default 100)
     #[argh(option, default = "100")]
     value_size: usize,
+    /// print the report as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Run the seed's latency/staleness workload against a master and a slave:
+/// --count updates to one key every --interval, logged per write to
+/// OUT/client.csv with OUT/run.json.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+struct Bench {
+    /// the master's address (default 127.0.0.1:7070)
+    #[argh(option, default = "default_addr()")]
+    master: String,
+    /// the slave's address (default 127.0.0.1:7071)
+    #[argh(option, default = "String::from(\"127.0.0.1:7071\")")]
+    slave: String,
+    /// updates to issue (default 100)
+    #[argh(option, default = "100")]
+    count: u64,
+    /// time between update starts, e.g. 1s or 20ms (default 1s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    interval: Duration,
+    /// the key to update (default bench)
+    #[argh(option, default = "String::from(\"bench\")")]
+    key: String,
+    /// the run directory to write (default ./duokv-run)
+    #[argh(option, default = "PathBuf::from(\"duokv-run\")")]
+    out: PathBuf,
+    /// the master's --event-log file, to copy into the run directory
+    #[argh(option)]
+    master_events: Option<PathBuf>,
+    /// the slave's --event-log file, to copy into the run directory
+    #[argh(option)]
+    slave_events: Option<PathBuf>,
+    /// where this client runs, for the run's metadata (default local)
+    #[argh(option, default = "String::from(\"local\")")]
+    client_host: String,
+}
+
+/// Report latency and staleness of one or more bench runs (min, max, mean,
+/// std dev, percentiles), side by side, and write SVG charts into each run
+/// directory.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "stats")]
+struct Stats {
+    /// run directories written by `duokv bench` or `duokv demo`
+    #[argh(positional)]
+    dirs: Vec<PathBuf>,
+    /// print a machine-readable JSON summary instead of the report
+    #[argh(switch)]
+    json: bool,
+    /// do not write charts
+    #[argh(switch)]
+    no_charts: bool,
+}
+
+/// Run the whole job locally with nothing set up: a master and a slave on
+/// free loopback ports, the workload in sync and then async mode, and the
+/// stats report with charts.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "demo")]
+struct Demo {
+    /// updates per mode (default 100, as the seed asks)
+    #[argh(option, default = "100")]
+    count: u64,
+    /// time between update starts, e.g. 1s or 20ms (default 1s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    interval: Duration,
+    /// where the run directories go (default ./duokv-demo)
+    #[argh(option, default = "PathBuf::from(\"duokv-demo\")")]
+    out: PathBuf,
+    /// the servers' --fsync policy: always (default), every:MS or never
+    #[argh(option, default = "String::from(\"always\")")]
+    fsync: String,
 }
 
 fn default_addr() -> String {
@@ -182,23 +274,86 @@ fn run(command: Command) -> duokv::Result<String> {
                 pong.error_bound().as_secs_f64() * 1e3
             )
         }
-        Command::Load(c) => duokv::load::run(LoadConfig {
-            addr: c.addr,
-            clients: c.clients,
-            duration: c.duration,
-            write_ratio: c.writes,
-            keys: c.keys,
-            value_size: c.value_size,
-        })?
-        .to_text()
-        .trim_end()
-        .to_string(),
+        Command::Load(c) => {
+            let json = c.json;
+            let report = duokv::load::run(LoadConfig {
+                addr: c.addr,
+                clients: c.clients,
+                duration: c.duration,
+                write_ratio: c.writes,
+                keys: c.keys,
+                value_size: c.value_size,
+            })?;
+            if json {
+                report.to_json()
+            } else {
+                report.to_text().trim_end().to_string()
+            }
+        }
+        Command::Bench(c) => {
+            let stop = stop_flag();
+            let mut config = BenchConfig::new(c.master, c.slave, c.out);
+            config.count = c.count;
+            config.interval = c.interval;
+            config.key = c.key;
+            config.master_events = c.master_events;
+            config.slave_events = c.slave_events;
+            config.client_host = c.client_host;
+            let outcome = duokv::bench::run(&config, &stop)?;
+            let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
+            format!(
+                "{} writes ({failed} failed), {} replication; wrote {}",
+                outcome.rows.len(),
+                outcome.meta.mode,
+                outcome.dir.display()
+            )
+        }
+        Command::Stats(c) => duokv::stats::run(&StatsArgs {
+            dirs: c.dirs,
+            json: c.json,
+            charts: !c.no_charts,
+        })?,
+        Command::Demo(c) => {
+            let stop = stop_flag();
+            let mut config = DemoConfig::new(c.out)?;
+            config.count = c.count;
+            config.interval = c.interval;
+            config.fsync = c.fsync;
+            let dirs = duokv::demo::run(&config, &stop)?;
+            let report = stats_report(dirs)?;
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(duokv::Error::Internal {
+                    message: format!("interrupted\n{report}"),
+                });
+            }
+            report
+        }
         Command::Info(c) => Client::connect(c.addr)?
             .info()?
             .into_iter()
             .map(|(name, value)| format!("{name}: {value}"))
             .collect::<Vec<_>>()
             .join("\n"),
+    })
+}
+
+/// A flag raised by Ctrl-C (SIGINT) or SIGTERM, so long runs stop cleanly.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("warning: cannot catch signal {signal}: {e}");
+        }
+    }
+    stop
+}
+
+/// The stats report of the given run directories, with their charts.
+fn stats_report(dirs: Vec<PathBuf>) -> duokv::Result<String> {
+    duokv::stats::run(&StatsArgs {
+        dirs,
+        json: false,
+        charts: true,
     })
 }
 

@@ -1,0 +1,308 @@
+//! The files of one measured run, as `duokv bench` writes them and
+//! `duokv stats` reads them.
+//!
+//! ```text
+//! DIR/
+//!   run.json            RunMeta: parameters, hosts, mode, version, commit,
+//!                       clock-offset probes before and after the run
+//!   client.csv          one ClientRow per write, header first
+//!   master-events.csv   the master's --event-log (see event_log)
+//!   slave-events.csv    the slave's --event-log
+//! ```
+//!
+//! Every timestamp is UNIX nanoseconds on the clock of the machine that
+//! took it; durations are nanoseconds from a monotonic clock.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The name of the parameters file.
+pub const RUN_JSON: &str = "run.json";
+/// The name of the client's per-write file.
+pub const CLIENT_CSV: &str = "client.csv";
+/// The name of the master's event log in a run directory.
+pub const MASTER_EVENTS: &str = "master-events.csv";
+/// The name of the slave's event log in a run directory.
+pub const SLAVE_EVENTS: &str = "slave-events.csv";
+/// The header of `client.csv`.
+pub const CLIENT_HEADER: &str =
+    "write,write_id,value,start_unix_ns,commit_unix_ns,latency_ns,visible_unix_ns,error";
+
+/// One NTP-style estimate of a replica's clock against the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClockProbe {
+    /// The replica's clock minus the client's, in nanoseconds.
+    pub offset_ns: i64,
+    /// The true offset is within this of `offset_ns` (half the round trip).
+    pub error_bound_ns: u64,
+    /// The round trip of the probe kept (the fastest of several).
+    pub rtt_ns: u64,
+    /// The client's clock when the probe was taken.
+    pub at_unix_ns: u64,
+}
+
+/// The clock probes of one replica, before and after the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClockOffsets {
+    /// Taken before the first write.
+    pub before: ClockProbe,
+    /// Taken after the last write.
+    pub after: ClockProbe,
+}
+
+/// `run.json`: what was run, where, and with which build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// `sync` or `async`.
+    pub mode: String,
+    /// Writes issued.
+    pub count: u64,
+    /// Time between write starts, nanoseconds.
+    pub interval_ns: u64,
+    /// The key every write updates.
+    pub key: String,
+    /// The master's address as the client dialled it.
+    pub master: String,
+    /// The slave's address as the client dialled it.
+    pub slave: String,
+    /// Where the client ran (`local`, a host name, ...).
+    pub client_host: String,
+    /// The duokv version.
+    pub duokv_version: String,
+    /// The git commit of the build, when known.
+    pub git_commit: Option<String>,
+    /// Client clock at the first write's scheduled start.
+    pub started_unix_ns: u64,
+    /// Client clock after the last write.
+    pub finished_unix_ns: u64,
+    /// The master's clock against the client's.
+    pub master_clock: Option<ClockOffsets>,
+    /// The slave's clock against the client's.
+    pub slave_clock: Option<ClockOffsets>,
+    /// Free-form facts (e.g. the deployer's host checks).
+    #[serde(default)]
+    pub notes: Vec<(String, String)>,
+}
+
+impl RunMeta {
+    /// Reads `DIR/run.json`.
+    pub fn load(dir: &Path) -> Result<RunMeta> {
+        let path = dir.join(RUN_JSON);
+        let text = fs::read_to_string(&path).map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::BadFile {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes `DIR/run.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(RUN_JSON);
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::BadFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        fs::write(&path, text + "\n").map_err(|source| Error::File { path, source })
+    }
+}
+
+/// One row of `client.csv`: one write as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRow {
+    /// The write's index in the run, from 0.
+    pub write: u64,
+    /// The write's ID (its seq from the receipt); 0 if it failed.
+    pub write_id: u64,
+    /// The value written, naming the write (`w-17`).
+    pub value: String,
+    /// Client clock when the write was sent.
+    pub start_unix_ns: u64,
+    /// Client clock when the reply arrived (the commit); 0 if it failed.
+    pub commit_unix_ns: u64,
+    /// Start to commit on the monotonic clock; 0 if it failed.
+    pub latency_ns: u64,
+    /// Client clock when a reader first saw the value on the slave; `None`
+    /// if it never did within the probe's patience.
+    pub visible_unix_ns: Option<u64>,
+    /// Why the write failed, if it did.
+    pub error: Option<String>,
+}
+
+impl ClientRow {
+    /// The row as a CSV line (no newline). The error, if any, is quoted.
+    pub fn to_csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{}",
+            self.write,
+            self.write_id,
+            self.value,
+            self.start_unix_ns,
+            self.commit_unix_ns,
+            self.latency_ns,
+            self.visible_unix_ns
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            self.error
+                .as_ref()
+                .map(|e| format!("\"{}\"", e.replace('"', "'")))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Parses a line written by [`to_csv`](Self::to_csv).
+    pub fn from_csv(line: &str) -> Option<ClientRow> {
+        let mut fields = line.splitn(8, ',');
+        let mut next = || fields.next();
+        let number = |text: Option<&str>| text?.parse::<u64>().ok();
+        let write = number(next())?;
+        let write_id = number(next())?;
+        let value = next()?.to_string();
+        let start_unix_ns = number(next())?;
+        let commit_unix_ns = number(next())?;
+        let latency_ns = number(next())?;
+        let visible = next()?;
+        let visible_unix_ns = if visible.is_empty() {
+            None
+        } else {
+            Some(visible.parse().ok()?)
+        };
+        let error = next()
+            .filter(|e| !e.is_empty())
+            .map(|e| e.trim_matches('"').to_string());
+        Some(ClientRow {
+            write,
+            write_id,
+            value,
+            start_unix_ns,
+            commit_unix_ns,
+            latency_ns,
+            visible_unix_ns,
+            error,
+        })
+    }
+}
+
+/// Writes `DIR/client.csv`.
+pub fn save_client_rows(dir: &Path, rows: &[ClientRow]) -> Result<()> {
+    let path = dir.join(CLIENT_CSV);
+    let mut text = String::from(CLIENT_HEADER);
+    text.push('\n');
+    for row in rows {
+        text.push_str(&row.to_csv());
+        text.push('\n');
+    }
+    let mut file = fs::File::create(&path).map_err(|source| Error::File {
+        path: path.clone(),
+        source,
+    })?;
+    file.write_all(text.as_bytes())
+        .map_err(|source| Error::File { path, source })
+}
+
+/// Reads `DIR/client.csv`.
+pub fn load_client_rows(dir: &Path) -> Result<Vec<ClientRow>> {
+    let path = dir.join(CLIENT_CSV);
+    let file = fs::File::open(&path).map_err(|source| Error::File {
+        path: path.clone(),
+        source,
+    })?;
+    let mut rows = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
+        if number == 0 || line.trim().is_empty() {
+            continue;
+        }
+        rows.push(ClientRow::from_csv(&line).ok_or_else(|| Error::BadFile {
+            path: path.clone(),
+            reason: format!("line {} is not a client row: {line}", number + 1),
+        })?);
+    }
+    Ok(rows)
+}
+
+/// One line of an event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// `received`, `applied`, `forwarded`, `acked` or `replied`.
+    pub event: String,
+    /// The write's ID.
+    pub seq: u64,
+    /// The key, as the log wrote it.
+    pub key: String,
+    /// The replica's clock.
+    pub unix_ns: u64,
+}
+
+/// Reads an event log (`--event-log`); a missing file is an error.
+pub fn load_events(path: &Path) -> Result<Vec<EventRow>> {
+    let file = fs::File::open(path).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut rows = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| Error::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if number == 0 || line.trim().is_empty() {
+            continue;
+        }
+        let bad = || Error::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("line {}: {line}", number + 1),
+        };
+        let mut fields = line.split(',');
+        let event = fields.next().ok_or_else(bad)?.to_string();
+        let seq = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+        let key = fields.next().ok_or_else(bad)?.to_string();
+        let unix_ns = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+        rows.push(EventRow {
+            event,
+            seq,
+            key,
+            unix_ns,
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_rows_round_trip() {
+        let row = ClientRow {
+            write: 3,
+            write_id: 17,
+            value: "w-3".into(),
+            start_unix_ns: 10,
+            commit_unix_ns: 20,
+            latency_ns: 10,
+            visible_unix_ns: Some(25),
+            error: None,
+        };
+        assert_eq!(ClientRow::from_csv(&row.to_csv()), Some(row.clone()));
+        let failed = ClientRow {
+            write_id: 0,
+            commit_unix_ns: 0,
+            latency_ns: 0,
+            visible_unix_ns: None,
+            error: Some("replica unavailable: slave, gone".into()),
+            ..row
+        };
+        assert_eq!(ClientRow::from_csv(&failed.to_csv()), Some(failed));
+    }
+}

@@ -24,6 +24,7 @@
 //! - [`event_log`]: the per-write event log of `--event-log`.
 //! - [`demo`]: `duokv demo`, master and slave as child processes and the
 //!   workload in both modes.
+//! - [`deploy`]: `duokv-deploy`, the seed's workload on two SSH hosts.
 //! - [`duration`]: parsing `500ms`-style durations for the command lines.
 //! - [`error`]: [`Error`], one variant per server error code plus the local
 //!   failures.
@@ -64,6 +65,7 @@ pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod demo;
+pub mod deploy;
 pub mod duration;
 pub mod error;
 pub mod event_log;

@@ -180,8 +180,26 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     progress.finish();
     let finished_unix_ns = now_ns();
 
-    let master_after = probe_clock(&mut master)?;
-    let slave_after = probe_clock(&mut slave)?;
+    // What was measured is saved first: a replica that died during the run
+    // must not cost the rows of the others.
+    run_dir::save_client_rows(&config.out, &rows)?;
+    let mut notes = Vec::new();
+    let mut probe_after =
+        |client: &mut Client, before: ClockProbe, name: &str| match probe_clock(client) {
+            Ok(probe) => probe,
+            Err(e) => {
+                notes.push((
+                    format!("{name} clock after the run"),
+                    format!(
+                        "not measured ({}); the offset before the run is used",
+                        crate::error::chain(&e)
+                    ),
+                ));
+                before
+            }
+        };
+    let master_after = probe_after(&mut master, master_before, "master");
+    let slave_after = probe_after(&mut slave, slave_before, "slave");
     let meta = RunMeta {
         mode,
         count: config.count,
@@ -202,9 +220,8 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
             before: slave_before,
             after: slave_after,
         }),
-        notes: Vec::new(),
+        notes,
     };
-    run_dir::save_client_rows(&config.out, &rows)?;
     meta.save(&config.out)?;
     let last_seq = rows.iter().map(|r| r.write_id).max().unwrap_or(0);
     if let Some(path) = &config.master_events {
@@ -266,19 +283,22 @@ fn start_reader_probe(
         .name("reader-probe".into())
         .spawn(move || {
             let mut seen = Vec::new();
+            let mut reachable = true;
             for (index, _commit) in commits {
                 let deadline = Instant::now() + patience;
-                while Instant::now() < deadline {
-                    let value = client.read(&key);
-                    let at = now_ns();
-                    if let Ok(Some(value)) = value
-                        && write_index(&value).is_some_and(|v| v >= index)
-                    {
-                        seen.push((index, at));
-                        break;
+                while reachable && Instant::now() < deadline {
+                    match client.read(&key) {
+                        Ok(Some(value)) if write_index(&value).is_some_and(|v| v >= index) => {
+                            seen.push((index, now_ns()));
+                            break;
+                        }
+                        // Not there yet: re-poll at once, the delay being
+                        // measured is often well under a millisecond.
+                        Ok(_) => {}
+                        // The slave is gone: later writes cannot show there
+                        // either; stop waiting instead of timing out on each.
+                        Err(_) => reachable = false,
                     }
-                    // Re-poll at once: the delay being measured is often well
-                    // under a millisecond.
                 }
             }
             seen

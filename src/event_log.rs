@@ -23,12 +23,15 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::error;
 
 use crate::error::{Error, Result};
+
+/// How often buffered events are written to the file at the latest.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// The header line of an event log.
 pub const HEADER: &str = "event,seq,key,unix_ns";
@@ -161,8 +164,15 @@ fn write_events(file: File, path: &Path, events: &Receiver<Message>) {
         }
     };
     write(&mut out, format_args!("{HEADER}\n"));
+    let flush = |out: &mut BufWriter<File>| {
+        if let Err(e) = out.flush() {
+            error!("cannot flush the event log {}: {e}", path.display());
+        }
+    };
+    // Flush at least every FLUSH_EVERY, however steady the stream of events.
+    let mut next_flush = Instant::now() + FLUSH_EVERY;
     loop {
-        match events.recv_timeout(Duration::from_millis(100)) {
+        match events.recv_deadline(next_flush) {
             Ok(Message::Event(event)) => write(
                 &mut out,
                 format_args!(
@@ -173,12 +183,12 @@ fn write_events(file: File, path: &Path, events: &Receiver<Message>) {
                     event.at_ns
                 ),
             ),
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = out.flush() {
-                    error!("cannot flush the event log {}: {e}", path.display());
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= next_flush {
+            flush(&mut out);
+            next_flush = Instant::now() + FLUSH_EVERY;
         }
     }
     if let Err(e) = out.flush().and_then(|()| out.get_ref().sync_data()) {

@@ -196,6 +196,14 @@ struct Bench {
     /// the slave's --event-log file, to copy into the run directory
     #[argh(option)]
     slave_events: Option<PathBuf>,
+    /// how long the reader probe waits for a write to show on the slave
+    /// (default 5s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    probe_patience: Duration,
     /// where this client runs, for the run's metadata (default local)
     #[argh(option, default = "String::from(\"local\")")]
     client_host: String,
@@ -299,6 +307,7 @@ fn run(command: Command) -> duokv::Result<String> {
             config.master_events = c.master_events;
             config.slave_events = c.slave_events;
             config.client_host = c.client_host;
+            config.probe_patience = c.probe_patience;
             let outcome = duokv::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
             format!(

@@ -189,7 +189,8 @@ mod tests {
     fn typos_and_missing_keys_are_errors() {
         let err = parse_env("MASTR_SSH=x\n", Path::new("h")).unwrap_err();
         assert!(err.to_string().contains("unknown key `MASTR_SSH`"), "{err}");
-        let values = parse_env("MASTER_SSH=a\nSLAVE_SSH=b\nREMOTE_DIR=/w\n", Path::new("h")).unwrap();
+        let values =
+            parse_env("MASTER_SSH=a\nSLAVE_SSH=b\nREMOTE_DIR=/w\n", Path::new("h")).unwrap();
         let err = Hosts::from_values(&values, Path::new("h")).unwrap_err();
         assert!(err.to_string().contains("SSH_USER is not set"), "{err}");
     }

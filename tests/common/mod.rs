@@ -644,3 +644,97 @@ pub fn parse_error_frame(bytes: &[u8]) -> RawError {
         message,
     }
 }
+
+/// A command running in the background with its stdout and stderr
+/// captured, for a test that has work to do while it runs; killed and
+/// reaped if dropped before it finished (a failing test leaves no child
+/// behind).
+#[derive(Debug)]
+pub struct Background {
+    child: Child,
+    /// The command line, for messages.
+    what: String,
+    stdout: Option<thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Background {
+    /// Starts `command` with stdin closed and its output piped.
+    pub fn spawn(command: &mut Command) -> Background {
+        let what = format!("{command:?}");
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout pipe")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr pipe")));
+        Background {
+            child,
+            what,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Whether the command is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits up to `timeout` for the command to exit and returns its
+    /// output; kills it and panics, with what it printed, if it runs
+    /// longer.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let output = self.collect(ExitStatus::default());
+                panic!(
+                    "{} still running after {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.what,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            thread::sleep(POLL);
+        };
+        self.collect(status)
+    }
+
+    /// The output gathered by the drain threads, once the child is gone.
+    fn collect(&mut self, status: ExitStatus) -> Output {
+        let join = |handle: Option<thread::JoinHandle<Vec<u8>>>| {
+            handle
+                .map(|h| h.join().expect("pipe reader"))
+                .unwrap_or_default()
+        };
+        Output {
+            status,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

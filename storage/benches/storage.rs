@@ -101,9 +101,21 @@ fn recovery(value: &[u8]) {
     );
 }
 
+thread_local! {
+    /// Writes per fdatasync of the last put phase that synced.
+    static BATCH: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
 /// (ops per second, mean seconds per op as one caller sees it)
 fn report(name: &str, (ops_per_sec, mean): (f64, f64)) {
-    println!("{name:<44} {ops_per_sec:>14.0} {:>9.1} µs", mean * 1e6);
+    let batch = BATCH.with(|batch| batch.take());
+    let batch = batch
+        .map(|b| format!("   ({b:.1} writes per fdatasync)"))
+        .unwrap_or_default();
+    println!(
+        "{name:<44} {ops_per_sec:>14.0} {:>9.1} µs{batch}",
+        mean * 1e6
+    );
 }
 
 fn put_throughput(sync: Sync, writers: usize, phase: Duration, value: &[u8]) -> (f64, f64) {
@@ -137,10 +149,7 @@ fn put_throughput(sync: Sync, writers: usize, phase: Duration, value: &[u8]) -> 
     let ops = done.load(Ordering::Relaxed) as f64;
     let syncs = store.stats().syncs;
     if syncs > 0 {
-        println!(
-            "  ({writers} writers: {:.1} writes per fdatasync)",
-            ops / syncs as f64
-        );
+        BATCH.with(|batch| batch.set(Some(ops / syncs as f64)));
     }
     (ops / elapsed, elapsed * writers as f64 / ops)
 }

@@ -146,6 +146,13 @@ pub struct Client {
 
 impl Client {
     /// Connects to the server at `addr` (`host:port`) with default timeouts.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// let mut client = duokv::Client::connect(server.addr())?;
+    /// assert!(client.ping()?.round_trip.as_secs() < 5);
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn connect(addr: impl Into<String>) -> Result<Client> {
         Client::builder(addr).connect()
     }
@@ -172,6 +179,15 @@ impl Client {
 
     /// Inserts `key` with `value`; fails with [`Error::AlreadyExists`] if the
     /// key exists.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// let receipt = client.create("user:1", "ada")?;
+    /// assert_eq!(receipt.seq, 1); // the write's ID
+    /// assert!(matches!(client.create("user:1", "bob"), Err(duokv::Error::AlreadyExists)));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn create(
         &mut self,
         key: impl AsRef<[u8]>,
@@ -184,11 +200,28 @@ impl Client {
     }
 
     /// The value of `key`, or `None` if it has none.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// client.put("k", "v")?;
+    /// assert_eq!(client.read("k")?, Some(b"v".to_vec()));
+    /// assert_eq!(client.read("missing")?, None);
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn read(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         Ok(self.read_with_seq(key)?.map(|(_, value)| value))
     }
 
     /// The value of `key` with the sequence number of the write that set it.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// let receipt = client.put("k", "v")?;
+    /// assert_eq!(client.read_with_seq("k")?, Some((receipt.seq, b"v".to_vec())));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn read_with_seq(&mut self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
         match self.call(Request::Read {
             key: key.as_ref().to_vec(),
@@ -206,6 +239,16 @@ impl Client {
 
     /// Replaces the value of an existing `key`; fails with
     /// [`Error::NotFound`] if there is none.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// assert!(matches!(client.update("k", "v"), Err(duokv::Error::NotFound)));
+    /// client.create("k", "v1")?;
+    /// client.update("k", "v2")?;
+    /// assert_eq!(client.read("k")?, Some(b"v2".to_vec()));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn update(
         &mut self,
         key: impl AsRef<[u8]>,
@@ -218,6 +261,16 @@ impl Client {
     }
 
     /// Deletes `key`; fails with [`Error::NotFound`] if there is none.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// client.put("k", "v")?;
+    /// client.delete("k")?;
+    /// assert_eq!(client.read("k")?, None);
+    /// assert!(matches!(client.delete("k"), Err(duokv::Error::NotFound)));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<WriteReceipt> {
         self.write(Request::Delete {
             key: key.as_ref().to_vec(),
@@ -225,6 +278,16 @@ impl Client {
     }
 
     /// Sets `key` to `value` whether it exists or not.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// let first = client.put("k", "v1")?;
+    /// let second = client.put("k", "v2")?;
+    /// assert_eq!(second.seq, first.seq + 1);
+    /// assert!(second.started_ns <= second.committed_ns);
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<WriteReceipt> {
         self.write(Request::Put {
             key: key.as_ref().to_vec(),
@@ -233,6 +296,15 @@ impl Client {
     }
 
     /// Measures the round trip and reads the server's clock.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// let pong = client.ping()?;
+    /// // One machine, one clock: the offset is within its error bound.
+    /// assert!(pong.offset_ns().unsigned_abs() as u128 <= pong.error_bound().as_nanos() + 1_000_000);
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn ping(&mut self) -> Result<Pong> {
         self.ensure_connected()?;
         let started = Instant::now();
@@ -256,6 +328,15 @@ impl Client {
     }
 
     /// The server's facts: role, last sequence number, store figures.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// client.put("k", "v")?;
+    /// let facts = client.info()?;
+    /// assert!(facts.contains(&("last_seq".to_string(), "1".to_string())));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
     pub fn info(&mut self) -> Result<Vec<(String, String)>> {
         match self.call(Request::Info)? {
             Response::Info(pairs) => Ok(pairs),

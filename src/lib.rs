@@ -66,6 +66,8 @@ pub mod client;
 pub mod clock;
 pub mod demo;
 pub mod deploy;
+#[doc(hidden)]
+pub mod doctest;
 pub mod duration;
 pub mod error;
 pub mod event_log;

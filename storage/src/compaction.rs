@@ -308,15 +308,9 @@ impl Inner {
                 last_seq,
             },
         );
-        keydir.segments.insert(
-            active_id,
-            SegmentSlot {
-                segment: active.clone(),
-                end: SEGMENT_HEADER_LEN as u64,
-                record_bytes: 0,
-                last_seq: 0,
-            },
-        );
+        keydir
+            .segments
+            .insert(active_id, SegmentSlot::empty(active.clone()));
         keydir.published_seq = seq;
         keydir.horizon = seq;
         let old = std::mem::replace(&mut *self.write_keydir(), keydir);

@@ -32,6 +32,18 @@ pub(crate) struct SegmentSlot {
     pub(crate) last_seq: u64,
 }
 
+impl SegmentSlot {
+    /// The slot of a segment that holds no record yet.
+    pub(crate) fn empty(segment: Arc<Segment>) -> SegmentSlot {
+        SegmentSlot {
+            segment,
+            end: crate::format::SEGMENT_HEADER_LEN as u64,
+            record_bytes: 0,
+            last_seq: 0,
+        }
+    }
+}
+
 /// The index and the segment table.
 #[derive(Debug, Default)]
 pub(crate) struct Keydir {

@@ -118,15 +118,9 @@ pub(crate) fn recover(dir: &Path, segment_size: u64, durable: bool) -> Result<Re
                 header,
                 durable,
             )?);
-            keydir.segments.insert(
-                id,
-                SegmentSlot {
-                    segment: segment.clone(),
-                    end: SEGMENT_HEADER_LEN as u64,
-                    record_bytes: 0,
-                    last_seq: 0,
-                },
-            );
+            keydir
+                .segments
+                .insert(id, SegmentSlot::empty(segment.clone()));
             (segment, SEGMENT_HEADER_LEN as u64)
         }
     };

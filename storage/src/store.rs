@@ -718,15 +718,9 @@ impl Inner {
             policy != Sync::Never,
         )?);
         debug!("rolled to segment {}", segment.path.display());
-        self.write_keydir().segments.insert(
-            id,
-            SegmentSlot {
-                segment: segment.clone(),
-                end: SEGMENT_HEADER_LEN as u64,
-                record_bytes: 0,
-                last_seq: 0,
-            },
-        );
+        self.write_keydir()
+            .segments
+            .insert(id, SegmentSlot::empty(segment.clone()));
         writer.active = segment;
         writer.offset = SEGMENT_HEADER_LEN as u64;
         Ok(())

@@ -128,10 +128,11 @@ impl Inner {
 
         // 4. Swap.
         drop(file);
-        let output =
-            Arc::new(Segment::open(final_path.clone(), id)?.ok_or_else(|| {
+        let output = Arc::new(
+            Segment::open(final_path.clone(), id, self.options.faults())?.ok_or_else(|| {
                 Error::corrupt(&final_path, 0, "compacted segment header cut short")
-            })?);
+            })?,
+        );
         {
             let mut keydir = self.write_keydir();
             for (key, old, new) in &moved {
@@ -283,10 +284,11 @@ impl Inner {
         segment::sync_dir(&self.dir)?;
 
         // Committed: from here a crash reopens with the snapshot.
-        let snapshot =
-            Arc::new(Segment::open(final_path.clone(), id)?.ok_or_else(|| {
+        let snapshot = Arc::new(
+            Segment::open(final_path.clone(), id, self.options.faults())?.ok_or_else(|| {
                 Error::corrupt(&final_path, 0, "snapshot segment header cut short")
-            })?);
+            })?,
+        );
         let active_id = segment::next_log_id(id);
         let header = SegmentHeader {
             kind: SegmentKind::Log,
@@ -298,6 +300,7 @@ impl Inner {
             self.dir.join(segment::file_name(active_id)),
             header,
             true,
+            self.options.faults(),
         )?);
         keydir.segments.insert(
             id,

@@ -62,6 +62,8 @@
 //! - [`store`]: [`Store`], its write path and group commit leader.
 //! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
 //! - [`error`]: [`Error`], the one error type.
+//! - [`fault`]: the [`FaultInjector`] seam that fault tests fail appends
+//!   and syncs through.
 //! - [`format`](mod@format): the bytes of segment headers and records (`FORMAT.md`
 //!   draws them).
 //! - `segment`: segment files, their names, reading records back.
@@ -82,6 +84,7 @@
 
 mod compaction;
 pub mod error;
+pub mod fault;
 pub mod format;
 pub mod iter;
 mod keydir;
@@ -94,6 +97,7 @@ mod writer;
 #[doc(hidden)]
 pub use compaction::Step as CompactionStep;
 pub use error::{Error, Field, Result};
+pub use fault::FaultInjector;
 pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
 pub use options::{CompactionPolicy, Options, Sync};

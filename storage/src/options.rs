@@ -8,7 +8,10 @@
 //! | [`Sync::Every`]`(d)` | its bytes are handed to the OS | yes | all but the last `d` |
 //! | [`Sync::Never`] | its bytes are handed to the OS | yes | whatever the OS flushed |
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::fault::{FaultInjector, Faults};
 
 /// When the store forces its log to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,6 +67,7 @@ pub struct Options {
     sync: Sync,
     segment_size: u64,
     compaction: Option<CompactionPolicy>,
+    faults: Faults,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             sync: Sync::Always,
             segment_size: 64 * 1024 * 1024,
             compaction: Some(CompactionPolicy::default()),
+            faults: Faults::default(),
         }
     }
 }
@@ -97,6 +102,18 @@ impl Options {
     pub fn compaction(mut self, policy: Option<CompactionPolicy>) -> Self {
         self.compaction = policy;
         self
+    }
+
+    /// Makes appends and syncs go through `injector` first, for fault
+    /// tests (see [`FaultInjector`]).
+    pub fn fault_injector(mut self, injector: Arc<dyn FaultInjector>) -> Self {
+        self.faults = Faults::new(injector);
+        self
+    }
+
+    /// The fault hooks.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// The durability policy.

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::format::{
     RECORD_HEADER_LEN, RecordHeader, RecordKind, RecordProblem, SEGMENT_HEADER_LEN, SegmentHeader,
     SegmentKind,
@@ -39,7 +40,12 @@ pub(crate) struct Recovered {
 
 /// Rebuilds the store in `dir`. `durable` says whether to sync what
 /// recovery changes (false only for `Sync::Never`).
-pub(crate) fn recover(dir: &Path, segment_size: u64, durable: bool) -> Result<Recovered> {
+pub(crate) fn recover(
+    dir: &Path,
+    segment_size: u64,
+    durable: bool,
+    faults: &Faults,
+) -> Result<Recovered> {
     let mut ids = Vec::new();
     let mut changed_dir = false;
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
@@ -63,7 +69,7 @@ pub(crate) fn recover(dir: &Path, segment_size: u64, durable: bool) -> Result<Re
     let mut segments = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment::file_name(id));
-        match Segment::open(path.clone(), id)? {
+        match Segment::open(path.clone(), id, faults)? {
             Some(segment) => segments.push(segment),
             None if i + 1 == ids.len() => {
                 warn!("removing {}: its creation was cut short", path.display());
@@ -117,6 +123,7 @@ pub(crate) fn recover(dir: &Path, segment_size: u64, durable: bool) -> Result<Re
                 dir.join(segment::file_name(id)),
                 header,
                 durable,
+                faults,
             )?);
             keydir
                 .segments

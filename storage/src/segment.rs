@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::format::{
     self, RECORD_HEADER_LEN, RecordHeader, RecordProblem, SEGMENT_HEADER_LEN, SegmentHeader,
     SegmentKind,
@@ -57,6 +58,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// One open segment file.
 #[derive(Debug)]
 pub(crate) struct Segment {
+    faults: Faults,
     pub(crate) id: u64,
     pub(crate) kind: SegmentKind,
     pub(crate) horizon: u64,
@@ -72,6 +74,7 @@ impl Segment {
         path: PathBuf,
         header: SegmentHeader,
         durable: bool,
+        faults: &Faults,
     ) -> Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
@@ -86,6 +89,7 @@ impl Segment {
             sync_dir(dir)?;
         }
         Ok(Segment {
+            faults: faults.clone(),
             id: header.id,
             kind: header.kind,
             horizon: header.horizon,
@@ -97,7 +101,7 @@ impl Segment {
     /// Opens an existing segment and checks its header. `Ok(None)` means
     /// the file is shorter than a header (a segment whose creation was cut
     /// short by a crash); the caller decides whether that is allowed.
-    pub(crate) fn open(path: PathBuf, id: u64) -> Result<Option<Segment>> {
+    pub(crate) fn open(path: PathBuf, id: u64, faults: &Faults) -> Result<Option<Segment>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -137,6 +141,7 @@ impl Segment {
             ));
         }
         Ok(Some(Segment {
+            faults: faults.clone(),
             id,
             kind: header.kind,
             horizon: header.horizon,
@@ -186,9 +191,16 @@ impl Segment {
 
     /// Forces the file's data to disk.
     pub(crate) fn sync_data(&self) -> Result<()> {
-        self.file
-            .sync_data()
+        self.faults
+            .before_sync(&self.path)
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io("sync", &self.path, e))
+    }
+
+    /// Writes `bytes` at `offset` (an append: the caller keeps the end).
+    pub(crate) fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        self.faults.before_append(&self.path, bytes.len())?;
+        self.file.write_all_at(bytes, offset)
     }
 
     /// Removes the file from the directory.

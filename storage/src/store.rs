@@ -201,7 +201,12 @@ impl Store {
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
         let durable = options.sync_policy() != Sync::Never;
-        let recovered = recovery::recover(&dir, options.segment_size_limit(), durable)?;
+        let recovered = recovery::recover(
+            &dir,
+            options.segment_size_limit(),
+            durable,
+            options.faults(),
+        )?;
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
             dir,
@@ -445,9 +450,10 @@ impl Store {
     }
 
     /// Forces everything written so far to disk, whatever the sync policy.
+    /// A failure poisons the store, as every failed sync does.
     pub fn sync(&self) -> Result<()> {
         let active = lock(&self.inner.writer).active.clone();
-        active.sync_data()
+        active.sync_data().inspect_err(|e| self.inner.poison(e))
     }
 }
 
@@ -703,7 +709,11 @@ impl Inner {
     /// so a closed segment must be whole on disk before a newer one exists.
     pub(crate) fn roll(&self, writer: &mut Writer) -> Result<()> {
         let policy = self.options.sync_policy();
-        writer.active.sync_data()?;
+        if let Err(e) = writer.active.sync_data() {
+            // A failed sync is never retried: the store stops writing.
+            self.poison(&e);
+            return Err(e);
+        }
         let id = segment::next_log_id(writer.active.id);
         let header = SegmentHeader {
             kind: SegmentKind::Log,
@@ -716,6 +726,7 @@ impl Inner {
             path,
             header,
             policy != Sync::Never,
+            self.options.faults(),
         )?);
         debug!("rolled to segment {}", segment.path.display());
         self.write_keydir()

@@ -10,7 +10,6 @@
 //! wait at the same time share one `fdatasync`.
 
 use std::mem;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -124,7 +123,7 @@ impl Writer {
             return Ok(Vec::new());
         }
         let start = self.offset;
-        if let Err(e) = self.active.file.write_all_at(&self.buf, start) {
+        if let Err(e) = self.active.write_at(&self.buf, start) {
             let err = Error::io("append to", &self.active.path, e);
             self.discard_buffer();
             // If even the truncate fails the next append overwrites the

@@ -700,3 +700,95 @@ fn replica_set_reads_from_slave_or_either() {
         "reads alternate between the slave (served) and the dead master: {outcomes:?}"
     );
 }
+
+/// Starts a pair, replicates ten keys, then replaces the master by one on
+/// an empty data directory (a new history) that takes fifteen writes while
+/// the slave is down, and restarts the slave. Returns the pair.
+fn diverge(slave_args: &[&str]) -> Pair {
+    let mut pair = Pair::start(&["--replication", "async", "--fsync", "never"], slave_args);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    for i in 0..10 {
+        master
+            .put(format!("old{i}"), "from the first master")
+            .expect("put");
+    }
+    wait_converged(&pair);
+    drop(master);
+    pair.slave.sigterm();
+    assert!(pair.slave.wait_exit(DEADLINE).success());
+    pair.master.sigkill();
+    let data = pair.master.data_dir().to_path_buf();
+    fs::remove_dir_all(&data).expect("wipe the master's data dir");
+    fs::create_dir_all(&data).expect("recreate it empty");
+    pair.master.restart();
+    let mut master = pair.master.client();
+    for i in 0..15 {
+        master
+            .put(format!("new{i}"), "from the new master")
+            .expect("put");
+    }
+    // The new master's seqs (1..=15) pass the slave's (10): streaming "from
+    // seq 11" would splice two histories.
+    assert_eq!(last_seq(&mut master), 15);
+    pair.slave.restart();
+    pair
+}
+
+/// A master restarted on an empty data dir has a new history: the slave,
+/// whose log belongs to the old one, is fully resynced (its old keys go)
+/// instead of having the new master's writes spliced onto its own.
+#[test]
+fn a_new_master_history_forces_a_full_resync() {
+    let pair = diverge(&[]);
+    let mut master = pair.master.client();
+    poll("the slave to take the new master's history", || {
+        let mut slave = pair.slave.client();
+        (last_seq(&mut slave) == 15 && slave.read("old3").ok()?.is_none()).then_some(())
+    });
+    assert!(fact_u64(&mut master, "full_resyncs") >= 1);
+    let mut slave = pair.slave.client();
+    for i in 0..15 {
+        assert_reads(&mut slave, &format!("new{i}"), Some("from the new master"));
+    }
+    for i in 0..10 {
+        assert_reads(&mut slave, &format!("old{i}"), None);
+    }
+    assert_eq!(
+        info_value(&mut slave, "history_id"),
+        info_value(&mut master, "history_id"),
+        "the slave now follows the new history"
+    );
+    assert!(
+        pair.slave.log().contains("another history"),
+        "{}",
+        pair.slave.log()
+    );
+}
+
+/// With `--on-divergence refuse` the slave keeps its data, refuses the new
+/// master's stream and says why in its log.
+#[test]
+fn a_slave_can_refuse_a_divergent_master() {
+    let pair = diverge(&["--on-divergence", "refuse"]);
+    poll("the slave to refuse the divergent master", || {
+        pair.slave
+            .log()
+            .contains("refusing its stream")
+            .then_some(())
+    });
+    let mut slave = pair.slave.client();
+    assert_eq!(
+        last_seq(&mut slave),
+        10,
+        "nothing applied from the new history"
+    );
+    for i in 0..10 {
+        assert_reads(
+            &mut slave,
+            &format!("old{i}"),
+            Some("from the first master"),
+        );
+    }
+    assert_reads(&mut slave, "new0", None);
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use duokv::duration::parse_duration;
+use duokv::replication::slave::OnDivergence;
 use duokv::replication::{MasterSettings, ReplicationMode};
 use duokv::storage::{CompactionPolicy, Sync};
 use duokv::{RoleConfig, Server, ServerConfig};
@@ -93,6 +94,13 @@ struct Args {
     #[argh(option)]
     master_addr: Option<String>,
 
+    /// slave only: what to do when the master's history is not this
+    /// store's (a master restarted on an empty data dir): resync (replace
+    /// this store's contents with the master's; default) or refuse (keep
+    /// them and refuse the master's stream)
+    #[argh(option, default = "OnDivergence::Resync")]
+    on_divergence: OnDivergence,
+
     /// compact the log once its dead bytes (overwritten, deleted) pass this
     /// many (default 67108864, 64 MiB) and --compact-dead-ratio
     #[argh(option, default = "64 * 1024 * 1024")]
@@ -139,7 +147,10 @@ fn role(args: &Args) -> Result<RoleConfig, String> {
                 .master_addr
                 .clone()
                 .ok_or("--role slave needs --master-addr HOST:PORT")?;
-            Ok(RoleConfig::Slave { master_addr })
+            Ok(RoleConfig::Slave {
+                master_addr,
+                on_divergence: args.on_divergence,
+            })
         }
         other => Err(format!("--role `{other}`: use standalone, master or slave")),
     }

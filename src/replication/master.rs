@@ -374,6 +374,8 @@ struct Session {
     writer: BufWriter<TcpStream>,
     reader: BufReader<TcpStream>,
     slave_last_seq: u64,
+    /// Whether the slave's log is a prefix of this history.
+    same_history: bool,
 }
 
 impl Session {
@@ -395,7 +397,11 @@ impl Session {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut writer = BufWriter::with_capacity(256 * 1024, stream.try_clone()?);
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-        Handshake::new(Role::Replica).write_to(writer.get_mut())?;
+        // A replica stream's handshake carries the master's history ID, so
+        // that an empty slave can join it (see PROTOCOL.md).
+        let mut handshake = Handshake::new(Role::Replica);
+        handshake.extra = link.store.history_id().to_be_bytes().to_vec();
+        handshake.write_to(writer.get_mut())?;
         let reply = HandshakeReply::read_from(&mut reader)?;
         if reply.status != HandshakeStatus::Ok {
             return Err(crate::Error::Refused {
@@ -409,7 +415,11 @@ impl Session {
         }
         let hello = protocol::read_frame(&mut reader)?;
         let Some(Frame {
-            message: Message::Replication(Replication::Hello { last_seq, .. }),
+            message:
+                Message::Replication(Replication::Hello {
+                    last_seq,
+                    replication_id,
+                }),
             ..
         }) = hello
         else {
@@ -417,6 +427,14 @@ impl Session {
                 expected: "the slave's hello",
             });
         };
+        let history = link.store.history_id();
+        let same_history = replication_id == history;
+        if !same_history {
+            warn!(
+                "slave {addr} holds another history (id {replication_id:016x}, up to seq {last_seq}; \
+                 ours is {history:016x}): it gets a full resync"
+            );
+        }
         // The ack reader blocks without a timeout: the link may be idle for
         // as long as there are no writes; stop cuts it with a shutdown.
         stream.set_read_timeout(None)?;
@@ -425,7 +443,7 @@ impl Session {
             state.up = true;
             state.connects += 1;
             state.stream = Some(stream);
-            if last_seq <= link.store.last_seq() {
+            if same_history && last_seq <= link.store.last_seq() {
                 state.acked_seq = last_seq;
             }
         }
@@ -435,6 +453,7 @@ impl Session {
             writer,
             reader,
             slave_last_seq: last_seq,
+            same_history,
         })
     }
 
@@ -445,6 +464,7 @@ impl Session {
             mut writer,
             reader,
             slave_last_seq,
+            same_history,
         } = self;
         let broken = Arc::new(AtomicBool::new(false));
         let acks = {
@@ -453,7 +473,14 @@ impl Session {
                 .name("replication-acks".into())
                 .spawn(move || read_acks(&link, reader, &broken))?
         };
-        let result = forward(link, queue, &mut writer, slave_last_seq, &broken);
+        let result = forward(
+            link,
+            queue,
+            &mut writer,
+            slave_last_seq,
+            same_history,
+            &broken,
+        );
         let _ = writer.get_ref().shutdown(Shutdown::Both);
         let _ = acks.join();
         result
@@ -504,10 +531,11 @@ fn forward(
     queue: &Receiver<Outgoing>,
     writer: &mut BufWriter<TcpStream>,
     slave_last_seq: u64,
+    same_history: bool,
     broken: &AtomicBool,
 ) -> crate::Result<()> {
     let resync = std::mem::take(&mut link.lock().resync_requested);
-    let mut next = if resync {
+    let mut next = if resync || !same_history {
         send_snapshot(link, writer)?
     } else {
         catch_up(link, writer, slave_last_seq)?
@@ -601,7 +629,7 @@ fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Resul
     );
     let begin = Replication::SnapshotBegin {
         seq,
-        replication_id: 0,
+        replication_id: link.store.history_id(),
         entries,
     };
     protocol::write_frame(writer, &super::frame(seq, begin))?;

@@ -26,14 +26,46 @@ use crate::event_log::{EventKind, EventSink};
 /// Appends applied with one commit at most.
 const MAX_BATCH: usize = 4096;
 
-/// The slave's replication state: which stream is current.
+/// What a slave does when its master's history is not its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDivergence {
+    /// Take a full snapshot from the master, replacing its contents (logged).
+    #[default]
+    Resync,
+    /// Refuse the stream and keep its contents until an operator decides.
+    Refuse,
+}
+
+impl std::str::FromStr for OnDivergence {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "resync" => Ok(OnDivergence::Resync),
+            "refuse" => Ok(OnDivergence::Refuse),
+            _ => Err(format!("`{text}`: use resync or refuse")),
+        }
+    }
+}
+
+/// The slave's replication state: which stream is current, and the policy
+/// for a divergent master.
 #[derive(Debug, Default)]
 pub struct SlaveState {
     current: Mutex<Option<(u64, TcpStream)>>,
     next_id: Mutex<u64>,
+    on_divergence: OnDivergence,
 }
 
 impl SlaveState {
+    /// A slave that treats a divergent master as `on_divergence` says.
+    pub fn new(on_divergence: OnDivergence) -> Self {
+        SlaveState {
+            on_divergence,
+            ..SlaveState::default()
+        }
+    }
+
     /// Makes `stream` the current one and cuts the previous stream.
     fn take_over(&self, stream: &TcpStream, peer: &str) -> std::io::Result<u64> {
         let id = {
@@ -74,13 +106,15 @@ impl SlaveState {
 }
 
 /// Serves a replication stream from the master until it ends.
+/// `master_history` is the history ID the master's handshake carried (0 if
+/// none).
 pub fn serve_stream(
     store: &Store,
     state: &SlaveState,
     events: Option<&EventSink>,
-    stream: &TcpStream,
-    reader: &mut BufReader<&TcpStream>,
+    (stream, reader): (&TcpStream, &mut BufReader<&TcpStream>),
     peer: &str,
+    master_history: u64,
 ) {
     let id = match state.take_over(stream, peer) {
         Ok(id) => id,
@@ -93,6 +127,10 @@ pub fn serve_stream(
         "replication stream from master {peer}; this store holds writes up to seq {}",
         store.last_seq()
     );
+    if !join_history(store, state.on_divergence, master_history, peer) {
+        state.release(id);
+        return;
+    }
     if let Err(e) = apply_stream(store, events, stream, reader, peer) {
         warn!(
             "replication stream from {peer} ended: {}",
@@ -102,6 +140,45 @@ pub fn serve_stream(
         info!("replication stream from {peer} closed");
     }
     state.release(id);
+}
+
+/// Checks the master's history against this store's before anything is
+/// applied. An empty store joins the master's history; a store of another
+/// history resyncs fully or refuses, as `--on-divergence` says. Returns
+/// whether to go on with the stream.
+fn join_history(store: &Store, policy: OnDivergence, master_history: u64, peer: &str) -> bool {
+    let own = store.history_id();
+    if master_history == 0 || master_history == own {
+        return true;
+    }
+    if store.last_seq() == 0 {
+        return match store.adopt_history(master_history) {
+            Ok(()) => true,
+            Err(e) => {
+                error!("cannot take master {peer}'s history: {e}");
+                false
+            }
+        };
+    }
+    match policy {
+        OnDivergence::Resync => {
+            warn!(
+                "master {peer} has another history ({master_history:016x}) than this store \
+                 ({own:016x}, writes up to seq {}): it will be replaced by a full resync",
+                store.last_seq()
+            );
+            true
+        }
+        OnDivergence::Refuse => {
+            error!(
+                "master {peer} has another history ({master_history:016x}) than this store \
+                 ({own:016x}, writes up to seq {}): refusing its stream (--on-divergence \
+                 refuse); keep this data or restart with --on-divergence resync",
+                store.last_seq()
+            );
+            false
+        }
+    }
 }
 
 fn apply_stream(
@@ -118,7 +195,7 @@ fn apply_stream(
         &mut writer,
         Replication::Hello {
             last_seq: store.last_seq(),
-            replication_id: 0,
+            replication_id: store.history_id(),
         },
     )?;
     let mut halted = false;
@@ -180,14 +257,18 @@ fn apply_stream(
                     Err(e) => return Err(e.into()),
                 }
             }
-            Message::Replication(Replication::SnapshotBegin { seq, entries, .. }) => {
+            Message::Replication(Replication::SnapshotBegin {
+                seq,
+                entries,
+                replication_id,
+            }) => {
                 info!("full resync from {peer}: {entries} keys as of seq {seq}");
                 let incoming = SnapshotFrames {
                     reader: &mut *reader,
                     peer,
                     done: false,
                 };
-                store.install_snapshot(seq, incoming)?;
+                store.install_snapshot(seq, replication_id, incoming)?;
                 halted = false;
                 send(&mut writer, Replication::Ack { seq })?;
             }

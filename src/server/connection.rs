@@ -77,13 +77,18 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
                 .is_ok()
                 && let Some(slave) = &shared.slave
             {
+                let master_history = handshake
+                    .extra
+                    .get(..8)
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    .map_or(0, u64::from_be_bytes);
                 replication::slave::serve_stream(
                     &shared.store,
                     slave,
                     shared.events.as_ref(),
-                    &stream,
-                    &mut reader,
+                    (&stream, &mut reader),
                     peer,
+                    master_history,
                 );
             }
             return;
@@ -214,7 +219,7 @@ fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
         }
         Request::Info => return Response::Info(info(shared)),
     };
-    if let RoleConfig::Slave { master_addr } = &shared.config.role {
+    if let RoleConfig::Slave { master_addr, .. } = &shared.config.role {
         return Response::error(
             ErrorCode::NotMaster {
                 master: master_addr.clone(),
@@ -296,6 +301,7 @@ fn info(shared: &Shared) -> Vec<(String, String)> {
                 .to_string(),
         ),
         ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
+        ("history_id", format!("{:016x}", shared.store.history_id())),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), value))
@@ -326,7 +332,9 @@ fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
             fact("link_last_error", error);
         }
     }
-    if let (Some(slave), RoleConfig::Slave { master_addr }) = (&shared.slave, &shared.config.role) {
+    if let (Some(slave), RoleConfig::Slave { master_addr, .. }) =
+        (&shared.slave, &shared.config.role)
+    {
         fact("master", master_addr.clone());
         fact(
             "link",

@@ -76,6 +76,8 @@ pub enum RoleConfig {
     Slave {
         /// The master's client address, sent to clients that write here.
         master_addr: String,
+        /// What to do when the master's history is not this store's.
+        on_divergence: crate::replication::slave::OnDivergence,
     },
 }
 
@@ -123,7 +125,7 @@ fn describe(role: &RoleConfig) -> String {
             "master replicating {} to slave {}",
             settings.mode, settings.replica
         ),
-        RoleConfig::Slave { master_addr } => format!("slave of master {master_addr}"),
+        RoleConfig::Slave { master_addr, .. } => format!("slave of master {master_addr}"),
     }
 }
 
@@ -178,7 +180,9 @@ impl Server {
                     Replicator::start(settings.clone(), store.clone(), events.clone())?;
                 (NodeRole::Master, Some(replicator), None)
             }
-            RoleConfig::Slave { .. } => (NodeRole::Slave, None, Some(SlaveState::default())),
+            RoleConfig::Slave { on_divergence, .. } => {
+                (NodeRole::Slave, None, Some(SlaveState::new(*on_divergence)))
+            }
         };
         info!(
             "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections",

@@ -67,6 +67,7 @@
 //! - [`format`](mod@format): the bytes of segment headers and records (`FORMAT.md`
 //!   draws them).
 //! - `segment`: segment files, their names, reading records back.
+//! - `history`: the history ID in the `HISTORY` file.
 //! - `keydir`: the in-memory index and the table of open segments.
 //! - `writer`: the write buffer and the batches of group commit.
 //! - `recovery`: rebuilding the index on open, cutting a torn tail.
@@ -76,9 +77,10 @@
 //! # Files
 //!
 //! A store's directory holds `LOCK` (held with `flock` while open, so a
-//! second open fails with [`Error::Locked`]) and segment files named by a
-//! twenty-digit id, `00000000000000000002.seg`. Log segments have even ids;
-//! a compacted segment has an odd id and replaces every segment below it.
+//! second open fails with [`Error::Locked`]), `HISTORY` (the store's history
+//! ID, [`Store::history_id`]) and segment files named by a twenty-digit id,
+//! `00000000000000000002.seg`. Log segments have even ids; a compacted
+//! segment has an odd id and replaces every segment below it.
 
 #![forbid(unsafe_code)]
 
@@ -86,6 +88,7 @@ mod compaction;
 pub mod error;
 pub mod fault;
 pub mod format;
+mod history;
 pub mod iter;
 mod keydir;
 pub mod options;

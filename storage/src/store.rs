@@ -171,6 +171,8 @@ pub(crate) struct Inner {
     pub(crate) flush_gate: Mutex<()>,
     pub(crate) compacting: Mutex<()>,
     pub(crate) compactions: AtomicU64,
+    /// The history ID (see the `history` module).
+    pub(crate) history: AtomicU64,
     syncs: AtomicU64,
     poisoned: AtomicBool,
     compaction_wanted: Sender<()>,
@@ -207,8 +209,10 @@ impl Store {
             durable,
             options.faults(),
         )?;
+        let history = crate::history::load_or_create(&dir, durable)?;
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
+            history: AtomicU64::new(history),
             dir,
             options,
             keydir: RwLock::new(recovered.keydir),
@@ -363,12 +367,46 @@ impl Store {
     /// once renamed into place, replaces every older segment; a crash before
     /// that leaves the old contents whole. Writes wait while it runs; reads
     /// see the old contents until the switch.
+    ///
+    /// The store then belongs to the snapshot's history: `history_id`
+    /// becomes its [`history_id`](Self::history_id), saved only once the
+    /// contents are committed.
     pub fn install_snapshot(
         &self,
         seq: u64,
+        history_id: u64,
         entries: impl IntoIterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
-        self.inner.install_snapshot(seq, &mut entries.into_iter())
+        self.inner.install_snapshot(seq, &mut entries.into_iter())?;
+        let durable = self.inner.options.sync_policy() != Sync::Never;
+        crate::history::save(&self.inner.dir, history_id, durable)?;
+        self.inner.history.store(history_id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Makes an empty store part of a master's history before it applies
+    /// the master's log from the start. A store that holds writes cannot
+    /// change history this way (it would splice two histories):
+    /// [`Error::UnknownSeq`] then, and only
+    /// [`install_snapshot`](Self::install_snapshot) replaces it.
+    pub fn adopt_history(&self, history_id: u64) -> Result<()> {
+        let last_seq = self.last_seq();
+        if last_seq != 0 {
+            return Err(Error::UnknownSeq { since: 0, last_seq });
+        }
+        let durable = self.inner.options.sync_policy() != Sync::Never;
+        crate::history::save(&self.inner.dir, history_id, durable)?;
+        self.inner.history.store(history_id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The ID of the history this store's log belongs to: drawn at random
+    /// when the store was created, taken from the master by a snapshot
+    /// install. Two stores with the same ID hold one history (one was
+    /// filled from the other), so a slave's log can be continued from the
+    /// master's only when their IDs match.
+    pub fn history_id(&self) -> u64 {
+        self.inner.history.load(Ordering::SeqCst)
     }
 
     /// The newest sequence number readers can see; it survives restarts

@@ -1333,7 +1333,16 @@ fn install_snapshot_replaces_the_contents() {
     }
     let snapshot = source.snapshot();
     let seq = snapshot.seq();
-    store.install_snapshot(seq, snapshot).unwrap();
+    let own_history = store.history_id();
+    store
+        .install_snapshot(seq, source.history_id(), snapshot)
+        .unwrap();
+    assert_ne!(own_history, source.history_id());
+    assert_eq!(
+        store.history_id(),
+        source.history_id(),
+        "takes the master's history"
+    );
     assert_eq!(contents(&store), expected);
     assert_eq!(store.last_seq(), seq);
     assert_eq!(store.get(b"old1").unwrap(), None);
@@ -1346,6 +1355,11 @@ fn install_snapshot_replaces_the_contents() {
     store.apply(seq + 1, &put_op(b"after", b"1")).unwrap();
     drop(store);
     let store = open(dir.path(), Options::default());
+    assert_eq!(
+        store.history_id(),
+        source.history_id(),
+        "the history survives a reopen"
+    );
     let mut after = expected.clone();
     after.insert(b"after".to_vec(), (seq + 1, b"1".to_vec()));
     assert_eq!(contents(&store), after);
@@ -1366,7 +1380,13 @@ fn install_snapshot_replaces_the_contents() {
             value: b"2".to_vec(),
         }),
     ];
-    assert!(store.install_snapshot(9, bad).is_err());
+    let history = store.history_id();
+    assert!(store.install_snapshot(9, 77, bad).is_err());
+    assert_eq!(
+        store.history_id(),
+        history,
+        "a failed install keeps the history"
+    );
     assert_eq!(store.get(b"next").unwrap(), Some(b"2".to_vec()));
     drop(store);
     let store = open(dir.path(), Options::default());

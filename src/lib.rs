@@ -12,6 +12,8 @@
 //! - [`load`]: the load generator behind `duokv load`.
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and a
 //!   slave used as one store: writes to the master, reads by choice.
+//! - [`resp`]: [`RespClient`](resp::RespClient), a minimal blocking Redis
+//!   (RESP2) client, so that `duokv load` can drive Redis too.
 //! - [`replication`]: the master's [`Replicator`](replication::Replicator)
 //!   and the slave's stream handling.
 //! - [`run_dir`]: the files of a measured run (`run.json`, `client.csv`,
@@ -74,6 +76,7 @@ pub mod event_log;
 pub mod load;
 pub mod replica_set;
 pub mod replication;
+pub mod resp;
 pub mod run_dir;
 pub mod server;
 pub mod stats;

@@ -1,26 +1,98 @@
 //! The load generator behind `duokv load`: closed-loop clients against one
 //! server, with throughput and latency percentiles.
 //!
-//! Each of `clients` threads holds its own [`Client`] and issues one request
-//! at a time, as fast as the replies come (a closed loop), choosing a write
-//! (`put`) with probability `write_ratio` and a read otherwise, over keys
+//! Each of `clients` threads holds its own connection and issues one
+//! request at a time, as fast as the replies come (a closed loop), choosing
+//! a write with probability `write_ratio` and a read otherwise, over keys
 //! `key-0 .. key-(keys-1)`. Latencies go into an HDR histogram per thread
 //! (3 significant digits, so percentiles are exact to 0.1%), merged at the
 //! end; no sample list grows with the run.
+//!
+//! The server is duokv or, for a side-by-side benchmark, Redis (the
+//! [`Target`]). Both share the loop, the keys, the values and the mix; only
+//! the call per operation differs: a duokv write is a `put` through a
+//! [`Client`], a Redis write a `SET` through a [`RespClient`], optionally
+//! followed by `WAIT 1 <ms>` so that it counts only once a replica has it,
+//! as a duokv write does under synchronous replication.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::resp::RespClient;
 use crate::{Client, Error, Result};
+
+/// Which kind of server a load run drives.
+///
+/// In JSON it is an object named by `kind`: `{"kind": "duokv"}` or
+/// `{"kind": "redis", "wait_ms": 100}` (`null` without `WAIT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Target {
+    /// A duokv server, through [`Client`]: writes are `put`s, reads `read`s.
+    Duokv,
+    /// A Redis server, through [`RespClient`]: writes are `SET`, reads
+    /// `GET`.
+    Redis {
+        /// With `Some(ms)`, each `SET` is followed by `WAIT 1 ms` on the same
+        /// connection; the write is one operation whose latency covers both
+        /// round trips, and a `WAIT` that reports no replica is an error
+        /// ([`Error::ReplicaUnavailable`]). `Some(0)` waits without limit,
+        /// as in Redis, up to the client's 30 s read timeout.
+        #[serde(rename = "wait_ms")]
+        wait: Option<u32>,
+    },
+}
+
+impl Target {
+    /// The target with `--redis-wait-ms` applied: `wait` goes to a Redis
+    /// target; with a duokv target it is an error ([`Error::BadRequest`]).
+    pub fn with_redis_wait(self, wait: Option<u32>) -> Result<Target> {
+        match (self, wait) {
+            (Target::Duokv, None) => Ok(Target::Duokv),
+            (Target::Duokv, Some(_)) => Err(Error::BadRequest {
+                message: "--redis-wait-ms needs --target redis".into(),
+            }),
+            (Target::Redis { .. }, wait) => Ok(Target::Redis { wait }),
+        }
+    }
+}
+
+/// `duokv`, `redis`, or `redis, SET then WAIT 1 <ms>`.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Duokv => f.write_str("duokv"),
+            Target::Redis { wait: None } => f.write_str("redis"),
+            Target::Redis { wait: Some(ms) } => write!(f, "redis, SET then WAIT 1 {ms}"),
+        }
+    }
+}
+
+/// Parses `duokv` or `redis` (a Redis target without `WAIT`).
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "duokv" => Ok(Target::Duokv),
+            "redis" => Ok(Target::Redis { wait: None }),
+            other => Err(format!("unknown target `{other}`: use duokv or redis")),
+        }
+    }
+}
 
 /// What load to generate.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadConfig {
     /// The server's address.
     pub addr: String,
+    /// Which kind of server it is.
+    pub target: Target,
     /// Closed-loop client threads.
     pub clients: usize,
     /// How long to run.
@@ -103,7 +175,7 @@ impl LoadReport {
     pub fn to_text(&self) -> String {
         let c = &self.config;
         let mut text = format!(
-            "{} clients, {:.0}% writes, {} keys, {}-byte values, {:.1} s against {}\n\
+            "{} clients, {:.0}% writes, {} keys, {}-byte values, {:.1} s against {} ({})\n\
              throughput: {:.0} ops/s ({} ops, {} errors)\n",
             c.clients,
             c.write_ratio * 100.0,
@@ -111,6 +183,7 @@ impl LoadReport {
             c.value_size,
             self.elapsed.as_secs_f64(),
             c.addr,
+            c.target,
             self.ops_per_sec(),
             self.ops,
             self.errors
@@ -143,13 +216,63 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// One client thread's connection: the only part of the loop that knows
+/// the target.
+enum Connection {
+    Duokv(Client),
+    Redis {
+        client: RespClient,
+        wait: Option<u32>,
+    },
+}
+
+impl Connection {
+    /// Connects; a Redis connection is also pinged, so that a server that
+    /// is not Redis (or wants a password) fails the run at the start rather
+    /// than every operation of it.
+    fn open(config: &LoadConfig) -> Result<Connection> {
+        Ok(match config.target {
+            Target::Duokv => Connection::Duokv(Client::connect(config.addr.clone())?),
+            Target::Redis { wait } => {
+                let mut client = RespClient::connect(config.addr.clone())?;
+                client.ping()?;
+                Connection::Redis { client, wait }
+            }
+        })
+    }
+
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        match self {
+            Connection::Duokv(client) => client.put(key, value).map(|_| ()),
+            Connection::Redis { client, wait } => {
+                client.set(key, value)?;
+                match *wait {
+                    Some(ms) if client.wait(1, u64::from(ms))? < 1 => {
+                        Err(Error::ReplicaUnavailable {
+                            message: format!("replica did not acknowledge within {ms} ms"),
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, key: &str) -> Result<()> {
+        match self {
+            Connection::Duokv(client) => client.read(key).map(|_| ()),
+            Connection::Redis { client, .. } => client.get(key).map(|_| ()),
+        }
+    }
+}
+
 /// Runs the load and reports. Fails only if a client cannot connect at the
 /// start; errors during the run are counted.
 pub fn run(config: LoadConfig) -> Result<LoadReport> {
     let clients = config.clients.max(1);
     let mut connections = Vec::with_capacity(clients);
     for _ in 0..clients {
-        connections.push(Client::connect(config.addr.clone())?);
+        connections.push(Connection::open(&config)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -189,7 +312,7 @@ pub fn run(config: LoadConfig) -> Result<LoadReport> {
     })
 }
 
-fn client_loop(mut client: Client, config: &LoadConfig, seed: u64, stop: &AtomicBool) -> Tally {
+fn client_loop(mut client: Connection, config: &LoadConfig, seed: u64, stop: &AtomicBool) -> Tally {
     let mut tally = Tally {
         writes: histogram(),
         reads: histogram(),
@@ -205,9 +328,9 @@ fn client_loop(mut client: Client, config: &LoadConfig, seed: u64, stop: &Atomic
         let is_write = (rng.next() & u64::from(u32::MAX)) < write_threshold;
         let started = Instant::now();
         let outcome = if is_write {
-            client.put(&key, &value).map(|_| ())
+            client.write(&key, &value)
         } else {
-            client.read(&key).map(|_| ())
+            client.read(&key)
         };
         let nanos = u64::try_from(started.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
@@ -241,5 +364,46 @@ impl XorShift {
         x ^= x << 17;
         self.0 = x;
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_flags_parse_and_combine() {
+        let redis = "redis".parse::<Target>().unwrap();
+        assert_eq!(
+            redis.with_redis_wait(Some(100)).unwrap(),
+            Target::Redis { wait: Some(100) }
+        );
+        assert_eq!(
+            "duokv"
+                .parse::<Target>()
+                .unwrap()
+                .with_redis_wait(None)
+                .unwrap(),
+            Target::Duokv
+        );
+        assert!(matches!(
+            Target::Duokv.with_redis_wait(Some(5)),
+            Err(Error::BadRequest { .. })
+        ));
+        assert!("memcached".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn target_names_itself_in_json_and_text() {
+        let json = |t: Target| serde_json::to_value(t).unwrap();
+        assert_eq!(json(Target::Duokv), serde_json::json!({"kind": "duokv"}));
+        assert_eq!(
+            json(Target::Redis { wait: Some(100) }),
+            serde_json::json!({"kind": "redis", "wait_ms": 100})
+        );
+        assert_eq!(
+            Target::Redis { wait: Some(100) }.to_string(),
+            "redis, SET then WAIT 1 100"
+        );
     }
 }

@@ -131,13 +131,23 @@ struct Info {
     addr: String,
 }
 
-/// Closed-loop load against one server: throughput and latency percentiles.
+/// Closed-loop load against one duokv or Redis server: throughput and
+/// latency percentiles.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "load")]
 struct Load {
-    /// server address (default 127.0.0.1:7070)
+    /// server address (default 127.0.0.1:7070; Redis listens on 6379)
     #[argh(option, default = "default_addr()")]
     addr: String,
+    /// the server to load: duokv (default), or redis for a side-by-side
+    /// benchmark (writes are SET, reads GET, same keys and values)
+    #[argh(option, default = "duokv::load::Target::Duokv")]
+    target: duokv::load::Target,
+    /// with --target redis: follow each SET with WAIT 1 <ms> on the same
+    /// connection, so a write counts only once a replica has it; its latency
+    /// covers both, and no replica within <ms> is an error (0: no limit)
+    #[argh(option, arg_name = "ms")]
+    redis_wait_ms: Option<u32>,
     /// concurrent clients, each with one request in flight (default 16)
     #[argh(option, default = "16")]
     clients: usize,
@@ -148,7 +158,8 @@ struct Load {
         from_str_fn(parse_duration)
     )]
     duration: Duration,
-    /// share of operations that are writes (puts), 0.0 to 1.0 (default 1.0)
+    /// share of operations that are writes (put, or SET on Redis), 0.0 to
+    /// 1.0 (default 1.0)
     #[argh(option, default = "1.0")]
     writes: f64,
     /// number of distinct keys (default 10000)
@@ -286,6 +297,7 @@ fn run(command: Command) -> duokv::Result<String> {
             let json = c.json;
             let report = duokv::load::run(LoadConfig {
                 addr: c.addr,
+                target: c.target.with_redis_wait(c.redis_wait_ms)?,
                 clients: c.clients,
                 duration: c.duration,
                 write_ratio: c.writes,

@@ -1,0 +1,245 @@
+//! `duokv load` end to end: the real binary against a real master/slave
+//! pair, and against real `redis-server`s when one is installed, so that the
+//! side-by-side benchmark is known to measure something on both targets.
+//!
+//! Each run is short (1 s) and small (4 clients): a smoke test that the
+//! loop, the report and both clients work, not a measurement. Without
+//! `redis-server` on the PATH the Redis tests say so and pass.
+
+mod common;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use duokv::resp::{RespClient, RespValue};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use common::{Pair, free_port, poll, run_with_deadline};
+
+/// The flags every smoke run shares, as the CI job runs them.
+const SMOKE: [&str; 7] = [
+    "--clients",
+    "4",
+    "--duration",
+    "1s",
+    "--writes",
+    "0.5",
+    "--json",
+];
+
+/// Runs `duokv load ARGS`, which must succeed, and parses its JSON report.
+fn load(args: &[&str]) -> Value {
+    let output = run_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_duokv"))
+            .arg("load")
+            .args(args),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "duokv load {args:?} failed: {}\nstdout:\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("duokv load --json printed no JSON ({e}):\n{stdout}"))
+}
+
+/// The report of a healthy run against `kind`: a few hundred operations,
+/// none failed, writes and reads both measured, percentiles in order.
+fn assert_healthy(report: &Value, kind: &str) {
+    let number = |path: &[&str]| {
+        path.iter()
+            .fold(report, |v, key| &v[key])
+            .as_f64()
+            .unwrap_or_else(|| panic!("no number at {path:?} in {report:#}"))
+    };
+    assert_eq!(report["config"]["target"]["kind"], kind, "{report:#}");
+    assert!(number(&["ops"]) > 100.0, "too few operations: {report:#}");
+    assert_eq!(number(&["errors"]), 0.0, "{report:#}");
+    for side in ["writes", "reads"] {
+        assert!(number(&[side, "count"]) > 0.0, "no {side}: {report:#}");
+        assert!(
+            number(&[side, "p50_us"]) <= number(&[side, "p99_us"]),
+            "{side}: p50 above p99: {report:#}"
+        );
+    }
+    assert_eq!(
+        number(&["writes", "count"]) + number(&["reads", "count"]),
+        number(&["ops"]),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn load_drives_a_duokv_pair() {
+    let pair = Pair::start(
+        &["--replication", "sync", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let master = pair.master.addr();
+    let mut args = vec!["--addr", &master];
+    args.extend(SMOKE);
+    assert_healthy(&load(&args), "duokv");
+}
+
+#[test]
+fn load_drives_redis() {
+    let Some(redis) = RedisServer::start_if_installed(&[]) else {
+        return;
+    };
+    let addr = redis.addr();
+    let mut args = vec!["--target", "redis", "--addr", &addr];
+    args.extend(SMOKE);
+    assert_healthy(&load(&args), "redis");
+
+    // With WAIT and no replica, every write is refused, and counted so.
+    let report = load(&[
+        "--target",
+        "redis",
+        "--addr",
+        &addr,
+        "--redis-wait-ms",
+        "5",
+        "--clients",
+        "2",
+        "--duration",
+        "200ms",
+        "--writes",
+        "1.0",
+        "--json",
+    ]);
+    assert_eq!(report["config"]["target"]["wait_ms"], 5, "{report:#}");
+    assert_eq!(report["writes"]["count"], 0, "{report:#}");
+    assert!(report["errors"].as_u64() > Some(0), "{report:#}");
+    let first_error = report["first_error"].as_str().unwrap_or_default();
+    assert!(
+        first_error.contains("replica did not acknowledge within 5 ms"),
+        "{report:#}"
+    );
+}
+
+/// The comparison the flag exists for: Redis with a replica, each `SET`
+/// followed by `WAIT 1`, like a duokv master in sync mode.
+#[test]
+fn load_drives_redis_with_wait_for_a_replica() {
+    let Some(master) = RedisServer::start_if_installed(&["--repl-diskless-sync-delay", "0"]) else {
+        return;
+    };
+    let port = master.addr.port().to_string();
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &port]);
+    let mut client = RespClient::connect(master.addr()).expect("connect to the redis master");
+    poll("the redis replica to come online", || {
+        let info = client.command(&[b"INFO", b"replication"]).ok()?;
+        let RespValue::Bulk(Some(text)) = info else {
+            return None;
+        };
+        let text = String::from_utf8_lossy(&text);
+        (text.contains("connected_slaves:1") && text.contains("state=online")).then_some(())
+    });
+    let addr = master.addr();
+    let mut args = vec!["--target", "redis", "--redis-wait-ms", "1000"];
+    args.extend(["--addr", &addr]);
+    args.extend(SMOKE);
+    let report = load(&args);
+    assert_eq!(report["config"]["target"]["wait_ms"], 1000, "{report:#}");
+    assert_healthy(&report, "redis");
+    drop(replica);
+}
+
+/// A `redis-server` child on a free loopback port, with no persistence and
+/// its files in a temporary directory; killed and reaped when dropped, its
+/// log printed if the test panicked.
+struct RedisServer {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts one, or says why not and returns `None` if `redis-server` is
+    /// not on the PATH.
+    fn start_if_installed(args: &[&str]) -> Option<RedisServer> {
+        let found = Command::new("which")
+            .arg("redis-server")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !found {
+            eprintln!("redis-server is not on the PATH: the redis part of this test was skipped");
+            return None;
+        }
+        Some(RedisServer::start(args))
+    }
+
+    /// Starts one with extra `args`; a port taken between its choice and
+    /// the bind makes the server exit, and another port is tried.
+    fn start(args: &[&str]) -> RedisServer {
+        let mut failures = String::new();
+        for attempt in 1..=5 {
+            let dir = tempfile::tempdir().expect("create a temporary dir for redis");
+            let port = free_port();
+            let log = File::create(dir.path().join("redis.log")).expect("create the redis log");
+            let child = Command::new("redis-server")
+                .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--dir")
+                .arg(dir.path())
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone the log file"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn redis-server");
+            let mut server = RedisServer {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                dir,
+            };
+            if server.wait_ready() {
+                return server;
+            }
+            failures.push_str(&format!("attempt {attempt}:\n{}\n", server.log()));
+        }
+        panic!("redis-server did not start:\n{failures}");
+    }
+
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// Polls until the server answers a `PING` (true) or exits (false).
+    fn wait_ready(&mut self) -> bool {
+        poll("redis-server to answer PING", || {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return Some(false);
+            }
+            let ping = RespClient::connect(self.addr()).and_then(|mut c| c.ping());
+            // The answer must come from our process, not one that took the
+            // port while ours failed to bind.
+            (ping.is_ok() && self.child.try_wait().expect("try_wait").is_none()).then_some(true)
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- redis-server log ({}) ---\n{}", self.addr, self.log());
+        }
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
+}

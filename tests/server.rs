@@ -732,3 +732,40 @@ fn idle_timeout_closes_a_client_that_stops_reading() {
     );
     drop(stream);
 }
+
+/// A peer that drips a frame one byte at a time, each byte well inside the
+/// idle timeout, is closed once the frame has taken longer than
+/// `--frame-timeout`, and the server carries on.
+#[test]
+fn frame_timeout_closes_a_dripping_connection() {
+    let server = ServerProcess::start(&["--idle-timeout", "5s", "--frame-timeout", "1s"]);
+    let frame = frame_bytes(KIND_PUT, 1, &key_value_body(b"k", &[7u8; 64]));
+    let mut drip = raw_session(&server.addr());
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in &frame {
+        if drip.write_all(std::slice::from_ref(byte)).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // The drip's own pace: the peer under test sends a byte every
+        // 250 ms, inside the 5 s idle timeout.
+        std::thread::sleep(Duration::from_millis(250));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let closed_after = closed_after.unwrap_or_else(|| {
+        assert_eq!(
+            read_until_closed(&mut drip),
+            Vec::<u8>::new(),
+            "no reply expected"
+        );
+        started.elapsed()
+    });
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}; the frame timeout is 1 s, the idle timeout 5 s"
+    );
+    assert_served(&server);
+}

@@ -51,6 +51,15 @@ struct Args {
     )]
     idle_timeout: Duration,
 
+    /// close a connection whose frame, once begun, is not whole within this
+    /// (a peer dripping bytes to hold a thread), e.g. 10s (default 60s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(60)",
+        from_str_fn(parse_duration)
+    )]
+    frame_timeout: Duration,
+
     /// how long shutdown waits for requests in flight (default 5s)
     #[argh(
         option,
@@ -184,6 +193,7 @@ fn main() -> ExitCode {
     config.fsync = args.fsync;
     config.max_connections = args.max_connections.max(1);
     config.idle_timeout = args.idle_timeout;
+    config.frame_timeout = args.frame_timeout;
     config.drain_timeout = args.drain_timeout;
     config.event_log = args.event_log.clone();
     config.compaction = CompactionPolicy {

@@ -11,7 +11,7 @@
 //! One stream at a time: a new connection from the master replaces the old
 //! one, which is cut.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -108,11 +108,11 @@ impl SlaveState {
 /// Serves a replication stream from the master until it ends.
 /// `master_history` is the history ID the master's handshake carried (0 if
 /// none).
-pub fn serve_stream(
+pub fn serve_stream<R: Read>(
     store: &Store,
     state: &SlaveState,
     events: Option<&EventSink>,
-    (stream, reader): (&TcpStream, &mut BufReader<&TcpStream>),
+    (stream, reader): (&TcpStream, &mut BufReader<R>),
     peer: &str,
     master_history: u64,
 ) {
@@ -181,11 +181,11 @@ fn join_history(store: &Store, policy: OnDivergence, master_history: u64, peer: 
     }
 }
 
-fn apply_stream(
+fn apply_stream<R: Read>(
     store: &Store,
     events: Option<&EventSink>,
     stream: &TcpStream,
-    reader: &mut BufReader<&TcpStream>,
+    reader: &mut BufReader<R>,
     peer: &str,
 ) -> crate::Result<()> {
     // The stream may be idle as long as the master takes no writes.
@@ -306,13 +306,13 @@ fn send(writer: &mut &TcpStream, message: Replication) -> crate::Result<()> {
 }
 
 /// The entries of a snapshot as they arrive, up to its `SnapshotEnd`.
-struct SnapshotFrames<'a, 'b> {
-    reader: &'a mut BufReader<&'b TcpStream>,
+struct SnapshotFrames<'a, R> {
+    reader: &'a mut BufReader<R>,
     peer: &'a str,
     done: bool,
 }
 
-impl Iterator for SnapshotFrames<'_, '_> {
+impl<R: Read> Iterator for SnapshotFrames<'_, R> {
     type Item = storage::Result<SnapshotEntry>;
 
     fn next(&mut self) -> Option<Self::Item> {

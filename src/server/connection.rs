@@ -6,7 +6,7 @@
 //! the connection is closed, and the server and its other connections
 //! carry on.
 
-use std::io::{self, BufReader, ErrorKind, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use duokv_protocol::{
 use duokv_storage::{self as storage, WriteOp};
 use log::{debug, info, warn};
 
+use super::deadline::DeadlineStream;
 use super::{RoleConfig, Shared};
 use crate::event_log::EventKind;
 use crate::replication::{self, AckOutcome, ReplicationMode};
@@ -59,10 +60,16 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
         warn!("{peer}: cannot set socket options: {e}");
         return;
     }
-    let mut reader = BufReader::with_capacity(64 * 1024, &stream);
+    let mut reader = BufReader::with_capacity(
+        64 * 1024,
+        DeadlineStream::new(&stream, shared.config.idle_timeout),
+    );
     let mut writer = &stream;
 
-    match Handshake::read_from(&mut reader) {
+    reader.get_ref().start_frame(shared.config.frame_timeout);
+    let handshake = Handshake::read_from(&mut reader);
+    reader.get_ref().end_frame();
+    match handshake {
         Ok(handshake) if handshake.role == Role::Client => {
             if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
                 .write_to(&mut writer)
@@ -82,6 +89,8 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
                     .get(..8)
                     .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
                     .map_or(0, u64::from_be_bytes);
+                // The stream may be idle as long as the master takes no writes.
+                reader.get_ref().wait_forever();
                 replication::slave::serve_stream(
                     &shared.store,
                     slave,
@@ -116,7 +125,26 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
     }
 
     loop {
-        let frame = match protocol::read_frame(&mut reader) {
+        // Wait for a frame's first bytes as long as the idle timeout allows;
+        // from there the whole frame must arrive within the frame timeout.
+        match reader.fill_buf() {
+            Ok([]) => {
+                debug!("{peer}: closed the connection");
+                return;
+            }
+            Ok(_) => reader.get_ref().start_frame(shared.config.frame_timeout),
+            Err(e) if is_timeout(&e) => {
+                info!("{peer}: idle for {:?}, closing", shared.config.idle_timeout);
+                return;
+            }
+            Err(e) => {
+                debug!("{peer}: connection ended: {e}");
+                return;
+            }
+        }
+        let frame = protocol::read_frame(&mut reader);
+        reader.get_ref().end_frame();
+        let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 debug!("{peer}: closed the connection");
@@ -130,7 +158,10 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
                 return;
             }
             Err(protocol::Error::Io(e)) if is_timeout(&e) => {
-                info!("{peer}: idle for {:?}, closing", shared.config.idle_timeout);
+                info!(
+                    "{peer}: a frame took over {:?} to arrive, closing",
+                    shared.config.frame_timeout
+                );
                 return;
             }
             Err(e) => {

@@ -12,6 +12,7 @@
 //! frame cap, checked before any buffer is allocated.
 
 mod connection;
+mod deadline;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A frame that has begun must be whole within this, or the
+    /// connection is closed.
+    pub frame_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// Standalone, master or slave.
@@ -91,6 +95,7 @@ impl ServerConfig {
             fsync: Sync::Always,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
             role: RoleConfig::Standalone,
             event_log: None,

@@ -1,0 +1,67 @@
+//! Reading a connection with two timeouts: how long it may stay silent
+//! between frames (the idle timeout), and how long one frame may take to
+//! arrive once it has begun (the frame timeout). A per-read timeout alone
+//! lets a peer that sends one byte just before each timeout hold half a
+//! frame, and a thread, forever.
+
+use std::cell::Cell;
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A `Read` over a socket whose every read waits at most until the current
+/// deadline (or the idle timeout when there is none).
+#[derive(Debug)]
+pub(crate) struct DeadlineStream<'a> {
+    stream: &'a TcpStream,
+    /// `None`: reads may block for ever (a replication stream).
+    idle: Cell<Option<Duration>>,
+    deadline: Cell<Option<Instant>>,
+}
+
+impl<'a> DeadlineStream<'a> {
+    pub(crate) fn new(stream: &'a TcpStream, idle: Duration) -> Self {
+        DeadlineStream {
+            stream,
+            idle: Cell::new(Some(idle)),
+            deadline: Cell::new(None),
+        }
+    }
+
+    /// From now on a frame must be whole within `within`.
+    pub(crate) fn start_frame(&self, within: Duration) {
+        self.deadline.set(Some(Instant::now() + within));
+    }
+
+    /// Back to waiting between frames.
+    pub(crate) fn end_frame(&self) {
+        self.deadline.set(None);
+    }
+
+    /// Reads block without a limit from now on.
+    pub(crate) fn wait_forever(&self) {
+        self.idle.set(None);
+        self.deadline.set(None);
+    }
+}
+
+impl Read for DeadlineStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = match self.deadline.get() {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "frame not complete in time",
+                    ));
+                }
+                Some(self.idle.get().map_or(left, |idle| idle.min(left)))
+            }
+            None => self.idle.get(),
+        };
+        self.stream.set_read_timeout(timeout)?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}

@@ -10,6 +10,8 @@
 //! - [`bench`](mod@bench): the seed's test client behind `duokv bench`.
 //! - [`client`]: [`Client`], CRUD as methods over one connection.
 //! - [`load`]: the load generator behind `duokv load`.
+//! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
+//!   the raw runs of `bench/compare.sh`, as a README and a chart.
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and a
 //!   slave used as one store: writes to the master, reads by choice.
 //! - [`resp`]: [`RespClient`](resp::RespClient), a minimal blocking Redis
@@ -74,6 +76,7 @@ pub mod duration;
 pub mod error;
 pub mod event_log;
 pub mod load;
+pub mod perf_report;
 pub mod replica_set;
 pub mod replication;
 pub mod resp;

@@ -41,6 +41,7 @@ enum Command {
     Load(Load),
     Bench(Bench),
     Stats(Stats),
+    PerfReport(PerfReport),
     Demo(Demo),
 }
 
@@ -237,6 +238,16 @@ struct Stats {
     no_charts: bool,
 }
 
+/// Write the duokv-vs-Redis comparison of a bench/compare.sh run directory:
+/// DIR/README.md (medians, ratios, the targets) and DIR/chart.svg.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "perf-report")]
+struct PerfReport {
+    /// the directory bench/compare.sh wrote (raw/*.json, floor.json, ...)
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
 /// Run the whole job locally with nothing set up: a master and a slave on
 /// free loopback ports, the workload in sync and then async mode, and the
 /// stats report with charts.
@@ -334,6 +345,7 @@ fn run(command: Command) -> duokv::Result<String> {
             json: c.json,
             charts: !c.no_charts,
         })?,
+        Command::PerfReport(c) => duokv::perf_report::run(&c.dir)?,
         Command::Demo(c) => {
             let stop = stop_flag();
             let mut config = DemoConfig::new(c.out)?;

@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# duokv against Redis on this machine, side by side, through `duokv load`.
+#
+#   bench/compare.sh [OUT_DIR=results/perf] [SECONDS=5] [REPS=3]
+#
+# Four systems, each a master and a replica on loopback, every write fsynced
+# on the master before it is acknowledged:
+#   duokv-sync   duokv-server master + slave, --fsync always, --replication sync
+#   duokv-async  the same, --replication async
+#   redis-wait   redis-server master + replica (--appendonly yes
+#                --appendfsync always --save ''), each write SET + WAIT 1 1000
+#   redis-async  the same Redis pair, plain SET
+# The two Redis systems are one Redis pair, loaded with and without WAIT.
+#
+# Matrix: writes only (--writes 1.0) and 90 % reads (--writes 0.1), with 1,
+# 16 and 64 closed-loop clients, 100-byte values over 10,000 keys, SECONDS
+# per run. Each cell runs REPS times; within a repetition the systems run
+# one after the other in the order duokv-sync, redis-wait, duokv-async,
+# redis-async, so each pair alternates A B A B ... and all four see the
+# machine in the same state.
+#
+# Servers are NOT restarted between runs: every system's servers start once,
+# its key space is filled by an unmeasured 3 s write run (16 clients), and
+# every measured run then finds the same 10,000 keys present. Only one load
+# runs at a time; the other servers sit idle meanwhile.
+#
+# Writes into OUT_DIR (relative to the repository root):
+#   raw/<system>-<workload>-c<clients>-r<rep>.json  each run's `duokv load --json`
+#   cpu.csv      CPU seconds of the load generator and of each server per run
+#   redis-events.txt  AOF rewrites and replica syncs from the Redis logs
+#   floor.json   one fdatasync and one loopback round trip on this machine
+#   machine.txt  cpus, memory, kernel, filesystem, Redis version, commit
+#   commit.txt   the commit measured
+# then README.md and chart.svg through `duokv perf-report OUT_DIR`. A
+# previous raw/ is replaced; a previous notes.md (hand-written observations
+# on the previous run) is moved to notes.md.old.
+#
+# Installs Debian's redis-server with apt-get if it is missing. The system
+# service that the package may start is left alone: every server here is a
+# process of this script on a free port, with its data in a temporary
+# directory on the disk of $TMPDIR, stopped at the end, even on failure.
+set -euo pipefail
+
+out=${1:-results/perf}
+seconds=${2:-5}
+reps=${3:-3}
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=target/release
+if ! "$bin/duokv" load --help | grep -q -- '--target'; then
+    echo "this duokv load has no --target: it cannot drive Redis" >&2
+    exit 1
+fi
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "installing redis-server (Debian package)" >&2
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; then
+        "${sudo[@]}" apt-get update
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+    fi
+fi
+redis_version=$(redis-server --version)
+case $redis_version in
+*" v=7."* | *" v=8."*) ;;
+*)
+    echo "need Redis 7 or later, have: $redis_version" >&2
+    exit 1
+    ;;
+esac
+
+mkdir -p "$out"
+rm -rf "$out/raw"
+mkdir -p "$out/raw"
+if [ -e "$out/notes.md" ]; then
+    mv "$out/notes.md" "$out/notes.md.old"
+    echo "moved the previous run's $out/notes.md to notes.md.old" >&2
+fi
+data=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$data"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+fail() {
+    echo "$1" >&2
+    exit 1
+}
+
+wait_duokv() { # ADDR [link]
+    for _ in $(seq 200); do
+        if [ "${2:-}" = link ]; then
+            "$bin/duokv" info --addr "$1" 2>/dev/null | grep -q '^link: up' && return 0
+        else
+            "$bin/duokv" ping --addr "$1" >/dev/null 2>&1 && return 0
+        fi
+        sleep 0.05
+    done
+    fail "duokv at $1 did not come up${2:+ (link)}"
+}
+
+wait_redis() { # PORT [link]
+    for _ in $(seq 200); do
+        if [ "${2:-}" = link ]; then
+            redis-cli -p "$1" info replication 2>/dev/null | grep -q '^master_link_status:up' && return 0
+        else
+            [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
+        fi
+        sleep 0.05
+    done
+    fail "redis at port $1 did not come up${2:+ (link)}"
+}
+
+# duokv_pair MODE: a slave and a master, both --fsync always; sets $addr (the
+# master) and $server_pids (master, slave).
+duokv_pair() {
+    local mport sport
+    mport=$(free_port)
+    sport=$(free_port)
+    "$bin/duokv-server" --listen "127.0.0.1:$sport" --data-dir "$data/duokv-$1-slave" \
+        --fsync always --role slave --master-addr "127.0.0.1:$mport" 2>>"$data/duokv-$1-slave.log" &
+    pids+=("$!")
+    local slave=$!
+    "$bin/duokv-server" --listen "127.0.0.1:$mport" --data-dir "$data/duokv-$1-master" \
+        --fsync always --role master --replica "127.0.0.1:$sport" --replication "$1" \
+        2>>"$data/duokv-$1-master.log" &
+    pids+=("$!")
+    server_pids="$! $slave"
+    addr=127.0.0.1:$mport
+    wait_duokv "$addr" link
+}
+
+# redis_pair: a master and a replica, AOF fsynced on every write, no RDB
+# snapshots; sets $addr (the master) and $server_pids (master, replica).
+redis_pair() {
+    local mport rport role
+    mport=$(free_port)
+    rport=$(free_port)
+    for role in master replica; do mkdir -p "$data/redis-$role"; done
+    redis-server --port "$mport" --bind 127.0.0.1 --dir "$data/redis-master" \
+        --appendonly yes --appendfsync always --save '' \
+        --daemonize no --logfile "$data/redis-master.log" &
+    pids+=("$!")
+    local master=$!
+    wait_redis "$mport"
+    redis-server --port "$rport" --bind 127.0.0.1 --dir "$data/redis-replica" \
+        --appendonly yes --appendfsync always --save '' \
+        --daemonize no --logfile "$data/redis-replica.log" \
+        --replicaof 127.0.0.1 "$mport" &
+    pids+=("$!")
+    server_pids="$master $!"
+    addr=127.0.0.1:$mport
+    wait_redis "$rport" link
+    [ "$(redis-cli -p "$mport" config get appendfsync | tail -n 1)" = always ] ||
+        fail "redis master is not --appendfsync always"
+    [ -z "$(redis-cli -p "$mport" config get save | tail -n 1)" ] ||
+        fail "redis master still has RDB snapshots (save)"
+}
+
+duokv_pair sync
+duokv_sync_addr=$addr
+duokv_sync_pids=$server_pids
+duokv_pair async
+duokv_async_addr=$addr
+duokv_async_pids=$server_pids
+redis_pair
+redis_addr=$addr
+redis_pids=$server_pids
+
+# The physical floor, before any load: one small append + fdatasync on the
+# servers' disk, and a loopback round trip measured two ways (duokv's ping
+# on a fresh connection, a Python TCP echo); the faster round trip counts,
+# which makes the floor lower and the target stricter.
+echo "measuring the floor: fdatasync and loopback round trips" >&2
+for _ in $(seq 50); do
+    "$bin/duokv" ping --addr "$duokv_sync_addr"
+done | sed -n 's/.*round trip \([0-9.]*\)ms.*/\1/p' >"$data/ping-ms.txt"
+python3 - "$data" "$data/ping-ms.txt" >"$out/floor.json" <<'PY'
+import json, os, socket, statistics, sys, threading, time
+
+data, ping_file = sys.argv[1], sys.argv[2]
+
+# fdatasync: append ~150 bytes, sync; median of 200.
+path = os.path.join(data, "fdatasync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+record = b"x" * 149 + b"\n"
+syncs = []
+for _ in range(200):
+    started = time.perf_counter_ns()
+    os.write(fd, record)
+    os.fdatasync(fd)
+    syncs.append((time.perf_counter_ns() - started) / 1e3)
+os.close(fd)
+os.unlink(path)
+
+# A TCP echo on loopback, Nagle off; median of 2000 after 200 warm-up.
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+
+def echo():
+    conn, _ = server.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while chunk := conn.recv(64):
+        conn.sendall(chunk)
+
+threading.Thread(target=echo, daemon=True).start()
+client = socket.create_connection(server.getsockname())
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+trips = []
+for i in range(2200):
+    started = time.perf_counter_ns()
+    client.sendall(b"p" * 32)
+    got = 0
+    while got < 32:
+        got += len(client.recv(64))
+    if i >= 200:
+        trips.append((time.perf_counter_ns() - started) / 1e3)
+client.close()
+
+pings = [float(line) * 1e3 for line in open(ping_file) if line.strip()]
+echo_us = statistics.median(trips)
+ping_us = statistics.median(pings) if pings else None
+round_trip = min(v for v in (echo_us, ping_us) if v is not None)
+fsync_us = statistics.median(syncs)
+print(json.dumps({
+    "fdatasync_us": round(fsync_us, 1),
+    "round_trip_us": round(round_trip, 1),
+    "floor_us": round(fsync_us + 2 * round_trip, 1),
+    "duokv_ping_round_trip_us": None if ping_us is None else round(ping_us, 1),
+    "python_echo_round_trip_us": round(echo_us, 1),
+    "fdatasync_samples": len(syncs),
+    "duokv_ping_samples": len(pings),
+    "python_echo_samples": len(trips),
+    "method": "fdatasync_us: median of 200 appends of 150 bytes to a file in the servers' "
+              "data directory, each followed by os.fdatasync (write + sync timed). "
+              "round_trip_us: the lower of two medians, `duokv ping` (one ping per fresh "
+              "connection, 50 runs, against the idle duokv-sync master) and a Python TCP "
+              "echo of 32 bytes (2000 round trips). floor_us = fdatasync_us + 2 round_trip_us.",
+}, indent=2))
+PY
+cat "$out/floor.json" >&2
+
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=""
+git diff --quiet HEAD -- 2>/dev/null || dirty=" (with uncommitted changes)"
+echo "$commit" >"$out/commit.txt"
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "cpus: $(nproc) ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))"
+    echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "kernel: $(uname -sr)"
+    echo "filesystem of the servers' data: $(df -T "$data" | awk 'NR==2 {print $2 " on " $1}')"
+    echo "redis: $redis_version"
+    echo "duokv commit: $commit$dirty"
+    echo "seconds per run: $seconds"
+    echo "repetitions per cell: $reps"
+    echo "load: closed-loop clients, --keys 10000 --value-size 100"
+} >"$out/machine.txt"
+
+# system_args SYSTEM: sets $args (the load's target flags) and $server_pids.
+system_args() {
+    case $1 in
+    duokv-sync)
+        args=(--addr "$duokv_sync_addr" --target duokv)
+        server_pids=$duokv_sync_pids
+        ;;
+    duokv-async)
+        args=(--addr "$duokv_async_addr" --target duokv)
+        server_pids=$duokv_async_pids
+        ;;
+    redis-wait)
+        args=(--addr "$redis_addr" --target redis --redis-wait-ms 1000)
+        server_pids=$redis_pids
+        ;;
+    redis-async)
+        args=(--addr "$redis_addr" --target redis)
+        server_pids=$redis_pids
+        ;;
+    *) fail "unknown system $1" ;;
+    esac
+}
+
+cpu_ticks() { # PID: user + system clock ticks so far
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+systems=(duokv-sync redis-wait duokv-async redis-async)
+echo "filling the key space of each system (unmeasured)" >&2
+for system in duokv-sync duokv-async redis-async; do
+    system_args "$system"
+    "$bin/duokv" load "${args[@]}" --clients 16 --writes 1.0 --duration 3s \
+        --keys 10000 --value-size 100 >/dev/null
+done
+
+tick=$(getconf CLK_TCK)
+echo "system,workload,clients,rep,seconds,load_cpu_s,master_cpu_s,replica_cpu_s" >"$out/cpu.csv"
+run() { # SYSTEM WORKLOAD CLIENTS REP
+    local system=$1 workload=$2 clients=$3 rep=$4 writes file master replica m0 r0 load_cpu
+    case $workload in
+    writes) writes=1.0 ;;
+    mixed) writes=0.1 ;;
+    esac
+    system_args "$system"
+    read -r master replica <<<"$server_pids"
+    file=$out/raw/$system-$workload-c$clients-r$rep.json
+    m0=$(cpu_ticks "$master")
+    r0=$(cpu_ticks "$replica")
+    load_cpu=$( {
+        TIMEFORMAT='%U %S'
+        time "$bin/duokv" load "${args[@]}" --clients "$clients" --writes "$writes" \
+            --duration "${seconds}s" --keys 10000 --value-size 100 --json >"$file" 2>>"$data/load.log"
+    } 2>&1)
+    python3 - "$file" "$out/cpu.csv" "$system,$workload,$clients,$rep" "$load_cpu" \
+        "$(($(cpu_ticks "$master") - m0))" "$(($(cpu_ticks "$replica") - r0))" "$tick" <<'PY'
+import json, sys
+path, csv, cell, load_cpu, m, r, tick = sys.argv[1:]
+report = json.load(open(path))
+s = report["writes"] if report["writes"]["count"] else report["reads"]
+user, system = (float(x) for x in load_cpu.split())
+elapsed = report["elapsed"]["secs"] + report["elapsed"]["nanos"] / 1e9
+with open(csv, "a") as f:
+    f.write(f"{cell},{elapsed:.3f},{user + system:.2f},{int(m) / int(tick):.2f},{int(r) / int(tick):.2f}\n")
+print(f'{cell.replace(",", " "):<28} {report["ops_per_sec"]:>9.0f} ops/s  write p50 {report["writes"]["p50_us"]:>7.0f} us'
+      f'  p99 {report["writes"]["p99_us"]:>7.0f} us  errors {report["errors"]}')
+PY
+}
+
+total=$((2 * 3 * reps * ${#systems[@]}))
+echo "$total runs of ${seconds}s" >&2
+for workload in writes mixed; do
+    for clients in 1 16 64; do
+        for rep in $(seq "$reps"); do
+            for system in "${systems[@]}"; do
+                run "$system" "$workload" "$clients" "$rep"
+            done
+        done
+    done
+done
+
+# What Redis did in the background during the runs (AOF rewrites, the
+# replica's sync), from its logs.
+for role in master replica; do
+    echo "# redis $role"
+    grep -E 'rewrit|Background|MASTER <-> REPLICA|sync' "$data/redis-$role.log" || true
+done >"$out/redis-events.txt"
+
+"$bin/duokv" perf-report "$out" >/dev/null
+echo "wrote $out/README.md and $out/chart.svg" >&2

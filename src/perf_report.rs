@@ -1086,26 +1086,7 @@ where
             .label(*system)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()));
     }
-    legend(&mut chart, err)
-}
-
-/// Draws the legend box of a chart that has labelled series.
-fn legend<'a, DB, CT>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> Error,
-) -> Result<()>
-where
-    DB: DrawingBackend + 'a,
-    CT: CoordTranslate,
-{
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(err)
+    crate::stats::charts::legend_at(&mut chart, SeriesLabelPosition::UpperLeft, err)
 }
 
 /// The `*.json` files of `DIR/raw`, sorted by name.

@@ -174,9 +174,23 @@ fn per_write_chart(run: &RunSummary, path: &Path, title: &str, measures: &[Measu
     Ok(())
 }
 
-/// Draws the legend box of a chart that has labelled series.
-fn legend<'a, DB, CT>(
+/// Draws the legend box of a chart that has labelled series, in its upper
+/// right corner; the perf report's charts use it too.
+pub(crate) fn legend<'a, DB, CT>(
     chart: &mut ChartContext<'a, DB, CT>,
+    err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> Error,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    legend_at(chart, SeriesLabelPosition::UpperRight, err)
+}
+
+/// Draws the legend box of a chart that has labelled series at `position`.
+pub(crate) fn legend_at<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
     err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> Error,
 ) -> Result<()>
 where
@@ -185,7 +199,7 @@ where
 {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 14))

@@ -165,8 +165,9 @@ pub struct Handshake {
     /// Feature bits; none are defined yet, so senders write 0 and
     /// receivers ignore bits they do not know.
     pub flags: u8,
-    /// Room for later (an auth token, say); empty for now. At most
-    /// `u16::MAX` bytes.
+    /// Role-specific bytes, at most `u16::MAX`: empty for a client (room
+    /// for later, an auth token say); for a replica stream, the master's
+    /// history id as a big-endian u64 (`PROTOCOL.md` section 7.1).
     pub extra: Vec<u8>,
 }
 

@@ -2,6 +2,11 @@
 //! either decoded or refused with an error, and arbitrary messages (requests,
 //! responses and replication messages) survive an encode -> decode round
 //! trip.
+//!
+//! These double as the fuzzing campaign of the frame and replication-stream
+//! decoders: `DUOKV_FUZZ_CASES=N` runs every property N times instead of
+//! 512, e.g. the long form recorded in `results/faults/README.md`:
+//! `DUOKV_FUZZ_CASES=10000000 cargo test --release -p duokv-protocol --test properties -- never_panic`.
 
 mod common;
 
@@ -156,8 +161,16 @@ fn decode_everything(buf: &[u8]) {
     let _ = HandshakeReply::read_from(&mut &buf[..]);
 }
 
+/// Cases per property: 512, or `DUOKV_FUZZ_CASES`.
+fn cases() -> u32 {
+    std::env::var("DUOKV_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn arbitrary_bytes_never_panic(buf in bytes(512)) {

@@ -792,3 +792,80 @@ fn a_slave_can_refuse_a_divergent_master() {
     }
     assert_reads(&mut slave, "new0", None);
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a server.
+fn signal(server: &ServerProcess, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(server.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// A stalled slave (SIGSTOP: its socket stays open, nothing is read or
+/// acknowledged): a sync write gets `ReplicaUnavailable` within the sync
+/// timeout plus a margin, and stays durable on the master; after SIGCONT
+/// the slave catches up and the replicas are identical.
+#[test]
+fn a_stalled_slave_holds_sync_writes_no_longer_than_the_timeout() {
+    let pair = Pair::start(
+        &["--sync-timeout", "500ms", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    master
+        .put("before", "1")
+        .expect("put with the slave running");
+    signal(&pair.slave, "STOP");
+    let started = Instant::now();
+    let result = master.put("during", "2");
+    let elapsed = started.elapsed();
+    signal(&pair.slave, "CONT");
+    assert!(
+        matches!(result, Err(Error::ReplicaUnavailable { .. })),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(2000),
+        "failed after {elapsed:?}; the sync timeout is 500 ms"
+    );
+    assert_reads(&mut master, "during", Some("2"));
+    wait_converged(&pair);
+    let expected: Expected = [("before", "1"), ("during", "2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
+    assert_identical(&pair, &expected);
+}
+
+/// In async mode a stalled slave holds nothing up: writes go on at the
+/// master's pace while it is stopped, and it catches up after SIGCONT.
+#[test]
+fn a_stalled_slave_does_not_hold_up_async_writes() {
+    let pair = Pair::start(
+        &["--replication", "async", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    signal(&pair.slave, "STOP");
+    let mut expected = Expected::new();
+    let started = Instant::now();
+    for i in 0..300 {
+        let (key, value) = (format!("s{}", i % 50), format!("v{i}"));
+        master
+            .put(&key, &value)
+            .expect("async write while the slave is stopped");
+        expected.insert(key, Some(value));
+    }
+    let elapsed = started.elapsed();
+    signal(&pair.slave, "CONT");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "300 async writes took {elapsed:?}"
+    );
+    wait_converged(&pair);
+    assert_identical(&pair, &expected);
+}

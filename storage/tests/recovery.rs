@@ -30,6 +30,21 @@ use duokv_storage::{CompactionPolicy, CompactionStep, Error, Options, Store};
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// Held for writing while a test spawns a child process, for reading while
+/// a test opens a store. A child starts with a copy of every open file
+/// descriptor until it execs, the store's `flock`ed LOCK file among them, so
+/// a store dropped and reopened in one thread while another thread is
+/// spawning could find its directory still locked by the child's copy.
+/// `Command::spawn` returns once the child has exec'd (and so closed the
+/// copy), so opens that do not overlap a spawn are never disturbed.
+static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// `Store::open`, never during a child's spawn (see [`SPAWNING`]).
+fn open_store(dir: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
+    let _no_spawn = SPAWNING.read().unwrap_or_else(|p| p.into_inner());
+    Store::open(dir, options)
+}
+
 /// `Sync::Always` (the default) with no automatic compaction, so that the
 /// files are exactly what the test wrote.
 fn opts() -> Options {
@@ -165,7 +180,7 @@ fn model_contents(model: &HashMap<Vec<u8>, Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<u8
 /// Opens `dir` expecting `Error::Corrupt` at `offset` of `file`, and
 /// checks that the message names both.
 fn assert_corrupt_at(dir: &Path, file: &Path, offset: u64, what: &str) {
-    let err = match Store::open(dir, opts()) {
+    let err = match open_store(dir, opts()) {
         Ok(_) => panic!("{what}: open succeeded on a damaged log"),
         Err(err) => err,
     };
@@ -250,7 +265,7 @@ fn test_seed() -> u64 {
 /// Writes `count` puts of distinct keys `k{i}` = `value-{i}` (seq `i + 1`)
 /// into a new store in `dir`.
 fn write_distinct(dir: &Path, count: usize, options: Options) {
-    let store = Store::open(dir, options).unwrap();
+    let store = open_store(dir, options).unwrap();
     for i in 0..count {
         let seq = store.put(format!("k{i}"), format!("value-{i}")).unwrap();
         assert_eq!(seq, i as u64 + 1);
@@ -291,7 +306,7 @@ fn torn_tail_at_every_offset_of_the_last_record_is_cut() {
         let (dir, copy) = fresh_copy(pristine.path(), &segment);
         truncate(&copy, cut);
 
-        let store = Store::open(dir.path(), opts()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let store = open_store(dir.path(), opts()).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_distinct(&store, 4, &what);
         assert_eq!(store.get("k4").unwrap(), None, "{what}");
         assert_eq!(store.last_seq(), 4, "{what}");
@@ -303,7 +318,7 @@ fn torn_tail_at_every_offset_of_the_last_record_is_cut() {
         );
         drop(store);
 
-        let store = Store::open(dir.path(), opts()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let store = open_store(dir.path(), opts()).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_distinct(&store, 4, &what);
         assert_eq!(store.get("k4").unwrap(), None, "{what}");
         assert_eq!(
@@ -326,7 +341,7 @@ fn last_record_with_a_bad_crc_is_cut() {
     let value_byte = (last.offset + RECORD_HEADER_LEN as u64 + last.key_len + 1) as usize;
     patch_file(&segment, |bytes| bytes[value_byte] ^= 0x5A);
 
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let store = open_store(dir.path(), opts()).unwrap();
     assert_distinct(&store, 4, "value flipped");
     assert_eq!(store.get("k4").unwrap(), None);
     assert_eq!(store.last_seq(), 4);
@@ -347,13 +362,13 @@ fn garbage_after_the_last_record_is_cut() {
     patch_file(&segment, |bytes| bytes.extend_from_slice(&garbage));
     assert_eq!(file_len(&segment), clean_len + 100);
 
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let store = open_store(dir.path(), opts()).unwrap();
     assert_distinct(&store, 5, "garbage appended");
     assert_eq!(store.last_seq(), 5);
     assert_eq!(file_len(&segment), clean_len, "garbage not cut off");
     assert_eq!(store.put("k5", "value-5").unwrap(), 6);
     drop(store);
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let store = open_store(dir.path(), opts()).unwrap();
     assert_distinct(&store, 6, "after reopen");
 }
 
@@ -369,7 +384,7 @@ fn torn_tail_is_cut_even_when_its_value_holds_a_record() {
 
     let dir = tempdir();
     {
-        let store = Store::open(dir.path(), opts()).unwrap();
+        let store = open_store(dir.path(), opts()).unwrap();
         store.put("k0", "value-0").unwrap();
         store.put("k1", "value-1").unwrap();
         store.put("k2", &value).unwrap();
@@ -381,7 +396,7 @@ fn torn_tail_is_cut_even_when_its_value_holds_a_record() {
     assert!(cut < last.offset + last.len);
     truncate(&segment, cut);
 
-    let store = Store::open(dir.path(), opts())
+    let store = open_store(dir.path(), opts())
         .unwrap_or_else(|e| panic!("a torn tail was taken for mid-log damage: {e}"));
     assert_distinct(&store, 2, "embedded record");
     assert_eq!(store.get("k2").unwrap(), None);
@@ -406,7 +421,7 @@ struct Damaged {
 fn damaged_fixture() -> Damaged {
     let pristine = tempdir();
     {
-        let store = Store::open(pristine.path(), opts().segment_size(512)).unwrap();
+        let store = open_store(pristine.path(), opts().segment_size(512)).unwrap();
         for i in 0..44 {
             store
                 .put(format!("key{i:03}"), format!("{i:0>32}"))
@@ -535,7 +550,7 @@ fn unknown_format_version_is_refused() {
         write_u32(bytes, 36, crc);
     });
     let before = fs::read(&segment).unwrap();
-    match Store::open(dir.path(), opts()) {
+    match open_store(dir.path(), opts()) {
         Err(err @ Error::UnsupportedVersion { .. }) => {
             let Error::UnsupportedVersion { file, version } = &err else {
                 unreachable!()
@@ -563,6 +578,7 @@ const LOCK_DIR_VAR: &str = "DUOKV_LOCK_DIR";
 /// Runs the `lock_child` test in a child process on `dir` and returns its
 /// verdict line.
 fn open_in_child(dir: &Path) -> String {
+    let _spawning = SPAWNING.write().unwrap_or_else(|p| p.into_inner());
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "lock_child", "--nocapture", "--ignored"])
         .env(LOCK_DIR_VAR, dir)
@@ -585,7 +601,7 @@ fn lock_child() {
     let Some(dir) = std::env::var_os(LOCK_DIR_VAR) else {
         return;
     };
-    let verdict = match Store::open(&dir, opts()) {
+    let verdict = match open_store(&dir, opts()) {
         Ok(_) => "opened".to_string(),
         Err(Error::Locked { .. }) => "locked".to_string(),
         Err(e) => format!("error {e}"),
@@ -599,9 +615,9 @@ fn lock_child() {
 #[test]
 fn second_open_is_locked_out() {
     let dir = tempdir();
-    let first = Store::open(dir.path(), opts()).unwrap();
+    let first = open_store(dir.path(), opts()).unwrap();
     first.put("k", "v").unwrap();
-    match Store::open(dir.path(), opts()) {
+    match open_store(dir.path(), opts()) {
         Err(Error::Locked { dir: locked }) => assert_eq!(locked, dir.path()),
         Err(other) => panic!("expected Locked, got {other:?}"),
         Ok(_) => panic!("two stores opened one directory"),
@@ -612,7 +628,7 @@ fn second_open_is_locked_out() {
     drop(first);
 
     assert_eq!(open_in_child(dir.path()), "opened");
-    let second = Store::open(dir.path(), opts()).unwrap();
+    let second = open_store(dir.path(), opts()).unwrap();
     assert_eq!(second.get("k").unwrap(), Some(b"v".to_vec()));
     assert_eq!(second.last_seq(), 2);
 }
@@ -675,7 +691,7 @@ fn crash_child() {
     };
     let mode = std::env::var(CRASH_MODE_VAR).unwrap();
     let seed: u64 = std::env::var(CRASH_SEED_VAR).unwrap().parse().unwrap();
-    let store = Store::open(&dir, crash_options(&mode)).unwrap();
+    let store = open_store(&dir, crash_options(&mode)).unwrap();
     let stdout = Mutex::new(std::io::stdout());
     // A safety net, should the parent vanish without killing us.
     let give_up = Instant::now() + Duration::from_secs(60);
@@ -738,6 +754,7 @@ fn parse_ack(line: &str) -> Option<Ack> {
 fn crash_run(run: usize, mode: &str, kill_after: usize, seed: u64) {
     let what = format!("run {run} ({mode}, kill after {kill_after} acks, seed {seed})");
     let dir = tempdir();
+    let spawning = SPAWNING.write().unwrap_or_else(|p| p.into_inner());
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--ignored"])
         .env(CRASH_DIR_VAR, dir.path())
@@ -747,6 +764,7 @@ fn crash_run(run: usize, mode: &str, kill_after: usize, seed: u64) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn the crash child");
+    drop(spawning);
 
     // A reader thread turns the child's stdout into whole lines, so the
     // parent can wait for them with a deadline.
@@ -811,7 +829,7 @@ fn crash_run(run: usize, mode: &str, kill_after: usize, seed: u64) {
         acked.insert(ack.key.clone(), state);
     }
 
-    let store = Store::open(dir.path(), crash_options(mode))
+    let store = open_store(dir.path(), crash_options(mode))
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     let held = contents(&store);
     let mut deviations = [0u32; CRASH_THREADS as usize];
@@ -924,7 +942,7 @@ fn crash_after_each_compaction_step_loses_nothing() {
             let dir = tempdir();
             let mut rng = Rng(test_seed());
             let mut model = HashMap::new();
-            let store = Store::open(dir.path(), options()).unwrap();
+            let store = open_store(dir.path(), options()).unwrap();
             churn(&store, &mut model, &mut rng, 300);
             // The newest writes are deletes, which compaction drops.
             let doomed: Vec<Vec<u8>> = model.keys().take(3).cloned().collect();
@@ -951,7 +969,7 @@ fn crash_after_each_compaction_step_loses_nothing() {
                 _ => assert_eq!((tmp, odd), (0, 1), "{what}"),
             }
 
-            let store = Store::open(dir.path(), options())
+            let store = open_store(dir.path(), options())
                 .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
             assert_eq!(temp_files(dir.path()), Vec::<String>::new(), "{what}");
             assert_eq!(contents(&store), model_contents(&model), "{what}");
@@ -976,7 +994,7 @@ fn crash_after_each_compaction_step_loses_nothing() {
             assert_eq!(contents(&store), model_contents(&model), "{what}");
             drop(store);
 
-            let store = Store::open(dir.path(), options())
+            let store = open_store(dir.path(), options())
                 .unwrap_or_else(|e| panic!("{what}: reopen after compact failed: {e}"));
             assert_eq!(contents(&store), model_contents(&model), "{what}");
             assert_eq!(store.last_seq(), last_seq, "{what}");
@@ -989,7 +1007,7 @@ fn crash_after_each_compaction_step_loses_nothing() {
 #[test]
 fn last_seq_survives_compaction_of_trailing_deletes() {
     let dir = tempdir();
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let store = open_store(dir.path(), opts()).unwrap();
     store.put("a", "1").unwrap();
     store.put("b", "2").unwrap();
     store.put("c", "3").unwrap();
@@ -1011,7 +1029,7 @@ fn last_seq_survives_compaction_of_trailing_deletes() {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].seq, 3);
 
-    let store = Store::open(dir.path(), opts())
+    let store = open_store(dir.path(), opts())
         .unwrap_or_else(|e| panic!("reopen after compaction failed: {e}"));
     assert_eq!(store.last_seq(), 5);
     assert_eq!(store.get("a").unwrap(), None);
@@ -1020,7 +1038,7 @@ fn last_seq_survives_compaction_of_trailing_deletes() {
     assert_eq!(store.put("d", "4").unwrap(), 6);
     drop(store);
 
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let store = open_store(dir.path(), opts()).unwrap();
     assert_eq!(store.last_seq(), 6);
     assert_eq!(store.get("d").unwrap(), Some(b"4".to_vec()));
     assert_eq!(store.get("c").unwrap(), Some(b"3".to_vec()));

@@ -587,14 +587,26 @@ impl Inner {
         }
         let mut writer = lock(&self.writer);
         if expect != Expect::Anything {
-            let present = match writer.unpublished_state(key) {
-                Some(present) => present,
-                None => self.read_keydir().entries.contains_key(key),
+            let (present, pending) = match writer.unpublished_state(key) {
+                Some((present, batch)) => (present, Some(batch)),
+                None => (self.read_keydir().entries.contains_key(key), None),
             };
-            match (expect, present) {
-                (Expect::Absent, true) => return Err(Error::AlreadyExists),
-                (Expect::Present, false) => return Err(Error::NotFound),
-                _ => {}
+            let refused = match (expect, present) {
+                (Expect::Absent, true) => Some(Error::AlreadyExists),
+                (Expect::Present, false) => Some(Error::NotFound),
+                _ => None,
+            };
+            if let Some(refusal) = refused {
+                let Some(batch) = pending else { return Err(refusal) };
+                // The refusal rests on a write that is not durable yet, nor
+                // visible to readers: answer only once it is, or a reader
+                // could see a state the refusal contradicts. If that write
+                // fails, the refusal was wrong: decide again.
+                drop(writer);
+                return match batch.wait(|| self.flush_round()) {
+                    Ok(()) => Err(refusal),
+                    Err(_) => self.append(seq, expect, kind, key, value),
+                };
             }
         }
         let expected = writer.last_seq + 1;
@@ -687,6 +699,7 @@ impl Inner {
         };
         let segment = writer.active.clone();
         writer.in_flight = written;
+        writer.in_flight_batch = Some(batch.clone());
         drop(writer);
 
         let synced = segment.sync_data();
@@ -694,6 +707,7 @@ impl Inner {
 
         let mut writer = lock(&self.writer);
         let written = std::mem::take(&mut writer.in_flight);
+        writer.in_flight_batch = None;
         match &synced {
             Ok(()) => {
                 self.publish(written);

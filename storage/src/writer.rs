@@ -58,6 +58,8 @@ pub(crate) struct Writer {
     pub(crate) buffered: Vec<Buffered>,
     /// Records a leader wrote and is syncing; published once synced.
     pub(crate) in_flight: Vec<Written>,
+    /// The batch of `in_flight`.
+    pub(crate) in_flight_batch: Option<Arc<Batch>>,
     /// The batch that records appended now belong to.
     pub(crate) batch: Arc<Batch>,
     /// Whether a leader is running (`Sync::Always` only).
@@ -73,6 +75,7 @@ impl Writer {
             buf: Vec::new(),
             buffered: Vec::new(),
             in_flight: Vec::new(),
+            in_flight_batch: None,
             batch: Arc::new(Batch::default()),
             flushing: false,
         }
@@ -93,25 +96,24 @@ impl Writer {
     }
 
     /// Whether the newest write not yet visible to readers leaves `key`
-    /// present (`Some(true)`), deleted (`Some(false)`), or was never made
-    /// (`None`: ask the index).
-    pub(crate) fn unpublished_state(&self, key: &[u8]) -> Option<bool> {
+    /// present (`true`) or deleted (`false`), with the batch that makes that
+    /// write durable; `None` if there is no such write (ask the index).
+    pub(crate) fn unpublished_state(&self, key: &[u8]) -> Option<(bool, Arc<Batch>)> {
         let buffered = self
             .buffered
             .iter()
             .rev()
             .find(|b| b.key == key)
-            .map(|b| b.kind);
+            .map(|b| (b.kind == RecordKind::Put, self.batch.clone()));
         let in_flight = || {
+            let batch = self.in_flight_batch.clone()?;
             self.in_flight
                 .iter()
                 .rev()
                 .find(|w| w.key == key)
-                .map(|w| w.kind)
+                .map(|w| (w.kind == RecordKind::Put, batch))
         };
-        buffered
-            .or_else(in_flight)
-            .map(|kind| kind == RecordKind::Put)
+        buffered.or_else(in_flight)
     }
 
     /// Writes the buffer to the active segment with one positional write.

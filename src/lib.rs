@@ -9,6 +9,8 @@
 //!
 //! - [`bench`](mod@bench): the seed's test client behind `duokv bench`.
 //! - [`client`]: [`Client`], CRUD as methods over one connection.
+//! - [`linearizability`]: a Wing–Gong–Lowe checker of recorded histories,
+//!   for the fault suite.
 //! - [`load`]: the load generator behind `duokv load`.
 //! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
 //!   the raw runs of `bench/compare.sh`, as a README and a chart.
@@ -75,6 +77,7 @@ pub mod doctest;
 pub mod duration;
 pub mod error;
 pub mod event_log;
+pub mod linearizability;
 pub mod load;
 pub mod perf_report;
 pub mod replica_set;

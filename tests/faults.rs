@@ -164,3 +164,130 @@ fn master_kill_storm_loses_no_acknowledged_write() {
 fn slave_kill_storm_loses_no_acknowledged_write() {
     storm("slave");
 }
+
+/// Eight clients create, read, update, put and delete four keys on the
+/// master through a kill storm of the master; each key's history (invoke
+/// and return times on one clock, results, unknown outcomes for errors) is
+/// checked for linearizability. A read of a write that a crash could take
+/// away, or a lost acknowledged write, would make it fail.
+#[test]
+fn histories_stay_linearizable_through_a_master_kill_storm() {
+    use duokv::linearizability::{Event, Op, Outcome, check};
+    use std::time::Instant;
+
+    const KEYS: u64 = 4;
+    let mut pair = Pair::start(
+        &[
+            "--replication",
+            "sync",
+            "--sync-timeout",
+            "1s",
+            "--fsync",
+            "always",
+        ],
+        &["--fsync", "always"],
+    );
+    pair.wait_link_up();
+    let epoch = Instant::now();
+    let now = move || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let stop = Arc::new(AtomicBool::new(false));
+    let histories: Arc<Mutex<BTreeMap<u64, Vec<Event>>>> = Arc::default();
+    let clients: Vec<_> = (0..WRITERS as u64)
+        .map(|c| {
+            let (addr, stop, histories) = (pair.master.addr(), stop.clone(), histories.clone());
+            thread::spawn(move || {
+                let mut client = Client::builder(addr)
+                    .connect_timeout(Duration::from_millis(500))
+                    .read_timeout(Duration::from_secs(5))
+                    .build();
+                let mut rng = XorShift(0xD1B5_4A32_D192_ED03 ^ (c + 1));
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = rng.next() % KEYS;
+                    let name = format!("lin{key}");
+                    let value = format!("{c}-{n}").into_bytes();
+                    n += 1;
+                    let invoke = now();
+                    let (op, result) = match rng.next() % 5 {
+                        0 => (
+                            Op::Create(value.clone()),
+                            client.create(&name, &value).map(|_| None),
+                        ),
+                        1 => (
+                            Op::Update(value.clone()),
+                            client.update(&name, &value).map(|_| None),
+                        ),
+                        2 => (
+                            Op::Put(value.clone()),
+                            client.put(&name, &value).map(|_| None),
+                        ),
+                        3 => (Op::Delete, client.delete(&name).map(|_| None)),
+                        _ => (Op::Read, client.read(&name).map(Some)),
+                    };
+                    let ret = now();
+                    let outcome = match result {
+                        Ok(Some(value)) => Outcome::Value(value),
+                        Ok(None) => Outcome::Ok,
+                        Err(duokv::Error::NotFound) => Outcome::NotFound,
+                        Err(duokv::Error::AlreadyExists) => Outcome::AlreadyExists,
+                        Err(_) => Outcome::Unknown,
+                    };
+                    let unknown = outcome == Outcome::Unknown;
+                    histories
+                        .lock()
+                        .unwrap()
+                        .entry(key)
+                        .or_default()
+                        .push(Event {
+                            op,
+                            outcome,
+                            invoke,
+                            ret,
+                        });
+                    if unknown {
+                        // Let the master come back; the pace is the workload's.
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut rng = XorShift(0xA076_1D64_78BD_642F ^ kills() as u64);
+    for _ in 0..kills() {
+        // The fault schedule: a random moment 100 to 400 ms into the work.
+        thread::sleep(Duration::from_millis(100 + rng.next() % 300));
+        pair.master.sigkill();
+        pair.master.restart();
+        pair.wait_link_up();
+    }
+    let before: usize = histories.lock().unwrap().values().map(Vec::len).sum();
+    poll("operations after the last restart", || {
+        let total: usize = histories.lock().unwrap().values().map(Vec::len).sum();
+        (total > before + 100).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let histories = histories.lock().unwrap();
+    let mut total = 0;
+    for (key, history) in histories.iter() {
+        total += history.len();
+        let unknown = history
+            .iter()
+            .filter(|e| e.outcome == Outcome::Unknown)
+            .count();
+        let checked = Instant::now();
+        let verdict = check(history, None);
+        eprintln!(
+            "key lin{key}: {} operations ({unknown} unknown outcomes) checked in {:?}: {verdict:?}",
+            history.len(),
+            checked.elapsed()
+        );
+        assert_eq!(verdict, Ok(()), "key lin{key} is not linearizable");
+    }
+    eprintln!(
+        "{} kills of the master, {total} operations on {KEYS} keys, all linearizable",
+        kills()
+    );
+}

@@ -597,7 +597,9 @@ impl Inner {
                 _ => None,
             };
             if let Some(refusal) = refused {
-                let Some(batch) = pending else { return Err(refusal) };
+                let Some(batch) = pending else {
+                    return Err(refusal);
+                };
                 // The refusal rests on a write that is not durable yet, nor
                 // visible to readers: answer only once it is, or a reader
                 // could see a state the refusal contradicts. If that write

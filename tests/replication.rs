@@ -793,7 +793,8 @@ fn a_slave_can_refuse_a_divergent_master() {
     assert_reads(&mut slave, "new0", None);
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to a server.
+/// Sends `signal` (`STOP`, `CONT`) to a server; after `STOP`, waits until
+/// every thread of it is stopped (the signal is delivered asynchronously).
 fn signal(server: &ServerProcess, signal: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
@@ -801,6 +802,22 @@ fn signal(server: &ServerProcess, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal}");
+    if signal == "STOP" {
+        let tasks = format!("/proc/{}/task", server.pid());
+        poll("the server's threads to stop", || {
+            let all_stopped = fs::read_dir(&tasks).ok()?.all(|task| {
+                task.ok()
+                    .and_then(|t| fs::read_to_string(t.path().join("stat")).ok())
+                    .and_then(|stat| {
+                        // The state follows the parenthesised command name.
+                        let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                        Some(state == 'T' || state == 't')
+                    })
+                    .unwrap_or(false)
+            });
+            all_stopped.then_some(())
+        });
+    }
 }
 
 /// A stalled slave (SIGSTOP: its socket stays open, nothing is read or

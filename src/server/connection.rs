@@ -378,14 +378,17 @@ fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
 /// The wire error for a store error: a code the client can act on, and the
 /// store's message.
 fn storage_error(error: &storage::Error) -> Response {
+    // With its causes: "cannot append to …: No space left on device" says
+    // what to do; "cannot append to …" alone does not.
+    let message = crate::error::chain(error);
     let code = match error {
         storage::Error::NotFound => ErrorCode::NotFound,
         storage::Error::AlreadyExists => ErrorCode::AlreadyExists,
         storage::Error::TooLarge { .. } => ErrorCode::TooLarge,
         _ => {
-            warn!("request failed in the store: {error}");
+            warn!("request failed in the store: {message}");
             ErrorCode::Internal
         }
     };
-    Response::error(code, error.to_string())
+    Response::error(code, message)
 }

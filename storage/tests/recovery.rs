@@ -35,14 +35,29 @@ use duokv_storage::{CompactionPolicy, CompactionStep, Error, Options, Store};
 /// descriptor until it execs, the store's `flock`ed LOCK file among them, so
 /// a store dropped and reopened in one thread while another thread is
 /// spawning could find its directory still locked by the child's copy.
-/// `Command::spawn` returns once the child has exec'd (and so closed the
-/// copy), so opens that do not overlap a spawn are never disturbed.
 static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// `Store::open`, never during a child's spawn (see [`SPAWNING`]).
+/// `Store::open`, never during a child's spawn (see [`SPAWNING`]). Even so,
+/// while the SIGKILL test runs its children alongside, a reopen right after
+/// a drop was refused as `Locked` about once in twenty runs, with no process
+/// holding the LOCK file a moment later; the cause is not pinned down (no
+/// open file description of the store outlives its drop in this process),
+/// so a `Locked` refusal is retried for up to 5 s. A store that really kept
+/// its lock would still fail here.
 fn open_store(dir: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
-    let _no_spawn = SPAWNING.read().unwrap_or_else(|p| p.into_inner());
-    Store::open(dir, options)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let opened = {
+            let _no_spawn = SPAWNING.read().unwrap_or_else(|p| p.into_inner());
+            Store::open(dir.as_ref(), options.clone())
+        };
+        match opened {
+            Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `Sync::Always` (the default) with no automatic compaction, so that the
@@ -601,7 +616,7 @@ fn lock_child() {
     let Some(dir) = std::env::var_os(LOCK_DIR_VAR) else {
         return;
     };
-    let verdict = match open_store(&dir, opts()) {
+    let verdict = match Store::open(&dir, opts()) {
         Ok(_) => "opened".to_string(),
         Err(Error::Locked { .. }) => "locked".to_string(),
         Err(e) => format!("error {e}"),
@@ -617,7 +632,7 @@ fn second_open_is_locked_out() {
     let dir = tempdir();
     let first = open_store(dir.path(), opts()).unwrap();
     first.put("k", "v").unwrap();
-    match open_store(dir.path(), opts()) {
+    match Store::open(dir.path(), opts()) {
         Err(Error::Locked { dir: locked }) => assert_eq!(locked, dir.path()),
         Err(other) => panic!("expected Locked, got {other:?}"),
         Ok(_) => panic!("two stores opened one directory"),

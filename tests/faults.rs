@@ -75,10 +75,9 @@ fn start_writers(
         .collect()
 }
 
-/// Runs the storm against `victim` ("master" or "slave") and checks the
-/// outcome.
-fn storm(victim: &str) {
-    let mut pair = Pair::start(
+/// A sync master and its slave, both syncing every write, linked.
+fn sync_pair() -> Pair {
+    let pair = Pair::start(
         &[
             "--replication",
             "sync",
@@ -90,12 +89,16 @@ fn storm(victim: &str) {
         &["--fsync", "always"],
     );
     pair.wait_link_up();
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes: Outcomes = Arc::default();
-    let writers = start_writers(&pair.master.addr(), &stop, &outcomes);
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ kills() as u64);
+    pair
+}
+
+/// SIGKILLs the master (or the slave) at a random moment 100 to 400 ms
+/// apart, `kills()` times, restarting it and waiting for the link each
+/// time; `after_each` runs after every restart with the kill's number.
+fn kill_repeatedly(pair: &mut Pair, victim: &str, seed: u64, mut after_each: impl FnMut(usize)) {
+    let mut rng = XorShift(seed ^ kills() as u64);
     for kill in 0..kills() {
-        // The fault schedule: a random moment 100 to 400 ms into the writes.
+        // The fault schedule: a random moment 100 to 400 ms into the work.
         thread::sleep(Duration::from_millis(100 + rng.next() % 300));
         let server = if victim == "master" {
             &mut pair.master
@@ -105,12 +108,24 @@ fn storm(victim: &str) {
         server.sigkill();
         server.restart();
         pair.wait_link_up();
+        after_each(kill);
+    }
+}
+
+/// Runs the storm against `victim` ("master" or "slave") and checks the
+/// outcome.
+fn storm(victim: &str) {
+    let mut pair = sync_pair();
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes: Outcomes = Arc::default();
+    let writers = start_writers(&pair.master.addr(), &stop, &outcomes);
+    kill_repeatedly(&mut pair, victim, 0x9E37_79B9_7F4A_7C15, |kill| {
         let acked = outcomes.lock().unwrap().values().filter(|a| **a).count();
         eprintln!(
             "kill {} of the {victim}: {acked} writes acknowledged so far",
             kill + 1
         );
-    }
+    });
     // Some acknowledged writes after the last restart, then stop.
     let before = outcomes.lock().unwrap().len();
     poll("writes after the last restart", || {
@@ -176,18 +191,7 @@ fn histories_stay_linearizable_through_a_master_kill_storm() {
     use std::time::Instant;
 
     const KEYS: u64 = 4;
-    let mut pair = Pair::start(
-        &[
-            "--replication",
-            "sync",
-            "--sync-timeout",
-            "1s",
-            "--fsync",
-            "always",
-        ],
-        &["--fsync", "always"],
-    );
-    pair.wait_link_up();
+    let mut pair = sync_pair();
     let epoch = Instant::now();
     let now = move || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let stop = Arc::new(AtomicBool::new(false));
@@ -252,14 +256,7 @@ fn histories_stay_linearizable_through_a_master_kill_storm() {
             })
         })
         .collect();
-    let mut rng = XorShift(0xA076_1D64_78BD_642F ^ kills() as u64);
-    for _ in 0..kills() {
-        // The fault schedule: a random moment 100 to 400 ms into the work.
-        thread::sleep(Duration::from_millis(100 + rng.next() % 300));
-        pair.master.sigkill();
-        pair.master.restart();
-        pair.wait_link_up();
-    }
+    kill_repeatedly(&mut pair, "master", 0xA076_1D64_78BD_642F, |_| {});
     let before: usize = histories.lock().unwrap().values().map(Vec::len).sum();
     poll("operations after the last restart", || {
         let total: usize = histories.lock().unwrap().values().map(Vec::len).sum();

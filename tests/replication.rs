@@ -67,6 +67,16 @@ fn dump(server: &ServerProcess, expected: &Expected) -> Expected {
         .collect()
 }
 
+/// Asserts that both replicas hold the `before` (1) and `during` (2) writes
+/// of the tests that take the slave away between the two.
+fn assert_before_and_during(pair: &Pair) {
+    let expected: Expected = [("before", "1"), ("during", "2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
+    assert_identical(pair, &expected);
+}
+
 /// Asserts that both replicas hold exactly `expected` for its keys.
 fn assert_identical(pair: &Pair, expected: &Expected) {
     let on_master = dump(&pair.master, expected);
@@ -463,11 +473,7 @@ fn sync_write_without_the_slave_times_out() {
 
     pair.slave.restart();
     wait_converged(&pair);
-    let expected: Expected = [("before", "1"), ("during", "2")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-        .collect();
-    assert_identical(&pair, &expected);
+    assert_before_and_during(&pair);
 }
 
 /// With `--sync-fallback async`, a sync master whose slave is down goes on
@@ -850,11 +856,7 @@ fn a_stalled_slave_holds_sync_writes_no_longer_than_the_timeout() {
     );
     assert_reads(&mut master, "during", Some("2"));
     wait_converged(&pair);
-    let expected: Expected = [("before", "1"), ("during", "2")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-        .collect();
-    assert_identical(&pair, &expected);
+    assert_before_and_during(&pair);
 }
 
 /// In async mode a stalled slave holds nothing up: writes go on at the

@@ -119,6 +119,16 @@ pub enum HandshakeError {
         /// The largest length allowed (`u16::MAX`).
         max: u64,
     },
+    /// The `extra` bytes break the field format
+    /// ([`HandshakeFields`](crate::HandshakeFields)). The server replies
+    /// with [`HandshakeStatus::Malformed`](crate::HandshakeStatus::Malformed)
+    /// and closes.
+    MalformedExtra {
+        /// Where in `extra` the broken field starts.
+        offset: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl HandshakeError {
@@ -132,6 +142,7 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion(_) => {
                 Some(crate::HandshakeStatus::UnsupportedVersion)
             }
+            HandshakeError::MalformedExtra { .. } => Some(crate::HandshakeStatus::Malformed),
             HandshakeError::Incomplete | HandshakeError::TooLarge { .. } => None,
         }
     }
@@ -155,6 +166,12 @@ impl fmt::Display for HandshakeError {
                 write!(
                     f,
                     "handshake extra of {len} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            HandshakeError::MalformedExtra { offset, reason } => {
+                write!(
+                    f,
+                    "malformed handshake field at byte {offset} of extra: {reason}"
                 )
             }
         }

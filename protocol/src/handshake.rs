@@ -26,6 +26,7 @@ use crate::VERSION;
 use crate::codec::{put_u8, put_u16};
 use crate::error::{Error, HandshakeError};
 use crate::frame::read_full;
+use crate::handshake_fields::HandshakeFields;
 
 /// The four bytes every handshake and handshake reply starts with.
 pub const MAGIC: [u8; 4] = *b"DUKV";
@@ -120,6 +121,12 @@ pub enum HandshakeStatus {
     Busy,
     /// 5: the server is shutting down.
     ShuttingDown,
+    /// 6: the handshake's `extra` bytes break the field format
+    /// ([`HandshakeFields`](crate::HandshakeFields)).
+    Malformed,
+    /// 7: the server wants the shared auth token and the handshake did not
+    /// carry it, or carried another one.
+    Unauthorized,
     /// A status byte this version does not know (treat it as a refusal).
     Unknown(u8),
 }
@@ -134,6 +141,8 @@ impl HandshakeStatus {
             HandshakeStatus::UnsupportedRole => 3,
             HandshakeStatus::Busy => 4,
             HandshakeStatus::ShuttingDown => 5,
+            HandshakeStatus::Malformed => 6,
+            HandshakeStatus::Unauthorized => 7,
             HandshakeStatus::Unknown(b) => b,
         }
     }
@@ -148,6 +157,8 @@ impl HandshakeStatus {
             3 => HandshakeStatus::UnsupportedRole,
             4 => HandshakeStatus::Busy,
             5 => HandshakeStatus::ShuttingDown,
+            6 => HandshakeStatus::Malformed,
+            7 => HandshakeStatus::Unauthorized,
             b => HandshakeStatus::Unknown(b),
         }
     }
@@ -158,17 +169,28 @@ impl HandshakeStatus {
 /// The protocol version is not a field: encoding always writes [`VERSION`]
 /// and decoding refuses any other with
 /// [`HandshakeError::UnsupportedVersion`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Handshake {
     /// Who is connecting.
     pub role: Role,
     /// Feature bits; none are defined yet, so senders write 0 and
     /// receivers ignore bits they do not know.
     pub flags: u8,
-    /// Role-specific bytes, at most `u16::MAX`: empty for a client (room
-    /// for later, an auth token say); for a replica stream, the master's
-    /// history id as a big-endian u64 (`PROTOCOL.md` section 7.1).
+    /// At most `u16::MAX` bytes of tagged fields: the auth token, and on a
+    /// replica stream the master's history id. Build and read them with
+    /// [`Handshake::with_fields`] and [`Handshake::fields`].
     pub extra: Vec<u8>,
+}
+
+/// Shows the length of `extra`, not its bytes: they may hold the auth token.
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("role", &self.role)
+            .field("flags", &self.flags)
+            .field("extra", &format_args!("<{} bytes>", self.extra.len()))
+            .finish()
+    }
 }
 
 impl Handshake {
@@ -179,6 +201,21 @@ impl Handshake {
             flags: 0,
             extra: Vec::new(),
         }
+    }
+
+    /// A handshake for `role` whose `extra` bytes carry `fields`.
+    pub fn with_fields(role: Role, fields: &HandshakeFields) -> Result<Self, HandshakeError> {
+        Ok(Handshake {
+            role,
+            flags: 0,
+            extra: fields.encode()?,
+        })
+    }
+
+    /// The fields in the `extra` bytes, or
+    /// [`HandshakeError::MalformedExtra`].
+    pub fn fields(&self) -> Result<HandshakeFields, HandshakeError> {
+        HandshakeFields::decode(&self.extra)
     }
 
     /// Appends the encoded handshake to `dst`. Fails only if `extra` is

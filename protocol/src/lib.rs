@@ -99,12 +99,14 @@ mod codec;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod handshake_fields;
 pub mod message;
 pub mod replication;
 
 pub use error::{Error, FrameError, HandshakeError, Limit};
 pub use frame::{Frame, Message, read_frame, write_frame};
 pub use handshake::{Handshake, HandshakeReply, HandshakeStatus, MAGIC, NodeRole, Role};
+pub use handshake_fields::{HandshakeFields, MAX_AUTH_TOKEN_LEN};
 pub use message::{ErrorCode, Kind, Request, Response, WriteReceipt};
 pub use replication::{ReplicatedOp, Replication};
 

@@ -1,0 +1,206 @@
+//! The typed contents of a handshake's `extra` bytes: the master's history
+//! id on a replication stream, and the shared auth token.
+//!
+//! ```text
+//! extra = field*          each field:  tag u8 | len u16 | value (len bytes)
+//!
+//! tag 1  history id   len 8        u64 big-endian, the master's history
+//! tag 2  auth token   len 1..=1024 the shared secret, as read from the file
+//! ```
+//!
+//! Fields may come in any order. A tag this version does not know is
+//! skipped (a later version may add fields without breaking this one); a
+//! known tag twice, a known tag with the wrong length, or a field that runs
+//! past the end of `extra` is [`HandshakeError::MalformedExtra`], which a
+//! server answers with [`HandshakeStatus::Malformed`](crate::HandshakeStatus::Malformed).
+
+use byteorder::{ByteOrder, NetworkEndian};
+
+use crate::codec::{put_u8, put_u16};
+use crate::error::HandshakeError;
+
+/// The longest auth token, in bytes.
+pub const MAX_AUTH_TOKEN_LEN: usize = 1024;
+
+const TAG_HISTORY_ID: u8 = 1;
+const TAG_AUTH_TOKEN: u8 = 2;
+
+/// Bytes of a field before its value.
+const FIELD_HEADER_LEN: usize = 3;
+
+/// What a [`Handshake`](crate::Handshake)'s `extra` bytes say.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct HandshakeFields {
+    /// On a replication stream: the id of the master's history, so that the
+    /// slave can tell a new history from its own (`PROTOCOL.md` 7.1).
+    pub history_id: Option<u64>,
+    /// The shared secret, when the server asks for one (`--auth-token-file`).
+    pub auth_token: Option<Vec<u8>>,
+}
+
+/// Never prints the token itself, so that a `{:?}` in a log line cannot
+/// leak it.
+impl std::fmt::Debug for HandshakeFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeFields")
+            .field("history_id", &self.history_id)
+            .field(
+                "auth_token",
+                &self
+                    .auth_token
+                    .as_ref()
+                    .map(|token| format!("<{} bytes>", token.len())),
+            )
+            .finish()
+    }
+}
+
+impl HandshakeFields {
+    /// The `extra` bytes for these fields. Fails if the token is empty or
+    /// longer than [`MAX_AUTH_TOKEN_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        let mut extra = Vec::new();
+        if let Some(id) = self.history_id {
+            put_field(&mut extra, TAG_HISTORY_ID, &id.to_be_bytes());
+        }
+        if let Some(token) = &self.auth_token {
+            check_token_len(token.len(), 0)?;
+            put_field(&mut extra, TAG_AUTH_TOKEN, token);
+        }
+        Ok(extra)
+    }
+
+    /// The fields in `extra`; unknown tags are skipped.
+    pub fn decode(extra: &[u8]) -> Result<Self, HandshakeError> {
+        let mut fields = HandshakeFields::default();
+        let mut at = 0;
+        while at < extra.len() {
+            let malformed = |reason| HandshakeError::MalformedExtra { offset: at, reason };
+            let header = extra
+                .get(at..at + FIELD_HEADER_LEN)
+                .ok_or(malformed("field header runs past the end"))?;
+            let tag = header[0];
+            let len = usize::from(NetworkEndian::read_u16(&header[1..]));
+            let value = extra
+                .get(at + FIELD_HEADER_LEN..at + FIELD_HEADER_LEN + len)
+                .ok_or(malformed("field value runs past the end"))?;
+            match tag {
+                TAG_HISTORY_ID => {
+                    let bytes = <[u8; 8]>::try_from(value)
+                        .map_err(|_| malformed("history id is not 8 bytes"))?;
+                    if fields
+                        .history_id
+                        .replace(u64::from_be_bytes(bytes))
+                        .is_some()
+                    {
+                        return Err(malformed("history id given twice"));
+                    }
+                }
+                TAG_AUTH_TOKEN => {
+                    check_token_len(len, at)?;
+                    if fields.auth_token.replace(value.to_vec()).is_some() {
+                        return Err(malformed("auth token given twice"));
+                    }
+                }
+                _ => {}
+            }
+            at += FIELD_HEADER_LEN + len;
+        }
+        Ok(fields)
+    }
+}
+
+fn put_field(dst: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    put_u8(dst, tag);
+    // Values are at most MAX_AUTH_TOKEN_LEN bytes, far below u16::MAX.
+    put_u16(dst, value.len() as u16);
+    dst.extend_from_slice(value);
+}
+
+fn check_token_len(len: usize, offset: usize) -> Result<(), HandshakeError> {
+    if (1..=MAX_AUTH_TOKEN_LEN).contains(&len) {
+        Ok(())
+    } else {
+        Err(HandshakeError::MalformedExtra {
+            offset,
+            reason: "auth token is empty or longer than 1024 bytes",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_bytes_are_exact() {
+        let fields = HandshakeFields {
+            history_id: Some(0x0102_0304_0506_0708),
+            auth_token: Some(b"ab".to_vec()),
+        };
+        let extra = fields.encode().unwrap();
+        assert_eq!(
+            extra,
+            [1, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 2, 0, 2, b'a', b'b']
+        );
+        assert_eq!(HandshakeFields::decode(&extra), Ok(fields));
+        assert_eq!(HandshakeFields::default().encode(), Ok(Vec::new()));
+        assert_eq!(HandshakeFields::decode(&[]), Ok(HandshakeFields::default()));
+    }
+
+    #[test]
+    fn unknown_tags_are_skipped() {
+        let extra = [9, 0, 3, 1, 2, 3, 2, 0, 1, b'x'];
+        assert_eq!(
+            HandshakeFields::decode(&extra),
+            Ok(HandshakeFields {
+                history_id: None,
+                auth_token: Some(b"x".to_vec()),
+            })
+        );
+    }
+
+    #[test]
+    fn broken_fields_are_malformed_with_their_offset() {
+        let cases: [(&[u8], usize); 6] = [
+            (&[1, 0], 0),                         // header cut
+            (&[2, 0, 5, b'a'], 0),                // value cut
+            (&[1, 0, 4, 0, 0, 0, 1], 0),          // history id of 4 bytes
+            (&[2, 0, 0], 0),                      // empty token
+            (&[2, 0, 1, b'a', 2, 0, 1, b'b'], 4), // token twice
+            (&[9, 0, 0, 1, 0, 1, 0], 3),          // bad field after a good one
+        ];
+        for (extra, offset) in cases {
+            match HandshakeFields::decode(extra) {
+                Err(HandshakeError::MalformedExtra { offset: at, .. }) => {
+                    assert_eq!(at, offset, "{extra:?}")
+                }
+                other => panic!("{extra:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_tokens_are_refused_both_ways() {
+        let fields = HandshakeFields {
+            history_id: None,
+            auth_token: Some(vec![b'a'; MAX_AUTH_TOKEN_LEN + 1]),
+        };
+        assert!(fields.encode().is_err());
+        let mut extra = vec![2];
+        extra.extend_from_slice(&((MAX_AUTH_TOKEN_LEN + 1) as u16).to_be_bytes());
+        extra.resize(extra.len() + MAX_AUTH_TOKEN_LEN + 1, b'a');
+        assert!(HandshakeFields::decode(&extra).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let fields = HandshakeFields {
+            history_id: None,
+            auth_token: Some(b"hunter2".to_vec()),
+        };
+        let shown = format!("{fields:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<7 bytes>"), "{shown}");
+    }
+}

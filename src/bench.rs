@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::auth::AuthToken;
 use crate::client::Client;
 use crate::clock::now_ns;
 use crate::error::{Error, Result};
@@ -64,6 +65,8 @@ pub struct BenchConfig {
     pub slave_events: Option<PathBuf>,
     /// Show a progress bar (on a terminal) or lines.
     pub progress: bool,
+    /// The servers' shared secret, if they want one.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl BenchConfig {
@@ -86,6 +89,7 @@ impl BenchConfig {
             master_events: None,
             slave_events: None,
             progress: true,
+            auth_token: None,
         }
     }
 }
@@ -110,9 +114,11 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     })?;
     let mut master = Client::builder(config.master.clone())
         .read_timeout(Duration::from_secs(30))
+        .auth_token(config.auth_token.clone())
         .connect()?;
     let mut slave = Client::builder(config.slave.clone())
         .read_timeout(Duration::from_secs(30))
+        .auth_token(config.auth_token.clone())
         .connect()?;
     let mode = info_fact(&mut master, "replication").unwrap_or_else(|| "none".into());
 
@@ -120,7 +126,7 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     let slave_before = probe_clock(&mut slave)?;
 
     let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
-    let prober = start_reader_probe(&config.slave, &config.key, config.probe_patience, probe_rx)?;
+    let prober = start_reader_probe(config, probe_rx)?;
     let progress = Progress::new(config.count, config.progress);
 
     let t0 = Instant::now() + Duration::from_millis(10);
@@ -270,15 +276,15 @@ pub fn probe_clock(client: &mut Client) -> Result<ClockProbe> {
 /// slave until it holds that write's value or a later one. Returns when the
 /// channel closes, with `(index, visible_unix_ns)` of the writes it saw.
 fn start_reader_probe(
-    slave: &str,
-    key: &str,
-    patience: Duration,
+    config: &BenchConfig,
     commits: Receiver<(u64, u64)>,
 ) -> Result<JoinHandle<Vec<(u64, u64)>>> {
-    let mut client = Client::builder(slave.to_string())
+    let mut client = Client::builder(config.slave.clone())
         .read_timeout(Duration::from_secs(5))
+        .auth_token(config.auth_token.clone())
         .connect()?;
-    let key = key.to_string();
+    let key = config.key.clone();
+    let patience = config.probe_patience;
     let thread = std::thread::Builder::new()
         .name("reader-probe".into())
         .spawn(move || {

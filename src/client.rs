@@ -9,11 +9,12 @@ use std::io::{BufReader, ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use crate::auth::AuthToken;
 use crate::clock::now_ns;
 
 use duokv_protocol::{
-    self as protocol, Frame, Handshake, HandshakeReply, HandshakeStatus, Message, NodeRole,
-    Request, Response, Role,
+    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
+    NodeRole, Request, Response, Role,
 };
 
 use crate::error::{Error, Result};
@@ -87,9 +88,17 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    auth_token: Option<AuthToken>,
 }
 
 impl ClientBuilder {
+    /// The shared secret to present, for servers started with
+    /// `--auth-token-file` (default: none).
+    pub fn auth_token(mut self, token: impl Into<Option<AuthToken>>) -> Self {
+        self.auth_token = token.into();
+        self
+    }
+
     /// How long to wait for a connection (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -164,6 +173,7 @@ impl Client {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
+            auth_token: None,
         }
     }
 
@@ -454,7 +464,16 @@ impl Client {
         stream.set_write_timeout(self.config.write_timeout)?;
         let mut writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
-        Handshake::new(Role::Client)
+        let fields = HandshakeFields {
+            history_id: None,
+            auth_token: self
+                .config
+                .auth_token
+                .as_ref()
+                .map(|t| t.as_bytes().to_vec()),
+        };
+        Handshake::with_fields(Role::Client, &fields)
+            .map_err(protocol::Error::from)?
             .write_to(&mut writer)
             .map_err(|e| timeout_or(e, addr))?;
         let reply = HandshakeReply::read_from(&mut reader).map_err(|e| timeout_or(e, addr))?;
@@ -466,6 +485,7 @@ impl Client {
             }),
             HandshakeStatus::Busy => Err(Error::Busy),
             HandshakeStatus::ShuttingDown => Err(Error::ShuttingDown),
+            HandshakeStatus::Unauthorized => Err(Error::Unauthorized { addr: addr.clone() }),
             other => Err(Error::Refused {
                 reason: format!("{other:?}").to_lowercase(),
             }),

@@ -56,6 +56,12 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// The server wants the shared auth token, and the one sent (if any)
+    /// is not it.
+    Unauthorized {
+        /// The server.
+        addr: String,
+    },
     /// The server refused the handshake.
     Refused {
         /// Why, as the handshake status says.
@@ -130,6 +136,11 @@ impl fmt::Display for Error {
             Error::ShuttingDown => write!(f, "server shutting down"),
             Error::Internal { message } => write!(f, "server error: {message}"),
             Error::UnknownCode { code, message } => write!(f, "server error {code}: {message}"),
+            Error::Unauthorized { addr } => write!(
+                f,
+                "{addr} refused the auth token: give the servers' token file \
+                 (--auth-token-file or DUOKV_AUTH_TOKEN_FILE)"
+            ),
             Error::Refused { reason } => write!(f, "connection refused by the server: {reason}"),
             Error::UnexpectedReply { expected } => {
                 write!(f, "unexpected reply from the server: expected {expected}")
@@ -154,9 +165,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Connect { source, .. } | Error::Bind { source, .. } | Error::Io(source) => {
-                Some(source)
-            }
+            Error::Connect { source, .. }
+            | Error::Bind { source, .. }
+            | Error::File { source, .. }
+            | Error::Io(source) => Some(source),
             Error::Protocol(e) => Some(e),
             Error::Storage(e) => Some(e),
             _ => None,

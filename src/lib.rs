@@ -67,6 +67,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod clock;

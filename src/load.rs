@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::auth::AuthToken;
 use crate::resp::RespClient;
 use crate::{Client, Error, Result};
 
@@ -103,6 +104,10 @@ pub struct LoadConfig {
     pub keys: u64,
     /// Bytes per written value.
     pub value_size: usize,
+    /// The server's shared secret, if it wants one (duokv only). Never
+    /// written to a report.
+    #[serde(skip)]
+    pub auth_token: Option<AuthToken>,
 }
 
 /// Latency figures of one kind of operation, in microseconds.
@@ -232,7 +237,11 @@ impl Connection {
     /// than every operation of it.
     fn open(config: &LoadConfig) -> Result<Connection> {
         Ok(match config.target {
-            Target::Duokv => Connection::Duokv(Client::connect(config.addr.clone())?),
+            Target::Duokv => Connection::Duokv(
+                Client::builder(config.addr.clone())
+                    .auth_token(config.auth_token.clone())
+                    .connect()?,
+            ),
             Target::Redis { wait } => {
                 let mut client = RespClient::connect(config.addr.clone())?;
                 client.ping()?;

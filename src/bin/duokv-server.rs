@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
+use duokv::auth::AuthToken;
 use duokv::duration::parse_duration;
 use duokv::replication::slave::OnDivergence;
 use duokv::replication::{MasterSettings, ReplicationMode};
@@ -24,9 +25,18 @@ use signal_hook::iterator::Signals;
 /// Run one duokv replica: a key-value server with its data on disk.
 #[derive(FromArgs)]
 struct Args {
-    /// address to listen on for clients (default 127.0.0.1:7070)
+    /// address to listen on for clients (default 127.0.0.1:7070: loopback
+    /// only; name another address to serve other hosts, with
+    /// --auth-token-file)
     #[argh(option, default = "\"127.0.0.1:7070\".parse().unwrap()")]
     listen: SocketAddr,
+
+    /// file holding a shared secret (1 to 1024 bytes; a trailing newline is
+    /// dropped): every client and the master's replication stream must
+    /// present it in the handshake, and a master sends it to its slave.
+    /// Give both replicas the same file
+    #[argh(option)]
+    auth_token_file: Option<PathBuf>,
 
     /// directory of the store (created if missing)
     #[argh(option)]
@@ -200,6 +210,21 @@ fn main() -> ExitCode {
         min_dead_bytes: args.compact_min_dead_bytes,
         dead_ratio: args.compact_dead_ratio.clamp(0.0, 1.0),
     };
+    if let Some(path) = &args.auth_token_file {
+        match AuthToken::from_file(path) {
+            Ok(token) => config.auth_token = Some(token),
+            Err(e) => {
+                error!("--auth-token-file: {}", duokv::error::chain(&e));
+                return ExitCode::from(2);
+            }
+        }
+    } else if !args.listen.ip().is_loopback() {
+        log::warn!(
+            "listening on {} with no --auth-token-file: anyone who can reach this port \
+             can read and write every key, and can pose as this node's master",
+            args.listen
+        );
+    }
     config.role = match role(&args) {
         Ok(role) => role,
         Err(e) => {

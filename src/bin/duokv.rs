@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use argh::FromArgs;
 use std::time::Duration;
 
+use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::bench::BenchConfig;
 use duokv::demo::DemoConfig;
 use duokv::duration::parse_duration;
@@ -24,6 +25,11 @@ use duokv::{Client, WriteReceipt};
 /// The duokv command-line client.
 #[derive(FromArgs)]
 struct Args {
+    /// file holding the servers' shared auth token (servers started with
+    /// --auth-token-file); default: $DUOKV_AUTH_TOKEN_FILE, else none
+    #[argh(option)]
+    auth_token_file: Option<PathBuf>,
+
     #[argh(subcommand)]
     command: Command,
 }
@@ -284,18 +290,26 @@ fn receipt_line(receipt: &WriteReceipt) -> String {
     )
 }
 
-fn run(command: Command) -> duokv::Result<String> {
+/// The token from `--auth-token-file`, else from the file
+/// `$DUOKV_AUTH_TOKEN_FILE` names, else none.
+fn auth_token(flag: Option<PathBuf>) -> duokv::Result<Option<AuthToken>> {
+    let path = flag.or_else(|| std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from));
+    path.map(|path| AuthToken::from_file(&path)).transpose()
+}
+
+fn run(command: Command, token: Option<AuthToken>) -> duokv::Result<String> {
+    let connect = |addr: String| Client::builder(addr).auth_token(token.clone()).connect();
     Ok(match command {
-        Command::Get(c) => match Client::connect(c.addr)?.read(&c.key)? {
+        Command::Get(c) => match connect(c.addr)?.read(&c.key)? {
             Some(value) => String::from_utf8_lossy(&value).into_owned(),
             None => return Err(duokv::Error::NotFound),
         },
-        Command::Create(c) => receipt_line(&Client::connect(c.addr)?.create(&c.key, &c.value)?),
-        Command::Update(c) => receipt_line(&Client::connect(c.addr)?.update(&c.key, &c.value)?),
-        Command::Put(c) => receipt_line(&Client::connect(c.addr)?.put(&c.key, &c.value)?),
-        Command::Delete(c) => receipt_line(&Client::connect(c.addr)?.delete(&c.key)?),
+        Command::Create(c) => receipt_line(&connect(c.addr)?.create(&c.key, &c.value)?),
+        Command::Update(c) => receipt_line(&connect(c.addr)?.update(&c.key, &c.value)?),
+        Command::Put(c) => receipt_line(&connect(c.addr)?.put(&c.key, &c.value)?),
+        Command::Delete(c) => receipt_line(&connect(c.addr)?.delete(&c.key)?),
         Command::Ping(c) => {
-            let pong = Client::connect(c.addr.clone())?.ping()?;
+            let pong = connect(c.addr.clone())?.ping()?;
             format!(
                 "pong from {}: round trip {:.3}ms, server clock offset {:+.3}ms ± {:.3}ms",
                 c.addr,
@@ -314,6 +328,7 @@ fn run(command: Command) -> duokv::Result<String> {
                 write_ratio: c.writes,
                 keys: c.keys,
                 value_size: c.value_size,
+                auth_token: token.clone(),
             })?;
             if json {
                 report.to_json()
@@ -331,6 +346,7 @@ fn run(command: Command) -> duokv::Result<String> {
             config.slave_events = c.slave_events;
             config.client_host = c.client_host;
             config.probe_patience = c.probe_patience;
+            config.auth_token = token.clone();
             let outcome = duokv::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
             format!(
@@ -361,7 +377,7 @@ fn run(command: Command) -> duokv::Result<String> {
             }
             report
         }
-        Command::Info(c) => Client::connect(c.addr)?
+        Command::Info(c) => connect(c.addr)?
             .info()?
             .into_iter()
             .map(|(name, value)| format!("{name}: {value}"))
@@ -393,7 +409,7 @@ fn stats_report(dirs: Vec<PathBuf>) -> duokv::Result<String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Args = argh::from_env();
-    match run(args.command) {
+    match auth_token(args.auth_token_file).and_then(|token| run(args.command, token)) {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`duokv get k | head -0`) is not worth a panic.

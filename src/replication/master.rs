@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use duokv_protocol::{
-    self as protocol, Frame, Handshake, HandshakeReply, HandshakeStatus, Message, NodeRole,
-    ReplicatedOp, Replication, Role,
+    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
+    NodeRole, ReplicatedOp, Replication, Role,
 };
 use duokv_storage::{self as storage, Op, Store};
 use log::{debug, error, info, warn};
 
 use super::ReplicationMode;
+use crate::auth::AuthToken;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
 
@@ -106,6 +107,8 @@ struct Outgoing {
 #[derive(Debug)]
 struct Link {
     settings: MasterSettings,
+    /// Sent in the handshake, for a slave that wants one.
+    auth_token: Option<AuthToken>,
     store: Arc<Store>,
     events: Option<EventSink>,
     state: Mutex<LinkState>,
@@ -142,15 +145,17 @@ pub struct Replicator {
 
 impl Replicator {
     /// Starts the sender, which dials the slave at once and keeps dialling
-    /// while it is away.
+    /// while it is away, presenting `auth_token` in each handshake.
     pub fn start(
         settings: MasterSettings,
+        auth_token: Option<AuthToken>,
         store: Arc<Store>,
         events: Option<EventSink>,
     ) -> crate::Result<Replicator> {
         let (queue, receiver) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         let link = Arc::new(Link {
             settings,
+            auth_token,
             store,
             events,
             state: Mutex::new(LinkState::default()),
@@ -399,9 +404,13 @@ impl Session {
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
         // A replica stream's handshake carries the master's history ID, so
         // that an empty slave can join it (see PROTOCOL.md).
-        let mut handshake = Handshake::new(Role::Replica);
-        handshake.extra = link.store.history_id().to_be_bytes().to_vec();
-        handshake.write_to(writer.get_mut())?;
+        let fields = HandshakeFields {
+            history_id: Some(link.store.history_id()),
+            auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
+        };
+        Handshake::with_fields(Role::Replica, &fields)
+            .map_err(protocol::Error::from)?
+            .write_to(writer.get_mut())?;
         let reply = HandshakeReply::read_from(&mut reader)?;
         if reply.status != HandshakeStatus::Ok {
             return Err(crate::Error::Refused {

@@ -69,48 +69,11 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
     reader.get_ref().start_frame(shared.config.frame_timeout);
     let handshake = Handshake::read_from(&mut reader);
     reader.get_ref().end_frame();
-    match handshake {
-        Ok(handshake) if handshake.role == Role::Client => {
-            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
-                .write_to(&mut writer)
-                .is_err()
-            {
-                return;
-            }
-        }
-        Ok(handshake) if handshake.role == Role::Replica && shared.slave.is_some() => {
-            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
-                .write_to(&mut writer)
-                .is_ok()
-                && let Some(slave) = &shared.slave
-            {
-                let master_history = handshake
-                    .extra
-                    .get(..8)
-                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-                    .map_or(0, u64::from_be_bytes);
-                // The stream may be idle as long as the master takes no writes.
-                reader.get_ref().wait_forever();
-                replication::slave::serve_stream(
-                    &shared.store,
-                    slave,
-                    shared.events.as_ref(),
-                    (&stream, &mut reader),
-                    peer,
-                    master_history,
-                );
-            }
-            return;
-        }
-        Ok(handshake) => {
-            warn!(
-                "{peer}: refused: role {:?} is not served by a {:?} node",
-                handshake.role, shared.role
-            );
-            let _ = HandshakeReply::new(HandshakeStatus::UnsupportedRole, shared.role)
-                .write_to(&mut writer);
-            return;
-        }
+    let handshake = match handshake.and_then(|handshake| {
+        let fields = handshake.fields()?;
+        Ok((handshake.role, fields))
+    }) {
+        Ok(handshake) => handshake,
         Err(protocol::Error::Handshake(e)) => {
             warn!("{peer}: bad handshake: {e}");
             if let Some(status) = e.status() {
@@ -120,6 +83,60 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
         }
         Err(e) => {
             debug!("{peer}: gone during the handshake: {e}");
+            return;
+        }
+    };
+    let (role, fields) = handshake;
+    if let Some(token) = &shared.config.auth_token
+        && !token.admits(fields.auth_token.as_deref())
+    {
+        warn!(
+            "{peer}: refused: {} auth token (role {role:?})",
+            if fields.auth_token.is_some() {
+                "wrong"
+            } else {
+                "no"
+            }
+        );
+        let _ =
+            HandshakeReply::new(HandshakeStatus::Unauthorized, shared.role).write_to(&mut writer);
+        return;
+    }
+    match role {
+        Role::Client => {
+            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
+                .write_to(&mut writer)
+                .is_err()
+            {
+                return;
+            }
+        }
+        Role::Replica if shared.slave.is_some() => {
+            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
+                .write_to(&mut writer)
+                .is_ok()
+                && let Some(slave) = &shared.slave
+            {
+                // The stream may be idle as long as the master takes no writes.
+                reader.get_ref().wait_forever();
+                replication::slave::serve_stream(
+                    &shared.store,
+                    slave,
+                    shared.events.as_ref(),
+                    (&stream, &mut reader),
+                    peer,
+                    fields.history_id.unwrap_or(0),
+                );
+            }
+            return;
+        }
+        _ => {
+            warn!(
+                "{peer}: refused: role {role:?} is not served by a {:?} node",
+                shared.role
+            );
+            let _ = HandshakeReply::new(HandshakeStatus::UnsupportedRole, shared.role)
+                .write_to(&mut writer);
             return;
         }
     }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use duokv_protocol::NodeRole;
 use duokv_storage::{CompactionPolicy, Options, Store, Sync};
 
+use crate::auth::AuthToken;
 use crate::event_log::{EventLog, EventSink};
 use crate::replication::{MasterSettings, Replicator, SlaveState};
 use log::{error, info, warn};
@@ -55,6 +56,9 @@ pub struct ServerConfig {
     pub event_log: Option<PathBuf>,
     /// When the store compacts on its own.
     pub compaction: CompactionPolicy,
+    /// The shared secret every peer (client or master) must present in its
+    /// handshake, if any; a master also sends it to its slave.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl ServerConfig {
@@ -100,6 +104,7 @@ impl ServerConfig {
             role: RoleConfig::Standalone,
             event_log: None,
             compaction: CompactionPolicy::default(),
+            auth_token: None,
         }
     }
 }
@@ -181,8 +186,12 @@ impl Server {
         let (role, replicator, slave) = match &config.role {
             RoleConfig::Standalone => (NodeRole::Standalone, None, None),
             RoleConfig::Master(settings) => {
-                let replicator =
-                    Replicator::start(settings.clone(), store.clone(), events.clone())?;
+                let replicator = Replicator::start(
+                    settings.clone(),
+                    config.auth_token.clone(),
+                    store.clone(),
+                    events.clone(),
+                )?;
                 (NodeRole::Master, Some(replicator), None)
             }
             RoleConfig::Slave { on_divergence, .. } => {
@@ -190,11 +199,16 @@ impl Server {
             }
         };
         info!(
-            "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections",
+            "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections, {}",
             describe(&config.role),
             config.data_dir.display(),
             config.fsync,
-            config.max_connections
+            config.max_connections,
+            if config.auth_token.is_some() {
+                "auth token required"
+            } else {
+                "no auth token"
+            }
         );
         let shared = Arc::new(Shared {
             config,

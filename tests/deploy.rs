@@ -185,6 +185,11 @@ fn deploys_to_two_ssh_hosts_in_both_modes() {
             "preflight facts recorded: {meta}"
         );
         assert!(dir.join("latency.svg").exists() && dir.join("cdf.svg").exists());
+        // Both servers ran behind the deployment's auth token.
+        for log in ["master.log", "slave.log"] {
+            let log = std::fs::read_to_string(dir.join(log)).expect("fetched server log");
+            assert!(log.contains("auth token required"), "{mode}:\n{log}");
+        }
     }
     assert!(
         stdout.contains("staleness, two clocks"),

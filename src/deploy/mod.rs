@@ -7,7 +7,8 @@
 //!    local build, free disk, the duokv port free, the clock's sync state
 //!    (`chronyc`, else `timedatectl`; recorded in the run's metadata);
 //! 2. **upload** `duokv-server` and `duokv` over SFTP, verified by SHA-256,
-//!    skipped when the checksum already matches;
+//!    skipped when the checksum already matches, and a fresh random auth
+//!    token (mode 600) that both servers and the bench client present;
 //! 3. **start** the slave, then the master (`setsid nohup`, pid file, logs in
 //!    the run directory), and wait until both answer and the master's link
 //!    is up; on failure, the last lines of the remote log;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use hosts::{Host, Hosts};
 use remote::{Remote, failure, quote, tail};
 
+use crate::auth::AuthToken;
 use crate::error::{Error, Result};
 use crate::replication::ReplicationMode;
 use crate::run_dir::{self, RunMeta};
@@ -106,6 +108,7 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
     for side in [&master, &slave] {
         upload(&side.remote, config)?;
     }
+    let token = share_auth_token(&[&master.remote, &slave.remote])?;
 
     let run_name = config
         .out
@@ -122,7 +125,7 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
             path: local.clone(),
             source,
         })?;
-        let outcome = run_mode(config, *mode, &master, &slave, &paths, &local, stop);
+        let outcome = run_mode(config, *mode, (&master, &slave), &token, &paths, &local, stop);
         // Whatever happened, leave no server running.
         let stopped = stop_servers(&master.remote, &slave.remote, &paths);
         outcome?;
@@ -161,6 +164,8 @@ struct RunPaths {
 /// The remote paths of one run on one host.
 struct HostPaths {
     bin: String,
+    /// The shared auth token's file.
+    token: String,
     run: String,
     data: String,
 }
@@ -169,6 +174,7 @@ impl RunPaths {
     fn new(hosts: &Hosts, run_name: &str, mode: ReplicationMode) -> RunPaths {
         let on = |host: &Host| HostPaths {
             bin: format!("{}/bin", host.remote_dir),
+            token: auth_token_path(host),
             run: format!("{}/runs/{run_name}/{mode}", host.remote_dir),
             data: format!("{}/data/{run_name}-{mode}-{}", host.remote_dir, host.name),
         };
@@ -317,6 +323,36 @@ fn upload(remote: &Remote, config: &DeployConfig) -> Result<()> {
     Ok(())
 }
 
+/// Where a host keeps the deployment's auth token.
+fn auth_token_path(host: &Host) -> String {
+    format!("{}/auth-token", host.remote_dir)
+}
+
+/// Step 2, last part: makes a new random token for this deployment (32
+/// bytes from the OS, in hex) and uploads it to every host, readable by its
+/// owner only. Each deployment gets its own, so a token that leaked from
+/// an earlier run opens nothing.
+fn share_auth_token(remotes: &[&Remote]) -> Result<AuthToken> {
+    let mut random = [0u8; 32];
+    let urandom = Path::new("/dev/urandom");
+    std::fs::File::open(urandom)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .map_err(|source| Error::File {
+            path: urandom.to_path_buf(),
+            source,
+        })?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    // NamedTempFile creates its file with mode 600.
+    let mut local = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(&mut local, hex.as_bytes())?;
+    for remote in remotes {
+        let target = auth_token_path(remote.host());
+        remote.upload("2. upload", local.path(), &target, 0o600)?;
+        step(remote.host(), "2. upload", "auth token: a new one, mode 600");
+    }
+    AuthToken::new(hex.into_bytes()).map_err(|message| Error::Internal { message })
+}
+
 /// The SHA-256 of a local file, by `sha256sum`.
 fn sha256(path: &Path) -> Result<String> {
     let output = Command::new("sha256sum")
@@ -340,8 +376,8 @@ fn sha256(path: &Path) -> Result<String> {
 fn run_mode(
     config: &DeployConfig,
     mode: ReplicationMode,
-    master: &Side,
-    slave: &Side,
+    (master, slave): (&Side, &Side),
+    token: &AuthToken,
     paths: &RunPaths,
     local: &Path,
     stop: &AtomicBool,
@@ -358,23 +394,25 @@ fn run_mode(
         )?;
     }
     let slave_args = format!(
-        "--listen {} --data-dir {} --role slave --master-addr {} --event-log {}/{} --fsync {}",
+        "--listen {} --data-dir {} --role slave --master-addr {} --event-log {}/{} --fsync {} --auth-token-file {}",
         quote(&s.service_addr()),
         quote(&paths.slave.data),
         quote(&m.service_addr()),
         paths.slave.run,
         run_dir::SLAVE_EVENTS,
-        quote(&config.fsync)
+        quote(&config.fsync),
+        quote(&paths.slave.token)
     );
     start_server(&slave.remote, &paths.slave, &slave_args, "slave")?;
     let master_args = format!(
-        "--listen {} --data-dir {} --role master --replica {} --replication {mode} --event-log {}/{} --fsync {}",
+        "--listen {} --data-dir {} --role master --replica {} --replication {mode} --event-log {}/{} --fsync {} --auth-token-file {}",
         quote(&m.service_addr()),
         quote(&paths.master.data),
         quote(&s.service_addr()),
         paths.master.run,
         run_dir::MASTER_EVENTS,
-        quote(&config.fsync)
+        quote(&config.fsync),
+        quote(&paths.master.token)
     );
     start_server(&master.remote, &paths.master, &master_args, "master")?;
     wait_until_linked(master, slave, paths)?;
@@ -394,8 +432,9 @@ fn run_mode(
                 &format!("{} updates, {interval} apart", config.count),
             );
             let command = format!(
-                "{}/duokv bench --master {} --slave {} --count {} --interval {interval} --out {} --client-host {}",
+                "{}/duokv --auth-token-file {} bench --master {} --slave {} --count {} --interval {interval} --out {} --client-host {}",
                 at.bin,
+                quote(&at.token),
                 quote(&m.service_addr()),
                 quote(&s.service_addr()),
                 config.count,
@@ -424,6 +463,7 @@ fn run_mode(
             bench.count = config.count;
             bench.interval = config.interval;
             bench.client_host = "local (deployer)".into();
+            bench.auth_token = Some(token.clone());
             crate::bench::run(&bench, stop)?;
         }
     }
@@ -447,8 +487,9 @@ fn start_server(remote: &Remote, at: &HostPaths, args: &str, name: &str) -> Resu
 fn wait_until_linked(master: &Side, slave: &Side, paths: &RunPaths) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let info = format!(
-        "{}/duokv info --addr {}",
+        "{}/duokv --auth-token-file {} info --addr {}",
         paths.master.bin,
+        quote(&paths.master.token),
         quote(&master.remote.host().service_addr())
     );
     loop {

@@ -46,9 +46,12 @@ pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
 /// Serves one connection to its end.
 pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
     debug!("{peer}: connected");
-    let Some(_registration) = shared.shutdown.register(&stream) else {
-        warn!("{peer}: cannot register the connection; closed");
-        return;
+    let _registration = match shared.shutdown.register(&stream) {
+        Ok(registration) => registration,
+        Err(e) => {
+            warn!("{peer}: cannot register the connection ({e}); closed");
+            return;
+        }
     };
     if let Err(e) = stream
         .set_nodelay(true)
@@ -61,7 +64,7 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
         return;
     }
     let mut reader = BufReader::with_capacity(
-        64 * 1024,
+        8 * 1024,
         DeadlineStream::new(&stream, shared.config.idle_timeout),
     );
     let mut writer = &stream;

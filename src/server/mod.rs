@@ -154,6 +154,38 @@ impl Shared {
 /// connection is closed without a word, so a flood costs no more threads.
 const MAX_REFUSING: usize = 64;
 
+/// The pause after a failed `accept` (no file descriptors left, say):
+/// from 5 ms doubling to 1 s while failures go on, as Go's `net/http` does,
+/// and one warning per pause rather than one per failure.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn wait(&mut self, error: &std::io::Error) {
+        self.failures += 1;
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
+        warn!(
+            "accept failed ({} in a row): {error}; next try in {:?} (raise `ulimit -n` or lower \
+             --max-connections if it says too many open files)",
+            self.failures, self.pause
+        );
+        std::thread::sleep(self.pause);
+    }
+
+    fn reset(&mut self) {
+        if self.failures > 0 {
+            info!("accepting again after {} failed accepts", self.failures);
+        }
+        *self = AcceptBackoff::default();
+    }
+}
+
 /// A bound server, ready to [`run`](Server::run).
 #[derive(Debug)]
 pub struct Server {
@@ -242,15 +274,21 @@ impl Server {
     /// Serves connections until shutdown, then drains and closes the store.
     pub fn run(self) -> crate::Result<()> {
         let mut handlers = Vec::new();
+        let mut accept_backoff = AcceptBackoff::default();
         for incoming in self.listener.incoming() {
             if self.shared.shutdown.is_requested() {
                 break;
             }
             let stream = match incoming {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    accept_backoff.reset();
+                    stream
+                }
                 Err(e) => {
-                    // Running out of file descriptors must not end the server.
-                    warn!("accept failed: {e}");
+                    // Running out of file descriptors must not end the
+                    // server, nor spin it: the connection waiting in the
+                    // backlog fails every accept until a descriptor frees.
+                    accept_backoff.wait(&e);
                     continue;
                 }
             };

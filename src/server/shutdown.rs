@@ -88,8 +88,8 @@ impl Shutdown {
     }
 
     /// Registers an open connection; the guard removes it when dropped.
-    pub(crate) fn register(&self, stream: &TcpStream) -> Option<Registration> {
-        let clone = stream.try_clone().ok()?;
+    pub(crate) fn register(&self, stream: &TcpStream) -> std::io::Result<Registration> {
+        let clone = stream.try_clone()?;
         let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         let mut open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_requested() {
@@ -98,7 +98,7 @@ impl Shutdown {
             let _ = clone.shutdown(SocketShutdown::Read);
         }
         open.insert(id, clone);
-        Some(Registration {
+        Ok(Registration {
             inner: self.inner.clone(),
             id,
         })

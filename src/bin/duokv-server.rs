@@ -189,6 +189,25 @@ fn parse_fsync(text: &str) -> Result<Sync, String> {
     }
 }
 
+/// Raises the open-files soft limit (up to the hard one) to cover
+/// `--max-connections`, as Go programs do at start, and warns when even the
+/// hard limit is too low. Each connection takes two descriptors (its socket,
+/// and the clone shutdown uses), the store and the listener a few more. Past
+/// the limit the server does not fail: it closes the connections it cannot
+/// register.
+fn ensure_enough_files(max_connections: usize) {
+    let need = 2 * max_connections as u64 + 64;
+    match rlimit::increase_nofile_limit(need) {
+        Ok(limit) if limit < need => log::warn!(
+            "--max-connections {max_connections} needs about {need} open files and the hard \
+             limit is {limit}: raise it (`ulimit -Hn`, LimitNOFILE=) or lower \
+             --max-connections (past the limit, new connections are closed at once)"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read or raise the open-files limit: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Args = argh::from_env();
@@ -225,6 +244,7 @@ fn main() -> ExitCode {
             args.listen
         );
     }
+    ensure_enough_files(config.max_connections);
     config.role = match role(&args) {
         Ok(role) => role,
         Err(e) => {

@@ -27,18 +27,6 @@ fn kills() -> usize {
         .unwrap_or(3)
 }
 
-/// A small seeded generator for the kill moments.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// What the writers saw: for every key they tried, whether the write was
 /// acknowledged. Each key is written once, with its own name as the value.
 type Outcomes = Arc<Mutex<BTreeMap<String, bool>>>;
@@ -96,10 +84,10 @@ fn sync_pair() -> Pair {
 /// apart, `kills()` times, restarting it and waiting for the link each
 /// time; `after_each` runs after every restart with the kill's number.
 fn kill_repeatedly(pair: &mut Pair, victim: &str, seed: u64, mut after_each: impl FnMut(usize)) {
-    let mut rng = XorShift(seed ^ kills() as u64);
+    let mut rng = fastrand::Rng::with_seed(seed ^ kills() as u64);
     for kill in 0..kills() {
         // The fault schedule: a random moment 100 to 400 ms into the work.
-        thread::sleep(Duration::from_millis(100 + rng.next() % 300));
+        thread::sleep(Duration::from_millis(rng.u64(100..400)));
         let server = if victim == "master" {
             &mut pair.master
         } else {
@@ -204,15 +192,15 @@ fn histories_stay_linearizable_through_a_master_kill_storm() {
                     .connect_timeout(Duration::from_millis(500))
                     .read_timeout(Duration::from_secs(5))
                     .build();
-                let mut rng = XorShift(0xD1B5_4A32_D192_ED03 ^ (c + 1));
+                let mut rng = fastrand::Rng::with_seed(0xD1B5_4A32_D192_ED03 ^ (c + 1));
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    let key = rng.next() % KEYS;
+                    let key = rng.u64(..KEYS);
                     let name = format!("lin{key}");
                     let value = format!("{c}-{n}").into_bytes();
                     n += 1;
                     let invoke = now();
-                    let (op, result) = match rng.next() % 5 {
+                    let (op, result) = match rng.u8(..5) {
                         0 => (
                             Op::Create(value.clone()),
                             client.create(&name, &value).map(|_| None),

@@ -201,6 +201,27 @@ fn size_limits() {
     );
 }
 
+/// `--max-frame-bytes` lowers the frame cap: a value that fits is stored,
+/// one that makes the frame a byte too long gets `TooLarge` from the Client
+/// (the server's answer, read before the connection closes) and from raw
+/// bytes alike, and takes no seq.
+#[test]
+fn max_frame_bytes_caps_requests_below_the_protocol_limit() {
+    let server = ServerProcess::start(&["--fsync", "never", "--max-frame-bytes", "4096"]);
+    let mut client = server.client();
+    // A put frame's length: 9 header + 4 + key + 4 + value bytes.
+    let fits = vec![b'v'; 4096 - 9 - 4 - 1 - 4];
+    client.put("k", &fits).unwrap();
+    let seq = last_seq(&mut client);
+    let over = vec![b'v'; fits.len() + 1];
+    let result = client.put("k", &over);
+    assert!(matches!(result, Err(Error::TooLarge { .. })), "{result:?}");
+    assert_server_refuses_put(&server, b"k", &over);
+    let mut client = server.client();
+    assert_value(&mut client, b"k", Some(&fits));
+    assert_eq!(last_seq(&mut client), seq, "a refused write took a seq");
+}
+
 /// An oversized value is reported as [`Error::TooLarge`], the variant
 /// documented for "the key or value is over the limit", whichever side
 /// notices, and the connection stays usable.

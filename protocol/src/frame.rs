@@ -146,7 +146,7 @@ impl Frame {
             return Err(FrameError::Incomplete);
         };
         let len = NetworkEndian::read_u32(prefix);
-        check_len(len)?;
+        check_len(len, MAX_FRAME_LEN)?;
         if let Some(&kind) = buf.get(PREFIX_LEN) {
             Kind::from_u8(kind).ok_or(FrameError::UnknownKind(kind))?;
         }
@@ -246,12 +246,12 @@ impl Frame {
 }
 
 /// Checks a declared frame length against the header size and the cap.
-fn check_len(len: u32) -> Result<(), FrameError> {
-    if len > MAX_FRAME_LEN {
+fn check_len(len: u32, max: u32) -> Result<(), FrameError> {
+    if len > max {
         return Err(FrameError::TooLarge {
             limit: Limit::Frame,
             len: u64::from(len),
-            max: u64::from(MAX_FRAME_LEN),
+            max: u64::from(max),
         });
     }
     if len < HEADER_LEN {
@@ -276,6 +276,18 @@ fn check_len(len: u32) -> Result<(), FrameError> {
 /// half-way, buffer the bytes yourself and use [`Frame::check`] and
 /// [`Frame::parse`].
 pub fn read_frame<R: Read + ?Sized>(reader: &mut R) -> Result<Option<Frame>, Error> {
+    read_frame_within(reader, MAX_FRAME_LEN)
+}
+
+/// [`read_frame`] with a lower cap on the length prefix: a frame whose
+/// length is above `max_len` (or above [`MAX_FRAME_LEN`], whichever is
+/// lower) is [`FrameError::TooLarge`] with that cap as its `max`, decided
+/// from the prefix alone. For a server that wants less memory per
+/// connection than the protocol allows.
+pub fn read_frame_within<R: Read + ?Sized>(
+    reader: &mut R,
+    max_len: u32,
+) -> Result<Option<Frame>, Error> {
     let mut prefix = [0u8; PREFIX_LEN];
     let got = read_full(reader, &mut prefix)?;
     if got == 0 {
@@ -288,7 +300,7 @@ pub fn read_frame<R: Read + ?Sized>(reader: &mut R) -> Result<Option<Frame>, Err
         });
     }
     let len = NetworkEndian::read_u32(&prefix);
-    check_len(len)?;
+    check_len(len, max_len.min(MAX_FRAME_LEN))?;
 
     let buf = read_rest(reader, prefix, len)?;
     Ok(Some(Frame::parse(&buf)?))
@@ -361,6 +373,36 @@ mod tests {
         assert_eq!(bytes, [0, 0, 0, 9, 0x06, 1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(Frame::check(&bytes), Ok(13));
         assert_eq!(Frame::parse(&bytes), Ok(ping(0x0102_0304_0506_0708)));
+    }
+
+    #[test]
+    fn a_lower_cap_refuses_from_the_prefix_and_never_raises_the_protocol_one() {
+        let put = Frame::request(
+            1,
+            Request::Put {
+                key: b"k".to_vec(),
+                value: vec![0; 100],
+            },
+        );
+        let bytes = put.to_bytes().unwrap();
+        let len = bytes.len() as u32 - 4;
+        assert_eq!(
+            read_frame_within(&mut &bytes[..], len).unwrap(),
+            Some(put.clone())
+        );
+        match read_frame_within(&mut &bytes[..4], len - 1) {
+            Err(Error::Frame(FrameError::TooLarge { len: l, max, .. })) => {
+                assert_eq!((l, max), (u64::from(len), u64::from(len - 1)))
+            }
+            other => panic!("{other:?}"),
+        }
+        let huge = (MAX_FRAME_LEN + 1).to_be_bytes();
+        match read_frame_within(&mut &huge[..], u32::MAX) {
+            Err(Error::Frame(FrameError::TooLarge { max, .. })) => {
+                assert_eq!(max, u64::from(MAX_FRAME_LEN))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub mod message;
 pub mod replication;
 
 pub use error::{Error, FrameError, HandshakeError, Limit};
-pub use frame::{Frame, Message, read_frame, write_frame};
+pub use frame::{Frame, Message, read_frame, read_frame_within, write_frame};
 pub use handshake::{Handshake, HandshakeReply, HandshakeStatus, MAGIC, NodeRole, Role};
 pub use handshake_fields::{HandshakeFields, MAX_AUTH_TOKEN_LEN};
 pub use message::{ErrorCode, Kind, Request, Response, WriteReceipt};

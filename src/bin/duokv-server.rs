@@ -52,6 +52,13 @@ struct Args {
     #[argh(option, default = "1024")]
     max_connections: usize,
 
+    /// the largest request frame read, in bytes (default and most 33554432,
+    /// 32 MiB: a 16 MiB value with room to spare); larger ones are refused
+    /// TooLarge from their length prefix. Client memory is bounded by about
+    /// --max-connections x this
+    #[argh(option, default = "duokv::protocol::MAX_FRAME_LEN")]
+    max_frame_bytes: u32,
+
     /// close a connection that sends nothing (or half a frame) for this long,
     /// e.g. 30s or 500ms (default 300s)
     #[argh(
@@ -221,6 +228,9 @@ fn main() -> ExitCode {
     let mut config = ServerConfig::new(args.listen, args.data_dir.clone());
     config.fsync = args.fsync;
     config.max_connections = args.max_connections.max(1);
+    config.max_frame_len = args
+        .max_frame_bytes
+        .clamp(64, duokv::protocol::MAX_FRAME_LEN);
     config.idle_timeout = args.idle_timeout;
     config.frame_timeout = args.frame_timeout;
     config.drain_timeout = args.drain_timeout;

@@ -125,7 +125,15 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
             path: local.clone(),
             source,
         })?;
-        let outcome = run_mode(config, *mode, (&master, &slave), &token, &paths, &local, stop);
+        let outcome = run_mode(
+            config,
+            *mode,
+            (&master, &slave),
+            &token,
+            &paths,
+            &local,
+            stop,
+        );
         // Whatever happened, leave no server running.
         let stopped = stop_servers(&master.remote, &slave.remote, &paths);
         outcome?;
@@ -348,7 +356,11 @@ fn share_auth_token(remotes: &[&Remote]) -> Result<AuthToken> {
     for remote in remotes {
         let target = auth_token_path(remote.host());
         remote.upload("2. upload", local.path(), &target, 0o600)?;
-        step(remote.host(), "2. upload", "auth token: a new one, mode 600");
+        step(
+            remote.host(),
+            "2. upload",
+            "auth token: a new one, mode 600",
+        );
     }
     AuthToken::new(hex.into_bytes()).map_err(|message| Error::Internal { message })
 }

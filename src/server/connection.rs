@@ -162,7 +162,7 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
                 return;
             }
         }
-        let frame = protocol::read_frame(&mut reader);
+        let frame = protocol::read_frame_within(&mut reader, shared.config.max_frame_len);
         reader.get_ref().end_frame();
         let frame = match frame {
             Ok(Some(frame)) => frame,

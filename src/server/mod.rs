@@ -6,10 +6,13 @@
 //! finish within [`ServerConfig::drain_timeout`], and closes the store.
 //!
 //! Limits that protect the server's memory and threads are all in
-//! [`ServerConfig`]: `max_connections` (a connection over it gets a `Busy`
-//! handshake reply and is closed), `idle_timeout` (a connection that sends
-//! nothing, or half a frame, for that long is dropped) and the protocol's
-//! frame cap, checked before any buffer is allocated.
+//! [`ServerConfig`], each a `duokv-server` flag: `max_connections` (a
+//! connection over it gets a `Busy` handshake reply and is closed; one
+//! thread and about 30 KiB each), `max_frame_len` (checked from the length
+//! prefix before any buffer is allocated; the buffer then grows only as
+//! bytes arrive), `idle_timeout` (a connection that sends nothing for that
+//! long is dropped) and `frame_timeout` (a handshake or frame that has begun
+//! must be whole within it).
 
 mod connection;
 mod deadline;
@@ -43,6 +46,11 @@ pub struct ServerConfig {
     pub fsync: Sync,
     /// Connections served at once; more get `Busy` and are closed.
     pub max_connections: usize,
+    /// The largest request frame read, in bytes (at most the protocol's
+    /// `MAX_FRAME_LEN`); a larger one gets `TooLarge` from its length
+    /// prefix alone. With `max_connections`, it bounds the memory clients
+    /// can make the server hold.
+    pub max_frame_len: u32,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
     /// A frame that has begun must be whole within this, or the
@@ -98,6 +106,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             fsync: Sync::Always,
             max_connections: 1024,
+            max_frame_len: duokv_protocol::MAX_FRAME_LEN,
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),

@@ -122,7 +122,7 @@ pub enum HandshakeStatus {
     /// 5: the server is shutting down.
     ShuttingDown,
     /// 6: the handshake's `extra` bytes break the field format
-    /// ([`HandshakeFields`](crate::HandshakeFields)).
+    /// ([`HandshakeFields`]).
     Malformed,
     /// 7: the server wants the shared auth token and the handshake did not
     /// carry it, or carried another one.

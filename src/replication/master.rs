@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,8 @@ struct Link {
     store: Arc<Store>,
     events: Option<EventSink>,
     state: Mutex<LinkState>,
-    changed: Condvar,
+    /// Hands out the keys of [`LinkState::waiting`].
+    next_waiter: AtomicU64,
     stop: AtomicBool,
     overflowed: AtomicBool,
 }
@@ -133,6 +134,28 @@ struct LinkState {
     unacked_keys: VecDeque<(u64, Vec<u8>)>,
     /// The connected stream, to cut it on stop.
     stream: Option<TcpStream>,
+    /// Sync writers parked until the ack covers their seq, by (seq, waiter
+    /// id): an ack unparks exactly the writers it covers, where a condvar
+    /// would wake every waiting writer on every ack.
+    waiting: BTreeMap<(u64, u64), std::thread::Thread>,
+}
+
+impl LinkState {
+    /// Unparks the writers whose seq the ack covers.
+    fn wake_covered(&mut self) {
+        let later = self.waiting.split_off(&(self.acked_seq + 1, 0));
+        for (_, thread) in std::mem::replace(&mut self.waiting, later) {
+            thread.unpark();
+        }
+    }
+
+    /// Unparks every waiting writer, to look at the link again (it went up
+    /// or down, or the master is stopping).
+    fn wake_all(&mut self) {
+        for (_, thread) in std::mem::take(&mut self.waiting) {
+            thread.unpark();
+        }
+    }
 }
 
 /// The master's replication: one link to one slave.
@@ -159,7 +182,7 @@ impl Replicator {
             store,
             events,
             state: Mutex::new(LinkState::default()),
-            changed: Condvar::new(),
+            next_waiter: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
         });
@@ -203,8 +226,11 @@ impl Replicator {
     pub fn wait_for_ack(&self, seq: u64) -> AckOutcome {
         let settings = &self.link.settings;
         let deadline = Instant::now() + settings.sync_timeout;
+        let me = (seq, self.link.next_waiter.fetch_add(1, Ordering::Relaxed));
         let mut state = self.link.lock();
         loop {
+            // Whatever ends the wait, this writer is no longer waiting.
+            state.waiting.remove(&me);
             if state.acked_seq >= seq {
                 return AckOutcome::Acked {
                     at_ns: state.acked_at_ns,
@@ -226,12 +252,12 @@ impl Replicator {
             if now >= deadline {
                 return AckOutcome::TimedOut;
             }
-            state = self
-                .link
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            // Registered under the lock, so an unpark cannot come before
+            // it; one that comes before `park_timeout` makes it return.
+            state.waiting.insert(me, std::thread::current());
+            drop(state);
+            std::thread::park_timeout(deadline - now);
+            state = self.link.lock();
         }
     }
 
@@ -261,10 +287,13 @@ impl Drop for Replicator {
     fn drop(&mut self) {
         self.link.stop.store(true, Ordering::SeqCst);
         drop(self.queue.take());
-        if let Some(stream) = &self.link.lock().stream {
-            let _ = stream.shutdown(Shutdown::Both);
+        {
+            let mut state = self.link.lock();
+            if let Some(stream) = &state.stream {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            state.wake_all();
         }
-        self.link.changed.notify_all();
         if let Some(sender) = self.sender.take()
             && sender.join().is_err()
         {
@@ -308,8 +337,7 @@ impl Link {
                 self.settings.replica
             );
         }
-        drop(state);
-        self.changed.notify_all();
+        state.wake_covered();
     }
 
     fn set_down(&self, why: Option<String>) {
@@ -327,8 +355,7 @@ impl Link {
         if why.is_some() {
             state.last_error = why;
         }
-        drop(state);
-        self.changed.notify_all();
+        state.wake_all();
     }
 }
 
@@ -455,8 +482,8 @@ impl Session {
             if same_history && last_seq <= link.store.last_seq() {
                 state.acked_seq = last_seq;
             }
+            state.wake_all();
         }
-        link.changed.notify_all();
         info!("replication link to slave {addr} up; the slave holds writes up to seq {last_seq}");
         Ok(Session {
             writer,

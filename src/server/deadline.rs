@@ -17,6 +17,9 @@ pub(crate) struct DeadlineStream<'a> {
     /// `None`: reads may block for ever (a replication stream).
     idle: Cell<Option<Duration>>,
     deadline: Cell<Option<Instant>>,
+    /// The socket's read timeout as last set, to skip the `setsockopt`
+    /// when a read between frames would set the same one again.
+    set: Cell<Option<Option<Duration>>>,
 }
 
 impl<'a> DeadlineStream<'a> {
@@ -25,6 +28,7 @@ impl<'a> DeadlineStream<'a> {
             stream,
             idle: Cell::new(Some(idle)),
             deadline: Cell::new(None),
+            set: Cell::new(None),
         }
     }
 
@@ -60,7 +64,10 @@ impl Read for DeadlineStream<'_> {
             }
             None => self.idle.get(),
         };
-        self.stream.set_read_timeout(timeout)?;
+        if self.set.get() != Some(timeout) {
+            self.stream.set_read_timeout(timeout)?;
+            self.set.set(Some(timeout));
+        }
         let mut stream = self.stream;
         stream.read(buf)
     }

@@ -344,6 +344,7 @@ fn info(shared: &Shared) -> Vec<(String, String)> {
         ("dead_bytes", stats.dead_bytes.to_string()),
         ("segment_files", stats.segment_files.to_string()),
         ("compactions", stats.compactions.to_string()),
+        ("fsyncs", stats.syncs.to_string()),
         (
             "connections",
             shared

@@ -53,13 +53,20 @@
 //! an acknowledged write survives under each policy. Under the default,
 //! [`Sync::Always`], a write returns only once its record is `fdatasync`ed,
 //! and writers that wait at the same time share one sync (group commit).
+//! [`Store::write_then`] stages a write and returns at once instead: its
+//! callback runs, with the write's sequence number, on the thread that
+//! made it durable (a writer leading the round, or one of the store's two
+//! committer threads, which lead rounds no waiting writer is there to
+//! lead). A server answers clients from it rather than wake a thread per
+//! write.
 //! Creating, renaming or removing a file also syncs the directory. A failed
 //! sync poisons the store: it refuses writes ([`Error::Poisoned`]) rather
 //! than retry and pretend.
 //!
 //! # Layout
 //!
-//! - [`store`]: [`Store`], its write path and group commit leader.
+//! - [`store`]: [`Store`], its write path, the group-commit leader and the
+//!   committer threads.
 //! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
 //! - [`error`]: [`Error`], the one error type.
 //! - [`fault`]: the [`FaultInjector`] seam that fault tests fail appends

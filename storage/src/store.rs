@@ -29,7 +29,7 @@ use crate::keydir::{Keydir, SegmentSlot};
 use crate::options::{Options, Sync};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Batch, Writer, Written, lock};
+use crate::writer::{Batch, Completion, Finished, Writer, Written, lock};
 
 /// A write, for [`Store::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,10 @@ enum Expect {
 pub struct Store {
     inner: Arc<Inner>,
     background: Option<Background>,
+    /// Lead group-commit rounds no blocked writer is there to lead: two,
+    /// so that one can start the next round while the other calls the
+    /// completions of the last.
+    committers: Vec<Background>,
 }
 
 #[derive(Debug)]
@@ -176,6 +180,8 @@ pub(crate) struct Inner {
     syncs: AtomicU64,
     poisoned: AtomicBool,
     compaction_wanted: Sender<()>,
+    /// Asks the committer thread to lead a group-commit round.
+    commit_wanted: Sender<()>,
     /// Held for the life of the store: the directory's `flock`.
     _lock: File,
 }
@@ -211,6 +217,7 @@ impl Store {
         )?;
         let history = crate::history::load_or_create(&dir, durable)?;
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
+        let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
             history: AtomicU64::new(history),
             dir,
@@ -227,12 +234,17 @@ impl Store {
             syncs: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             compaction_wanted,
+            commit_wanted,
             _lock: lock_file,
         });
         let background = Background::start(&inner, compaction_requests)?;
+        let committers = (0..2)
+            .map(|_| Background::start_committer(&inner, commit_requests.clone()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Store {
             inner,
             background: Some(background),
+            committers,
         })
     }
 
@@ -334,6 +346,28 @@ impl Store {
             WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
         };
         self.inner.append(None, expect, kind, key, value)
+    }
+
+    /// Performs one write like [`write`](Self::write) without waiting for
+    /// it: returns once the write is staged, and calls `done` with its
+    /// sequence number once it is durable (as the sync policy says) and
+    /// visible to readers, or with the error that failed it. `done` runs on
+    /// whichever thread commits the write (this one, another writer's, or
+    /// the store's committer thread): keep it short and never call back into
+    /// the store's write path from it. Writes are numbered in the order
+    /// their calls stage them, whichever way they were made.
+    ///
+    /// A server uses it to answer a client from the thread that made the
+    /// write durable, rather than wake the client's own thread for it.
+    pub fn write_then(&self, op: WriteOp<'_>, done: impl FnOnce(Result<u64>) + Send + 'static) {
+        let (expect, kind, key, value) = match op {
+            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
+            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
+            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
+            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
+        };
+        self.inner
+            .append_then(expect, kind, key, value, Box::new(done));
     }
 
     /// Writes a record whose sequence number a master gave: a slave applies
@@ -497,6 +531,12 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        for committer in std::mem::take(&mut self.committers) {
+            drop(committer.stop);
+            if committer.thread.join().is_err() {
+                error!("a committer thread of the store panicked");
+            }
+        }
         if let Some(background) = self.background.take() {
             drop(background.stop);
             if background.thread.join().is_err() {
@@ -513,6 +553,29 @@ impl Drop for Store {
 }
 
 impl Background {
+    /// Starts the thread that leads group-commit rounds for
+    /// [`Store::write_then`] writers when none of them waits to lead. On
+    /// stop it commits what is still staged, so every completion is called.
+    fn start_committer(inner: &Arc<Inner>, requests: Receiver<()>) -> Result<Background> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let inner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("duokv-commit".into())
+            .spawn(move || {
+                loop {
+                    crossbeam_channel::select! {
+                        recv(stopped) -> _ => break,
+                        recv(requests) -> _ => inner.flush_round(),
+                    }
+                }
+                while requests.try_recv().is_ok() {
+                    inner.flush_round();
+                }
+            })
+            .map_err(|e| Error::io("start the committer thread for", &PathBuf::from("store"), e))?;
+        Ok(Background { stop, thread })
+    }
+
     /// Starts the thread that syncs under `Sync::Every` and compacts when
     /// asked.
     fn start(inner: &Arc<Inner>, compaction_requests: Receiver<()>) -> Result<Background> {
@@ -668,6 +731,7 @@ impl Inner {
             return Ok(());
         }
         let batch = writer.batch.clone();
+        batch.blocked.fetch_add(1, Ordering::SeqCst);
         let lead = !writer.flushing;
         writer.flushing = true;
         drop(writer);
@@ -677,26 +741,94 @@ impl Inner {
         batch.wait(|| self.flush_round())
     }
 
+    /// The write path of [`Store::write_then`]: stages the record and
+    /// returns; `done` is called once the record is durable and visible.
+    /// If no leader is running this thread leads one round itself (so a
+    /// lone writer pays no hand-over), and the committer thread leads the
+    /// rounds that follow while only `write_then` writers are waiting.
+    fn append_then(
+        &self,
+        expect: Expect,
+        kind: RecordKind,
+        key: &[u8],
+        value: &[u8],
+        done: Completion,
+    ) {
+        if let Err(e) = check_limits(key, value) {
+            return done(Err(e));
+        }
+        if self.is_poisoned() {
+            return done(Err(Error::Poisoned));
+        }
+        let mut writer = lock(&self.writer);
+        if expect != Expect::Anything {
+            let pending = writer.unpublished_state(key);
+            let present = match &pending {
+                Some((present, _)) => *present,
+                None => self.read_keydir().entries.contains_key(key),
+            };
+            let refusal = match (expect, present) {
+                (Expect::Absent, true) => Some(Error::AlreadyExists),
+                (Expect::Present, false) => Some(Error::NotFound),
+                _ => None,
+            };
+            if let Some(refusal) = refusal {
+                drop(writer);
+                // A refusal resting on a write not yet durable waits for it,
+                // as in `append`; rare enough to block for.
+                return done(match pending {
+                    None => Err(refusal),
+                    Some((_, batch)) => match batch.wait(|| self.flush_round()) {
+                        Ok(()) => Err(refusal),
+                        Err(_) => self.append(None, expect, kind, key, value),
+                    },
+                });
+            }
+        }
+        let seq = writer.last_seq + 1;
+        writer.stage(seq, kind, key, value);
+        if self.options.sync_policy() != Sync::Always {
+            let outcome = self.commit(writer).map(|()| seq);
+            return done(outcome);
+        }
+        writer.batch.on_done(seq, done);
+        let lead = !writer.flushing;
+        writer.flushing = true;
+        drop(writer);
+        if lead {
+            self.flush_round();
+        }
+    }
+
     /// One group-commit round under `Sync::Always`: write the buffer, sync
-    /// once, publish, wake the batch, hand the lead on.
+    /// once, publish, wake the batch, hand the lead on, and only then, with
+    /// the next round free to start on another thread, call the batch's
+    /// completions.
     fn flush_round(&self) {
+        let (finished, committer_leads) = self.flush_round_gated();
+        self.wake_committer(committer_leads);
+        finished.complete();
+    }
+
+    /// The part of [`flush_round`](Self::flush_round) one thread at a time
+    /// does: returns the batch's completions and whether the committer
+    /// must lead next.
+    fn flush_round_gated(&self) -> (Finished, bool) {
         let _gate = lock(&self.flush_gate);
         let mut writer = lock(&self.writer);
         let batch = std::mem::replace(&mut writer.batch, Arc::new(Batch::default()));
         if self.is_poisoned() {
             writer.discard_buffer();
-            writer.hand_off();
+            let committer_leads = writer.hand_off();
             drop(writer);
-            batch.finish(Err(Error::Poisoned));
-            return;
+            return (batch.finish(Err(Error::Poisoned)), committer_leads);
         }
         let written = match writer.write_buffer() {
             Ok(written) => written,
             Err(e) => {
-                writer.hand_off();
+                let committer_leads = writer.hand_off();
                 drop(writer);
-                batch.finish(Err(e));
-                return;
+                return (batch.finish(Err(e)), committer_leads);
             }
         };
         let segment = writer.active.clone();
@@ -725,8 +857,17 @@ impl Inner {
         // Wake the batch before handing the lead on: its writers, back at
         // once with their next write, join the next batch before it starts,
         // so batches stay large instead of alternating half and half.
-        batch.finish(synced);
-        lock(&self.writer).hand_off();
+        let finished = batch.finish(synced);
+        let committer_leads = lock(&self.writer).hand_off();
+        (finished, committer_leads)
+    }
+
+    /// Asks the committer thread to lead the next round, when `needed`.
+    fn wake_committer(&self, needed: bool) {
+        if needed {
+            // A full channel means the committer is asked already.
+            let _ = self.commit_wanted.try_send(());
+        }
     }
 
     /// Makes written records visible to readers, in order, and asks for a

@@ -10,6 +10,7 @@
 //! wait at the same time share one `fdatasync`.
 
 use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -164,13 +165,21 @@ impl Writer {
         self.buf.clear();
     }
 
-    /// Called by a leader when its round is over: the next batch gets a
-    /// leader if it has records, else leading stops.
-    pub(crate) fn hand_off(&mut self) {
+    /// Called by a leader when its round is over: leading stops if no
+    /// record waits; else one of the next batch's blocked writers leads it.
+    /// Returns `true` when the next batch has records but no blocked writer
+    /// (only [`Store::write_then`](crate::Store::write_then) ones): the
+    /// store's committer thread must lead it.
+    #[must_use]
+    pub(crate) fn hand_off(&mut self) -> bool {
         if self.buf.is_empty() {
             self.flushing = false;
-        } else {
+            false
+        } else if self.batch.blocked.load(Ordering::SeqCst) > 0 {
             self.batch.ask_for_leader();
+            false
+        } else {
+            true
         }
     }
 }
@@ -188,18 +197,68 @@ enum BatchState {
     Done(Option<Arc<Error>>),
 }
 
+/// What a [`Store::write_then`](crate::Store::write_then) caller is told
+/// once its write is durable and visible (its seq), or failed.
+pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
+
+/// A done batch's completions, not called yet.
+pub(crate) struct Finished {
+    error: Option<Arc<Error>>,
+    completions: Vec<(u64, Completion)>,
+}
+
+impl Finished {
+    /// Calls every completion with its seq (or the batch's error), in seq
+    /// order.
+    pub(crate) fn complete(self) {
+        for (seq, done) in self.completions {
+            done(match &self.error {
+                None => Ok(seq),
+                Some(error) => Err(error.duplicate()),
+            });
+        }
+    }
+}
+
 /// The writers whose records go to disk in one write and one sync.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Batch {
     state: Mutex<BatchState>,
     changed: Condvar,
+    /// Writers that will wait on the batch (one of them can lead it).
+    pub(crate) blocked: AtomicUsize,
+    /// What to call, with each record's seq, once the batch is done.
+    completions: Mutex<Vec<(u64, Completion)>>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("state", &self.state)
+            .field("blocked", &self.blocked)
+            .field("completions", &lock(&self.completions).len())
+            .finish()
+    }
 }
 
 impl Batch {
-    /// Wakes every writer of the batch with its outcome.
-    pub(crate) fn finish(&self, outcome: Result<()>) {
-        *lock(&self.state) = BatchState::Done(outcome.err().map(Arc::new));
+    /// Calls `done` with `seq` once the batch is done.
+    pub(crate) fn on_done(&self, seq: u64, done: Completion) {
+        lock(&self.completions).push((seq, done));
+    }
+
+    /// Wakes every writer of the batch with its outcome and returns the
+    /// completions to call (see [`Finished::complete`]), so the caller can
+    /// let the next round start first.
+    #[must_use]
+    pub(crate) fn finish(&self, outcome: Result<()>) -> Finished {
+        let error = outcome.err().map(Arc::new);
+        *lock(&self.state) = BatchState::Done(error.clone());
         self.changed.notify_all();
+        Finished {
+            error,
+            completions: std::mem::take(&mut *lock(&self.completions)),
+        }
     }
 
     fn ask_for_leader(&self) {

@@ -8,6 +8,7 @@
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::now_ns;
@@ -20,6 +21,7 @@ use duokv_storage::{self as storage, WriteOp};
 use log::{debug, info, warn};
 
 use super::deadline::DeadlineStream;
+use super::deferred::{DeferredReplies, SentOnDrop};
 use super::{RoleConfig, Shared};
 use crate::event_log::EventKind;
 use crate::replication::{self, AckOutcome, ReplicationMode};
@@ -44,7 +46,7 @@ pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
 }
 
 /// Serves one connection to its end.
-pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
+pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
     debug!("{peer}: connected");
     let _registration = match shared.shutdown.register(&stream) {
         Ok(registration) => registration,
@@ -144,6 +146,19 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
         }
     }
 
+    let deferred = match DeferredReplies::new(&stream, peer) {
+        Ok(deferred) => deferred,
+        Err(e) => {
+            warn!("{peer}: cannot clone the socket ({e}); closed");
+            return;
+        }
+    };
+    let _sent = SentOnDrop(deferred.clone());
+    let defer_writes = match &shared.config.role {
+        RoleConfig::Standalone => true,
+        RoleConfig::Master(settings) => settings.mode == ReplicationMode::Async,
+        RoleConfig::Slave { .. } => false,
+    };
     loop {
         // Wait for a frame's first bytes as long as the idle timeout allows;
         // from there the whole frame must arrive within the frame timeout.
@@ -190,6 +205,28 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, peer: &str) {
             }
         };
         let received_ns = now_ns();
+        // Replies keep their order: the previous write's goes out first.
+        deferred.wait_idle();
+        if defer_writes && let Message::Request(request) = &frame.message {
+            let deferrable = match request {
+                Request::Create { key, value } => {
+                    Some((WriteOp::Create { key, value }, put(key, value)))
+                }
+                Request::Update { key, value } => {
+                    Some((WriteOp::Update { key, value }, put(key, value)))
+                }
+                Request::Put { key, value } => Some((WriteOp::Put { key, value }, put(key, value))),
+                Request::Delete { key } => Some((
+                    WriteOp::Delete { key },
+                    ReplicatedOp::Delete { key: key.clone() },
+                )),
+                _ => None,
+            };
+            if let Some((op, replicated)) = deferrable {
+                deferred.write(shared, frame.request_id, received_ns, op, replicated);
+                continue;
+            }
+        }
         let (response, key) = match frame.message {
             Message::Request(request) => {
                 let key = request.key().map(<[u8]>::to_vec);
@@ -398,7 +435,7 @@ fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
 
 /// The wire error for a store error: a code the client can act on, and the
 /// store's message.
-fn storage_error(error: &storage::Error) -> Response {
+pub(crate) fn storage_error(error: &storage::Error) -> Response {
     // With its causes: "cannot append to …: No space left on device" says
     // what to do; "cannot append to …" alone does not.
     let message = crate::error::chain(error);

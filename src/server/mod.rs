@@ -16,6 +16,7 @@
 
 mod connection;
 mod deadline;
+mod deferred;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,178 @@
+//! Writes answered by the thread that made them durable.
+//!
+//! A connection thread that waits for its write's group commit sleeps and
+//! is woken for every write: on a loaded server that is a context switch
+//! per write, on top of the one for reading the request. Instead, the
+//! connection thread stages the write with
+//! [`Store::write_then`](duokv_storage::Store::write_then) and goes back to
+//! its socket; whichever thread commits the batch (a writer leading it, or
+//! the store's committer thread) sends the reply.
+//!
+//! That thread must never block on a client, or one client that stops
+//! reading would stall every commit. So the reply is sent with
+//! `MSG_DONTWAIT`; whatever does not fit in the socket's buffer at once is
+//! left to a short-lived thread of its own, which writes it with the
+//! connection's usual write timeout. A connection has at most one deferred
+//! reply outstanding: before it handles its next request, or sends any
+//! other reply, or ends, its thread waits for that one to be sent, so
+//! replies keep their order and memory stays bounded.
+
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex};
+
+use duokv_protocol::{Frame, ReplicatedOp, Response, WriteReceipt};
+use duokv_storage::WriteOp;
+use log::debug;
+use socket2::SockRef;
+
+use super::Shared;
+use crate::clock::now_ns;
+use crate::event_log::EventKind;
+
+/// One connection's deferred reply, if any is outstanding.
+#[derive(Debug)]
+pub(crate) struct DeferredReplies {
+    stream: TcpStream,
+    peer: String,
+    outstanding: Mutex<bool>,
+    sent: Condvar,
+}
+
+impl DeferredReplies {
+    /// For the connection on `stream` (a clone of it is kept to send on).
+    pub(crate) fn new(stream: &TcpStream, peer: &str) -> std::io::Result<Arc<DeferredReplies>> {
+        Ok(Arc::new(DeferredReplies {
+            stream: stream.try_clone()?,
+            peer: peer.to_string(),
+            outstanding: Mutex::new(false),
+            sent: Condvar::new(),
+        }))
+    }
+
+    /// Waits until no deferred reply is outstanding.
+    pub(crate) fn wait_idle(&self) {
+        let mut outstanding = self.lock();
+        while *outstanding {
+            outstanding = self
+                .sent
+                .wait(outstanding)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stages the write of `request_id` and returns at once; its reply is
+    /// sent once the write is durable (and, on an async master, handed to
+    /// the replicator). Call [`wait_idle`](Self::wait_idle) first.
+    pub(crate) fn write(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        request_id: u64,
+        received_ns: u64,
+        op: WriteOp<'_>,
+        replicated: ReplicatedOp,
+    ) {
+        *self.lock() = true;
+        let replies = self.clone();
+        let done_shared = shared.clone();
+        shared.store.write_then(op, move |outcome| {
+            let response = match outcome {
+                Ok(seq) => written(&done_shared, seq, received_ns, replicated),
+                Err(e) => super::connection::storage_error(&e),
+            };
+            replies.send(Frame::response(request_id, response));
+        });
+    }
+
+    /// Sends `reply` without blocking this thread, hands what is left to a
+    /// thread of its own if the socket is full, and marks the reply sent.
+    fn send(self: Arc<Self>, reply: Frame) {
+        let mut bytes = match reply.to_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                debug!("{}: cannot encode a reply: {e}", self.peer);
+                return self.done();
+            }
+        };
+        let socket = SockRef::from(&self.stream);
+        let mut at = 0;
+        while at < bytes.len() {
+            match socket.send_with_flags(&bytes[at..], libc::MSG_DONTWAIT) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    bytes.drain(..at);
+                    return self.send_in_background(bytes);
+                }
+                Err(e) => {
+                    debug!("{}: cannot send a reply: {e}", self.peer);
+                    break;
+                }
+            }
+        }
+        self.done();
+    }
+
+    /// The slow path: a client that is not reading its replies gets the
+    /// rest from a thread of its own, under the connection's write timeout.
+    fn send_in_background(self: Arc<Self>, rest: Vec<u8>) {
+        let replies = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("reply {}", self.peer))
+            .spawn(move || {
+                if let Err(e) = (&replies.stream).write_all(&rest) {
+                    debug!("{}: cannot send a reply: {e}", replies.peer);
+                }
+                replies.done();
+            });
+        if let Err(e) = spawned {
+            debug!("{}: no thread to send a reply: {e}", self.peer);
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            self.done();
+        }
+    }
+
+    fn done(&self) {
+        *self.lock() = false;
+        self.sent.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.outstanding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The receipt of a durable write, once recorded and handed on.
+fn written(shared: &Shared, seq: u64, received_ns: u64, replicated: ReplicatedOp) -> Response {
+    let applied_ns = now_ns();
+    if let Some(events) = &shared.events {
+        let key = replicated.key();
+        events.record_at(EventKind::Received, seq, key, received_ns);
+        events.record_at(EventKind::Applied, seq, key, applied_ns);
+    }
+    let replied_ns = now_ns();
+    if let Some(events) = &shared.events {
+        events.record_at(EventKind::Replied, seq, replicated.key(), replied_ns);
+    }
+    if let Some(replicator) = &shared.replicator {
+        replicator.submit(seq, replicated);
+    }
+    Response::Written(WriteReceipt {
+        seq,
+        received_ns,
+        applied_ns,
+        replicated_ns: 0,
+        replied_ns,
+    })
+}
+
+/// Waits, when dropped, until the connection's deferred reply is sent: a
+/// connection thread never ends with its reply still on the way.
+#[derive(Debug)]
+pub(crate) struct SentOnDrop(pub(crate) Arc<DeferredReplies>);
+
+impl Drop for SentOnDrop {
+    fn drop(&mut self) {
+        self.0.wait_idle();
+    }
+}

@@ -5,7 +5,10 @@
 //!   capped backoff), catches the slave up from the log, then forwards live
 //!   writes in sequence order as they come through a crossbeam channel;
 //! - per connection, an **ack reader** takes the slave's cumulative acks and
-//!   wakes the writers waiting for them (sync mode).
+//!   completes the sync writes they cover: it sends their replies itself
+//!   (see [`Replicator::when_acked`]), so no client thread sleeps on an ack;
+//! - the **timeout** thread ends the sync writes whose ack has not come
+//!   within `--sync-timeout`.
 //!
 //! Writers never block on the link in async mode: [`Replicator::submit`]
 //! only puts the write on a bounded channel. While the slave is away, or if
@@ -15,8 +18,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -112,8 +115,8 @@ struct Link {
     store: Arc<Store>,
     events: Option<EventSink>,
     state: Mutex<LinkState>,
-    /// Hands out the keys of [`LinkState::waiting`].
-    next_waiter: AtomicU64,
+    /// Wakes the timeout thread to stop.
+    timer: Condvar,
     stop: AtomicBool,
     overflowed: AtomicBool,
 }
@@ -134,27 +137,56 @@ struct LinkState {
     unacked_keys: VecDeque<(u64, Vec<u8>)>,
     /// The connected stream, to cut it on stop.
     stream: Option<TcpStream>,
-    /// Sync writers parked until the ack covers their seq, by (seq, waiter
-    /// id): an ack unparks exactly the writers it covers, where a condvar
-    /// would wake every waiting writer on every ack.
-    waiting: BTreeMap<(u64, u64), std::thread::Thread>,
+    /// Sync writes waiting for the slave's ack, by seq: an ack completes
+    /// exactly those it covers, the timeout thread those whose time is up.
+    awaiting: BTreeMap<u64, Awaiting>,
+}
+
+/// What a sync write is told once its wait for the slave ends.
+pub type AckCompletion = Box<dyn FnOnce(AckOutcome) + Send>;
+
+/// A sync write waiting for the slave's ack.
+struct Awaiting {
+    deadline: Instant,
+    done: AckCompletion,
+}
+
+impl std::fmt::Debug for Awaiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Awaiting")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkState {
-    /// Unparks the writers whose seq the ack covers.
-    fn wake_covered(&mut self) {
-        let later = self.waiting.split_off(&(self.acked_seq + 1, 0));
-        for (_, thread) in std::mem::replace(&mut self.waiting, later) {
-            thread.unpark();
-        }
+    /// Takes the waiting writes the slave's ack covers, to complete once
+    /// the lock is released.
+    fn take_covered(&mut self) -> Vec<AckCompletion> {
+        let later = self.awaiting.split_off(&(self.acked_seq + 1));
+        std::mem::replace(&mut self.awaiting, later)
+            .into_values()
+            .map(|waiting| waiting.done)
+            .collect()
     }
 
-    /// Unparks every waiting writer, to look at the link again (it went up
-    /// or down, or the master is stopping).
-    fn wake_all(&mut self) {
-        for (_, thread) in std::mem::take(&mut self.waiting) {
-            thread.unpark();
+    /// Turns the sync fallback on (logged once) for writes going on
+    /// without the slave.
+    fn fall_back(&mut self, replica: &str) {
+        if !self.fallback_active {
+            self.fallback_active = true;
+            error!(
+                "SYNC REPLICATION DEGRADED TO ASYNC: slave {replica} is away; writes are acknowledged \
+                 without it (--sync-fallback async) until it catches up"
+            );
         }
+    }
+}
+
+/// Completes `writes` with `outcome`; call without the link's lock.
+fn complete(writes: Vec<AckCompletion>, outcome: AckOutcome) {
+    for done in writes {
+        done(outcome);
     }
 }
 
@@ -164,6 +196,8 @@ pub struct Replicator {
     link: Arc<Link>,
     queue: Option<Sender<Outgoing>>,
     sender: Option<JoinHandle<()>>,
+    /// Ends the sync waits that pass their timeout.
+    timer: Option<JoinHandle<()>>,
 }
 
 impl Replicator {
@@ -182,7 +216,7 @@ impl Replicator {
             store,
             events,
             state: Mutex::new(LinkState::default()),
-            next_waiter: AtomicU64::new(0),
+            timer: Condvar::new(),
             stop: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
         });
@@ -190,10 +224,15 @@ impl Replicator {
         let sender = std::thread::Builder::new()
             .name("replication".into())
             .spawn(move || run_sender(&thread_link, &receiver))?;
+        let timer_link = link.clone();
+        let timer = std::thread::Builder::new()
+            .name("replication-timeout".into())
+            .spawn(move || run_timer(&timer_link))?;
         Ok(Replicator {
             link,
             queue: Some(queue),
             sender: Some(sender),
+            timer: Some(timer),
         })
     }
 
@@ -222,43 +261,30 @@ impl Replicator {
         }
     }
 
-    /// Waits until the slave's ack covers `seq`, at most the sync timeout.
-    pub fn wait_for_ack(&self, seq: u64) -> AckOutcome {
+    /// Calls `done` once the slave's ack covers `seq` (at once if it
+    /// already does), or once the sync timeout has passed without it. With
+    /// `--sync-fallback async`, a slave that is away, or late past the
+    /// timeout, gives [`AckOutcome::Degraded`] instead (logged loudly).
+    /// `done` runs on the thread that learns the outcome: keep it short.
+    pub fn when_acked(&self, seq: u64, done: AckCompletion) {
         let settings = &self.link.settings;
-        let deadline = Instant::now() + settings.sync_timeout;
-        let me = (seq, self.link.next_waiter.fetch_add(1, Ordering::Relaxed));
         let mut state = self.link.lock();
-        loop {
-            // Whatever ends the wait, this writer is no longer waiting.
-            state.waiting.remove(&me);
-            if state.acked_seq >= seq {
-                return AckOutcome::Acked {
-                    at_ns: state.acked_at_ns,
-                };
-            }
-            let now = Instant::now();
-            let away = !state.up || now >= deadline;
-            if settings.fallback_async && away {
-                if !state.fallback_active {
-                    state.fallback_active = true;
-                    error!(
-                        "SYNC REPLICATION DEGRADED TO ASYNC: slave {} is away; writes are acknowledged \
-                         without it (--sync-fallback async) until it catches up",
-                        settings.replica
-                    );
-                }
-                return AckOutcome::Degraded;
-            }
-            if now >= deadline {
-                return AckOutcome::TimedOut;
-            }
-            // Registered under the lock, so an unpark cannot come before
-            // it; one that comes before `park_timeout` makes it return.
-            state.waiting.insert(me, std::thread::current());
+        if state.acked_seq >= seq {
+            let outcome = AckOutcome::Acked {
+                at_ns: state.acked_at_ns,
+            };
             drop(state);
-            std::thread::park_timeout(deadline - now);
-            state = self.link.lock();
+            return done(outcome);
         }
+        if settings.fallback_async && !state.up {
+            state.fall_back(&settings.replica);
+            drop(state);
+            return done(AckOutcome::Degraded);
+        }
+        // No need to wake the timeout thread: it never sleeps longer than
+        // one sync timeout, so it looks again before this deadline.
+        let deadline = Instant::now() + settings.sync_timeout;
+        state.awaiting.insert(seq, Awaiting { deadline, done });
     }
 
     /// The link's state now.
@@ -288,12 +314,24 @@ impl Drop for Replicator {
         self.link.stop.store(true, Ordering::SeqCst);
         drop(self.queue.take());
         {
-            let mut state = self.link.lock();
+            let state = self.link.lock();
             if let Some(stream) = &state.stream {
                 let _ = stream.shutdown(Shutdown::Both);
             }
-            state.wake_all();
+            // Under the lock: the timeout thread checks `stop` under it too,
+            // so it is either about to see the flag or already waiting.
+            self.link.timer.notify_all();
         }
+        if let Some(timer) = self.timer.take()
+            && timer.join().is_err()
+        {
+            error!("the replication timeout thread panicked");
+        }
+        let left = std::mem::take(&mut self.link.lock().awaiting);
+        complete(
+            left.into_values().map(|waiting| waiting.done).collect(),
+            AckOutcome::TimedOut,
+        );
         if let Some(sender) = self.sender.take()
             && sender.join().is_err()
         {
@@ -337,7 +375,9 @@ impl Link {
                 self.settings.replica
             );
         }
-        state.wake_covered();
+        let covered = state.take_covered();
+        drop(state);
+        complete(covered, AckOutcome::Acked { at_ns });
     }
 
     fn set_down(&self, why: Option<String>) {
@@ -355,7 +395,58 @@ impl Link {
         if why.is_some() {
             state.last_error = why;
         }
-        state.wake_all();
+        if self.settings.fallback_async && !state.awaiting.is_empty() {
+            state.fall_back(&self.settings.replica);
+            let waiting = std::mem::take(&mut state.awaiting);
+            drop(state);
+            complete(
+                waiting.into_values().map(|w| w.done).collect(),
+                AckOutcome::Degraded,
+            );
+        }
+    }
+}
+
+/// The timeout thread: ends each sync wait whose sync timeout has passed,
+/// with `TimedOut` (or `Degraded` under `--sync-fallback async`). Waits are
+/// registered in seq order with one timeout, so the first is the earliest,
+/// and a new one never needs an earlier wake-up than the thread has
+/// planned: with nothing to wait for it sleeps one sync timeout, so
+/// registering a wait costs no wake-up.
+fn run_timer(link: &Link) {
+    let idle = link.settings.sync_timeout.max(Duration::from_millis(10));
+    let mut state = link.lock();
+    while !link.stopping() {
+        let Some((&seq, first)) = state.awaiting.first_key_value() else {
+            state = link
+                .timer
+                .wait_timeout(state, idle)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            continue;
+        };
+        let now = Instant::now();
+        if first.deadline > now {
+            let left = first.deadline - now;
+            state = link
+                .timer
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            continue;
+        }
+        let Some(expired) = state.awaiting.remove(&seq) else {
+            continue;
+        };
+        let outcome = if link.settings.fallback_async {
+            state.fall_back(&link.settings.replica);
+            AckOutcome::Degraded
+        } else {
+            AckOutcome::TimedOut
+        };
+        drop(state);
+        (expired.done)(outcome);
+        state = link.lock();
     }
 }
 
@@ -482,7 +573,10 @@ impl Session {
             if same_history && last_seq <= link.store.last_seq() {
                 state.acked_seq = last_seq;
             }
-            state.wake_all();
+            let covered = state.take_covered();
+            let at_ns = state.acked_at_ns;
+            drop(state);
+            complete(covered, AckOutcome::Acked { at_ns });
         }
         info!("replication link to slave {addr} up; the slave holds writes up to seq {last_seq}");
         Ok(Session {

@@ -15,7 +15,7 @@ use crate::clock::now_ns;
 
 use duokv_protocol::{
     self as protocol, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Message,
-    ReplicatedOp, Request, Response, Role, WriteReceipt,
+    ReplicatedOp, Request, Response, Role,
 };
 use duokv_storage::{self as storage, WriteOp};
 use log::{debug, info, warn};
@@ -24,7 +24,7 @@ use super::deadline::DeadlineStream;
 use super::deferred::{DeferredReplies, SentOnDrop};
 use super::{RoleConfig, Shared};
 use crate::event_log::EventKind;
-use crate::replication::{self, AckOutcome, ReplicationMode};
+use crate::replication;
 
 /// How long a refused connection is given to send its handshake, so that
 /// the `Busy` reply is read rather than lost to a reset.
@@ -154,11 +154,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         }
     };
     let _sent = SentOnDrop(deferred.clone());
-    let defer_writes = match &shared.config.role {
-        RoleConfig::Standalone => true,
-        RoleConfig::Master(settings) => settings.mode == ReplicationMode::Async,
-        RoleConfig::Slave { .. } => false,
-    };
+    let is_slave = matches!(shared.config.role, RoleConfig::Slave { .. });
     loop {
         // Wait for a frame's first bytes as long as the idle timeout allows;
         // from there the whole frame must arrive within the frame timeout.
@@ -207,25 +203,15 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         let received_ns = now_ns();
         // Replies keep their order: the previous write's goes out first.
         deferred.wait_idle();
-        if defer_writes && let Message::Request(request) = &frame.message {
-            let deferrable = match request {
-                Request::Create { key, value } => {
-                    Some((WriteOp::Create { key, value }, put(key, value)))
-                }
-                Request::Update { key, value } => {
-                    Some((WriteOp::Update { key, value }, put(key, value)))
-                }
-                Request::Put { key, value } => Some((WriteOp::Put { key, value }, put(key, value))),
-                Request::Delete { key } => Some((
-                    WriteOp::Delete { key },
-                    ReplicatedOp::Delete { key: key.clone() },
-                )),
-                _ => None,
-            };
-            if let Some((op, replicated)) = deferrable {
-                deferred.write(shared, frame.request_id, received_ns, op, replicated);
-                continue;
-            }
+        // A master's (or a standalone node's) writes are answered by the
+        // thread that commits them (see `deferred`); a slave refuses them
+        // below, from this thread.
+        if !is_slave
+            && let Message::Request(request) = &frame.message
+            && let Some((op, replicated)) = write_parts(request)
+        {
+            deferred.write(shared, frame.request_id, received_ns, op, replicated);
+            continue;
         }
         let (response, key) = match frame.message {
             Message::Request(request) => {
@@ -275,10 +261,49 @@ fn stamp_reply(mut response: Response) -> Response {
     response
 }
 
-/// Performs one request against the store (and, on a master, the slave).
+/// Answers a request this thread can answer at once: a read, a ping, an
+/// `Info`, or a write sent to a slave (refused with `NotMaster`). A
+/// master's writes go through [`DeferredReplies::write`] instead.
 fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
-    let store = &shared.store;
-    let (op, replicated) = match &request {
+    match &request {
+        Request::Read { key } => match shared.store.get_with_seq(key) {
+            Ok(Some((seq, value))) => Response::Value {
+                value: Some(value),
+                seq,
+            },
+            Ok(None) => Response::Value {
+                value: None,
+                seq: 0,
+            },
+            Err(e) => storage_error(&e),
+        },
+        Request::Ping => Response::Pong {
+            received_ns,
+            sent_ns: 0,
+        },
+        Request::Info => Response::Info(info(shared)),
+        Request::Create { .. }
+        | Request::Update { .. }
+        | Request::Put { .. }
+        | Request::Delete { .. } => match &shared.config.role {
+            RoleConfig::Slave { master_addr, .. } => Response::error(
+                ErrorCode::NotMaster {
+                    master: master_addr.clone(),
+                },
+                format!("this replica is a slave; send writes to the master at {master_addr}"),
+            ),
+            RoleConfig::Standalone | RoleConfig::Master(_) => Response::error(
+                ErrorCode::Internal,
+                "a write reached the wrong path on this server (a bug); nothing was written",
+            ),
+        },
+    }
+}
+
+/// A write request's store operation and the form it is replicated in;
+/// `None` for reads, pings and `Info`.
+fn write_parts(request: &Request) -> Option<(WriteOp<'_>, ReplicatedOp)> {
+    let parts = match request {
         Request::Create { key, value } => (WriteOp::Create { key, value }, put(key, value)),
         Request::Update { key, value } => (WriteOp::Update { key, value }, put(key, value)),
         Request::Put { key, value } => (WriteOp::Put { key, value }, put(key, value)),
@@ -286,74 +311,26 @@ fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
             WriteOp::Delete { key },
             ReplicatedOp::Delete { key: key.clone() },
         ),
-        Request::Read { key } => {
-            return match store.get_with_seq(key) {
-                Ok(Some((seq, value))) => Response::Value {
-                    value: Some(value),
-                    seq,
-                },
-                Ok(None) => Response::Value {
-                    value: None,
-                    seq: 0,
-                },
-                Err(e) => storage_error(&e),
-            };
-        }
-        Request::Ping => {
-            return Response::Pong {
-                received_ns,
-                sent_ns: 0,
-            };
-        }
-        Request::Info => return Response::Info(info(shared)),
+        Request::Read { .. } | Request::Ping | Request::Info => return None,
     };
-    if let RoleConfig::Slave { master_addr, .. } = &shared.config.role {
-        return Response::error(
-            ErrorCode::NotMaster {
-                master: master_addr.clone(),
-            },
-            format!("this replica is a slave; send writes to the master at {master_addr}"),
-        );
-    }
-    let seq = match store.write(op) {
-        Ok(seq) => seq,
-        Err(e) => return storage_error(&e),
-    };
-    let applied_ns = now_ns();
-    if let Some(events) = &shared.events {
-        let key = replicated.key();
-        events.record_at(EventKind::Received, seq, key, received_ns);
-        events.record_at(EventKind::Applied, seq, key, applied_ns);
-    }
-    let mut replicated_ns = 0;
-    if let Some(replicator) = &shared.replicator {
-        replicator.submit(seq, replicated);
-        if replicator.mode() == ReplicationMode::Sync {
-            match replicator.wait_for_ack(seq) {
-                AckOutcome::Acked { at_ns } => replicated_ns = at_ns,
-                AckOutcome::Degraded => {}
-                AckOutcome::TimedOut => {
-                    let status = replicator.status();
-                    return Response::error(
-                        ErrorCode::ReplicaUnavailable,
-                        format!(
-                            "write {seq} is durable on the master, but slave {} did not confirm it \
-                             within {:?}; it reaches the slave when the slave is back",
-                            status.replica,
-                            shared.config.role_sync_timeout()
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    Response::Written(WriteReceipt {
-        seq,
-        received_ns,
-        applied_ns,
-        replicated_ns,
-        replied_ns: 0,
-    })
+    Some(parts)
+}
+
+/// The answer to a sync write the slave did not confirm in time.
+pub(crate) fn replica_unavailable(shared: &Shared, seq: u64) -> Response {
+    let replica = shared
+        .replicator
+        .as_ref()
+        .map(|r| r.status().replica)
+        .unwrap_or_default();
+    Response::error(
+        ErrorCode::ReplicaUnavailable,
+        format!(
+            "write {seq} is durable on the master, but slave {replica} did not confirm it \
+             within {:?}; it reaches the slave when the slave is back",
+            shared.config.role_sync_timeout()
+        ),
+    )
 }
 
 /// The replicated form of a put-like write.

@@ -29,6 +29,7 @@ use socket2::SockRef;
 use super::Shared;
 use crate::clock::now_ns;
 use crate::event_log::EventKind;
+use crate::replication::{AckOutcome, ReplicationMode};
 
 /// One connection's deferred reply, if any is outstanding.
 #[derive(Debug)]
@@ -75,13 +76,35 @@ impl DeferredReplies {
         *self.lock() = true;
         let replies = self.clone();
         let done_shared = shared.clone();
-        shared.store.write_then(op, move |outcome| {
-            let response = match outcome {
-                Ok(seq) => written(&done_shared, seq, received_ns, replicated),
-                Err(e) => super::connection::storage_error(&e),
-            };
-            replies.send(Frame::response(request_id, response));
+        shared.store.write_then(op, move |outcome| match outcome {
+            Ok(seq) => durable(
+                &done_shared,
+                replies,
+                request_id,
+                seq,
+                received_ns,
+                replicated,
+            ),
+            Err(e) => {
+                let reply = Frame::response(request_id, super::connection::storage_error(&e));
+                replies.send(reply);
+            }
         });
+    }
+
+    /// Sends a write's receipt, stamped and recorded as replied just before.
+    fn send_receipt(
+        self: Arc<Self>,
+        shared: &Shared,
+        request_id: u64,
+        mut receipt: WriteReceipt,
+        key: &[u8],
+    ) {
+        receipt.replied_ns = now_ns();
+        if let Some(events) = &shared.events {
+            events.record_at(EventKind::Replied, receipt.seq, key, receipt.replied_ns);
+        }
+        self.send(Frame::response(request_id, Response::Written(receipt)));
     }
 
     /// Sends `reply` without blocking this thread, hands what is left to a
@@ -142,28 +165,58 @@ impl DeferredReplies {
     }
 }
 
-/// The receipt of a durable write, once recorded and handed on.
-fn written(shared: &Shared, seq: u64, received_ns: u64, replicated: ReplicatedOp) -> Response {
+/// A write durable on this node: recorded, handed to the replicator, and
+/// answered now, or on a sync master once the slave's ack (or the sync
+/// timeout) says how it went.
+fn durable(
+    shared: &Arc<Shared>,
+    replies: Arc<DeferredReplies>,
+    request_id: u64,
+    seq: u64,
+    received_ns: u64,
+    replicated: ReplicatedOp,
+) {
     let applied_ns = now_ns();
     if let Some(events) = &shared.events {
         let key = replicated.key();
         events.record_at(EventKind::Received, seq, key, received_ns);
         events.record_at(EventKind::Applied, seq, key, applied_ns);
     }
-    let replied_ns = now_ns();
-    if let Some(events) = &shared.events {
-        events.record_at(EventKind::Replied, seq, replicated.key(), replied_ns);
-    }
-    if let Some(replicator) = &shared.replicator {
-        replicator.submit(seq, replicated);
-    }
-    Response::Written(WriteReceipt {
+    let receipt = WriteReceipt {
         seq,
         received_ns,
         applied_ns,
         replicated_ns: 0,
-        replied_ns,
-    })
+        replied_ns: 0,
+    };
+    let key = replicated.key().to_vec();
+    let Some(replicator) = &shared.replicator else {
+        return replies.send_receipt(shared, request_id, receipt, &key);
+    };
+    replicator.submit(seq, replicated);
+    if replicator.mode() == ReplicationMode::Async {
+        return replies.send_receipt(shared, request_id, receipt, &key);
+    }
+    let acked_shared = shared.clone();
+    replicator.when_acked(
+        seq,
+        Box::new(move |outcome| match outcome {
+            AckOutcome::Acked { at_ns } => {
+                let receipt = WriteReceipt {
+                    replicated_ns: at_ns,
+                    ..receipt
+                };
+                replies.send_receipt(&acked_shared, request_id, receipt, &key);
+            }
+            AckOutcome::Degraded => {
+                replies.send_receipt(&acked_shared, request_id, receipt, &key);
+            }
+            AckOutcome::TimedOut => {
+                let reply = super::connection::replica_unavailable(&acked_shared, seq);
+                replies.send(Frame::response(request_id, reply));
+            }
+        }),
+    );
 }
 
 /// Waits, when dropped, until the connection's deferred reply is sent: a

@@ -14,7 +14,8 @@
 #
 # Matrix: writes only (--writes 1.0) and 90 % reads (--writes 0.1), with 1,
 # 16 and 64 closed-loop clients, 100-byte values over 10,000 keys, SECONDS
-# per run. Each cell runs REPS times; within a repetition the systems run
+# per run. WORKLOADS="writes" and CLIENTS="1 64" narrow it, for a quick look
+# at some cells while working on them (the published run is the whole one). Each cell runs REPS times; within a repetition the systems run
 # one after the other in the order duokv-sync, redis-wait, duokv-async,
 # redis-async, so each pair alternates A B A B ... and all four see the
 # machine in the same state.
@@ -335,10 +336,12 @@ print(f'{cell.replace(",", " "):<28} {report["ops_per_sec"]:>9.0f} ops/s  write 
 PY
 }
 
-total=$((2 * 3 * reps * ${#systems[@]}))
+read -r -a workloads <<<"${WORKLOADS:-writes mixed}"
+read -r -a client_counts <<<"${CLIENTS:-1 16 64}"
+total=$((${#workloads[@]} * ${#client_counts[@]} * reps * ${#systems[@]}))
 echo "$total runs of ${seconds}s" >&2
-for workload in writes mixed; do
-    for clients in 1 16 64; do
+for workload in "${workloads[@]}"; do
+    for clients in "${client_counts[@]}"; do
         for rep in $(seq "$reps"); do
             for system in "${systems[@]}"; do
                 run "$system" "$workload" "$clients" "$rep"

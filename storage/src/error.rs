@@ -88,6 +88,16 @@ pub enum Error {
         /// The store's last sequence number.
         last_seq: u64,
     },
+    /// `adopt_history` was given a history this store's log is not a
+    /// prefix of: only `install_snapshot` can replace its contents.
+    OtherHistory {
+        /// This store's history ID.
+        own: u64,
+        /// This store's last sequence number.
+        last_seq: u64,
+        /// The history ID it was asked to take.
+        theirs: u64,
+    },
     /// Another `Store` (in this process or another) has the directory open.
     Locked {
         /// The directory.
@@ -208,6 +218,15 @@ impl fmt::Display for Error {
                     "sequence number {since} is newer than the store's last ({last_seq})"
                 )
             }
+            Error::OtherHistory {
+                own,
+                last_seq,
+                theirs,
+            } => write!(
+                f,
+                "this log (history {own:016x}, up to sequence number {last_seq}) is not a \
+                 prefix of history {theirs:016x}"
+            ),
             Error::Locked { dir } => {
                 write!(f, "{} is already open in another store", dir.display())
             }

@@ -74,7 +74,8 @@
 //! - [`format`](mod@format): the bytes of segment headers and records (`FORMAT.md`
 //!   draws them).
 //! - `segment`: segment files, their names, reading records back.
-//! - `history`: the history ID in the `HISTORY` file.
+//! - [`history`]: [`History`], the history ID and its ancestors in the
+//!   `HISTORY` file.
 //! - `keydir`: the in-memory index and the table of open segments.
 //! - `writer`: the write buffer and the batches of group commit.
 //! - `recovery`: rebuilding the index on open, cutting a torn tail.
@@ -95,7 +96,7 @@ mod compaction;
 pub mod error;
 pub mod fault;
 pub mod format;
-mod history;
+pub mod history;
 pub mod iter;
 mod keydir;
 pub mod options;
@@ -109,6 +110,7 @@ pub use compaction::Step as CompactionStep;
 pub use error::{Error, Field, Result};
 pub use fault::FaultInjector;
 pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use history::{Ancestor, History, Kinship};
 pub use iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
 pub use options::{CompactionPolicy, Options, Sync};
-pub use store::{Op, Stats, Store, WriteOp};
+pub use store::{Op, Stats, Store, WriteObserver, WriteOp};

@@ -13,7 +13,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use crate::error::{Error, Field, Result};
 use crate::format::{
     MAX_KEY_LEN, MAX_VALUE_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
+use crate::history::History;
 use crate::iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
 use crate::keydir::{Keydir, SegmentSlot};
 use crate::options::{Options, Sync};
@@ -64,6 +65,18 @@ pub enum WriteOp<'a> {
     },
 }
 
+impl WriteOp<'_> {
+    /// The key the write is about.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key } => key,
+        }
+    }
+}
+
 /// A write as it is stored and replicated: what a record does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -87,6 +100,23 @@ impl Op {
         match self {
             Op::Put { key, .. } | Op::Delete { key } => key,
         }
+    }
+}
+
+/// Called with each run of records once it is written to the log, before
+/// it is synced: see [`Store::observe_writes`].
+pub type WriteObserver = Box<dyn Fn(Vec<Record>) + Send + std::marker::Sync>;
+
+/// Where a store keeps its [`WriteObserver`], if it has one.
+struct ObserverSlot(OnceLock<WriteObserver>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ObserverSlot(set)"
+        } else {
+            "ObserverSlot(empty)"
+        })
     }
 }
 
@@ -175,8 +205,10 @@ pub(crate) struct Inner {
     pub(crate) flush_gate: Mutex<()>,
     pub(crate) compacting: Mutex<()>,
     pub(crate) compactions: AtomicU64,
-    /// The history ID (see the `history` module).
-    pub(crate) history: AtomicU64,
+    /// The history (see the `history` module).
+    pub(crate) history: Mutex<History>,
+    /// Told of every run of records once written (`observe_writes`).
+    observer: ObserverSlot,
     syncs: AtomicU64,
     poisoned: AtomicBool,
     compaction_wanted: Sender<()>,
@@ -219,7 +251,8 @@ impl Store {
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
-            history: AtomicU64::new(history),
+            history: Mutex::new(history),
+            observer: ObserverSlot(OnceLock::new()),
             dir,
             options,
             keydir: RwLock::new(recovered.keydir),
@@ -412,35 +445,86 @@ impl Store {
         entries: impl IntoIterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
         self.inner.install_snapshot(seq, &mut entries.into_iter())?;
-        let durable = self.inner.options.sync_policy() != Sync::Never;
-        crate::history::save(&self.inner.dir, history_id, durable)?;
-        self.inner.history.store(history_id, Ordering::SeqCst);
-        Ok(())
+        self.inner.set_history(History::new(history_id))
     }
 
-    /// Makes an empty store part of a master's history before it applies
-    /// the master's log from the start. A store that holds writes cannot
-    /// change history this way (it would splice two histories):
-    /// [`Error::UnknownSeq`] then, and only
-    /// [`install_snapshot`](Self::install_snapshot) replaces it.
-    pub fn adopt_history(&self, history_id: u64) -> Result<()> {
+    /// Takes a master's `history` (its ID and ancestors) before applying
+    /// its log from where this store's ends. Allowed when this store's log
+    /// is a prefix of that history's: the store is empty, of the same
+    /// history, or of an ancestor that ended at or after this store's last
+    /// sequence number (see [`History::has_prefix`]). Anything else would
+    /// splice two histories: [`Error::OtherHistory`], and only
+    /// [`install_snapshot`](Self::install_snapshot) replaces the contents.
+    pub fn adopt_history(&self, history: &History) -> Result<()> {
         let last_seq = self.last_seq();
-        if last_seq != 0 {
-            return Err(Error::UnknownSeq { since: 0, last_seq });
+        let own = self.history_id();
+        if last_seq != 0 && !history.has_prefix(own, last_seq) {
+            return Err(Error::OtherHistory {
+                own,
+                last_seq,
+                theirs: history.id,
+            });
         }
-        let durable = self.inner.options.sync_policy() != Sync::Never;
-        crate::history::save(&self.inner.dir, history_id, durable)?;
-        self.inner.history.store(history_id, Ordering::SeqCst);
-        Ok(())
+        if *lock(&self.inner.history) == *history {
+            return Ok(());
+        }
+        self.inner.set_history(history.clone())
+    }
+
+    /// Starts a new history that continues this one: the current ID
+    /// becomes an ancestor that ended at the last sequence number, made
+    /// durable first, and a fresh ID is drawn and saved. A master calls it
+    /// each time it starts, before it takes writes, so that a slave holding
+    /// writes this store lost in a crash (see [`observe_writes`]) is told
+    /// apart from one holding a prefix of its log. Returns the new history.
+    ///
+    /// [`observe_writes`]: Self::observe_writes
+    pub fn fork_history(&self) -> Result<History> {
+        // No leader between its write and its publish, no writer staging:
+        // every written record is published, and `last_seq` is final.
+        let _gate = lock(&self.inner.flush_gate);
+        let writer = lock(&self.inner.writer);
+        writer
+            .active
+            .sync_data()
+            .inspect_err(|e| self.inner.poison(e))?;
+        let last_seq = self.last_seq();
+        let forked = lock(&self.inner.history).fork(last_seq);
+        self.inner.set_history(forked.clone())?;
+        drop(writer);
+        Ok(forked)
+    }
+
+    /// The history this store's log belongs to: its ID and the histories
+    /// it continues (see [`fork_history`](Self::fork_history)).
+    pub fn history(&self) -> History {
+        lock(&self.inner.history).clone()
     }
 
     /// The ID of the history this store's log belongs to: drawn at random
-    /// when the store was created, taken from the master by a snapshot
-    /// install. Two stores with the same ID hold one history (one was
-    /// filled from the other), so a slave's log can be continued from the
-    /// master's only when their IDs match.
+    /// when the store was created, drawn anew by
+    /// [`fork_history`](Self::fork_history), taken from the master by
+    /// [`adopt_history`](Self::adopt_history) or a snapshot install. Two
+    /// stores with the same ID hold one history (one was filled from the
+    /// other).
     pub fn history_id(&self) -> u64 {
-        self.inner.history.load(Ordering::SeqCst)
+        lock(&self.inner.history).id
+    }
+
+    /// Calls `observer` with every run of records this store writes to its
+    /// log, oldest first, once the `pwrite` has succeeded and **before** the
+    /// `fdatasync`: a master forwards them to its slave from there, so that
+    /// the slave's sync runs alongside its own. A record given to the
+    /// observer may still be lost if the host crashes before the sync; no
+    /// caller is told it is durable until it is. Records whose write failed
+    /// are never given (their sequence numbers are handed out again).
+    ///
+    /// Runs with the group-commit gate held (under `Sync::Always`) or the
+    /// writer's lock (otherwise), so runs arrive in sequence order: keep it
+    /// short, and never call back into the store's write path. One observer
+    /// per store; a second call returns `false` and changes nothing.
+    pub fn observe_writes(&self, observer: WriteObserver) -> bool {
+        self.inner.observer.0.set(observer).is_ok()
     }
 
     /// The newest sequence number readers can see; it survives restarts
@@ -624,6 +708,29 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Saves `history` (durably unless the policy is `Sync::Never`) and
+    /// makes it the store's.
+    fn set_history(&self, history: History) -> Result<()> {
+        let durable = self.options.sync_policy() != Sync::Never;
+        crate::history::save(&self.dir, &history, durable)?;
+        *lock(&self.history) = history;
+        Ok(())
+    }
+
+    /// The buffered records, for the observer, if there is one.
+    fn records_to_observe(&self, writer: &Writer) -> Option<Vec<Record>> {
+        self.observer.0.get().map(|_| writer.buffered_records())
+    }
+
+    /// Gives written records to the observer.
+    fn observe(&self, records: Option<Vec<Record>>) {
+        if let (Some(observer), Some(records)) = (self.observer.0.get(), records)
+            && !records.is_empty()
+        {
+            observer(records);
+        }
+    }
+
     fn poison(&self, cause: &Error) {
         if !self.poisoned.swap(true, Ordering::SeqCst) {
             error!("{cause}: the store now refuses writes until it is reopened");
@@ -723,7 +830,9 @@ impl Inner {
     /// group-commit batch under `Sync::Always`.
     fn commit(&self, mut writer: MutexGuard<'_, Writer>) -> Result<()> {
         if self.options.sync_policy() != Sync::Always {
+            let records = self.records_to_observe(&writer);
             let written = writer.write_buffer()?;
+            self.observe(records);
             self.publish(written);
             if writer.offset >= self.options.segment_size_limit() {
                 self.roll_logged(&mut writer);
@@ -823,6 +932,7 @@ impl Inner {
             drop(writer);
             return (batch.finish(Err(Error::Poisoned)), committer_leads);
         }
+        let records = self.records_to_observe(&writer);
         let written = match writer.write_buffer() {
             Ok(written) => written,
             Err(e) => {
@@ -835,6 +945,9 @@ impl Inner {
         writer.in_flight = written;
         writer.in_flight_batch = Some(batch.clone());
         drop(writer);
+        // Written, not yet synced: the observer (a master's replication)
+        // starts on them while this thread syncs.
+        self.observe(records);
 
         let synced = segment.sync_data();
         self.syncs.fetch_add(1, Ordering::Relaxed);

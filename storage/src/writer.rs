@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::format::RecordKind;
+use crate::format::{RECORD_HEADER_LEN, RecordKind};
+use crate::iter::Record;
 use crate::keydir::Location;
 use crate::segment::Segment;
+use crate::store::Op;
 
 /// Locks a mutex, going on if a thread panicked while holding it: the
 /// state under our mutexes stays consistent at every unlock point.
@@ -94,6 +96,28 @@ impl Writer {
             seq,
         });
         self.last_seq = seq;
+    }
+
+    /// The records in the buffer, decoded from it, oldest first: what a
+    /// [`WriteObserver`](crate::store::WriteObserver) is given.
+    pub(crate) fn buffered_records(&self) -> Vec<Record> {
+        self.buffered
+            .iter()
+            .map(|b| {
+                let op = match b.kind {
+                    RecordKind::Put => {
+                        let start = b.buf_offset + RECORD_HEADER_LEN + b.key.len();
+                        let end = b.buf_offset + b.len as usize;
+                        Op::Put {
+                            key: b.key.clone(),
+                            value: self.buf[start..end].to_vec(),
+                        }
+                    }
+                    RecordKind::Delete => Op::Delete { key: b.key.clone() },
+                };
+                Record { seq: b.seq, op }
+            })
+            .collect()
     }
 
     /// Whether the newest write not yet visible to readers leaves `key`

@@ -6,6 +6,9 @@
 //!
 //! tag 1  history id   len 8        u64 big-endian, the master's history
 //! tag 2  auth token   len 1..=1024 the shared secret, as read from the file
+//! tag 3  ancestors    len 16 * n   n <= 256 entries, newest first, each:
+//!                                  id u64 | last seq u64, big-endian: the
+//!                                  histories the master's continues
 //! ```
 //!
 //! Fields may come in any order. A tag this version does not know is
@@ -22,8 +25,24 @@ use crate::error::HandshakeError;
 /// The longest auth token, in bytes.
 pub const MAX_AUTH_TOKEN_LEN: usize = 1024;
 
+/// The most history ancestors a handshake carries.
+pub const MAX_HISTORY_ANCESTORS: usize = 256;
+
 const TAG_HISTORY_ID: u8 = 1;
 const TAG_AUTH_TOKEN: u8 = 2;
+const TAG_ANCESTORS: u8 = 3;
+
+/// Bytes of one ancestor entry.
+const ANCESTOR_LEN: usize = 16;
+
+/// A history the master's current one continues (`PROTOCOL.md` 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HistoryAncestor {
+    /// The ancestor's history id.
+    pub id: u64,
+    /// The last sequence number written under it.
+    pub last_seq: u64,
+}
 
 /// Bytes of a field before its value.
 const FIELD_HEADER_LEN: usize = 3;
@@ -34,6 +53,10 @@ pub struct HandshakeFields {
     /// On a replication stream: the id of the master's history, so that the
     /// slave can tell a new history from its own (`PROTOCOL.md` 7.1).
     pub history_id: Option<u64>,
+    /// On a replication stream: the histories the master's continues,
+    /// newest first, so that a slave of one of them can tell whether its
+    /// log is a prefix of the master's. Empty when there are none.
+    pub history_ancestors: Vec<HistoryAncestor>,
     /// The shared secret, when the server asks for one (`--auth-token-file`).
     pub auth_token: Option<Vec<u8>>,
 }
@@ -44,6 +67,7 @@ impl std::fmt::Debug for HandshakeFields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandshakeFields")
             .field("history_id", &self.history_id)
+            .field("history_ancestors", &self.history_ancestors)
             .field(
                 "auth_token",
                 &self
@@ -57,11 +81,21 @@ impl std::fmt::Debug for HandshakeFields {
 
 impl HandshakeFields {
     /// The `extra` bytes for these fields. Fails if the token is empty or
-    /// longer than [`MAX_AUTH_TOKEN_LEN`].
+    /// longer than [`MAX_AUTH_TOKEN_LEN`], or if there are more than
+    /// [`MAX_HISTORY_ANCESTORS`] ancestors.
     pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
         let mut extra = Vec::new();
         if let Some(id) = self.history_id {
             put_field(&mut extra, TAG_HISTORY_ID, &id.to_be_bytes());
+        }
+        if !self.history_ancestors.is_empty() {
+            check_ancestors_len(self.history_ancestors.len() * ANCESTOR_LEN, 0)?;
+            let mut value = Vec::with_capacity(self.history_ancestors.len() * ANCESTOR_LEN);
+            for ancestor in &self.history_ancestors {
+                value.extend_from_slice(&ancestor.id.to_be_bytes());
+                value.extend_from_slice(&ancestor.last_seq.to_be_bytes());
+            }
+            put_field(&mut extra, TAG_ANCESTORS, &value);
         }
         if let Some(token) = &self.auth_token {
             check_token_len(token.len(), 0)?;
@@ -96,6 +130,19 @@ impl HandshakeFields {
                         return Err(malformed("history id given twice"));
                     }
                 }
+                TAG_ANCESTORS => {
+                    check_ancestors_len(len, at)?;
+                    if !fields.history_ancestors.is_empty() {
+                        return Err(malformed("ancestors given twice"));
+                    }
+                    fields.history_ancestors = value
+                        .chunks_exact(ANCESTOR_LEN)
+                        .map(|entry| HistoryAncestor {
+                            id: NetworkEndian::read_u64(&entry[..8]),
+                            last_seq: NetworkEndian::read_u64(&entry[8..]),
+                        })
+                        .collect();
+                }
                 TAG_AUTH_TOKEN => {
                     check_token_len(len, at)?;
                     if fields.auth_token.replace(value.to_vec()).is_some() {
@@ -117,6 +164,17 @@ fn put_field(dst: &mut Vec<u8>, tag: u8, value: &[u8]) {
     dst.extend_from_slice(value);
 }
 
+fn check_ancestors_len(len: usize, offset: usize) -> Result<(), HandshakeError> {
+    if len > 0 && len.is_multiple_of(ANCESTOR_LEN) && len <= MAX_HISTORY_ANCESTORS * ANCESTOR_LEN {
+        Ok(())
+    } else {
+        Err(HandshakeError::MalformedExtra {
+            offset,
+            reason: "ancestors are not 1 to 256 entries of 16 bytes",
+        })
+    }
+}
+
 fn check_token_len(len: usize, offset: usize) -> Result<(), HandshakeError> {
     if (1..=MAX_AUTH_TOKEN_LEN).contains(&len) {
         Ok(())
@@ -136,6 +194,7 @@ mod tests {
     fn fields_bytes_are_exact() {
         let fields = HandshakeFields {
             history_id: Some(0x0102_0304_0506_0708),
+            history_ancestors: Vec::new(),
             auth_token: Some(b"ab".to_vec()),
         };
         let extra = fields.encode().unwrap();
@@ -149,12 +208,59 @@ mod tests {
     }
 
     #[test]
+    fn ancestors_bytes_are_exact() {
+        let fields = HandshakeFields {
+            history_id: Some(9),
+            history_ancestors: vec![
+                HistoryAncestor {
+                    id: 7,
+                    last_seq: 300,
+                },
+                HistoryAncestor { id: 5, last_seq: 2 },
+            ],
+            auth_token: None,
+        };
+        let extra = fields.encode().unwrap();
+        let mut expected = vec![1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 9, 3, 0, 32];
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 1, 44]);
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!(extra, expected);
+        assert_eq!(HandshakeFields::decode(&extra), Ok(fields));
+    }
+
+    #[test]
+    fn broken_ancestors_are_malformed() {
+        for extra in [
+            vec![3, 0, 0],                                                       // empty
+            [vec![3, 0, 15], vec![0; 15]].concat(), // not a whole entry
+            [vec![3, 0, 16], vec![0; 16], vec![3, 0, 16], vec![0; 16]].concat(), // twice
+        ] {
+            assert!(
+                matches!(
+                    HandshakeFields::decode(&extra),
+                    Err(HandshakeError::MalformedExtra { .. })
+                ),
+                "{extra:?}"
+            );
+        }
+        let too_many = HandshakeFields {
+            history_ancestors: vec![
+                HistoryAncestor { id: 1, last_seq: 1 };
+                MAX_HISTORY_ANCESTORS + 1
+            ],
+            ..HandshakeFields::default()
+        };
+        assert!(too_many.encode().is_err());
+    }
+
+    #[test]
     fn unknown_tags_are_skipped() {
         let extra = [9, 0, 3, 1, 2, 3, 2, 0, 1, b'x'];
         assert_eq!(
             HandshakeFields::decode(&extra),
             Ok(HandshakeFields {
                 history_id: None,
+                history_ancestors: Vec::new(),
                 auth_token: Some(b"x".to_vec()),
             })
         );
@@ -184,6 +290,7 @@ mod tests {
     fn oversized_tokens_are_refused_both_ways() {
         let fields = HandshakeFields {
             history_id: None,
+            history_ancestors: Vec::new(),
             auth_token: Some(vec![b'a'; MAX_AUTH_TOKEN_LEN + 1]),
         };
         assert!(fields.encode().is_err());
@@ -197,6 +304,7 @@ mod tests {
     fn debug_never_shows_the_token() {
         let fields = HandshakeFields {
             history_id: None,
+            history_ancestors: Vec::new(),
             auth_token: Some(b"hunter2".to_vec()),
         };
         let shown = format!("{fields:?}");

@@ -466,6 +466,7 @@ impl Client {
         let mut reader = BufReader::new(stream);
         let fields = HandshakeFields {
             history_id: None,
+            history_ancestors: Vec::new(),
             auth_token: self
                 .config
                 .auth_token

@@ -328,6 +328,7 @@ fn master_restart(kill: bool) {
         "the writer stops at the first write the stopped master cannot take"
     );
     assert!(outcome.acked.len() >= 60);
+    let old_history = info_value(&mut pair.slave.client(), "history_id");
     pair.master.restart();
 
     let mut master = pair.master.client();
@@ -346,6 +347,16 @@ fn master_restart(kill: bool) {
         0,
         "{:?}",
         master.info()
+    );
+    let new_history = info_value(&mut master, "history_id");
+    assert_ne!(
+        new_history, old_history,
+        "a restarted master forks its history"
+    );
+    assert_eq!(
+        info_value(&mut slave, "history_id"),
+        new_history,
+        "the slave, a prefix of the old history, follows the new one"
     );
 
     for i in 0..10 {
@@ -704,6 +715,78 @@ fn replica_set_reads_from_slave_or_either() {
     assert!(
         outcomes.windows(2).all(|w| w[0] != w[1]) && outcomes.iter().filter(|ok| **ok).count() == 5,
         "reads alternate between the slave (served) and the dead master: {outcomes:?}"
+    );
+}
+
+/// A master forwards writes before its own `fdatasync`, so a crash of its
+/// host can leave the slave with writes the master lost (none of them
+/// acknowledged). That state is made here directly: both replicas stopped,
+/// three more records applied to the slave's store, the master restarted
+/// on its own log (it forks a new history after seq 10) and given five new
+/// writes, seqs 11 to 15, while the slave is down. Streaming the slave
+/// "from seq 14" would keep the three lost writes and miss three new ones;
+/// instead it is told apart by its history and fully resynced.
+#[test]
+fn a_slave_holding_writes_the_master_lost_is_resynced() {
+    let mut pair = Pair::start(&["--replication", "async"], &[]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    for i in 0..10 {
+        master.put(format!("k{i}"), "acknowledged").expect("put");
+    }
+    wait_converged(&pair);
+    drop(master);
+    for server in [&mut pair.slave, &mut pair.master] {
+        server.sigterm();
+        assert!(server.wait_exit(DEADLINE).success());
+    }
+    {
+        let slave =
+            duokv_storage::Store::open(pair.slave.data_dir(), duokv_storage::Options::default())
+                .expect("open the stopped slave's store");
+        assert_eq!(slave.last_seq(), 10);
+        for i in 0..3u64 {
+            let op = duokv_storage::Op::Put {
+                key: format!("lost{i}").into_bytes(),
+                value: b"never acknowledged".to_vec(),
+            };
+            slave
+                .apply(11 + i, &op)
+                .expect("apply a write the master lost");
+        }
+    }
+    pair.master.restart();
+    let mut master = pair.master.client();
+    for i in 0..5 {
+        master
+            .put(format!("new{i}"), "after the crash")
+            .expect("put");
+    }
+    assert_eq!(last_seq(&mut master), 15);
+    pair.slave.restart();
+    poll("the slave to be resynced", || {
+        let mut slave = pair.slave.client();
+        (last_seq(&mut slave) == 15 && slave.read("new4").ok()?.is_some()).then_some(())
+    });
+    let mut slave = pair.slave.client();
+    for i in 0..3 {
+        assert_reads(&mut slave, &format!("lost{i}"), None);
+    }
+    for i in 0..5 {
+        assert_reads(&mut slave, &format!("new{i}"), Some("after the crash"));
+    }
+    for i in 0..10 {
+        assert_reads(&mut slave, &format!("k{i}"), Some("acknowledged"));
+    }
+    assert!(fact_u64(&mut master, "full_resyncs") >= 1);
+    assert!(
+        pair.slave.log().contains("lost them in a crash"),
+        "{}",
+        pair.slave.log()
+    );
+    assert_eq!(
+        info_value(&mut slave, "history_id"),
+        info_value(&mut master, "history_id")
     );
 }
 

@@ -10,10 +10,20 @@
 //! - the **timeout** thread ends the sync writes whose ack has not come
 //!   within `--sync-timeout`.
 //!
-//! Writers never block on the link in async mode: [`Replicator::submit`]
-//! only puts the write on a bounded channel. While the slave is away, or if
-//! the channel overflows, queued writes are dropped and the log, which has
-//! them all, is read instead when the link is back.
+//! Writes reach the sender from the store itself: the replicator is the
+//! store's [write observer](duokv_storage::Store::observe_writes), given
+//! each group-commit batch once it is written and **before** the master's
+//! `fdatasync`, so the slave's sync runs alongside the master's instead of
+//! after it. A write is still acknowledged only once durable on the master
+//! (and, in sync mode, on the slave). Should the master's host crash before
+//! its sync, the slave may hold writes the master lost: the master forks a
+//! new history each time it starts (see `duokv_storage::history`), so such
+//! a slave is told apart and resynced, never continued.
+//!
+//! Nothing blocks on the link: a batch only goes on a bounded channel.
+//! While the slave is away, or if the channel overflows, queued writes are
+//! dropped and the log, which has them all, is read instead when the link
+//! is back.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
@@ -25,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use duokv_protocol::{
-    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    NodeRole, ReplicatedOp, Replication, Role,
+    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus,
+    HistoryAncestor, Message, NodeRole, ReplicatedOp, Replication, Role,
 };
 use duokv_storage::{self as storage, Op, Store};
 use log::{debug, error, info, warn};
@@ -36,8 +46,8 @@ use crate::auth::AuthToken;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
 
-/// Writes queued for the sender before it falls back to reading the log.
-const QUEUE_CAPACITY: usize = 65_536;
+/// Batches queued for the sender before it falls back to reading the log.
+const QUEUE_CAPACITY: usize = 16_384;
 /// Submission times kept for the lag figure.
 const LAG_SAMPLES: usize = 100_000;
 /// How long a hole in the sequence may wait for its write before the sender
@@ -115,6 +125,9 @@ struct Link {
     store: Arc<Store>,
     events: Option<EventSink>,
     state: Mutex<LinkState>,
+    /// Where the store's batches go to the sender; taken on stop, which
+    /// ends the sender's wait.
+    queue: Mutex<Option<Sender<Vec<Outgoing>>>>,
     /// Wakes the timeout thread to stop.
     timer: Condvar,
     stop: AtomicBool,
@@ -194,7 +207,6 @@ fn complete(writes: Vec<AckCompletion>, outcome: AckOutcome) {
 #[derive(Debug)]
 pub struct Replicator {
     link: Arc<Link>,
-    queue: Option<Sender<Outgoing>>,
     sender: Option<JoinHandle<()>>,
     /// Ends the sync waits that pass their timeout.
     timer: Option<JoinHandle<()>>,
@@ -202,7 +214,8 @@ pub struct Replicator {
 
 impl Replicator {
     /// Starts the sender, which dials the slave at once and keeps dialling
-    /// while it is away, presenting `auth_token` in each handshake.
+    /// while it is away, presenting `auth_token` in each handshake, and
+    /// becomes `store`'s write observer. Fails if the store has one already.
     pub fn start(
         settings: MasterSettings,
         auth_token: Option<AuthToken>,
@@ -216,10 +229,21 @@ impl Replicator {
             store,
             events,
             state: Mutex::new(LinkState::default()),
+            queue: Mutex::new(Some(queue)),
             timer: Condvar::new(),
             stop: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
         });
+        // A weak link: the store must not keep its own replicator alive.
+        let observer_link = Arc::downgrade(&link);
+        let observing = link.store.observe_writes(Box::new(move |records| {
+            if let Some(link) = observer_link.upgrade() {
+                link.submit(records);
+            }
+        }));
+        if !observing {
+            return Err(std::io::Error::other("the store already has a write observer").into());
+        }
         let thread_link = link.clone();
         let sender = std::thread::Builder::new()
             .name("replication".into())
@@ -230,7 +254,6 @@ impl Replicator {
             .spawn(move || run_timer(&timer_link))?;
         Ok(Replicator {
             link,
-            queue: Some(queue),
             sender: Some(sender),
             timer: Some(timer),
         })
@@ -239,26 +262,6 @@ impl Replicator {
     /// The replication mode.
     pub fn mode(&self) -> ReplicationMode {
         self.link.settings.mode
-    }
-
-    /// Hands a write the master applied to the sender. Never blocks.
-    pub fn submit(&self, seq: u64, op: ReplicatedOp) {
-        {
-            let mut state = self.link.lock();
-            if state.submitted.len() < LAG_SAMPLES {
-                state.submitted.push_back((seq, Instant::now()));
-            }
-        }
-        let Some(queue) = &self.queue else { return };
-        match queue.try_send(Outgoing { seq, op }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                if !self.link.overflowed.swap(true, Ordering::SeqCst) {
-                    warn!("replication queue full; the slave will be caught up from the log");
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
     }
 
     /// Calls `done` once the slave's ack covers `seq` (at once if it
@@ -312,7 +315,13 @@ impl Drop for Replicator {
     /// Stops the sender and closes the link.
     fn drop(&mut self) {
         self.link.stop.store(true, Ordering::SeqCst);
-        drop(self.queue.take());
+        drop(
+            self.link
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         {
             let state = self.link.lock();
             if let Some(stream) = &state.stream {
@@ -347,6 +356,41 @@ impl Link {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Hands a run of written records to the sender (the store's observer).
+    /// Never blocks.
+    fn submit(&self, records: Vec<storage::Record>) {
+        let now = Instant::now();
+        {
+            let mut state = self.lock();
+            for record in &records {
+                if state.submitted.len() < LAG_SAMPLES {
+                    state.submitted.push_back((record.seq, now));
+                }
+            }
+        }
+        let batch = records
+            .into_iter()
+            .map(|record| Outgoing {
+                seq: record.seq,
+                op: match record.op {
+                    Op::Put { key, value } => ReplicatedOp::Put { key, value },
+                    Op::Delete { key } => ReplicatedOp::Delete { key },
+                },
+            })
+            .collect();
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(queue) = queue.as_ref() else { return };
+        match queue.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                if !self.overflowed.swap(true, Ordering::SeqCst) {
+                    warn!("replication queue full; the slave will be caught up from the log");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
     }
 
     /// The slave's ack covers every write up to `seq`.
@@ -451,7 +495,7 @@ fn run_timer(link: &Link) {
 }
 
 /// The sender thread: connect, serve the session, repeat until stopped.
-fn run_sender(link: &Arc<Link>, queue: &Receiver<Outgoing>) {
+fn run_sender(link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) {
     let mut backoff = Duration::from_millis(50);
     let mut failures = 0u64;
     while !link.stopping() {
@@ -522,8 +566,17 @@ impl Session {
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
         // A replica stream's handshake carries the master's history ID, so
         // that an empty slave can join it (see PROTOCOL.md).
+        let history = link.store.history();
         let fields = HandshakeFields {
-            history_id: Some(link.store.history_id()),
+            history_id: Some(history.id),
+            history_ancestors: history
+                .ancestors
+                .iter()
+                .map(|ancestor| HistoryAncestor {
+                    id: ancestor.id,
+                    last_seq: ancestor.last_seq,
+                })
+                .collect(),
             auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
         };
         Handshake::with_fields(Role::Replica, &fields)
@@ -554,7 +607,7 @@ impl Session {
                 expected: "the slave's hello",
             });
         };
-        let history = link.store.history_id();
+        let history = history.id;
         let same_history = replication_id == history;
         if !same_history {
             warn!(
@@ -589,7 +642,7 @@ impl Session {
 
     /// Catches the slave up, then forwards live writes until the link or
     /// the master stops.
-    fn run(self, link: &Arc<Link>, queue: &Receiver<Outgoing>) -> crate::Result<()> {
+    fn run(self, link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) -> crate::Result<()> {
         let Session {
             mut writer,
             reader,
@@ -658,7 +711,7 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
 /// The sending half of a session: catch-up, then the live stream.
 fn forward(
     link: &Link,
-    queue: &Receiver<Outgoing>,
+    queue: &Receiver<Vec<Outgoing>>,
     writer: &mut BufWriter<TcpStream>,
     slave_last_seq: u64,
     same_history: bool,
@@ -679,12 +732,12 @@ fn forward(
         if link.overflowed.swap(false, Ordering::SeqCst) {
             while queue.try_recv().is_ok() {}
             waiting.clear();
-            next = catch_up(link, writer, next - 1)?;
+            next = catch_up_live(link, writer, next - 1)?;
             continue;
         }
         match queue.recv_timeout(Duration::from_millis(50)) {
             Ok(first) => {
-                for item in std::iter::once(first).chain(queue.try_iter()) {
+                for item in std::iter::once(first).chain(queue.try_iter()).flatten() {
                     if item.seq >= next {
                         waiting.insert(item.seq, item.op);
                     }
@@ -707,15 +760,27 @@ fn forward(
         } else if gap_since.get_or_insert_with(Instant::now).elapsed() > GAP_PATIENCE {
             // A write never came through the queue: the log has it.
             debug!("seq {next} missing from the queue; reading the log");
-            next = catch_up(link, writer, next - 1)?;
+            next = catch_up_live(link, writer, next - 1)?;
             waiting.retain(|&seq, _| seq >= next);
             gap_since = None;
         }
     }
 }
 
+/// [`catch_up`] in the middle of a session, from `since`, the last seq
+/// sent. Records are sent before they are durable (and visible to the
+/// log's readers), so the log may not have reached `since` yet: then there
+/// is nothing to read, and the records still to come arrive as usual.
+fn catch_up_live(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
+    if since > link.store.last_seq() {
+        return Ok(since + 1);
+    }
+    catch_up(link, writer, since)
+}
+
 /// Sends every record after `since` from the log, or a snapshot if the log
-/// no longer has them all. Returns the next seq to send.
+/// no longer has them all (or never had them: a slave ahead of the master
+/// holds writes the master lost). Returns the next seq to send.
 fn catch_up(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
     let records = match link.store.records_since(since) {
         Ok(records) => records,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use duokv_protocol::{self as protocol, Frame, Message, ReplicatedOp, Replication};
-use duokv_storage::{self as storage, Op, Record, SnapshotEntry, Store};
+use duokv_storage::{self as storage, History, Kinship, Op, Record, SnapshotEntry, Store};
 use log::{error, info, warn};
 
 use crate::clock::now_ns;
@@ -106,15 +106,15 @@ impl SlaveState {
 }
 
 /// Serves a replication stream from the master until it ends.
-/// `master_history` is the history ID the master's handshake carried (0 if
-/// none).
+/// `master_history` is the history the master's handshake carried (an ID
+/// of 0 if none).
 pub fn serve_stream<R: Read>(
     store: &Store,
     state: &SlaveState,
     events: Option<&EventSink>,
     (stream, reader): (&TcpStream, &mut BufReader<R>),
     peer: &str,
-    master_history: u64,
+    master_history: &History,
 ) {
     let id = match state.take_over(stream, peer) {
         Ok(id) => id,
@@ -143,15 +143,32 @@ pub fn serve_stream<R: Read>(
 }
 
 /// Checks the master's history against this store's before anything is
-/// applied. An empty store joins the master's history; a store of another
-/// history resyncs fully or refuses, as `--on-divergence` says. Returns
-/// whether to go on with the stream.
-fn join_history(store: &Store, policy: OnDivergence, master_history: u64, peer: &str) -> bool {
+/// applied, and returns whether to go on with the stream:
+/// - a store whose log is a prefix of the master's (empty, of the same
+///   history, or of an ancestor that ended at or after this store's last
+///   write: the master restarted) takes the master's history and is caught
+///   up from where it ends;
+/// - a store of an ancestor that goes past the fork point holds writes the
+///   master lost in a crash before its own sync (never acknowledged to a
+///   client): it keeps its ID, so the master sees another history in its
+///   `Hello` and replaces the contents by a full resync;
+/// - a store of an unrelated history (a master restarted on an empty
+///   directory) resyncs fully or refuses, as `--on-divergence` says.
+fn join_history(store: &Store, policy: OnDivergence, master_history: &History, peer: &str) -> bool {
     let own = store.history_id();
-    if master_history == 0 || master_history == own {
+    let last_seq = store.last_seq();
+    let theirs = master_history.id;
+    if theirs == 0 || theirs == own {
         return true;
     }
-    if store.last_seq() == 0 {
+    let kinship = master_history.kinship(own);
+    if last_seq == 0 || master_history.has_prefix(own, last_seq) {
+        if let Kinship::Ancestor { last_seq: end } = kinship {
+            info!(
+                "master {peer} continues this store's history {own:016x} (up to seq {end}) as \
+                 {theirs:016x}; going on from seq {last_seq}"
+            );
+        }
         return match store.adopt_history(master_history) {
             Ok(()) => true,
             Err(e) => {
@@ -160,21 +177,28 @@ fn join_history(store: &Store, policy: OnDivergence, master_history: u64, peer: 
             }
         };
     }
+    if let Kinship::Ancestor { last_seq: end } = kinship {
+        warn!(
+            "this store holds {} writes after seq {end}, where master {peer}'s history \
+             {own:016x} ended: the master lost them in a crash before they were durable there \
+             (no client was told they were written); they will be replaced by a full resync",
+            last_seq - end
+        );
+        return true;
+    }
     match policy {
         OnDivergence::Resync => {
             warn!(
-                "master {peer} has another history ({master_history:016x}) than this store \
-                 ({own:016x}, writes up to seq {}): it will be replaced by a full resync",
-                store.last_seq()
+                "master {peer} has another history ({theirs:016x}) than this store \
+                 ({own:016x}, writes up to seq {last_seq}): it will be replaced by a full resync"
             );
             true
         }
         OnDivergence::Refuse => {
             error!(
-                "master {peer} has another history ({master_history:016x}) than this store \
-                 ({own:016x}, writes up to seq {}): refusing its stream (--on-divergence \
-                 refuse); keep this data or restart with --on-divergence resync",
-                store.last_seq()
+                "master {peer} has another history ({theirs:016x}) than this store \
+                 ({own:016x}, writes up to seq {last_seq}): refusing its stream (--on-divergence \
+                 refuse); keep this data or restart with --on-divergence resync"
             );
             false
         }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::clock::now_ns;
 
 use duokv_protocol::{
-    self as protocol, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Message,
-    ReplicatedOp, Request, Response, Role,
+    self as protocol, ErrorCode, Frame, Handshake, HandshakeFields, HandshakeReply,
+    HandshakeStatus, Message, Request, Response, Role,
 };
 use duokv_storage::{self as storage, WriteOp};
 use log::{debug, info, warn};
@@ -130,7 +130,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
                     shared.events.as_ref(),
                     (&stream, &mut reader),
                     peer,
-                    fields.history_id.unwrap_or(0),
+                    &master_history(&fields),
                 );
             }
             return;
@@ -208,9 +208,9 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         // below, from this thread.
         if !is_slave
             && let Message::Request(request) = &frame.message
-            && let Some((op, replicated)) = write_parts(request)
+            && let Some(op) = write_op(request)
         {
-            deferred.write(shared, frame.request_id, received_ns, op, replicated);
+            deferred.write(shared, frame.request_id, received_ns, op);
             continue;
         }
         let (response, key) = match frame.message {
@@ -244,6 +244,22 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
             debug!("{peer}: closing for shutdown after the reply");
             return;
         }
+    }
+}
+
+/// The master's history as its replication handshake gave it (an ID of 0
+/// when it gave none).
+fn master_history(fields: &HandshakeFields) -> storage::History {
+    storage::History {
+        id: fields.history_id.unwrap_or(0),
+        ancestors: fields
+            .history_ancestors
+            .iter()
+            .map(|ancestor| storage::Ancestor {
+                id: ancestor.id,
+                last_seq: ancestor.last_seq,
+            })
+            .collect(),
     }
 }
 
@@ -300,20 +316,15 @@ fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
     }
 }
 
-/// A write request's store operation and the form it is replicated in;
-/// `None` for reads, pings and `Info`.
-fn write_parts(request: &Request) -> Option<(WriteOp<'_>, ReplicatedOp)> {
-    let parts = match request {
-        Request::Create { key, value } => (WriteOp::Create { key, value }, put(key, value)),
-        Request::Update { key, value } => (WriteOp::Update { key, value }, put(key, value)),
-        Request::Put { key, value } => (WriteOp::Put { key, value }, put(key, value)),
-        Request::Delete { key } => (
-            WriteOp::Delete { key },
-            ReplicatedOp::Delete { key: key.clone() },
-        ),
-        Request::Read { .. } | Request::Ping | Request::Info => return None,
-    };
-    Some(parts)
+/// A write request's store operation; `None` for reads, pings and `Info`.
+fn write_op(request: &Request) -> Option<WriteOp<'_>> {
+    match request {
+        Request::Create { key, value } => Some(WriteOp::Create { key, value }),
+        Request::Update { key, value } => Some(WriteOp::Update { key, value }),
+        Request::Put { key, value } => Some(WriteOp::Put { key, value }),
+        Request::Delete { key } => Some(WriteOp::Delete { key }),
+        Request::Read { .. } | Request::Ping | Request::Info => None,
+    }
 }
 
 /// The answer to a sync write the slave did not confirm in time.
@@ -331,14 +342,6 @@ pub(crate) fn replica_unavailable(shared: &Shared, seq: u64) -> Response {
             shared.config.role_sync_timeout()
         ),
     )
-}
-
-/// The replicated form of a put-like write.
-fn put(key: &[u8], value: &[u8]) -> ReplicatedOp {
-    ReplicatedOp::Put {
-        key: key.to_vec(),
-        value: value.to_vec(),
-    }
 }
 
 /// The server's facts for an `Info` request.

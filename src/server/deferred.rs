@@ -21,7 +21,7 @@ use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 
-use duokv_protocol::{Frame, ReplicatedOp, Response, WriteReceipt};
+use duokv_protocol::{Frame, Response, WriteReceipt};
 use duokv_storage::WriteOp;
 use log::debug;
 use socket2::SockRef;
@@ -63,28 +63,22 @@ impl DeferredReplies {
     }
 
     /// Stages the write of `request_id` and returns at once; its reply is
-    /// sent once the write is durable (and, on an async master, handed to
-    /// the replicator). Call [`wait_idle`](Self::wait_idle) first.
+    /// sent once the write is durable (and, on a sync master, acknowledged
+    /// by the slave). Call [`wait_idle`](Self::wait_idle) first. A master's
+    /// store hands the write to the replicator itself, once written.
     pub(crate) fn write(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
         request_id: u64,
         received_ns: u64,
         op: WriteOp<'_>,
-        replicated: ReplicatedOp,
     ) {
         *self.lock() = true;
         let replies = self.clone();
         let done_shared = shared.clone();
+        let key = op.key().to_vec();
         shared.store.write_then(op, move |outcome| match outcome {
-            Ok(seq) => durable(
-                &done_shared,
-                replies,
-                request_id,
-                seq,
-                received_ns,
-                replicated,
-            ),
+            Ok(seq) => durable(&done_shared, replies, request_id, seq, received_ns, key),
             Err(e) => {
                 let reply = Frame::response(request_id, super::connection::storage_error(&e));
                 replies.send(reply);
@@ -165,22 +159,20 @@ impl DeferredReplies {
     }
 }
 
-/// A write durable on this node: recorded, handed to the replicator, and
-/// answered now, or on a sync master once the slave's ack (or the sync
-/// timeout) says how it went.
+/// A write durable on this node: recorded, and answered now, or on a sync
+/// master once the slave's ack (or the sync timeout) says how it went.
 fn durable(
     shared: &Arc<Shared>,
     replies: Arc<DeferredReplies>,
     request_id: u64,
     seq: u64,
     received_ns: u64,
-    replicated: ReplicatedOp,
+    key: Vec<u8>,
 ) {
     let applied_ns = now_ns();
     if let Some(events) = &shared.events {
-        let key = replicated.key();
-        events.record_at(EventKind::Received, seq, key, received_ns);
-        events.record_at(EventKind::Applied, seq, key, applied_ns);
+        events.record_at(EventKind::Received, seq, &key, received_ns);
+        events.record_at(EventKind::Applied, seq, &key, applied_ns);
     }
     let receipt = WriteReceipt {
         seq,
@@ -189,11 +181,9 @@ fn durable(
         replicated_ns: 0,
         replied_ns: 0,
     };
-    let key = replicated.key().to_vec();
     let Some(replicator) = &shared.replicator else {
         return replies.send_receipt(shared, request_id, receipt, &key);
     };
-    replicator.submit(seq, replicated);
     if replicator.mode() == ReplicationMode::Async {
         return replies.send_receipt(shared, request_id, receipt, &key);
     }

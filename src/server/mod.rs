@@ -214,6 +214,19 @@ impl Server {
                 .sync(config.fsync)
                 .compaction(Some(config.compaction)),
         )?);
+        if !matches!(config.role, RoleConfig::Slave { .. }) {
+            // A node that takes writes starts a new history each time it
+            // starts: a slave that holds writes this store lost in a crash
+            // (sent before they were synced here) is then told apart.
+            let before = store.history();
+            let after = store.fork_history()?;
+            info!(
+                "history {:016x} continues {:016x} after seq {}",
+                after.id,
+                before.id,
+                store.last_seq()
+            );
+        }
         let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
             addr: config.listen,
             source: e,

@@ -9,10 +9,13 @@
 //! ```
 //!
 //! The master logs `received` (when the request was read; written once the
-//! write has its seq, with that time), `applied` (durable on the master), `forwarded` (written
-//! to the slave's socket), `acked` (the slave's acknowledgement covering it
-//! arrived) and `replied`; the slave logs `received` and `applied` (durable
-//! on the slave). A key that is not plain printable ASCII (or holds a comma
+//! write has its seq, with that time), `applied` (durable on the master),
+//! `forwarded` (written to the slave's socket), `acked` (the slave's
+//! acknowledgement covering it arrived) and `replied`; the slave logs
+//! `received` and `applied` (durable on the slave). A write is forwarded as
+//! soon as it is written, while the master's sync runs, so `forwarded`, and
+//! even `acked`, may come before the master's `applied`; `replied` comes
+//! after `applied` (and, in sync mode, after `acked`). A key that is not plain printable ASCII (or holds a comma
 //! or a quote) is written as `0x` and its bytes in hex.
 //!
 //! Logging never blocks a request on the disk: events go through a channel

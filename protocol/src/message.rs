@@ -276,7 +276,8 @@ pub struct WriteReceipt {
     /// When the write was durable on the server's own disk.
     pub applied_ns: u64,
     /// When the slave acknowledged the write (synchronous replication), or 0
-    /// when unknown or not waited for.
+    /// when unknown or not waited for. A master forwards a write while it
+    /// syncs it, so the ack may come before `applied_ns`.
     pub replicated_ns: u64,
     /// Just before the response was sent.
     pub replied_ns: u64,

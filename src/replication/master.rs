@@ -735,10 +735,16 @@ fn forward(
             next = catch_up_live(link, writer, next - 1)?;
             continue;
         }
+        let mut sent = false;
         match queue.recv_timeout(Duration::from_millis(50)) {
             Ok(first) => {
                 for item in std::iter::once(first).chain(queue.try_iter()).flatten() {
-                    if item.seq >= next {
+                    if item.seq == next && waiting.is_empty() {
+                        // In order, as the store hands batches over.
+                        send_append(link, writer, next, item.op)?;
+                        next += 1;
+                        sent = true;
+                    } else if item.seq >= next {
                         waiting.insert(item.seq, item.op);
                     }
                 }
@@ -746,7 +752,6 @@ fn forward(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
-        let mut sent = false;
         while let Some(op) = waiting.remove(&next) {
             send_append(link, writer, next, op)?;
             next += 1;
@@ -850,11 +855,9 @@ fn send_append(
     seq: u64,
     op: ReplicatedOp,
 ) -> crate::Result<()> {
-    let key = match &op {
-        ReplicatedOp::Put { key, .. } | ReplicatedOp::Delete { key } => key.clone(),
-    };
+    let key = link.events.as_ref().map(|_| op.key().to_vec());
     protocol::write_frame(writer, &super::frame(seq, Replication::Append { seq, op }))?;
-    if let Some(events) = &link.events {
+    if let (Some(events), Some(key)) = (&link.events, key) {
         events.record(EventKind::Forwarded, seq, &key);
         let mut state = link.lock();
         if state.unacked_keys.len() < LAG_SAMPLES {

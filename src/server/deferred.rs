@@ -36,8 +36,17 @@ use crate::replication::{AckOutcome, ReplicationMode};
 pub(crate) struct DeferredReplies {
     stream: TcpStream,
     peer: String,
-    outstanding: Mutex<bool>,
+    state: Mutex<ReplyState>,
     sent: Condvar,
+}
+
+/// Whether a reply is outstanding, and whether the connection's thread
+/// waits for it: a condvar's notify is a system call even when no one
+/// waits, and the reply's sender would pay it on every write.
+#[derive(Debug, Default)]
+struct ReplyState {
+    outstanding: bool,
+    waited_for: bool,
 }
 
 impl DeferredReplies {
@@ -46,19 +55,17 @@ impl DeferredReplies {
         Ok(Arc::new(DeferredReplies {
             stream: stream.try_clone()?,
             peer: peer.to_string(),
-            outstanding: Mutex::new(false),
+            state: Mutex::new(ReplyState::default()),
             sent: Condvar::new(),
         }))
     }
 
     /// Waits until no deferred reply is outstanding.
     pub(crate) fn wait_idle(&self) {
-        let mut outstanding = self.lock();
-        while *outstanding {
-            outstanding = self
-                .sent
-                .wait(outstanding)
-                .unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
+        while state.outstanding {
+            state.waited_for = true;
+            state = self.sent.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -73,10 +80,14 @@ impl DeferredReplies {
         received_ns: u64,
         op: WriteOp<'_>,
     ) {
-        *self.lock() = true;
+        self.lock().outstanding = true;
         let replies = self.clone();
         let done_shared = shared.clone();
-        let key = op.key().to_vec();
+        // The key is only for the event log: no copy without one.
+        let key = match &shared.events {
+            Some(_) => op.key().to_vec(),
+            None => Vec::new(),
+        };
         shared.store.write_then(op, move |outcome| match outcome {
             Ok(seq) => durable(&done_shared, replies, request_id, seq, received_ns, key),
             Err(e) => {
@@ -150,12 +161,15 @@ impl DeferredReplies {
     }
 
     fn done(&self) {
-        *self.lock() = false;
-        self.sent.notify_all();
+        let mut state = self.lock();
+        state.outstanding = false;
+        if std::mem::take(&mut state.waited_for) {
+            self.sent.notify_all();
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
-        self.outstanding.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

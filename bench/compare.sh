@@ -29,7 +29,8 @@
 #   raw/<system>-<workload>-c<clients>-r<rep>.json  each run's `duokv load --json`
 #   cpu.csv      CPU seconds of the load generator and of each server per run
 #   redis-events.txt  AOF rewrites and replica syncs from the Redis logs
-#   floor.json   one fdatasync and one loopback round trip on this machine
+#   floor.json   one fdatasync and one loopback round trip on this machine,
+#                probed before the load and before each 1-client writes rep
 #   machine.txt  cpus, memory, kernel, filesystem, Redis version, commit
 #   commit.txt   the commit measured
 # then README.md and chart.svg through `duokv perf-report OUT_DIR`. A
@@ -177,15 +178,19 @@ redis_pair
 redis_addr=$addr
 redis_pids=$server_pids
 
-# The physical floor, before any load: one small append + fdatasync on the
-# servers' disk, and a loopback round trip measured two ways (duokv's ping
-# on a fresh connection, a Python TCP echo); the faster round trip counts,
-# which makes the floor lower and the target stricter.
-echo "measuring the floor: fdatasync and loopback round trips" >&2
-for _ in $(seq 50); do
-    "$bin/duokv" ping --addr "$duokv_sync_addr"
-done | sed -n 's/.*round trip \([0-9.]*\)ms.*/\1/p' >"$data/ping-ms.txt"
-python3 - "$data" "$data/ping-ms.txt" >"$out/floor.json" <<'PY'
+# The physical floor: one small append + fdatasync on the servers' disk, and
+# a loopback round trip measured two ways (duokv's ping on a fresh
+# connection, a Python TCP echo); the faster round trip counts, which makes
+# the floor lower and the target stricter. This disk's fdatasync drifts
+# over minutes (seen: 170 to 330 us on one VM), so the floor is probed
+# before any load and again right before every repetition of the 1-client
+# writes cell; floor.json holds the median of all probes, and each probe.
+# probe_floor OUT_JSON
+probe_floor() {
+    for _ in $(seq 50); do
+        "$bin/duokv" ping --addr "$duokv_sync_addr"
+    done | sed -n 's/.*round trip \([0-9.]*\)ms.*/\1/p' >"$data/ping-ms.txt"
+    python3 - "$data" "$data/ping-ms.txt" >"$1" <<'PY'
 import json, os, socket, statistics, sys, threading, time
 
 data, ping_file = sys.argv[1], sys.argv[2]
@@ -229,27 +234,50 @@ for i in range(2200):
 client.close()
 
 pings = [float(line) * 1e3 for line in open(ping_file) if line.strip()]
-echo_us = statistics.median(trips)
+print(json.dumps({
+    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "fdatasync_us": round(statistics.median(syncs), 1),
+    "duokv_ping_round_trip_us": round(statistics.median(pings), 1) if pings else None,
+    "python_echo_round_trip_us": round(statistics.median(trips), 1),
+}))
+PY
+}
+
+# combine_floor PROBE_JSON...: floor.json from the probes.
+combine_floor() {
+    python3 - "$@" <<'PY'
+import json, statistics, sys
+
+probes = [json.load(open(path)) for path in sys.argv[1:]]
+fsync_us = statistics.median(p["fdatasync_us"] for p in probes)
+echo_us = statistics.median(p["python_echo_round_trip_us"] for p in probes)
+pings = [p["duokv_ping_round_trip_us"] for p in probes if p["duokv_ping_round_trip_us"]]
 ping_us = statistics.median(pings) if pings else None
 round_trip = min(v for v in (echo_us, ping_us) if v is not None)
-fsync_us = statistics.median(syncs)
 print(json.dumps({
     "fdatasync_us": round(fsync_us, 1),
     "round_trip_us": round(round_trip, 1),
     "floor_us": round(fsync_us + 2 * round_trip, 1),
     "duokv_ping_round_trip_us": None if ping_us is None else round(ping_us, 1),
     "python_echo_round_trip_us": round(echo_us, 1),
-    "fdatasync_samples": len(syncs),
-    "duokv_ping_samples": len(pings),
-    "python_echo_samples": len(trips),
-    "method": "fdatasync_us: median of 200 appends of 150 bytes to a file in the servers' "
-              "data directory, each followed by os.fdatasync (write + sync timed). "
-              "round_trip_us: the lower of two medians, `duokv ping` (one ping per fresh "
-              "connection, 50 runs, against the idle duokv-sync master) and a Python TCP "
-              "echo of 32 bytes (2000 round trips). floor_us = fdatasync_us + 2 round_trip_us.",
+    "probes": probes,
+    "method": "Probed before any load and right before each repetition of the 1-client "
+              "writes cell; each figure is the median over the probes. In one probe: "
+              "fdatasync_us, the median of 200 appends of 150 bytes to a file in the "
+              "servers' data directory, each followed by os.fdatasync (write + sync timed); "
+              "duokv_ping_round_trip_us, the median of 50 `duokv ping`s (one per fresh "
+              "connection) against the idle duokv-sync master; python_echo_round_trip_us, "
+              "the median of 2000 round trips of 32 bytes to a Python TCP echo. "
+              "round_trip_us is the lower of the two round trips; floor_us = fdatasync_us "
+              "+ 2 round_trip_us.",
 }, indent=2))
 PY
-cat "$out/floor.json" >&2
+}
+
+echo "measuring the floor: fdatasync and loopback round trips" >&2
+probes=("$data/floor-start.json")
+probe_floor "${probes[0]}"
+cat "${probes[0]}" >&2
 
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 dirty=""
@@ -343,12 +371,19 @@ echo "$total runs of ${seconds}s" >&2
 for workload in "${workloads[@]}"; do
     for clients in "${client_counts[@]}"; do
         for rep in $(seq "$reps"); do
+            if [ "$workload" = writes ] && [ "$clients" = 1 ]; then
+                probes+=("$data/floor-r$rep.json")
+                probe_floor "$data/floor-r$rep.json"
+            fi
             for system in "${systems[@]}"; do
                 run "$system" "$workload" "$clients" "$rep"
             done
         done
     done
 done
+
+combine_floor "${probes[@]}" >"$out/floor.json"
+cat "$out/floor.json" >&2
 
 # What Redis did in the background during the runs (AOF rewrites, the
 # replica's sync), from its logs.

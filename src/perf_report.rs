@@ -756,12 +756,14 @@ pub fn markdown(c: &Comparison) -> String {
         out.push_str("## The physical floor\n\n");
         let _ = writeln!(
             out,
-            "Measured by the script on this machine before the runs, with no load: \
+            "Measured by the script on this machine with no load, before the runs and \
+             again right before each repetition of the 1-client writes cell (this disk's \
+             `fdatasync` time drifts over minutes), as the median over those probes: \
              appending ~150 bytes to a file in the servers' data directory and calling \
-             `fdatasync` takes **{} µs** (median of 200); a loopback round trip takes \
-             **{} µs** (see `{FLOOR_JSON}` for how). A sync write needs at least one \
-             `fdatasync` and two round trips (client → master, master → slave): \
-             **{} µs**.\n",
+             `fdatasync` takes **{} µs** (each probe the median of 200); a loopback round \
+             trip takes **{} µs** (see `{FLOOR_JSON}` for how, and every probe). A sync \
+             write needs at least one `fdatasync` and two round trips (client → master, \
+             master → slave): **{} µs**.\n",
             fixed1(floor.fdatasync_us),
             fixed1(floor.round_trip_us),
             fixed1(floor.floor_us())

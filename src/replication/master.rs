@@ -461,25 +461,25 @@ fn run_timer(link: &Link) {
     let idle = link.settings.sync_timeout.max(Duration::from_millis(10));
     let mut state = link.lock();
     while !link.stopping() {
-        let Some((&seq, first)) = state.awaiting.first_key_value() else {
-            state = link
-                .timer
-                .wait_timeout(state, idle)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            continue;
-        };
         let now = Instant::now();
-        if first.deadline > now {
-            let left = first.deadline - now;
+        let first = state
+            .awaiting
+            .first_key_value()
+            .map(|(&seq, first)| (seq, first.deadline));
+        let sleep = match first {
+            None => idle,
+            Some((_, deadline)) if deadline > now => deadline - now,
+            Some(_) => Duration::ZERO,
+        };
+        if !sleep.is_zero() {
             state = link
                 .timer
-                .wait_timeout(state, left)
+                .wait_timeout(state, sleep)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             continue;
         }
-        let Some(expired) = state.awaiting.remove(&seq) else {
+        let Some(expired) = first.and_then(|(seq, _)| state.awaiting.remove(&seq)) else {
             continue;
         };
         let outcome = if link.settings.fallback_async {

@@ -47,6 +47,8 @@ out=${1:-results/perf}
 seconds=${2:-5}
 reps=${3:-3}
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 cargo build --release --quiet
 bin=target/release
 if ! "$bin/duokv" load --help | grep -q -- '--target'; then
@@ -88,27 +90,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-fail() {
-    echo "$1" >&2
-    exit 1
-}
-
-wait_duokv() { # ADDR [link]
-    for _ in $(seq 200); do
-        if [ "${2:-}" = link ]; then
-            "$bin/duokv" info --addr "$1" 2>/dev/null | grep -q '^link: up' && return 0
-        else
-            "$bin/duokv" ping --addr "$1" >/dev/null 2>&1 && return 0
-        fi
-        sleep 0.05
-    done
-    fail "duokv at $1 did not come up${2:+ (link)}"
-}
 
 wait_redis() { # PORT [link]
     for _ in $(seq 200); do

@@ -15,6 +15,8 @@ set -euo pipefail
 out=${1:-results/load}
 seconds=${2:-5}
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 cargo build --release --quiet
 bin=target/release
 mkdir -p "$out"
@@ -26,23 +28,6 @@ cleanup() {
     rm -rf "$data"
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_up() { # ADDR [link]
-    for _ in $(seq 200); do
-        if [ "${2:-}" = link ]; then
-            "$bin/duokv" info --addr "$1" 2>/dev/null | grep -q '^link: up' && return 0
-        else
-            "$bin/duokv" ping --addr "$1" >/dev/null 2>&1 && return 0
-        fi
-        sleep 0.05
-    done
-    echo "server at $1 did not come up" >&2
-    exit 1
-}
 
 stop_all() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -56,7 +41,7 @@ standalone() {
     addr=127.0.0.1:$port
     "$bin/duokv-server" --listen "$addr" --data-dir "$data/s-$1-$RANDOM" --fsync "$1" 2>>"$data/server.log" &
     pids+=($!)
-    wait_up "$addr"
+    wait_duokv "$addr"
 }
 
 # pair MODE: starts a slave and a master (fsync always), sets $addr (master)
@@ -70,7 +55,7 @@ pair() {
         --role master --replica "127.0.0.1:$sport" --replication "$1" 2>>"$data/server.log" &
     pids+=($!)
     addr=127.0.0.1:$mport
-    wait_up "$addr" link
+    wait_duokv "$addr" link
 }
 
 cell() { # NAME CLIENTS WRITES

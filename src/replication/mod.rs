@@ -2,22 +2,25 @@
 //!
 //! The master keeps **one persistent TCP connection** to the slave: it dials
 //! the slave's client port, says it is the replication stream in the
-//! handshake, and the slave answers with `Hello` carrying its last applied
-//! sequence number. The master then sends every later write of its log, in
-//! sequence order, as `Append` frames; the slave applies them to its store
-//! with the master's sequence numbers and acknowledges with cumulative `Ack`s
+//! handshake (with its history and the histories it continues), and the
+//! slave answers with `Hello` carrying its last applied sequence number. The
+//! master then sends every later write of its log, in sequence order, as
+//! `Append` frames, each batch as soon as it is written and while the
+//! master's own `fdatasync` runs; the slave applies them to its store with
+//! the master's sequence numbers and acknowledges with cumulative `Ack`s
 //! ("everything up to seq N is applied and durable").
 //!
 //! - [`master`]: the [`Replicator`] a master runs: the link, catch-up from
 //!   the log, full resync by snapshot, and the wait for acks of sync mode.
 //! - [`slave`]: what a slave does with the stream.
 //!
-//! **Sync mode**: a client's write is answered only once the slave's ack
-//! covers it (or `--sync-timeout` passes: `ReplicaUnavailable`; the write is
-//! durable on the master and reaches the slave when it is back). Writers
-//! share the link: their writes are pipelined and one ack releases many.
-//! **Async mode**: a write is answered once the master applied it; the
-//! replication thread forwards it in the background.
+//! **Sync mode**: a client's write is answered only once it is durable on
+//! the master and the slave's ack covers it (or `--sync-timeout` passes:
+//! `ReplicaUnavailable`; the write is durable on the master and reaches the
+//! slave when it is back). Writers share the link: their writes are
+//! pipelined and one ack releases many. **Async mode**: a write is answered
+//! once it is durable on the master; the replication thread forwards it in
+//! the background (usually before the answer: it left with the batch).
 //!
 //! **Catch-up**: the log is the backlog. Writes made while the slave is away
 //! are not queued in memory; when it reconnects, the master streams them

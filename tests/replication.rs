@@ -221,6 +221,53 @@ fn sync_writes_are_on_the_slave_when_acknowledged() {
     assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
 }
 
+/// `--forward durable`: the master hands a write to the slave only once it
+/// is synced (the store's own tests prove that order); sync writes are
+/// still acknowledged and on the slave, and `info` says which point the
+/// master forwards at. A default master forwards once written; a bad value
+/// is refused before the server starts.
+#[test]
+fn forward_durable_still_replicates_every_sync_write() {
+    let pair = Pair::start(&["--forward", "durable"], &[]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut slave = pair.slave.client();
+    assert_eq!(info_value(&mut master, "forward"), "durable");
+    for i in 0..30u64 {
+        let key = format!("d{}", i % 7);
+        let receipt = master.put(&key, format!("v{i}")).expect("sync write");
+        assert_ne!(receipt.server.replicated_ns, 0, "{receipt:?}");
+        assert_reads(&mut slave, &key, Some(&format!("v{i}")));
+    }
+    assert_eq!(last_seq(&mut slave), 30);
+
+    let default = Pair::start(&[], &[]);
+    default.wait_link_up();
+    assert_eq!(
+        info_value(&mut default.master.client(), "forward"),
+        "written"
+    );
+
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let out = common::run_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_duokv-server")).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--role",
+            "master",
+            "--replica",
+            "127.0.0.1:1",
+            "--forward",
+            "soon",
+        ]),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("use written or durable"), "{stderr}");
+}
+
 /// Async replication: 200 writes are acknowledged without waiting for the
 /// slave (no `replicated_ns`), and the slave converges: every key reads the
 /// same on both, and the master's `info` shows no lag left.

@@ -15,7 +15,7 @@ use argh::FromArgs;
 use duokv::auth::AuthToken;
 use duokv::duration::parse_duration;
 use duokv::replication::slave::OnDivergence;
-use duokv::replication::{MasterSettings, ReplicationMode};
+use duokv::replication::{Forward, MasterSettings, ReplicationMode};
 use duokv::storage::{CompactionPolicy, Sync};
 use duokv::{RoleConfig, Server, ServerConfig};
 use log::error;
@@ -115,6 +115,16 @@ struct Args {
     #[argh(option, default = "String::from(\"none\")")]
     sync_fallback: String,
 
+    /// master only: when a write goes to the slave: written (default; as
+    /// soon as it is in the master's log, so both replicas sync it at once:
+    /// a sync write costs one fdatasync and two round trips, and after a
+    /// crash of the master's host the slave may have served a write that is
+    /// then taken away, never acknowledged) or durable (once synced on the
+    /// master: the slave never holds a write the master could lose; a sync
+    /// write pays both syncs one after the other)
+    #[argh(option, default = "Forward::Written")]
+    forward: Forward,
+
     /// slave only: the master's client address, HOST:PORT, sent to clients
     /// that write to the slave
     #[argh(option)]
@@ -166,6 +176,7 @@ fn role(args: &Args) -> Result<RoleConfig, String> {
                 mode: args.replication,
                 sync_timeout: args.sync_timeout,
                 fallback_async,
+                forward: args.forward,
             }))
         }
         "slave" => {

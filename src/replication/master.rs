@@ -14,7 +14,7 @@
 //! store's [write observer](duokv_storage::Store::observe_writes), given
 //! each group-commit batch once it is written and **before** the master's
 //! `fdatasync`, so the slave's sync runs alongside the master's instead of
-//! after it. A write is still acknowledged only once durable on the master
+//! after it (`--forward durable` gives it the batch once synced instead). A write is still acknowledged only once durable on the master
 //! (and, in sync mode, on the slave). Should the master's host crash before
 //! its sync, the slave may hold writes the master lost: the master forks a
 //! new history each time it starts (see `duokv_storage::history`), so such
@@ -38,10 +38,10 @@ use duokv_protocol::{
     self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus,
     HistoryAncestor, Message, NodeRole, ReplicatedOp, Replication, Role,
 };
-use duokv_storage::{self as storage, Op, Store};
+use duokv_storage::{self as storage, ObservePoint, Op, Store};
 use log::{debug, error, info, warn};
 
-use super::ReplicationMode;
+use super::{Forward, ReplicationMode};
 use crate::auth::AuthToken;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
@@ -68,6 +68,9 @@ pub struct MasterSettings {
     /// In sync mode, answer writes without the slave while it is away
     /// (logged loudly) instead of failing them with `ReplicaUnavailable`.
     pub fallback_async: bool,
+    /// When a write goes to the slave: once written (default) or once
+    /// durable on the master.
+    pub forward: Forward,
 }
 
 /// How a sync write's wait ended.
@@ -236,11 +239,18 @@ impl Replicator {
         });
         // A weak link: the store must not keep its own replicator alive.
         let observer_link = Arc::downgrade(&link);
-        let observing = link.store.observe_writes(Box::new(move |records| {
-            if let Some(link) = observer_link.upgrade() {
-                link.submit(records);
-            }
-        }));
+        let at = match link.settings.forward {
+            Forward::Written => ObservePoint::Written,
+            Forward::Durable => ObservePoint::Durable,
+        };
+        let observing = link.store.observe_writes(
+            at,
+            Box::new(move |records| {
+                if let Some(link) = observer_link.upgrade() {
+                    link.submit(records);
+                }
+            }),
+        );
         if !observing {
             return Err(std::io::Error::other("the store already has a write observer").into());
         }

@@ -32,6 +32,7 @@ pub mod master;
 pub mod slave;
 
 pub use master::{AckOutcome, LinkStatus, MasterSettings, Replicator};
+
 pub use slave::SlaveState;
 
 /// A replication frame. Its request id carries the seq it is about (or 0):
@@ -40,6 +41,43 @@ fn frame(id: u64, message: duokv_protocol::Replication) -> duokv_protocol::Frame
     duokv_protocol::Frame {
         request_id: id,
         message: duokv_protocol::Message::Replication(message),
+    }
+}
+
+/// When a master forwards a write to its slave (`--forward`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forward {
+    /// As soon as it is in the master's log, while the master syncs it: the
+    /// two syncs overlap, and a sync write costs about one `fdatasync` and
+    /// two round trips. After a crash of the master's host the slave may
+    /// have served a write the master lost (never acknowledged), which the
+    /// resync then takes away.
+    #[default]
+    Written,
+    /// Once it is durable on the master: the slave never holds a write the
+    /// master could lose, and a sync write pays the two syncs one after the
+    /// other.
+    Durable,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "written" => Ok(Forward::Written),
+            "durable" => Ok(Forward::Durable),
+            _ => Err(format!("`{text}`: use written or durable")),
+        }
+    }
+}
+
+impl std::fmt::Display for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Forward::Written => "written",
+            Forward::Durable => "durable",
+        })
     }
 }
 

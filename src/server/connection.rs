@@ -385,6 +385,9 @@ fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
     if let Some(replicator) = &shared.replicator {
         let status = replicator.status();
         fact("replication", status.mode.to_string());
+        if let RoleConfig::Master(settings) = &shared.config.role {
+            fact("forward", settings.forward.to_string());
+        }
         fact("replica", status.replica.clone());
         fact("link", if status.up { "up" } else { "down" }.to_string());
         fact("slave_acked_seq", status.acked_seq.to_string());

@@ -142,8 +142,8 @@ fn describe(role: &RoleConfig) -> String {
     match role {
         RoleConfig::Standalone => "a standalone node".to_string(),
         RoleConfig::Master(settings) => format!(
-            "master replicating {} to slave {}",
-            settings.mode, settings.replica
+            "master replicating {} to slave {}, forwarding writes once {}",
+            settings.mode, settings.replica, settings.forward
         ),
         RoleConfig::Slave { master_addr, .. } => format!("slave of master {master_addr}"),
     }

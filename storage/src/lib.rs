@@ -113,4 +113,4 @@ pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use history::{Ancestor, History, Kinship};
 pub use iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
 pub use options::{CompactionPolicy, Options, Sync};
-pub use store::{Op, Stats, Store, WriteObserver, WriteOp};
+pub use store::{ObservePoint, Op, Stats, Store, WriteObserver, WriteOp};

@@ -103,20 +103,31 @@ impl Op {
     }
 }
 
-/// Called with each run of records once it is written to the log, before
-/// it is synced: see [`Store::observe_writes`].
+/// Called with each run of records the store writes, at the point its
+/// [`ObservePoint`] says: see [`Store::observe_writes`].
 pub type WriteObserver = Box<dyn Fn(Vec<Record>) + Send + std::marker::Sync>;
 
+/// When a [`WriteObserver`] is given a run of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservePoint {
+    /// Once the `pwrite` has succeeded, before the `fdatasync`: whatever
+    /// the observer starts runs alongside the sync, and a record it is
+    /// given may still be lost if the host crashes before the sync.
+    Written,
+    /// Once the records are durable (synced, under `Sync::Always`), before
+    /// they are visible to readers.
+    Durable,
+}
+
 /// Where a store keeps its [`WriteObserver`], if it has one.
-struct ObserverSlot(OnceLock<WriteObserver>);
+struct ObserverSlot(OnceLock<(ObservePoint, WriteObserver)>);
 
 impl std::fmt::Debug for ObserverSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "ObserverSlot(set)"
-        } else {
-            "ObserverSlot(empty)"
-        })
+        match self.0.get() {
+            Some((at, _)) => write!(f, "ObserverSlot({at:?})"),
+            None => f.write_str("ObserverSlot(empty)"),
+        }
     }
 }
 
@@ -512,19 +523,21 @@ impl Store {
     }
 
     /// Calls `observer` with every run of records this store writes to its
-    /// log, oldest first, once the `pwrite` has succeeded and **before** the
-    /// `fdatasync`: a master forwards them to its slave from there, so that
-    /// the slave's sync runs alongside its own. A record given to the
-    /// observer may still be lost if the host crashes before the sync; no
-    /// caller is told it is durable until it is. Records whose write failed
-    /// are never given (their sequence numbers are handed out again).
+    /// log, oldest first. With [`ObservePoint::Written`], once the `pwrite`
+    /// has succeeded and **before** the `fdatasync`: a master forwards them
+    /// to its slave from there, so that the slave's sync runs alongside its
+    /// own; such a record may still be lost if the host crashes before the
+    /// sync (no caller is told it is durable until it is). With
+    /// [`ObservePoint::Durable`], once the sync has succeeded. Records whose
+    /// write or sync failed are never given after the failure (a failed
+    /// write's sequence numbers are handed out again).
     ///
     /// Runs with the group-commit gate held (under `Sync::Always`) or the
     /// writer's lock (otherwise), so runs arrive in sequence order: keep it
     /// short, and never call back into the store's write path. One observer
     /// per store; a second call returns `false` and changes nothing.
-    pub fn observe_writes(&self, observer: WriteObserver) -> bool {
-        self.inner.observer.0.set(observer).is_ok()
+    pub fn observe_writes(&self, at: ObservePoint, observer: WriteObserver) -> bool {
+        self.inner.observer.0.set((at, observer)).is_ok()
     }
 
     /// The newest sequence number readers can see; it survives restarts
@@ -722,12 +735,17 @@ impl Inner {
         self.observer.0.get().map(|_| writer.buffered_records())
     }
 
-    /// Gives written records to the observer.
-    fn observe(&self, records: Option<Vec<Record>>) {
-        if let (Some(observer), Some(records)) = (self.observer.0.get(), records)
-            && !records.is_empty()
-        {
-            observer(records);
+    /// Gives records to the observer if it wants them at `point`; else
+    /// hands them back, for a later point.
+    fn observe(&self, point: ObservePoint, records: Option<Vec<Record>>) -> Option<Vec<Record>> {
+        match (self.observer.0.get(), records) {
+            (Some((at, observer)), Some(records)) if *at == point => {
+                if !records.is_empty() {
+                    observer(records);
+                }
+                None
+            }
+            (_, records) => records,
         }
     }
 
@@ -832,7 +850,9 @@ impl Inner {
         if self.options.sync_policy() != Sync::Always {
             let records = self.records_to_observe(&writer);
             let written = writer.write_buffer()?;
-            self.observe(records);
+            // No sync here: written is as durable as this policy makes it.
+            let records = self.observe(ObservePoint::Written, records);
+            self.observe(ObservePoint::Durable, records);
             self.publish(written);
             if writer.offset >= self.options.segment_size_limit() {
                 self.roll_logged(&mut writer);
@@ -945,12 +965,15 @@ impl Inner {
         writer.in_flight = written;
         writer.in_flight_batch = Some(batch.clone());
         drop(writer);
-        // Written, not yet synced: the observer (a master's replication)
-        // starts on them while this thread syncs.
-        self.observe(records);
+        // Written, not yet synced: an observer that wants them now (a
+        // master's replication) starts on them while this thread syncs.
+        let records = self.observe(ObservePoint::Written, records);
 
         let synced = segment.sync_data();
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        if synced.is_ok() {
+            self.observe(ObservePoint::Durable, records);
+        }
 
         let mut writer = lock(&self.writer);
         let written = std::mem::take(&mut writer.in_flight);

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use duokv_storage::{Ancestor, Error, FaultInjector, History, Op, Options, Record, Store, Sync};
+use duokv_storage::{
+    Ancestor, Error, FaultInjector, History, ObservePoint, Op, Options, Record, Store, Sync,
+};
 
 /// Records the newest seq the observer had seen at each sync; fails
 /// appends while `disk_full` is on.
@@ -33,9 +35,13 @@ impl FaultInjector for Watch {
     }
 }
 
-/// A store whose observer keeps every record it is given, checking that
-/// each run follows the last without a gap.
-fn observed_store(dir: &Path, sync: Sync) -> (Store, Arc<Watch>, Arc<Mutex<Vec<Record>>>) {
+/// A store whose observer (at `at`) keeps every record it is given,
+/// checking that each run follows the last without a gap.
+fn observed_store_at(
+    dir: &Path,
+    sync: Sync,
+    at: ObservePoint,
+) -> (Store, Arc<Watch>, Arc<Mutex<Vec<Record>>>) {
     let watch = Arc::new(Watch::default());
     let store = Store::open(
         dir,
@@ -44,22 +50,29 @@ fn observed_store(dir: &Path, sync: Sync) -> (Store, Arc<Watch>, Arc<Mutex<Vec<R
     .unwrap();
     let seen = Arc::new(Mutex::new(Vec::<Record>::new()));
     let (observer_seen, observer_watch) = (seen.clone(), watch.clone());
-    assert!(store.observe_writes(Box::new(move |records| {
-        let mut seen = observer_seen.lock().unwrap();
-        for record in records {
-            let expected = seen.last().map_or(1, |r| r.seq + 1);
-            assert_eq!(record.seq, expected, "runs arrive in order, without gaps");
-            observer_watch
-                .observed_max
-                .store(record.seq, Ordering::SeqCst);
-            seen.push(record);
-        }
-    })));
+    assert!(store.observe_writes(
+        at,
+        Box::new(move |records| {
+            let mut seen = observer_seen.lock().unwrap();
+            for record in records {
+                let expected = seen.last().map_or(1, |r| r.seq + 1);
+                assert_eq!(record.seq, expected, "runs arrive in order, without gaps");
+                observer_watch
+                    .observed_max
+                    .store(record.seq, Ordering::SeqCst);
+                seen.push(record);
+            }
+        })
+    ));
     assert!(
-        !store.observe_writes(Box::new(|_| {})),
+        !store.observe_writes(ObservePoint::Durable, Box::new(|_| {})),
         "one observer per store"
     );
     (store, watch, seen)
+}
+
+fn observed_store(dir: &Path, sync: Sync) -> (Store, Arc<Watch>, Arc<Mutex<Vec<Record>>>) {
+    observed_store_at(dir, sync, ObservePoint::Written)
 }
 
 fn log(store: &Store) -> Vec<Record> {
@@ -92,6 +105,28 @@ fn a_write_is_observed_before_its_sync() {
             key: b"k3".to_vec()
         }
     );
+}
+
+/// Observed at `Durable`, a write reaches the observer only after the sync
+/// that makes it durable: no sync ever saw its seq observed already.
+#[test]
+fn a_durable_observer_sees_a_write_after_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, watch, seen) = observed_store_at(dir.path(), Sync::Always, ObservePoint::Durable);
+    for i in 0..50u32 {
+        let seq = store.put(format!("k{}", i % 7), i.to_be_bytes()).unwrap();
+        let at_last_sync = *watch.seen_at_syncs.lock().unwrap().last().unwrap();
+        assert!(
+            at_last_sync < seq,
+            "write {seq} was observed before its sync ({at_last_sync})"
+        );
+        assert_eq!(
+            seen.lock().unwrap().last().unwrap().seq,
+            seq,
+            "observed by now"
+        );
+    }
+    assert_eq!(*seen.lock().unwrap(), log(&store));
 }
 
 /// Many writers, blocking and `write_then`, under every policy: the

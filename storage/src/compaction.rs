@@ -28,6 +28,7 @@ use log::info;
 
 use crate::error::{Error, Result};
 use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
+use crate::history::History;
 use crate::iter::SnapshotEntry;
 use crate::keydir::{Keydir, Location, SegmentSlot};
 use crate::segment::{self, Segment};
@@ -245,11 +246,15 @@ impl Output {
 }
 
 impl Inner {
-    /// Replaces the store's contents with a snapshot; see
-    /// [`Store::install_snapshot`](crate::Store::install_snapshot).
+    /// Replaces the store's contents with a snapshot of `history`; see
+    /// [`Store::install_snapshot`](crate::Store::install_snapshot). The
+    /// history becomes the store's in memory at the moment the contents
+    /// switch (the caller saves it to its file after), so no reader sees
+    /// the new contents under the old history.
     pub(crate) fn install_snapshot(
         &self,
         seq: u64,
+        history: History,
         entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
         let _one_at_a_time = lock(&self.compacting);
@@ -316,7 +321,10 @@ impl Inner {
             .insert(active_id, SegmentSlot::empty(active.clone()));
         keydir.published_seq = seq;
         keydir.horizon = seq;
-        let old = std::mem::replace(&mut *self.write_keydir(), keydir);
+        let mut visible = self.write_keydir();
+        *lock(&self.history) = history;
+        let old = std::mem::replace(&mut *visible, keydir);
+        drop(visible);
         writer.active = active;
         writer.offset = SEGMENT_HEADER_LEN as u64;
         writer.last_seq = seq;

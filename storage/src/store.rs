@@ -455,8 +455,10 @@ impl Store {
         history_id: u64,
         entries: impl IntoIterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
-        self.inner.install_snapshot(seq, &mut entries.into_iter())?;
-        self.inner.set_history(History::new(history_id))
+        let history = History::new(history_id);
+        self.inner
+            .install_snapshot(seq, history.clone(), &mut entries.into_iter())?;
+        self.inner.set_history(history)
     }
 
     /// Takes a master's `history` (its ID and ancestors) before applying

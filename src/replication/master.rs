@@ -14,8 +14,9 @@
 //! store's [write observer](duokv_storage::Store::observe_writes), given
 //! each group-commit batch once it is written and **before** the master's
 //! `fdatasync`, so the slave's sync runs alongside the master's instead of
-//! after it (`--forward durable` gives it the batch once synced instead). A write is still acknowledged only once durable on the master
-//! (and, in sync mode, on the slave). Should the master's host crash before
+//! after it (`--forward durable` gives it the batch once synced instead).
+//! A write is still acknowledged only once durable on the master (and, in
+//! sync mode, on the slave). Should the master's host crash before
 //! its sync, the slave may hold writes the master lost: the master forks a
 //! new history each time it starts (see `duokv_storage::history`), so such
 //! a slave is told apart and resynced, never continued.
@@ -35,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use duokv_protocol::{
-    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus,
-    HistoryAncestor, Message, NodeRole, ReplicatedOp, Replication, Role,
+    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
+    NodeRole, ReplicatedOp, Replication, Role,
 };
-use duokv_storage::{self as storage, ObservePoint, Op, Store};
+use duokv_storage::{self as storage, ObservePoint, Store};
 use log::{debug, error, info, warn};
 
 use super::{Forward, ReplicationMode};
@@ -180,10 +181,16 @@ impl LinkState {
     /// the lock is released.
     fn take_covered(&mut self) -> Vec<AckCompletion> {
         let later = self.awaiting.split_off(&(self.acked_seq + 1));
-        std::mem::replace(&mut self.awaiting, later)
-            .into_values()
-            .map(|waiting| waiting.done)
-            .collect()
+        Self::completions(std::mem::replace(&mut self.awaiting, later))
+    }
+
+    /// Takes every waiting write, to complete once the lock is released.
+    fn take_all(&mut self) -> Vec<AckCompletion> {
+        Self::completions(std::mem::take(&mut self.awaiting))
+    }
+
+    fn completions(waits: BTreeMap<u64, Awaiting>) -> Vec<AckCompletion> {
+        waits.into_values().map(|waiting| waiting.done).collect()
     }
 
     /// Turns the sync fallback on (logged once) for writes going on
@@ -346,11 +353,8 @@ impl Drop for Replicator {
         {
             error!("the replication timeout thread panicked");
         }
-        let left = std::mem::take(&mut self.link.lock().awaiting);
-        complete(
-            left.into_values().map(|waiting| waiting.done).collect(),
-            AckOutcome::TimedOut,
-        );
+        let left = self.link.lock().take_all();
+        complete(left, AckOutcome::TimedOut);
         if let Some(sender) = self.sender.take()
             && sender.join().is_err()
         {
@@ -384,10 +388,7 @@ impl Link {
             .into_iter()
             .map(|record| Outgoing {
                 seq: record.seq,
-                op: match record.op {
-                    Op::Put { key, value } => ReplicatedOp::Put { key, value },
-                    Op::Delete { key } => ReplicatedOp::Delete { key },
-                },
+                op: super::to_wire(record.op),
             })
             .collect();
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,12 +452,9 @@ impl Link {
         }
         if self.settings.fallback_async && !state.awaiting.is_empty() {
             state.fall_back(&self.settings.replica);
-            let waiting = std::mem::take(&mut state.awaiting);
+            let waiting = state.take_all();
             drop(state);
-            complete(
-                waiting.into_values().map(|w| w.done).collect(),
-                AckOutcome::Degraded,
-            );
+            complete(waiting, AckOutcome::Degraded);
         }
     }
 }
@@ -576,17 +574,10 @@ impl Session {
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
         // A replica stream's handshake carries the master's history ID, so
         // that an empty slave can join it (see PROTOCOL.md).
-        let history = link.store.history();
+        let (history, history_ancestors) = super::history_fields(&link.store.history());
         let fields = HandshakeFields {
-            history_id: Some(history.id),
-            history_ancestors: history
-                .ancestors
-                .iter()
-                .map(|ancestor| HistoryAncestor {
-                    id: ancestor.id,
-                    last_seq: ancestor.last_seq,
-                })
-                .collect(),
+            history_id: Some(history),
+            history_ancestors,
             auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
         };
         Handshake::with_fields(Role::Replica, &fields)
@@ -617,7 +608,6 @@ impl Session {
                 expected: "the slave's hello",
             });
         };
-        let history = history.id;
         let same_history = replication_id == history;
         if !same_history {
             warn!(
@@ -745,16 +735,10 @@ fn forward(
             next = catch_up_live(link, writer, next - 1)?;
             continue;
         }
-        let mut sent = false;
         match queue.recv_timeout(Duration::from_millis(50)) {
             Ok(first) => {
                 for item in std::iter::once(first).chain(queue.try_iter()).flatten() {
-                    if item.seq == next && waiting.is_empty() {
-                        // In order, as the store hands batches over.
-                        send_append(link, writer, next, item.op)?;
-                        next += 1;
-                        sent = true;
-                    } else if item.seq >= next {
+                    if item.seq >= next {
                         waiting.insert(item.seq, item.op);
                     }
                 }
@@ -762,6 +746,7 @@ fn forward(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
+        let mut sent = false;
         while let Some(op) = waiting.remove(&next) {
             send_append(link, writer, next, op)?;
             next += 1;
@@ -809,11 +794,7 @@ fn catch_up(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate
     let mut count = 0u64;
     for record in records {
         let record = record?;
-        let op = match record.op {
-            Op::Put { key, value } => ReplicatedOp::Put { key, value },
-            Op::Delete { key } => ReplicatedOp::Delete { key },
-        };
-        send_append(link, writer, record.seq, op)?;
+        send_append(link, writer, record.seq, super::to_wire(record.op))?;
         count += 1;
     }
     writer.flush()?;

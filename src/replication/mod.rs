@@ -35,6 +35,52 @@ pub use master::{AckOutcome, LinkStatus, MasterSettings, Replicator};
 
 pub use slave::SlaveState;
 
+/// A store op as the replication stream carries it.
+fn to_wire(op: duokv_storage::Op) -> duokv_protocol::ReplicatedOp {
+    match op {
+        duokv_storage::Op::Put { key, value } => duokv_protocol::ReplicatedOp::Put { key, value },
+        duokv_storage::Op::Delete { key } => duokv_protocol::ReplicatedOp::Delete { key },
+    }
+}
+
+/// A streamed op as the store writes it.
+fn from_wire(op: duokv_protocol::ReplicatedOp) -> duokv_storage::Op {
+    match op {
+        duokv_protocol::ReplicatedOp::Put { key, value } => duokv_storage::Op::Put { key, value },
+        duokv_protocol::ReplicatedOp::Delete { key } => duokv_storage::Op::Delete { key },
+    }
+}
+
+/// The handshake fields that tell a slave the master's history: its ID and
+/// the ancestors it continues.
+fn history_fields(history: &duokv_storage::History) -> (u64, Vec<duokv_protocol::HistoryAncestor>) {
+    let ancestors = history
+        .ancestors
+        .iter()
+        .map(|ancestor| duokv_protocol::HistoryAncestor {
+            id: ancestor.id,
+            last_seq: ancestor.last_seq,
+        })
+        .collect();
+    (history.id, ancestors)
+}
+
+/// The master's history as its replication handshake gave it (an ID of 0
+/// when it gave none).
+pub fn master_history(fields: &duokv_protocol::HandshakeFields) -> duokv_storage::History {
+    duokv_storage::History {
+        id: fields.history_id.unwrap_or(0),
+        ancestors: fields
+            .history_ancestors
+            .iter()
+            .map(|ancestor| duokv_storage::Ancestor {
+                id: ancestor.id,
+                last_seq: ancestor.last_seq,
+            })
+            .collect(),
+    }
+}
+
 /// A replication frame. Its request id carries the seq it is about (or 0):
 /// receivers do not match on it, but it reads well in a capture.
 fn frame(id: u64, message: duokv_protocol::Replication) -> duokv_protocol::Frame {

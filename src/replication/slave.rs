@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use duokv_protocol::{self as protocol, Frame, Message, ReplicatedOp, Replication};
-use duokv_storage::{self as storage, History, Kinship, Op, Record, SnapshotEntry, Store};
+use duokv_storage::{self as storage, History, Kinship, Record, SnapshotEntry, Store};
 use log::{error, info, warn};
 
 use crate::clock::now_ns;
@@ -309,10 +309,7 @@ fn apply_stream<R: Read>(
 
 /// The storage record for an `Append`, logging its arrival.
 fn record(seq: u64, op: ReplicatedOp, events: Option<&EventSink>) -> Record {
-    let op = match op {
-        ReplicatedOp::Put { key, value } => Op::Put { key, value },
-        ReplicatedOp::Delete { key } => Op::Delete { key },
-    };
+    let op = super::from_wire(op);
     if let Some(events) = events {
         events.record(EventKind::Received, seq, op.key());
     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::clock::now_ns;
 
 use duokv_protocol::{
-    self as protocol, ErrorCode, Frame, Handshake, HandshakeFields, HandshakeReply,
-    HandshakeStatus, Message, Request, Response, Role,
+    self as protocol, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Message,
+    Request, Response, Role,
 };
 use duokv_storage::{self as storage, WriteOp};
 use log::{debug, info, warn};
@@ -130,7 +130,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
                     shared.events.as_ref(),
                     (&stream, &mut reader),
                     peer,
-                    &master_history(&fields),
+                    &replication::master_history(&fields),
                 );
             }
             return;
@@ -244,22 +244,6 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
             debug!("{peer}: closing for shutdown after the reply");
             return;
         }
-    }
-}
-
-/// The master's history as its replication handshake gave it (an ID of 0
-/// when it gave none).
-fn master_history(fields: &HandshakeFields) -> storage::History {
-    storage::History {
-        id: fields.history_id.unwrap_or(0),
-        ancestors: fields
-            .history_ancestors
-            .iter()
-            .map(|ancestor| storage::Ancestor {
-                id: ancestor.id,
-                last_seq: ancestor.last_seq,
-            })
-            .collect(),
     }
 }
 

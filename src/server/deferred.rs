@@ -195,30 +195,28 @@ fn durable(
         replicated_ns: 0,
         replied_ns: 0,
     };
-    let Some(replicator) = &shared.replicator else {
-        return replies.send_receipt(shared, request_id, receipt, &key);
+    let replicator = match &shared.replicator {
+        Some(replicator) if replicator.mode() == ReplicationMode::Sync => replicator,
+        // A standalone node or an async master answers now.
+        _ => return replies.send_receipt(shared, request_id, receipt, &key),
     };
-    if replicator.mode() == ReplicationMode::Async {
-        return replies.send_receipt(shared, request_id, receipt, &key);
-    }
     let acked_shared = shared.clone();
     replicator.when_acked(
         seq,
-        Box::new(move |outcome| match outcome {
-            AckOutcome::Acked { at_ns } => {
-                let receipt = WriteReceipt {
-                    replicated_ns: at_ns,
-                    ..receipt
-                };
-                replies.send_receipt(&acked_shared, request_id, receipt, &key);
-            }
-            AckOutcome::Degraded => {
-                replies.send_receipt(&acked_shared, request_id, receipt, &key);
-            }
-            AckOutcome::TimedOut => {
-                let reply = super::connection::replica_unavailable(&acked_shared, seq);
-                replies.send(Frame::response(request_id, reply));
-            }
+        Box::new(move |outcome| {
+            let replicated_ns = match outcome {
+                AckOutcome::Acked { at_ns } => at_ns,
+                AckOutcome::Degraded => 0,
+                AckOutcome::TimedOut => {
+                    let reply = super::connection::replica_unavailable(&acked_shared, seq);
+                    return replies.send(Frame::response(request_id, reply));
+                }
+            };
+            let receipt = WriteReceipt {
+                replicated_ns,
+                ..receipt
+            };
+            replies.send_receipt(&acked_shared, request_id, receipt, &key);
         }),
     );
 }

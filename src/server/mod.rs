@@ -218,14 +218,13 @@ impl Server {
             // A node that takes writes starts a new history each time it
             // starts: a slave that holds writes this store lost in a crash
             // (sent before they were synced here) is then told apart.
-            let before = store.history();
-            let after = store.fork_history()?;
-            info!(
-                "history {:016x} continues {:016x} after seq {}",
-                after.id,
-                before.id,
-                store.last_seq()
-            );
+            let forked = store.fork_history()?;
+            if let Some(from) = forked.ancestors.first() {
+                info!(
+                    "history {:016x} continues {:016x} after seq {}",
+                    forked.id, from.id, from.last_seq
+                );
+            }
         }
         let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
             addr: config.listen,

@@ -458,7 +458,8 @@ impl Store {
         let history = History::new(history_id);
         self.inner
             .install_snapshot(seq, history.clone(), &mut entries.into_iter())?;
-        self.inner.set_history(history)
+        // Already the store's in memory, since the contents switched.
+        self.inner.save_history(&history)
     }
 
     /// Takes a master's `history` (its ID and ancestors) before applying
@@ -726,10 +727,16 @@ impl Inner {
     /// Saves `history` (durably unless the policy is `Sync::Never`) and
     /// makes it the store's.
     fn set_history(&self, history: History) -> Result<()> {
-        let durable = self.options.sync_policy() != Sync::Never;
-        crate::history::save(&self.dir, &history, durable)?;
+        self.save_history(&history)?;
         *lock(&self.history) = history;
         Ok(())
+    }
+
+    /// Writes `history` to the `HISTORY` file, durably unless the policy is
+    /// `Sync::Never`.
+    fn save_history(&self, history: &History) -> Result<()> {
+        let durable = self.options.sync_policy() != Sync::Never;
+        crate::history::save(&self.dir, history, durable)
     }
 
     /// The buffered records, for the observer, if there is one.

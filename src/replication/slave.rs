@@ -161,30 +161,36 @@ fn join_history(store: &Store, policy: OnDivergence, master_history: &History, p
     if theirs == 0 || theirs == own {
         return true;
     }
-    let kinship = master_history.kinship(own);
-    if last_seq == 0 || master_history.has_prefix(own, last_seq) {
-        if let Kinship::Ancestor { last_seq: end } = kinship {
+    let adopt = || match store.adopt_history(master_history) {
+        Ok(()) => true,
+        Err(e) => {
+            error!("cannot take master {peer}'s history: {e}");
+            false
+        }
+    };
+    if last_seq == 0 {
+        return adopt();
+    }
+    match master_history.kinship(own) {
+        Kinship::Current => return true,
+        Kinship::Ancestor { last_seq: end } if last_seq <= end => {
             info!(
                 "master {peer} continues this store's history {own:016x} (up to seq {end}) as \
                  {theirs:016x}; going on from seq {last_seq}"
             );
+            return adopt();
         }
-        return match store.adopt_history(master_history) {
-            Ok(()) => true,
-            Err(e) => {
-                error!("cannot take master {peer}'s history: {e}");
-                false
-            }
-        };
-    }
-    if let Kinship::Ancestor { last_seq: end } = kinship {
-        warn!(
-            "this store holds {} writes after seq {end}, where master {peer}'s history \
-             {own:016x} ended: the master lost them in a crash before they were durable there \
-             (no client was told they were written); they will be replaced by a full resync",
-            last_seq - end
-        );
-        return true;
+        Kinship::Ancestor { last_seq: end } => {
+            warn!(
+                "this store holds {} writes after seq {end}, where master {peer}'s history \
+                 {own:016x} ended: the master lost them in a crash before they were durable \
+                 there (no client was told they were written); they will be replaced by a full \
+                 resync",
+                last_seq - end
+            );
+            return true;
+        }
+        Kinship::Unrelated => {}
     }
     match policy {
         OnDivergence::Resync => {

@@ -1,4 +1,4 @@
-//! `duokv::Error`: what the client, the server and the tools report.
+//! `duokv::Error`: what the client and the server report.
 //!
 //! A failure the server reported has its own variant per error code, so a
 //! caller can match on it (`Error::NotFound`, `Error::NotMaster { .. }`);
@@ -108,15 +108,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A deployment step failed on a host.
-    Deploy {
-        /// Which host, with its address.
-        host: String,
-        /// Which step.
-        step: String,
-        /// What went wrong.
-        message: String,
-    },
     /// Another I/O failure.
     Io(io::Error),
     /// The store failed.
@@ -151,11 +142,6 @@ impl fmt::Display for Error {
             Error::Protocol(_) => write!(f, "connection failed"),
             Error::File { path, .. } => write!(f, "cannot use {}", path.display()),
             Error::BadFile { path, reason } => write!(f, "{}: {reason}", path.display()),
-            Error::Deploy {
-                host,
-                step,
-                message,
-            } => write!(f, "{host}: {step}: {message}"),
             Error::Io(_) => write!(f, "i/o error"),
             Error::Storage(_) => write!(f, "store error"),
         }

@@ -18,12 +18,16 @@
 //! after `applied` (and, in sync mode, after `acked`). A key that is not plain printable ASCII (or holds a comma
 //! or a quote) is written as `0x` and its bytes in hex.
 //!
+//! [`read`] parses a log back into [`EventRow`]s, so that the one file
+//! format is defined here, beside its writer, for every reader (the
+//! toolbox's stats among them).
+//!
 //! Logging never blocks a request on the disk: events go through a channel
 //! to a writer thread, which buffers them and flushes at least every 100 ms
 //! and when the log is dropped.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,6 +69,74 @@ impl EventKind {
             EventKind::Replied => "replied",
         }
     }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    /// The kind a log names, from [`EventKind::as_str`]'s names.
+    fn from_str(name: &str) -> std::result::Result<EventKind, String> {
+        [
+            EventKind::Received,
+            EventKind::Applied,
+            EventKind::Forwarded,
+            EventKind::Acked,
+            EventKind::Replied,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+        .ok_or_else(|| format!("unknown event `{name}`"))
+    }
+}
+
+/// One line of an event log, as [`read`] parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// What happened.
+    pub kind: EventKind,
+    /// The write's ID.
+    pub seq: u64,
+    /// The key, as the log wrote it ([`csv_key`]).
+    pub key: String,
+    /// The replica's clock, in UNIX nanoseconds.
+    pub unix_ns: u64,
+}
+
+impl EventRow {
+    /// Parses one line of a log (not the header), or `None` if it is not an
+    /// event line.
+    pub fn from_csv(line: &str) -> Option<EventRow> {
+        let mut fields = line.split(',');
+        let row = EventRow {
+            kind: fields.next()?.parse().ok()?,
+            seq: fields.next()?.parse().ok()?,
+            key: fields.next()?.to_string(),
+            unix_ns: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(row)
+    }
+}
+
+/// Reads an event log back; a missing file is an error, and so is a line
+/// that is not an event, with its number.
+pub fn read(path: &Path) -> Result<Vec<EventRow>> {
+    let file_error = |source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(file_error)?;
+    let mut rows = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(file_error)?;
+        if (number == 0 && line == HEADER) || line.trim().is_empty() {
+            continue;
+        }
+        rows.push(EventRow::from_csv(&line).ok_or_else(|| Error::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("line {} is not an event: {line}", number + 1),
+        })?);
+    }
+    Ok(rows)
 }
 
 struct Event {
@@ -245,5 +317,29 @@ mod tests {
             text,
             "event,seq,key,unix_ns\nreceived,0,k,10\napplied,1,k,20\n"
         );
+        let rows = read(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].kind, EventKind::Applied);
+        assert_eq!(
+            (rows[1].seq, rows[1].key.as_str(), rows[1].unix_ns),
+            (1, "k", 20)
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_event_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.csv");
+        std::fs::write(
+            &path,
+            "event,seq,key,unix_ns\napplied,1,k,20\nexploded,2,k,30\n",
+        )
+        .unwrap();
+        let error = read(&path).unwrap_err();
+        assert!(error.to_string().contains("line 3"), "{error}");
+        assert!(matches!(
+            read(&dir.path().join("missing")),
+            Err(Error::File { .. })
+        ));
     }
 }

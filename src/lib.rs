@@ -1,43 +1,39 @@
 //! duokv: a replicated key-value store with a master and a slave.
 //!
-//! This crate holds the server, the [`Client`] and the binaries
-//! (`duokv-server`, `duokv`); it is built on two pure libraries, re-exported
+//! This crate is the product: the server, replication, the [`Client`] and
+//! the `duokv-server` binary. It is built on two pure libraries, re-exported
 //! here: [`storage`], the replica-local store, and [`protocol`], the wire
-//! format.
+//! format. The measuring tools (the `duokv` command line, the seed's
+//! workload, stats and charts, the load generator, the deployer) are the
+//! `duokv-tools` crate beside it, so that a program using [`Client`]
+//! compiles nothing that plots, talks SSH or speaks to Redis.
 //!
 //! # Layout
 //!
-//! - [`bench`](mod@bench): the seed's test client behind `duokv bench`.
-//! - [`client`]: [`Client`], CRUD as methods over one connection.
-//! - [`linearizability`]: a Wing–Gong–Lowe checker of recorded histories,
-//!   for the fault suite.
-//! - [`load`]: the load generator behind `duokv load`.
-//! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
-//!   the raw runs of `bench/compare.sh`, as a README and a chart.
-//! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and a
-//!   slave used as one store: writes to the master, reads by choice.
-//! - [`resp`]: [`RespClient`](resp::RespClient), a minimal blocking Redis
-//!   (RESP2) client, so that `duokv load` can drive Redis too.
-//! - [`replication`]: the master's [`Replicator`](replication::Replicator)
-//!   and the slave's stream handling.
-//! - [`run_dir`]: the files of a measured run (`run.json`, `client.csv`,
-//!   the event logs), shared by `duokv bench` and `duokv stats`.
-//! - [`server`]: [`Server`], one thread per connection over blocking
-//!   `std::net`, with a connection cap and a graceful shutdown.
-//! - [`stats`]: `duokv stats`, latency and staleness of run directories as
-//!   a report, JSON and SVG charts.
+//! - [`client`]: [`Client`], CRUD as methods over one connection, and its
+//!   [`ClientBuilder`].
+//! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and
+//!   a slave used as one store: writes to the master, reads by choice.
+//! - `server` (private): [`Server`], one thread per connection over blocking
+//!   `std::net`, with a connection cap and a graceful shutdown; configured
+//!   by [`ServerConfig`] and [`RoleConfig`].
+//! - `replication` (private): the master's replicator and the slave's stream
+//!   handling; its settings are [`MasterSettings`], [`ReplicationMode`],
+//!   [`Forward`] and [`OnDivergence`].
+//! - [`cli`]: the replica's command line, shared by `duokv-server` and the
+//!   toolbox's `duokv server`.
+//! - [`auth`]: [`AuthToken`](auth::AuthToken), the shared secret of
+//!   `--auth-token-file`.
+//! - [`event_log`]: the per-write event log of `--event-log`, its writer
+//!   and its reader.
 //! - [`clock`]: wall-clock timestamps in UNIX nanoseconds.
-//! - [`event_log`]: the per-write event log of `--event-log`.
-//! - [`demo`]: `duokv demo`, master and slave as child processes and the
-//!   workload in both modes.
-//! - [`deploy`]: `duokv-deploy`, the seed's workload on two SSH hosts.
-//! - [`duration`]: parsing `500ms`-style durations for the command lines.
+//! - [`duration`]: parsing `500ms`-style durations for command lines.
 //! - [`error`]: [`Error`], one variant per server error code plus the local
 //!   failures.
 //! - [`storage`]: the `duokv-storage` crate (an append-only log with an
 //!   in-memory index).
 //! - [`protocol`]: the `duokv-protocol` crate (frames and messages).
-//! - `src/bin/duokv-server.rs` and `src/bin/duokv.rs`: the binaries.
+//! - `src/bin/duokv-server.rs`: the replica's binary.
 //!
 //! # Example
 //!
@@ -68,28 +64,22 @@
 //! ```
 
 pub mod auth;
-pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod clock;
-pub mod demo;
-pub mod deploy;
 #[doc(hidden)]
 pub mod doctest;
 pub mod duration;
 pub mod error;
 pub mod event_log;
-pub mod linearizability;
-pub mod load;
-pub mod perf_report;
 pub mod replica_set;
-pub mod replication;
-pub mod resp;
-pub mod run_dir;
-pub mod server;
-pub mod stats;
+mod replication;
+mod server;
 
 pub use client::{Client, ClientBuilder, Pong, WriteReceipt};
 pub use duokv_protocol as protocol;
 pub use duokv_storage as storage;
 pub use error::{Error, Result};
+pub use replication::slave::OnDivergence;
+pub use replication::{Forward, MasterSettings, ReplicationMode};
 pub use server::{RoleConfig, Server, ServerConfig, ShutdownHandle};

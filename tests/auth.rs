@@ -8,27 +8,18 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{Pair, ServerProcess, client_builder, poll, raw_connect, run_with_deadline};
+use common::{
+    Pair, ServerProcess, client_builder, poll, raw_connect, run_with_deadline, token_file,
+};
 use duokv::auth::AuthToken;
 use duokv::{Client, Error};
-use tempfile::TempDir;
 
 /// Status 6 and 7 of the handshake reply (PROTOCOL.md section 2).
 const STATUS_MALFORMED: u8 = 6;
 const STATUS_UNAUTHORIZED: u8 = 7;
-
-/// A token file with `token` in a fresh directory, mode 600.
-fn token_file(token: &str) -> (TempDir, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("a temporary dir");
-    let path = dir.path().join("token");
-    std::fs::write(&path, format!("{token}\n")).expect("write the token file");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-    (dir, path)
-}
 
 fn client_with(addr: &str, token: &str) -> duokv::Result<Client> {
     client_builder(addr)
@@ -157,40 +148,6 @@ fn broken_handshake_fields_get_their_own_status() {
     let reply = handshake(&[9, 0, 1, 0]);
     assert_eq!(reply[6], STATUS_UNAUTHORIZED, "{reply:?}");
     assert!(server.log().contains("malformed handshake field"));
-}
-
-#[test]
-fn the_cli_reads_the_token_from_a_flag_or_the_environment() {
-    let (_dir, path) = token_file("cli-token");
-    let [flag, file] = args(&path);
-    let server = ServerProcess::start(&[&flag, &file]);
-    let duokv = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_duokv"));
-        command.env_remove("DUOKV_AUTH_TOKEN_FILE");
-        command
-    };
-    let out = run_with_deadline(duokv().args([
-        "--auth-token-file",
-        &file,
-        "put",
-        "k",
-        "v",
-        "--addr",
-        &server.addr(),
-    ]));
-    assert!(out.status.success(), "{out:?}");
-    let out = run_with_deadline(duokv().env("DUOKV_AUTH_TOKEN_FILE", &path).args([
-        "get",
-        "k",
-        "--addr",
-        &server.addr(),
-    ]));
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
-    let out = run_with_deadline(duokv().args(["get", "k", "--addr", &server.addr()]));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refused the auth token"), "{stderr}");
 }
 
 #[test]

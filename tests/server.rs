@@ -790,3 +790,32 @@ fn frame_timeout_closes_a_dripping_connection() {
     );
     assert_served(&server);
 }
+
+/// `duokv-server --help` exits 0 and names the flags an operator needs
+/// first (the toolbox's `duokv server --help`, the same parser, is tested
+/// beside the `duokv` command line).
+#[test]
+fn help_names_every_flag() {
+    let output = common::run_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_duokv-server")).arg("--help"),
+    );
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--fsync",
+        "--role",
+        "--replica",
+        "--master-addr",
+        "--max-connections",
+        "--idle-timeout",
+        "--drain-timeout",
+        "--auth-token-file",
+    ] {
+        assert!(
+            text.contains(flag),
+            "duokv-server --help does not mention {flag}:\n{text}"
+        );
+    }
+}

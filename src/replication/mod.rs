@@ -31,7 +31,7 @@
 pub mod master;
 pub mod slave;
 
-pub use master::{AckOutcome, LinkStatus, MasterSettings, Replicator};
+pub use master::{AckOutcome, MasterSettings, Replicator};
 
 pub use slave::SlaveState;
 

@@ -30,6 +30,49 @@ pub const POLL: Duration = Duration::from_millis(10);
 /// How many fresh ports [`ServerProcess::start`] tries before giving up.
 const START_ATTEMPTS: usize = 5;
 
+/// The command that runs a replica: `duokv-server` in the product's tests,
+/// `duokv server` (the same code, through the toolbox's binary) in the
+/// toolbox's, which include this module too.
+pub fn server_command() -> Command {
+    match (
+        option_env!("CARGO_BIN_EXE_duokv-server"),
+        option_env!("CARGO_BIN_EXE_duokv"),
+    ) {
+        (Some(server), _) => Command::new(server),
+        (None, Some(duokv)) => {
+            let mut command = Command::new(duokv);
+            command.arg("server");
+            command
+        }
+        (None, None) => panic!("this test crate builds neither duokv-server nor duokv"),
+    }
+}
+
+/// Says that `what` (a test, or part of one) did not run because this
+/// machine lacks what it `needs`, where a user sees it: straight to the
+/// terminal's stderr, past the test harness's capture of a passing test's
+/// output, as a line that starts `SKIPPED`. Under CI (`CI` set), whose
+/// `.ci/run` installs everything these tests need, it fails the test
+/// instead: a skip there means CI lost a requirement.
+pub fn skip(what: &str, needs: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run {what}, but this machine lacks {needs}"
+    );
+    let line = format!("SKIPPED {what}: this machine lacks {needs}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// A token file with `token` in a fresh directory, mode 600.
+pub fn token_file(token: &str) -> (TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{token}\n")).expect("write the token file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    (dir, path)
+}
+
 /// A port on 127.0.0.1 that was free a moment ago: bound to port 0, read
 /// back, released.
 pub fn free_port() -> u16 {
@@ -289,7 +332,7 @@ fn spawn_server(addr: SocketAddr, data_dir: &Path, args: &[String], log_dir: &Pa
         .append(true)
         .open(log_dir.join("server.log"))
         .expect("open the server log");
-    Command::new(env!("CARGO_BIN_EXE_duokv-server"))
+    server_command()
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--data-dir")

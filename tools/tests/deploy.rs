@@ -1,15 +1,18 @@
 //! The deployer tested for real: two SSH hosts made on this machine by
-//! `tests/two-hosts.sh` (two network namespaces, each with its own sshd,
+//! the workspace's `tests/two-hosts.sh` (two network namespaces, each with its own sshd,
 //! keys and working directory), and `duokv-deploy` pushing the binaries,
 //! running the workload in both modes, fetching the logs and reporting.
 //!
 //! It needs root (network namespaces) and OpenSSH's sshd. Under CI (`CI`
 //! set) a missing one is a failure; elsewhere the tests skip and say why.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/two-hosts.sh");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/two-hosts.sh");
 const DEPLOY: &str = env!("CARGO_BIN_EXE_duokv-deploy");
 
 /// Whether the machine can run these tests; under CI it must.
@@ -26,12 +29,10 @@ fn can_run() -> bool {
     if root && sshd && ip {
         return true;
     }
-    let why = format!("root: {root}, sshd: {sshd}, iproute2: {ip}");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the deploy tests, but {why}"
+    common::skip(
+        "the deploy tests",
+        &format!("root ({root}), sshd ({sshd}) or iproute2 ({ip})"),
     );
-    eprintln!("skipping the deploy tests: {why} (they need root, sshd and iproute2)");
     false
 }
 

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::bench::{self, BenchConfig};
-use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::replication::ReplicationMode;
 use crate::run_dir;
+use duokv::Client;
+use duokv::ReplicationMode;
 
 /// How long a server may take to come up or to stop.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -37,40 +37,29 @@ pub struct DemoConfig {
     pub out: PathBuf,
     /// The modes to run, in order.
     pub modes: Vec<ReplicationMode>,
-    /// The `duokv-server` binary.
+    /// The program that runs a replica: the `duokv` executable itself.
     pub server_bin: PathBuf,
+    /// The arguments before the replica's flags: `server`, so that each
+    /// replica is `duokv server --listen ... --data-dir ...`.
+    pub server_args: Vec<String>,
     /// The servers' `--fsync` policy.
     pub fsync: String,
 }
 
 impl DemoConfig {
-    /// The seed's workload in both modes, with the `duokv-server` that sits
-    /// next to the running binary.
+    /// The seed's workload in both modes, its replicas run by the running
+    /// executable as `duokv server` (so `duokv demo` needs no binary but its
+    /// own; call this from the `duokv` binary, or set `server_bin` and
+    /// `server_args`).
     pub fn new(out: impl Into<PathBuf>) -> Result<Self> {
         Ok(DemoConfig {
             count: 100,
             interval: Duration::from_secs(1),
             out: out.into(),
             modes: vec![ReplicationMode::Sync, ReplicationMode::Async],
-            server_bin: sibling_binary("duokv-server")?,
+            server_bin: std::env::current_exe()?,
+            server_args: vec!["server".into()],
             fsync: "always".into(),
-        })
-    }
-}
-
-/// The binary `name` in the directory of the running executable.
-pub fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(Error::File {
-            path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "build it with `cargo build --release`",
-            ),
         })
     }
 }
@@ -182,7 +171,7 @@ impl Pair {
                 }
             }
         }
-        Err(last_error.unwrap_or(Error::Internal {
+        Err(last_error.unwrap_or(Error::Failed {
             message: "servers did not start".into(),
         }))
     }
@@ -193,7 +182,7 @@ impl Pair {
         loop {
             for server in [&mut self.master, &mut self.slave] {
                 if let Some(status) = server.child.try_wait()? {
-                    return Err(Error::Internal {
+                    return Err(Error::Failed {
                         message: format!(
                             "the {} exited at start ({status}); see {}",
                             server.name,
@@ -220,9 +209,9 @@ impl Pair {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout {
+                return Err(Error::Duokv(duokv::Error::Timeout {
                     addr: self.master_addr.clone(),
-                });
+                }));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -235,7 +224,7 @@ impl Pair {
     }
 }
 
-/// One child `duokv-server`; killed if dropped while running.
+/// One child replica (`duokv server`); killed if dropped while running.
 struct Server {
     name: &'static str,
     child: Child,
@@ -250,6 +239,7 @@ impl Server {
             source,
         })?;
         let child = Command::new(&config.server_bin)
+            .args(&config.server_args)
             .args(args)
             .args(["--fsync", &config.fsync])
             .env(

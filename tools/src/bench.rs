@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::auth::AuthToken;
-use crate::client::Client;
-use crate::clock::now_ns;
 use crate::error::{Error, Result};
 use crate::run_dir::{self, ClientRow, ClockOffsets, ClockProbe, RunMeta};
+use duokv::Client;
+use duokv::auth::AuthToken;
+use duokv::clock::now_ns;
 
 /// Pings per clock estimate; the fastest is kept.
 const CLOCK_PROBES: usize = 16;
@@ -168,14 +168,14 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
                 commit_unix_ns: 0,
                 latency_ns: 0,
                 visible_unix_ns: None,
-                error: Some(crate::error::chain(&e)),
+                error: Some(duokv::error::chain(&e)),
             },
         };
         progress.advance(&row);
         rows.push(row);
     }
     drop(probe_tx);
-    let visible = prober.join().map_err(|_| Error::Internal {
+    let visible = prober.join().map_err(|_| Error::Failed {
         message: "the reader probe panicked".into(),
     })?;
     for (i, at) in visible {
@@ -198,7 +198,7 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
                     format!("{name} clock after the run"),
                     format!(
                         "not measured ({}); the offset before the run is used",
-                        crate::error::chain(&e)
+                        duokv::error::chain(&e)
                     ),
                 ));
                 before
@@ -256,7 +256,7 @@ fn info_fact(client: &mut Client, name: &str) -> Option<String> {
 /// Estimates a server's clock offset: of 16 pings, the one
 /// with the smallest round trip.
 pub fn probe_clock(client: &mut Client) -> Result<ClockProbe> {
-    let mut best: Option<crate::client::Pong> = None;
+    let mut best: Option<duokv::Pong> = None;
     for _ in 0..CLOCK_PROBES {
         let pong = client.ping()?;
         if best.is_none_or(|b| pong.round_trip < b.round_trip) {

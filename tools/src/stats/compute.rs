@@ -55,7 +55,8 @@ use serde::Serialize;
 use statrs::statistics::{Data, Max, Min, OrderStatistics, Statistics};
 
 use super::Run;
-use crate::run_dir::{ClockOffsets, EventRow, RunMeta};
+use crate::run_dir::{ClockOffsets, RunMeta};
+use duokv::event_log::{EventKind, EventRow};
 
 /// Nanoseconds per millisecond, for the conversions.
 const NS_PER_MS: f64 = 1_000_000.0;
@@ -351,10 +352,10 @@ pub fn bound_ns(offsets: &ClockOffsets) -> u64 {
 }
 
 /// The earliest `event` of each seq in a log.
-fn first_events(events: Option<&[EventRow]>, event: &str) -> HashMap<u64, u64> {
+fn first_events(events: Option<&[EventRow]>, kind: EventKind) -> HashMap<u64, u64> {
     let mut first = HashMap::new();
     for row in events.unwrap_or_default() {
-        if row.event == event && row.seq != 0 {
+        if row.kind == kind && row.seq != 0 {
             first
                 .entry(row.seq)
                 .and_modify(|t: &mut u64| *t = (*t).min(row.unix_ns))
@@ -387,10 +388,10 @@ pub fn summarize(run: &Run) -> RunSummary {
     let meta = &run.meta;
     let master_events = run.master_events.as_deref();
     let slave_events = run.slave_events.as_deref();
-    let master_applied = first_events(master_events, "applied");
-    let slave_applied = first_events(slave_events, "applied");
-    let replied = first_events(master_events, "replied");
-    let acked = first_events(master_events, "acked");
+    let master_applied = first_events(master_events, EventKind::Applied);
+    let slave_applied = first_events(slave_events, EventKind::Applied);
+    let replied = first_events(master_events, EventKind::Replied);
+    let acked = first_events(master_events, EventKind::Acked);
     let master_clock = meta.master_clock.as_ref();
     let slave_clock = meta.slave_clock.as_ref();
 

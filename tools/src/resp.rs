@@ -6,7 +6,7 @@
 //! (`SET`, `GET`, `WAIT`), and a fair comparison wants the same kind of
 //! socket code on both sides: one blocking `std::net` connection per client
 //! thread, `TCP_NODELAY`, one request in flight, read and write timeouts
-//! (as [`Client`](crate::Client) does for duokv).
+//! (as [`Client`](duokv::Client) does for duokv).
 //!
 //! It speaks RESP2, the protocol of Redis 2 to 7 without `HELLO 3`: a
 //! request is an array of bulk strings, `*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, and
@@ -24,23 +24,95 @@
 //! reply at [`MAX_REPLY_LEN`] bytes; nothing is allocated for a length
 //! before its bytes have arrived.
 //!
-//! Errors are [`Error`]s: a read or write timeout is [`Error::Timeout`], a
-//! broken connection or bytes that are not RESP are [`Error::Protocol`]
-//! (an end of stream inside a reply is
-//! [`UnexpectedEof`](duokv_protocol::Error::UnexpectedEof), garbage is an
-//! [`io::ErrorKind::InvalidData`] error whose inner error is the
-//! [`ParseError`]), a Redis error reply (`-ERR ...`) met by a convenience
-//! method is [`Error::Internal`], and a reply of the wrong type for the
-//! command is [`Error::UnexpectedReply`].
+//! Errors are [`RespError`]s: a read or write timeout is
+//! [`RespError::Timeout`], a broken connection [`RespError::Broken`], an end
+//! of stream inside a reply [`RespError::UnexpectedEof`], bytes that are not
+//! RESP [`RespError::Invalid`] (with the [`ParseError`]), a Redis error reply
+//! (`-ERR ...`) met by a convenience method [`RespError::ErrorReply`], and a
+//! reply of the wrong type for the command [`RespError::UnexpectedReply`].
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use duokv_protocol as protocol;
+/// What `RespClient`'s calls return.
+pub type Result<T, E = RespError> = std::result::Result<T, E>;
 
-use crate::error::{Error, Result};
+/// A failure talking to Redis.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RespError {
+    /// Connecting failed.
+    Connect {
+        /// The server's address.
+        addr: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// No reply came within the read timeout (or the request could not be
+    /// written within the write timeout).
+    Timeout {
+        /// The server's address.
+        addr: String,
+    },
+    /// The connection broke.
+    Broken(io::Error),
+    /// The server hung up inside a reply.
+    UnexpectedEof {
+        /// Bytes of the reply read.
+        read: u64,
+        /// Bytes needed at the least.
+        expected: u64,
+    },
+    /// The bytes are not RESP.
+    Invalid(ParseError),
+    /// Redis answered with an error reply (`-ERR ...`), prefix included.
+    ErrorReply {
+        /// The reply's text.
+        message: String,
+    },
+    /// The reply made no sense for the command.
+    UnexpectedReply {
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for RespError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RespError::Connect { addr, .. } => write!(f, "cannot connect to {addr}"),
+            RespError::Timeout { addr } => write!(f, "no reply from {addr} in time"),
+            RespError::Broken(_) => write!(f, "connection failed"),
+            RespError::UnexpectedEof { read, expected } => write!(
+                f,
+                "connection closed inside a reply ({read} bytes read, {expected} needed)"
+            ),
+            RespError::Invalid(_) => write!(f, "not a RESP reply"),
+            RespError::ErrorReply { message } => write!(f, "error reply: {message}"),
+            RespError::UnexpectedReply { expected } => {
+                write!(f, "unexpected reply: expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RespError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RespError::Connect { source, .. } | RespError::Broken(source) => Some(source),
+            RespError::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for RespError {
+    fn from(e: io::Error) -> Self {
+        RespError::Broken(e)
+    }
+}
 
 /// The longest bulk string accepted, in bytes: 512 MiB, as Redis's default
 /// `proto-max-bulk-len`.
@@ -157,7 +229,7 @@ impl RespValue {
     /// allocating; [`ParseError::Incomplete`] if `buf` ends before it does.
     ///
     /// ```
-    /// use duokv::resp::{ParseError, RespValue};
+    /// use duokv_tools::resp::{ParseError, RespValue};
     ///
     /// assert_eq!(RespValue::check(b"+OK\r\n:1\r\n"), Ok(5));
     /// assert_eq!(RespValue::check(b"$5\r\nhel"), Err(ParseError::Incomplete));
@@ -172,12 +244,12 @@ impl RespValue {
     /// [`ParseError::Incomplete`] if `buf` ends before it does.
     ///
     /// ```
-    /// use duokv::resp::RespValue;
+    /// use duokv_tools::resp::RespValue;
     ///
     /// let (value, len) = RespValue::parse(b"$5\r\nhello\r\n")?;
     /// assert_eq!(value, RespValue::Bulk(Some(b"hello".to_vec())));
     /// assert_eq!(len, 11);
-    /// # Ok::<(), duokv::resp::ParseError>(())
+    /// # Ok::<(), duokv_tools::resp::ParseError>(())
     /// ```
     pub fn parse(buf: &[u8]) -> Parsed<(RespValue, usize)> {
         // Check first, so that nothing is allocated for a reply that is
@@ -222,7 +294,7 @@ impl RespValue {
 ///
 /// ```
 /// assert_eq!(
-///     duokv::resp::encode_command(&[b"GET", b"k"]),
+///     duokv_tools::resp::encode_command(&[b"GET", b"k"]),
 ///     b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
 /// );
 /// ```
@@ -395,9 +467,9 @@ fn build(cursor: &mut Cursor<'_>, depth: usize) -> Parsed<RespValue> {
 /// caller's back.
 ///
 /// ```no_run
-/// use duokv::resp::RespClient;
+/// use duokv_tools::resp::RespClient;
 ///
-/// # fn main() -> Result<(), duokv::Error> {
+/// # fn main() -> Result<(), duokv_tools::resp::RespError> {
 /// let mut redis = RespClient::connect("127.0.0.1:6379")?;
 /// redis.set("greeting", "hello")?;
 /// assert_eq!(redis.get("greeting")?, Some(b"hello".to_vec()));
@@ -454,9 +526,9 @@ impl RespClient {
     /// is for the connection failing or the reply not being RESP.
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), duokv::Error> {
-    /// # let mut redis = duokv::resp::RespClient::connect("127.0.0.1:6379")?;
-    /// use duokv::resp::RespValue;
+    /// # fn main() -> Result<(), duokv_tools::resp::RespError> {
+    /// # let mut redis = duokv_tools::resp::RespClient::connect("127.0.0.1:6379")?;
+    /// use duokv_tools::resp::RespValue;
     ///
     /// let reply = redis.command(&[b"INCRBY", b"counter", b"5"])?;
     /// assert!(matches!(reply, RespValue::Integer(_)));
@@ -514,7 +586,7 @@ impl RespClient {
 
     fn dial(&self) -> Result<Connection> {
         let addr = &self.addr;
-        let connect_error = |source| Error::Connect {
+        let connect_error = |source| RespError::Connect {
             addr: addr.clone(),
             source,
         };
@@ -563,10 +635,10 @@ fn exchange(conn: &mut Connection, request: &[u8], addr: &str) -> Result<RespVal
         match conn.stream.read(&mut chunk) {
             Ok(0) => {
                 let read = conn.buf.len() as u64;
-                return Err(Error::Protocol(protocol::Error::UnexpectedEof {
+                return Err(RespError::UnexpectedEof {
                     read,
                     expected: read + 1,
-                }));
+                });
             }
             Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -575,32 +647,29 @@ fn exchange(conn: &mut Connection, request: &[u8], addr: &str) -> Result<RespVal
     }
 }
 
-/// A read or write timeout as [`Error::Timeout`], anything else as a broken
-/// connection.
-fn io_error(e: io::Error, addr: &str) -> Error {
+/// A read or write timeout as [`RespError::Timeout`], anything else as a
+/// broken connection.
+fn io_error(e: io::Error, addr: &str) -> RespError {
     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-        Error::Timeout {
+        RespError::Timeout {
             addr: addr.to_string(),
         }
     } else {
-        Error::Protocol(protocol::Error::Io(e))
+        RespError::Broken(e)
     }
 }
 
-/// Bytes that are not RESP, as a connection carrying the wrong protocol.
-fn invalid(e: ParseError) -> Error {
-    Error::Protocol(protocol::Error::Io(io::Error::new(
-        ErrorKind::InvalidData,
-        e,
-    )))
+/// Bytes that are not RESP.
+fn invalid(e: ParseError) -> RespError {
+    RespError::Invalid(e)
 }
 
-/// An error reply as [`Error::Internal`]; any other reply as
-/// [`Error::UnexpectedReply`].
-fn unexpected(reply: RespValue, expected: &'static str) -> Error {
+/// An error reply as [`RespError::ErrorReply`]; any other reply as
+/// [`RespError::UnexpectedReply`].
+fn unexpected(reply: RespValue, expected: &'static str) -> RespError {
     match reply {
-        RespValue::Error(message) => Error::Internal { message },
-        _ => Error::UnexpectedReply { expected },
+        RespValue::Error(message) => RespError::ErrorReply { message },
+        _ => RespError::UnexpectedReply { expected },
     }
 }
 
@@ -890,12 +959,12 @@ mod tests {
         assert_eq!(client.get("missing").unwrap(), None);
         assert_eq!(client.wait(1, 100).unwrap(), 1);
         match client.get("k") {
-            Err(Error::Internal { message }) => assert!(message.starts_with("WRONGTYPE")),
+            Err(RespError::ErrorReply { message }) => assert!(message.starts_with("WRONGTYPE")),
             other => panic!("expected the error reply, got {other:?}"),
         }
         assert!(matches!(
             client.set("k", "v"),
-            Err(Error::UnexpectedReply { expected: "+OK" })
+            Err(RespError::UnexpectedReply { expected: "+OK" })
         ));
         drop(client);
         let requests = server.join().unwrap();
@@ -915,7 +984,7 @@ mod tests {
     fn resp_client_reports_garbage_a_hang_up_and_a_timeout() {
         let (addr, server) = fake_server(vec![b"HTTP/1.1 400\r\n".to_vec()]);
         let mut client = RespClient::connect(addr).unwrap();
-        let garbage = crate::error::chain(&client.get("k").unwrap_err());
+        let garbage = duokv::error::chain(&client.get("k").unwrap_err());
         assert!(
             garbage.contains("unknown RESP type byte 0x48 ('H')"),
             "{garbage}"
@@ -927,16 +996,16 @@ mod tests {
         let mut client = RespClient::connect(addr).unwrap();
         assert!(matches!(
             client.get("k"),
-            Err(Error::Protocol(protocol::Error::UnexpectedEof {
+            Err(RespError::UnexpectedEof {
                 read: 6,
                 expected: 7
-            }))
+            })
         ));
         server.join().unwrap();
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = RespClient::connect(listener.local_addr().unwrap().to_string()).unwrap();
         client.set_timeout(Duration::from_millis(50)).unwrap();
-        assert!(matches!(client.ping(), Err(Error::Timeout { .. })));
+        assert!(matches!(client.ping(), Err(RespError::Timeout { .. })));
     }
 }

@@ -10,11 +10,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use argh::FromArgs;
-use duokv::deploy::hosts::{self, Hosts};
-use duokv::deploy::{ClientOn, DeployConfig};
+use duokv::ReplicationMode;
 use duokv::duration::parse_duration;
-use duokv::replication::ReplicationMode;
-use duokv::stats::StatsArgs;
+use duokv_tools::deploy::hosts::{self, Hosts};
+use duokv_tools::deploy::{ClientOn, DeployConfig};
+use duokv_tools::stats::StatsArgs;
 
 /// Run the seed's workload (N updates to one key, one every INTERVAL) on two
 /// pre-provisioned SSH hosts, a master and a slave, and report latency and
@@ -80,7 +80,8 @@ struct Args {
     /// add unknown host keys to the known_hosts file instead of refusing
     #[argh(switch)]
     accept_new_host_keys: bool,
-    /// the directory with the built duokv-server and duokv (default: the
+    /// the directory with the built duokv, which the hosts run as client
+    /// and, as `duokv server`, as replicas (default: the
     /// directory of this binary)
     #[argh(option)]
     bin_dir: Option<PathBuf>,
@@ -89,12 +90,13 @@ struct Args {
     fsync: String,
 }
 
-fn config(args: Args) -> duokv::Result<DeployConfig> {
+fn config(args: Args) -> duokv_tools::Result<DeployConfig> {
     let mut values = if args.hosts.exists() {
-        let text = std::fs::read_to_string(&args.hosts).map_err(|source| duokv::Error::File {
-            path: args.hosts.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(&args.hosts).map_err(|source| duokv_tools::Error::File {
+                path: args.hosts.clone(),
+                source,
+            })?;
         hosts::parse_env(&text, &args.hosts)?
     } else {
         HashMap::new()
@@ -121,7 +123,7 @@ fn config(args: Args) -> duokv::Result<DeployConfig> {
         "async" => vec![ReplicationMode::Async],
         "both" => vec![ReplicationMode::Sync, ReplicationMode::Async],
         other => {
-            return Err(duokv::Error::BadRequest {
+            return Err(duokv_tools::Error::Usage {
                 message: format!("--mode {other}: use sync, async or both"),
             });
         }
@@ -156,9 +158,9 @@ fn main() -> ExitCode {
         }
     }
     let outcome = config(args).and_then(|config| {
-        let dirs = duokv::deploy::run(&config, &stop)?;
+        let dirs = duokv_tools::deploy::run(&config, &stop)?;
         eprintln!("7. stats");
-        duokv::stats::run(&StatsArgs {
+        duokv_tools::stats::run(&StatsArgs {
             dirs,
             json: false,
             charts: true,

@@ -14,6 +14,7 @@
 //! Nothing here sleeps to synchronise: every wait is a poll with a deadline
 //! (see `common`), and every child process is killed when its guard drops.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -26,7 +27,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Background, Pair, ServerProcess, last_seq, poll, run_with_deadline};
-use duokv::bench::probe_clock;
+use duokv_tools::bench::probe_clock;
 use serde_json::Value;
 
 /// The `duokv` binary.

@@ -6,6 +6,7 @@
 //! loop, the report and both clients work, not a measurement. Without
 //! `redis-server` on the PATH the Redis tests say so and pass.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::fs::File;
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use duokv::resp::{RespClient, RespValue};
+use duokv_tools::resp::{RespClient, RespValue};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -169,7 +170,7 @@ impl RedisServer {
             .status()
             .is_ok_and(|status| status.success());
         if !found {
-            eprintln!("redis-server is not on the PATH: the redis part of this test was skipped");
+            common::skip("the redis part of this test", "redis-server on the PATH");
             return None;
         }
         Some(RedisServer::start(args))

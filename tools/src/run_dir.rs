@@ -231,53 +231,6 @@ pub fn load_client_rows(dir: &Path) -> Result<Vec<ClientRow>> {
     Ok(rows)
 }
 
-/// One line of an event log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRow {
-    /// `received`, `applied`, `forwarded`, `acked` or `replied`.
-    pub event: String,
-    /// The write's ID.
-    pub seq: u64,
-    /// The key, as the log wrote it.
-    pub key: String,
-    /// The replica's clock.
-    pub unix_ns: u64,
-}
-
-/// Reads an event log (`--event-log`); a missing file is an error.
-pub fn load_events(path: &Path) -> Result<Vec<EventRow>> {
-    let file = fs::File::open(path).map_err(|source| Error::File {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut rows = Vec::new();
-    for (number, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| Error::File {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if number == 0 || line.trim().is_empty() {
-            continue;
-        }
-        let bad = || Error::BadFile {
-            path: path.to_path_buf(),
-            reason: format!("line {}: {line}", number + 1),
-        };
-        let mut fields = line.split(',');
-        let event = fields.next().ok_or_else(bad)?.to_string();
-        let seq = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
-        let key = fields.next().ok_or_else(bad)?.to_string();
-        let unix_ns = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
-        rows.push(EventRow {
-            event,
-            seq,
-            key,
-            unix_ns,
-        });
-    }
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
-//! `duokv`: the command-line client of duokv.
+//! `duokv`: the command line of duokv.
 //!
-//! CRUD from the shell (`duokv put KEY VALUE`), a clock probe (`duokv ping`)
-//! the server's facts (`duokv info`) and a load generator (`duokv load`). Each subcommand prints its result
-//! on stdout and exits 0, or prints one line `error: ...` on stderr and exits
-//! non-zero.
+//! CRUD from the shell (`duokv put KEY VALUE`), a clock probe (`duokv ping`),
+//! the server's facts (`duokv info`), a replica (`duokv server`, the same
+//! flags and code as `duokv-server`), the seed's workload (`duokv bench`,
+//! `duokv stats`, `duokv demo`) and a load generator (`duokv load`). Each
+//! subcommand but `server` prints its result on stdout and exits 0, or
+//! prints one line `error: ...` on stderr and exits non-zero.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,12 +17,12 @@ use argh::FromArgs;
 use std::time::Duration;
 
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
-use duokv::bench::BenchConfig;
-use duokv::demo::DemoConfig;
 use duokv::duration::parse_duration;
-use duokv::load::LoadConfig;
-use duokv::stats::StatsArgs;
 use duokv::{Client, WriteReceipt};
+use duokv_tools::bench::BenchConfig;
+use duokv_tools::demo::DemoConfig;
+use duokv_tools::load::LoadConfig;
+use duokv_tools::stats::StatsArgs;
 
 /// The duokv command-line client.
 #[derive(FromArgs)]
@@ -49,6 +51,21 @@ enum Command {
     Stats(Stats),
     PerfReport(PerfReport),
     Demo(Demo),
+    Server(ServerCommand),
+}
+
+/// Run a replica, as duokv-server does: `duokv server --help` lists its
+/// flags.
+///
+/// `main` hands `duokv server ...` to the replica's own parser before this
+/// one runs, so that its flags are the replica's; this entry puts it in the
+/// help.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "server")]
+struct ServerCommand {
+    /// the replica's flags (--data-dir DIR, --listen ADDR, --role ...)
+    #[argh(positional, greedy)]
+    flags: Vec<String>,
 }
 
 /// Print the value of KEY (read from the replica at --addr).
@@ -148,8 +165,8 @@ struct Load {
     addr: String,
     /// the server to load: duokv (default), or redis for a side-by-side
     /// benchmark (writes are SET, reads GET, same keys and values)
-    #[argh(option, default = "duokv::load::Target::Duokv")]
-    target: duokv::load::Target,
+    #[argh(option, default = "duokv_tools::load::Target::Duokv")]
+    target: duokv_tools::load::Target,
     /// with --target redis: follow each SET with WAIT 1 <ms> on the same
     /// connection, so a write counts only once a replica has it; its latency
     /// covers both, and no replica within <ms> is an error (0: no limit)
@@ -292,17 +309,17 @@ fn receipt_line(receipt: &WriteReceipt) -> String {
 
 /// The token from `--auth-token-file`, else from the file
 /// `$DUOKV_AUTH_TOKEN_FILE` names, else none.
-fn auth_token(flag: Option<PathBuf>) -> duokv::Result<Option<AuthToken>> {
+fn auth_token(flag: Option<PathBuf>) -> duokv_tools::Result<Option<AuthToken>> {
     let path = flag.or_else(|| std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from));
-    path.map(|path| AuthToken::from_file(&path)).transpose()
+    Ok(path.map(|path| AuthToken::from_file(&path)).transpose()?)
 }
 
-fn run(command: Command, token: Option<AuthToken>) -> duokv::Result<String> {
+fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String> {
     let connect = |addr: String| Client::builder(addr).auth_token(token.clone()).connect();
     Ok(match command {
         Command::Get(c) => match connect(c.addr)?.read(&c.key)? {
             Some(value) => String::from_utf8_lossy(&value).into_owned(),
-            None => return Err(duokv::Error::NotFound),
+            None => return Err(duokv::Error::NotFound.into()),
         },
         Command::Create(c) => receipt_line(&connect(c.addr)?.create(&c.key, &c.value)?),
         Command::Update(c) => receipt_line(&connect(c.addr)?.update(&c.key, &c.value)?),
@@ -320,7 +337,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv::Result<String> {
         }
         Command::Load(c) => {
             let json = c.json;
-            let report = duokv::load::run(LoadConfig {
+            let report = duokv_tools::load::run(LoadConfig {
                 addr: c.addr,
                 target: c.target.with_redis_wait(c.redis_wait_ms)?,
                 clients: c.clients,
@@ -347,7 +364,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv::Result<String> {
             config.client_host = c.client_host;
             config.probe_patience = c.probe_patience;
             config.auth_token = token.clone();
-            let outcome = duokv::bench::run(&config, &stop)?;
+            let outcome = duokv_tools::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
             format!(
                 "{} writes ({failed} failed), {} replication; wrote {}",
@@ -356,27 +373,28 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv::Result<String> {
                 outcome.dir.display()
             )
         }
-        Command::Stats(c) => duokv::stats::run(&StatsArgs {
+        Command::Stats(c) => duokv_tools::stats::run(&StatsArgs {
             dirs: c.dirs,
             json: c.json,
             charts: !c.no_charts,
         })?,
-        Command::PerfReport(c) => duokv::perf_report::run(&c.dir)?,
+        Command::PerfReport(c) => duokv_tools::perf_report::run(&c.dir)?,
         Command::Demo(c) => {
             let stop = stop_flag();
             let mut config = DemoConfig::new(c.out)?;
             config.count = c.count;
             config.interval = c.interval;
             config.fsync = c.fsync;
-            let dirs = duokv::demo::run(&config, &stop)?;
+            let dirs = duokv_tools::demo::run(&config, &stop)?;
             let report = stats_report(dirs)?;
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(duokv::Error::Internal {
+                return Err(duokv_tools::Error::Failed {
                     message: format!("interrupted\n{report}"),
                 });
             }
             report
         }
+        Command::Server(_) => unreachable!("main runs `duokv server` itself"),
         Command::Info(c) => connect(c.addr)?
             .info()?
             .into_iter()
@@ -398,17 +416,49 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// The stats report of the given run directories, with their charts.
-fn stats_report(dirs: Vec<PathBuf>) -> duokv::Result<String> {
-    duokv::stats::run(&StatsArgs {
+fn stats_report(dirs: Vec<PathBuf>) -> duokv_tools::Result<String> {
+    duokv_tools::stats::run(&StatsArgs {
         dirs,
         json: false,
         charts: true,
     })
 }
 
+/// `duokv server FLAGS`: the replica of [`duokv::cli`], logging at `info`
+/// unless `RUST_LOG` says otherwise, as `duokv-server` does.
+fn serve(flags: &[String]) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    match duokv::cli::ServerArgs::from_args(&["duokv server"], &flags) {
+        Ok(args) => duokv::cli::run(args),
+        Err(early) if early.status.is_ok() => {
+            println!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(early) => {
+            eprintln!("{}", early.output);
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("server") {
+        return serve(&argv[2..]);
+    }
     let args: Args = argh::from_env();
+    if let Command::Server(server) = &args.command {
+        if args.auth_token_file.is_some() {
+            eprintln!(
+                "error: a replica takes its token after `server`: \
+                 duokv server --auth-token-file FILE ..."
+            );
+            return ExitCode::from(2);
+        }
+        return serve(&server.flags);
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match auth_token(args.auth_token_file).and_then(|token| run(args.command, token)) {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();

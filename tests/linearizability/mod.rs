@@ -9,22 +9,9 @@
 //! unknown (it timed out, the connection broke) may have taken effect at any
 //! moment after its invocation, or never: the checker may leave it out.
 //!
-//! ```
-//! use duokv::linearizability::{check, Event, Op, Outcome};
-//!
-//! let history = vec![
-//!     Event { op: Op::Put(b"1".to_vec()), outcome: Outcome::Ok, invoke: 0, ret: 10 },
-//!     Event { op: Op::Read, outcome: Outcome::Value(Some(b"1".to_vec())), invoke: 20, ret: 30 },
-//! ];
-//! assert!(check(&history, None).is_ok());
-//!
-//! // A read that misses a write completed before it began is not linearizable.
-//! let stale = vec![
-//!     Event { op: Op::Put(b"1".to_vec()), outcome: Outcome::Ok, invoke: 0, ret: 10 },
-//!     Event { op: Op::Read, outcome: Outcome::Value(None), invoke: 20, ret: 30 },
-//! ];
-//! assert!(check(&stale, None).is_err());
-//! ```
+//! It lives beside the fault suite that uses it (`tests/faults.rs`), not in
+//! the product. Its first test, `a_completed_write_is_seen`, is the
+//! example.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -227,6 +214,44 @@ mod tests {
 
     fn v(text: &str) -> Vec<u8> {
         text.as_bytes().to_vec()
+    }
+
+    /// The module's example: a read that sees a completed write is
+    /// linearizable; one that misses it is not.
+    #[test]
+    fn a_completed_write_is_seen() {
+        let history = vec![
+            Event {
+                op: Op::Put(b"1".to_vec()),
+                outcome: Outcome::Ok,
+                invoke: 0,
+                ret: 10,
+            },
+            Event {
+                op: Op::Read,
+                outcome: Outcome::Value(Some(b"1".to_vec())),
+                invoke: 20,
+                ret: 30,
+            },
+        ];
+        assert!(check(&history, None).is_ok());
+
+        // A read that misses a write completed before it began is not linearizable.
+        let stale = vec![
+            Event {
+                op: Op::Put(b"1".to_vec()),
+                outcome: Outcome::Ok,
+                invoke: 0,
+                ret: 10,
+            },
+            Event {
+                op: Op::Read,
+                outcome: Outcome::Value(None),
+                invoke: 20,
+                ret: 30,
+            },
+        ];
+        assert!(check(&stale, None).is_err());
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! End-to-end tests of the `duokv` command-line client against a real
-//! `duokv-server`: what each subcommand prints on stdout or stderr and the
-//! exit code it returns, an unreachable server, and the `--help` of both
-//! binaries.
+//! End-to-end tests of the `duokv` command line against a real replica
+//! (`duokv server`): what each subcommand prints on stdout or stderr and the
+//! exit code it returns, an unreachable server, the auth token, and the
+//! `--help` of the client and of `duokv server`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};
 
-use common::{ServerProcess, free_port, run_with_deadline};
+use common::{ServerProcess, free_port, run_with_deadline, token_file};
 
 /// Runs `duokv ARGS...` to completion.
 fn duokv(args: &[&str]) -> Output {
@@ -149,11 +150,11 @@ fn unreachable_server_is_an_error() {
     }
 }
 
-/// `duokv-server --help` and `duokv --help` exit 0 and name every flag and
-/// subcommand; each subcommand's help names `--addr`.
+/// `duokv server --help` and `duokv --help` exit 0 and name every flag and
+/// subcommand; each client subcommand's help names `--addr`.
 #[test]
 fn help_names_every_flag_and_subcommand() {
-    let output = run_with_deadline(Command::new(env!("CARGO_BIN_EXE_duokv-server")).arg("--help"));
+    let output = duokv(&["server", "--help"]);
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
     for flag in [
@@ -166,13 +167,18 @@ fn help_names_every_flag_and_subcommand() {
     ] {
         assert!(
             text.contains(flag),
-            "duokv-server --help does not mention {flag}:\n{text}"
+            "duokv server --help does not mention {flag}:\n{text}"
         );
     }
 
     let output = duokv(&["--help"]);
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
+    assert!(
+        text.lines()
+            .any(|line| line.trim_start().starts_with("server ")),
+        "duokv --help does not list server:\n{text}"
+    );
     let subcommands = ["get", "create", "update", "put", "delete", "ping", "info"];
     for subcommand in subcommands {
         assert!(
@@ -187,4 +193,38 @@ fn help_names_every_flag_and_subcommand() {
             "duokv {subcommand} --help: {output:?}"
         );
     }
+}
+
+#[test]
+fn the_cli_reads_the_token_from_a_flag_or_the_environment() {
+    let (_dir, path) = token_file("cli-token");
+    let file = path.display().to_string();
+    let server = ServerProcess::start(&["--auth-token-file", &file]);
+    let duokv = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_duokv"));
+        command.env_remove("DUOKV_AUTH_TOKEN_FILE");
+        command
+    };
+    let out = run_with_deadline(duokv().args([
+        "--auth-token-file",
+        &file,
+        "put",
+        "k",
+        "v",
+        "--addr",
+        &server.addr(),
+    ]));
+    assert!(out.status.success(), "{out:?}");
+    let out = run_with_deadline(duokv().env("DUOKV_AUTH_TOKEN_FILE", &path).args([
+        "get",
+        "k",
+        "--addr",
+        &server.addr(),
+    ]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    let out = run_with_deadline(duokv().args(["get", "k", "--addr", &server.addr()]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the auth token"), "{stderr}");
 }

@@ -6,7 +6,8 @@
 //!    against `known_hosts`), CPU architecture and glibc version against the
 //!    local build, free disk, the duokv port free, the clock's sync state
 //!    (`chronyc`, else `timedatectl`; recorded in the run's metadata);
-//! 2. **upload** `duokv-server` and `duokv` over SFTP, verified by SHA-256,
+//! 2. **upload** `duokv` (the client, the bench and, as `duokv server`, the
+//!    replica: one binary) over SFTP, verified by SHA-256,
 //!    skipped when the checksum already matches, and a fresh random auth
 //!    token (mode 600) that both servers and the bench client present;
 //! 3. **start** the slave, then the master (`setsid nohup`, pid file, logs in
@@ -33,10 +34,10 @@ use std::time::{Duration, Instant};
 use hosts::{Host, Hosts};
 use remote::{Remote, failure, quote, tail};
 
-use crate::auth::AuthToken;
 use crate::error::{Error, Result};
-use crate::replication::ReplicationMode;
 use crate::run_dir::{self, RunMeta};
+use duokv::ReplicationMode;
+use duokv::auth::AuthToken;
 
 /// Where `duokv bench` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub struct DeployConfig {
     pub out: PathBuf,
     /// Add unknown host keys to known_hosts instead of refusing.
     pub accept_new_host_keys: bool,
-    /// The directory holding the built `duokv-server` and `duokv`.
+    /// The directory holding the built `duokv`.
     pub bin_dir: PathBuf,
     /// The servers' `--fsync` policy.
     pub fsync: String,
@@ -151,7 +152,7 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
         dirs.push(local);
     }
     if stop.load(Ordering::SeqCst) {
-        return Err(Error::Internal {
+        return Err(Error::Failed {
             message: "interrupted; the remote servers were stopped".into(),
         });
     }
@@ -293,7 +294,7 @@ fn parse_glibc(line: &str) -> Option<(u32, u32)> {
 /// Step 2 on one host.
 fn upload(remote: &Remote, config: &DeployConfig) -> Result<()> {
     let name = "2. upload";
-    for binary in ["duokv-server", "duokv"] {
+    for binary in ["duokv"] {
         let local = config.bin_dir.join(binary);
         let local_sum = sha256(&local)?;
         let target = format!("{}/bin/{binary}", remote.host().remote_dir);
@@ -362,7 +363,7 @@ fn share_auth_token(remotes: &[&Remote]) -> Result<AuthToken> {
             "auth token: a new one, mode 600",
         );
     }
-    AuthToken::new(hex.into_bytes()).map_err(|message| Error::Internal { message })
+    AuthToken::new(hex.into_bytes()).map_err(|message| Error::Failed { message })
 }
 
 /// The SHA-256 of a local file, by `sha256sum`.
@@ -482,13 +483,13 @@ fn run_mode(
     Ok(())
 }
 
-/// Starts one duokv-server detached, with a pid file and its log in the run
-/// directory.
+/// Starts one replica (`duokv server`, the code of `duokv-server`) detached,
+/// with a pid file and its log in the run directory.
 fn start_server(remote: &Remote, at: &HostPaths, args: &str, name: &str) -> Result<()> {
     let command = format!(
-        "cd {run} || exit 1; setsid nohup {server} {args} > {run}/{name}.log 2>&1 < /dev/null & echo $! > {run}/{name}.pid",
+        "cd {run} || exit 1; setsid nohup {server} server {args} > {run}/{name}.log 2>&1 < /dev/null & echo $! > {run}/{name}.pid",
         run = quote(&at.run),
-        server = quote(&format!("{}/duokv-server", at.bin))
+        server = quote(&format!("{}/duokv", at.bin))
     );
     remote.run("3. start", &command)?;
     step(remote.host(), "3. start", &format!("{name} started"));

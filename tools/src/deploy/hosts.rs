@@ -22,7 +22,7 @@ pub struct Host {
 }
 
 impl Host {
-    /// `private_addr:port`, the address of this host's duokv-server.
+    /// `private_addr:port`, the address of this host's replica.
     pub fn service_addr(&self) -> String {
         if self.private_addr.contains(':') {
             format!("[{}]:{}", self.private_addr, self.port)

@@ -19,9 +19,9 @@
 //! # Example
 //!
 //! ```no_run
-//! use duokv::stats::{self, StatsArgs};
+//! use duokv_tools::stats::{self, StatsArgs};
 //!
-//! # fn main() -> duokv::Result<()> {
+//! # fn main() -> duokv_tools::Result<()> {
 //! let args = StatsArgs {
 //!     dirs: vec!["results/sync".into(), "results/async".into()],
 //!     json: false,
@@ -45,7 +45,8 @@ pub mod report;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::run_dir::{self, ClientRow, EventRow, RunMeta};
+use crate::run_dir::{self, ClientRow, RunMeta};
+use duokv::event_log::{self, EventRow};
 
 pub use compute::{Measure, RunSummary, Summary, WriteSample, summarize};
 
@@ -83,7 +84,7 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Run> {
     let events = |name: &str| -> Result<Option<Vec<EventRow>>> {
         let path = dir.join(name);
         match path.try_exists() {
-            Ok(true) => run_dir::load_events(&path).map(Some),
+            Ok(true) => event_log::read(&path).map(Some).map_err(Error::from),
             Ok(false) => Ok(None),
             Err(source) => Err(Error::File { path, source }),
         }
@@ -134,8 +135,8 @@ pub(crate) mod tests {
     //! Fixture builders shared by the stats tests, and the end-to-end test.
 
     use super::*;
-    use crate::event_log::{EventKind, EventLog};
     use crate::run_dir::{ClockOffsets, ClockProbe};
+    use duokv::event_log::{EventKind, EventLog};
 
     /// A `run.json` for `count` writes a second apart, without probes.
     pub(crate) fn meta(mode: &str, count: u64) -> RunMeta {
@@ -194,7 +195,7 @@ pub(crate) mod tests {
     /// An event log row for the key `bench`.
     pub(crate) fn event(name: &str, seq: u64, unix_ns: u64) -> EventRow {
         EventRow {
-            event: name.into(),
+            kind: name.parse().expect("an event name"),
             seq,
             key: "bench".into(),
             unix_ns,

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::auth::AuthToken;
+use crate::error::{Error, Result};
 use crate::resp::RespClient;
-use crate::{Client, Error, Result};
+use duokv::Client;
+use duokv::auth::AuthToken;
 
 /// Which kind of server a load run drives.
 ///
@@ -42,7 +43,7 @@ pub enum Target {
         /// With `Some(ms)`, each `SET` is followed by `WAIT 1 ms` on the same
         /// connection; the write is one operation whose latency covers both
         /// round trips, and a `WAIT` that reports no replica is an error
-        /// ([`Error::ReplicaUnavailable`]). `Some(0)` waits without limit,
+        /// ([`Error::NoReplicaAck`]). `Some(0)` waits without limit,
         /// as in Redis, up to the client's 30 s read timeout.
         #[serde(rename = "wait_ms")]
         wait: Option<u32>,
@@ -51,11 +52,11 @@ pub enum Target {
 
 impl Target {
     /// The target with `--redis-wait-ms` applied: `wait` goes to a Redis
-    /// target; with a duokv target it is an error ([`Error::BadRequest`]).
+    /// target; with a duokv target it is an error ([`Error::Usage`]).
     pub fn with_redis_wait(self, wait: Option<u32>) -> Result<Target> {
         match (self, wait) {
             (Target::Duokv, None) => Ok(Target::Duokv),
-            (Target::Duokv, Some(_)) => Err(Error::BadRequest {
+            (Target::Duokv, Some(_)) => Err(Error::Usage {
                 message: "--redis-wait-ms needs --target redis".into(),
             }),
             (Target::Redis { .. }, wait) => Ok(Target::Redis { wait }),
@@ -252,14 +253,12 @@ impl Connection {
 
     fn write(&mut self, key: &str, value: &[u8]) -> Result<()> {
         match self {
-            Connection::Duokv(client) => client.put(key, value).map(|_| ()),
+            Connection::Duokv(client) => Ok(client.put(key, value).map(|_| ())?),
             Connection::Redis { client, wait } => {
                 client.set(key, value)?;
                 match *wait {
                     Some(ms) if client.wait(1, u64::from(ms))? < 1 => {
-                        Err(Error::ReplicaUnavailable {
-                            message: format!("replica did not acknowledge within {ms} ms"),
-                        })
+                        Err(Error::NoReplicaAck { ms })
                     }
                     _ => Ok(()),
                 }
@@ -269,8 +268,8 @@ impl Connection {
 
     fn read(&mut self, key: &str) -> Result<()> {
         match self {
-            Connection::Duokv(client) => client.read(key).map(|_| ()),
-            Connection::Redis { client, .. } => client.get(key).map(|_| ()),
+            Connection::Duokv(client) => Ok(client.read(key).map(|_| ())?),
+            Connection::Redis { client, .. } => Ok(client.get(key).map(|_| ())?),
         }
     }
 }
@@ -301,7 +300,7 @@ pub fn run(config: LoadConfig) -> Result<LoadReport> {
     let mut reads = histogram();
     let (mut errors, mut first_error) = (0, None);
     for thread in threads {
-        let tally = thread.join().map_err(|_| Error::Internal {
+        let tally = thread.join().map_err(|_| Error::Failed {
             message: "a load thread panicked".into(),
         })?;
         writes.add(&tally.writes).expect("same histogram bounds");
@@ -351,7 +350,7 @@ fn client_loop(mut client: Connection, config: &LoadConfig, seed: u64, stop: &At
                 tally.errors += 1;
                 tally
                     .first_error
-                    .get_or_insert_with(|| crate::error::chain(&e));
+                    .get_or_insert_with(|| duokv::error::chain(&e));
             }
         }
     }
@@ -397,7 +396,7 @@ mod tests {
         );
         assert!(matches!(
             Target::Duokv.with_redis_wait(Some(5)),
-            Err(Error::BadRequest { .. })
+            Err(Error::Usage { .. })
         ));
         assert!("memcached".parse::<Target>().is_err());
     }

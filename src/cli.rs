@@ -1,0 +1,322 @@
+//! The command line of one replica: the flags of `duokv-server`, which the
+//! toolbox's `duokv server` takes too, and [`run`], which turns them into a
+//! [`ServerConfig`] and serves until a signal stops it.
+//!
+//! It lives in the library, not in a binary, so that both binaries run the
+//! very same replica: `duokv-server` for deployments, and `duokv server` so
+//! that `duokv demo` needs no binary but its own.
+//!
+//! ```no_run
+//! use argh::FromArgs;
+//! use std::process::ExitCode;
+//!
+//! fn main() -> ExitCode {
+//!     let flags = ["--data-dir", "/tmp/duokv-example", "--listen", "127.0.0.1:7070"];
+//!     match duokv::cli::ServerArgs::from_args(&["duokv-server"], &flags) {
+//!         Ok(args) => duokv::cli::run(args),
+//!         Err(early) => {
+//!             eprintln!("{}", early.output);
+//!             ExitCode::from(2)
+//!         }
+//!     }
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+use duokv_storage::{CompactionPolicy, Sync};
+use log::error;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::auth::AuthToken;
+use crate::duration::parse_duration;
+use crate::replication::slave::OnDivergence;
+use crate::replication::{Forward, MasterSettings, ReplicationMode};
+use crate::{RoleConfig, Server, ServerConfig};
+
+/// Run one duokv replica: a key-value server with its data on disk.
+#[derive(FromArgs, Debug)]
+pub struct ServerArgs {
+    /// address to listen on for clients (default 127.0.0.1:7070: loopback
+    /// only; name another address to serve other hosts, with
+    /// --auth-token-file)
+    #[argh(option, default = "\"127.0.0.1:7070\".parse().unwrap()")]
+    listen: SocketAddr,
+
+    /// file holding a shared secret (1 to 1024 bytes; a trailing newline is
+    /// dropped): every client and the master's replication stream must
+    /// present it in the handshake, and a master sends it to its slave.
+    /// Give both replicas the same file
+    #[argh(option)]
+    auth_token_file: Option<PathBuf>,
+
+    /// directory of the store (created if missing)
+    #[argh(option)]
+    data_dir: PathBuf,
+
+    /// when writes reach the disk: always (each write is fdatasync'ed before
+    /// it is acknowledged; default), every:MS (synced in the background every
+    /// MS milliseconds) or never (left to the OS)
+    #[argh(option, default = "Sync::Always", from_str_fn(parse_fsync))]
+    fsync: Sync,
+
+    /// connections served at once; more get a Busy reply (default 1024)
+    #[argh(option, default = "1024")]
+    max_connections: usize,
+
+    /// the largest request frame read, in bytes (default and most 33554432,
+    /// 32 MiB: a 16 MiB value with room to spare); larger ones are refused
+    /// TooLarge from their length prefix. Client memory is bounded by about
+    /// --max-connections x this
+    #[argh(option, default = "duokv_protocol::MAX_FRAME_LEN")]
+    max_frame_bytes: u32,
+
+    /// close a connection that sends nothing (or half a frame) for this long,
+    /// e.g. 30s or 500ms (default 300s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(300)",
+        from_str_fn(parse_duration)
+    )]
+    idle_timeout: Duration,
+
+    /// close a connection whose frame, once begun, is not whole within this
+    /// (a peer dripping bytes to hold a thread), e.g. 10s (default 60s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(60)",
+        from_str_fn(parse_duration)
+    )]
+    frame_timeout: Duration,
+
+    /// how long shutdown waits for requests in flight (default 5s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    drain_timeout: Duration,
+
+    /// standalone (default), master (takes writes, replicates them to
+    /// --replica) or slave (applies its master's stream, serves reads,
+    /// answers writes with NotMaster)
+    #[argh(option, default = "String::from(\"standalone\")")]
+    role: String,
+
+    /// master only: the slave's address, HOST:PORT
+    #[argh(option)]
+    replica: Option<String>,
+
+    /// master only: sync (a write is answered once the slave acknowledged
+    /// it; default) or async (answered once the master applied it)
+    #[argh(option, default = "ReplicationMode::Sync")]
+    replication: ReplicationMode,
+
+    /// master, sync mode: how long a write waits for the slave before it
+    /// fails with ReplicaUnavailable (default 2s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(2)",
+        from_str_fn(parse_duration)
+    )]
+    sync_timeout: Duration,
+
+    /// master, sync mode: what to do while the slave is away: none (writes
+    /// fail with ReplicaUnavailable after --sync-timeout; default) or async
+    /// (writes are acknowledged without the slave, logged loudly)
+    #[argh(option, default = "String::from(\"none\")")]
+    sync_fallback: String,
+
+    /// master only: when a write goes to the slave: written (default; as
+    /// soon as it is in the master's log, so both replicas sync it at once:
+    /// a sync write costs one fdatasync and two round trips, and after a
+    /// crash of the master's host the slave may have served a write that is
+    /// then taken away, never acknowledged) or durable (once synced on the
+    /// master: the slave never holds a write the master could lose; a sync
+    /// write pays both syncs one after the other)
+    #[argh(option, default = "Forward::Written")]
+    forward: Forward,
+
+    /// slave only: the master's client address, HOST:PORT, sent to clients
+    /// that write to the slave
+    #[argh(option)]
+    master_addr: Option<String>,
+
+    /// slave only: what to do when the master's history is not this
+    /// store's (a master restarted on an empty data dir): resync (replace
+    /// this store's contents with the master's; default) or refuse (keep
+    /// them and refuse the master's stream)
+    #[argh(option, default = "OnDivergence::Resync")]
+    on_divergence: OnDivergence,
+
+    /// compact the log once its dead bytes (overwritten, deleted) pass this
+    /// many (default 67108864, 64 MiB) and --compact-dead-ratio
+    #[argh(option, default = "64 * 1024 * 1024")]
+    compact_min_dead_bytes: u64,
+
+    /// compact the log once its dead bytes pass this share of it, 0.0 to 1.0,
+    /// and --compact-min-dead-bytes (default 0.5)
+    #[argh(option, default = "0.5")]
+    compact_dead_ratio: f64,
+
+    /// for tests: run this server's clock off by MS milliseconds
+    #[argh(option, default = "0", hidden_help)]
+    clock_offset_ms: i64,
+
+    /// write one CSV line per write event (received, applied, forwarded,
+    /// acked, replied) to this file
+    #[argh(option)]
+    event_log: Option<PathBuf>,
+}
+
+/// The role from the flags, or why they do not make one.
+fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
+    let fallback_async = match args.sync_fallback.as_str() {
+        "none" => false,
+        "async" => true,
+        other => return Err(format!("--sync-fallback `{other}`: use none or async")),
+    };
+    match args.role.as_str() {
+        "standalone" => Ok(RoleConfig::Standalone),
+        "master" => {
+            let replica = args
+                .replica
+                .clone()
+                .ok_or("--role master needs --replica HOST:PORT")?;
+            Ok(RoleConfig::Master(MasterSettings {
+                replica,
+                mode: args.replication,
+                sync_timeout: args.sync_timeout,
+                fallback_async,
+                forward: args.forward,
+            }))
+        }
+        "slave" => {
+            let master_addr = args
+                .master_addr
+                .clone()
+                .ok_or("--role slave needs --master-addr HOST:PORT")?;
+            Ok(RoleConfig::Slave {
+                master_addr,
+                on_divergence: args.on_divergence,
+            })
+        }
+        other => Err(format!("--role `{other}`: use standalone, master or slave")),
+    }
+}
+
+fn parse_fsync(text: &str) -> Result<Sync, String> {
+    match text {
+        "always" => Ok(Sync::Always),
+        "never" => Ok(Sync::Never),
+        _ => match text.strip_prefix("every:") {
+            Some(ms) => ms
+                .parse::<u64>()
+                .map(|ms| Sync::Every(Duration::from_millis(ms.max(1))))
+                .map_err(|_| format!("`{ms}` is not a number of milliseconds")),
+            None => Err(format!("`{text}`: use always, every:MS or never")),
+        },
+    }
+}
+
+/// Raises the open-files soft limit (up to the hard one) to cover
+/// `--max-connections`, as Go programs do at start, and warns when even the
+/// hard limit is too low. Each connection takes two descriptors (its socket,
+/// and the clone shutdown uses), the store and the listener a few more. Past
+/// the limit the server does not fail: it closes the connections it cannot
+/// register.
+fn ensure_enough_files(max_connections: usize) {
+    let need = 2 * max_connections as u64 + 64;
+    match rlimit::increase_nofile_limit(need) {
+        Ok(limit) if limit < need => log::warn!(
+            "--max-connections {max_connections} needs about {need} open files and the hard \
+             limit is {limit}: raise it (`ulimit -Hn`, LimitNOFILE=) or lower \
+             --max-connections (past the limit, new connections are closed at once)"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read or raise the open-files limit: {e}"),
+    }
+}
+
+/// Runs a replica as the flags say, until SIGINT or SIGTERM stops it
+/// gracefully; the exit code is 0 after a clean stop, 2 for flags that make
+/// no replica, 1 when the server cannot start or fails. Logs through `log`:
+/// the caller sets up the logger.
+pub fn run(args: ServerArgs) -> ExitCode {
+    if args.clock_offset_ms != 0 {
+        crate::clock::shift(args.clock_offset_ms.saturating_mul(1_000_000));
+        log::warn!(
+            "this server's clock runs {} ms off the system's (--clock-offset-ms)",
+            args.clock_offset_ms
+        );
+    }
+    let mut config = ServerConfig::new(args.listen, args.data_dir.clone());
+    config.fsync = args.fsync;
+    config.max_connections = args.max_connections.max(1);
+    config.max_frame_len = args
+        .max_frame_bytes
+        .clamp(64, duokv_protocol::MAX_FRAME_LEN);
+    config.idle_timeout = args.idle_timeout;
+    config.frame_timeout = args.frame_timeout;
+    config.drain_timeout = args.drain_timeout;
+    config.event_log = args.event_log.clone();
+    config.compaction = CompactionPolicy {
+        min_dead_bytes: args.compact_min_dead_bytes,
+        dead_ratio: args.compact_dead_ratio.clamp(0.0, 1.0),
+    };
+    if let Some(path) = &args.auth_token_file {
+        match AuthToken::from_file(path) {
+            Ok(token) => config.auth_token = Some(token),
+            Err(e) => {
+                error!("--auth-token-file: {}", crate::error::chain(&e));
+                return ExitCode::from(2);
+            }
+        }
+    } else if !args.listen.ip().is_loopback() {
+        log::warn!(
+            "listening on {} with no --auth-token-file: anyone who can reach this port \
+             can read and write every key, and can pose as this node's master",
+            args.listen
+        );
+    }
+    ensure_enough_files(config.max_connections);
+    config.role = match role(&args) {
+        Ok(role) => role,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("{}", crate::error::chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = server.shutdown_handle();
+    match Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    log::info!("signal {signal} received");
+                    stop.shutdown();
+                }
+            });
+        }
+        Err(e) => error!("cannot listen for signals, Ctrl-C will not stop gracefully: {e}"),
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{}", crate::error::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! duokv-tools: the toolbox around duokv, to run, measure and understand a
+//! master and a slave.
+//!
+//! The product, the `duokv` crate, is the server, replication and the
+//! [`Client`](duokv::Client). Everything here measures or drives it, and
+//! keeps its heavier dependencies (charts, statistics, SSH and OpenSSL) out
+//! of the product's build, as redb keeps its benchmarks in a crate of their
+//! own.
+//!
+//! # Layout
+//!
+//! - [`bench`](mod@bench): the seed's test client behind `duokv bench`: one
+//!   update a second to one key, each write's start and commit timestamps,
+//!   the replicas' clocks probed before and after.
+//! - [`run_dir`]: the files of a measured run (`run.json`, `client.csv`,
+//!   the event logs), shared by `duokv bench`, `duokv stats` and the
+//!   deployer.
+//! - [`stats`]: `duokv stats`, latency and staleness of run directories as
+//!   a report, JSON and SVG charts.
+//! - [`demo`]: `duokv demo`, a master and a slave as child processes (this
+//!   very executable as `duokv server`) and the workload in both modes.
+//! - [`load`]: the load generator behind `duokv load`, for duokv or Redis.
+//! - [`resp`]: [`RespClient`](resp::RespClient), a minimal blocking Redis
+//!   (RESP2) client, so that `duokv load` can drive Redis too.
+//! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
+//!   the raw runs of `bench/compare.sh`, as a README and a chart.
+//! - [`deploy`]: `duokv-deploy`, the seed's workload on two SSH hosts.
+//! - [`error`]: [`Error`], what the tools report.
+//! - `src/bin/duokv.rs` (the command line: CRUD, `server`, `demo`, `bench`,
+//!   `stats`, `load`, `perf-report`) and `src/bin/duokv-deploy.rs`.
+//!
+//! # Example
+//!
+//! The seed's workload, three writes against a pair started here, and its
+//! stats:
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use duokv_tools::bench::{self, BenchConfig};
+//!
+//! # fn main() -> duokv_tools::Result<()> {
+//! // a master on 127.0.0.1:7070 replicating to a slave on 127.0.0.1:7071
+//! let mut config = BenchConfig::new("127.0.0.1:7070", "127.0.0.1:7071", "run1");
+//! config.count = 3;
+//! let outcome = bench::run(&config, &AtomicBool::new(false))?;
+//! println!("{} writes into {}", outcome.rows.len(), outcome.dir.display());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod bench;
+pub mod demo;
+pub mod deploy;
+pub mod error;
+pub mod load;
+pub mod perf_report;
+pub mod resp;
+pub mod run_dir;
+pub mod stats;
+
+pub use error::{Error, Result};

@@ -42,7 +42,8 @@ use duokv_protocol::{
 use duokv_storage::{self as storage, ObservePoint, Store};
 use log::{debug, error, info, warn};
 
-use super::{Forward, ReplicationMode};
+use super::mode::{Forward, ReplicationMode};
+use super::wire;
 use crate::auth::AuthToken;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
@@ -388,7 +389,7 @@ impl Link {
             .into_iter()
             .map(|record| Outgoing {
                 seq: record.seq,
-                op: super::to_wire(record.op),
+                op: wire::to_wire(record.op),
             })
             .collect();
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -574,7 +575,7 @@ impl Session {
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
         // A replica stream's handshake carries the master's history ID, so
         // that an empty slave can join it (see PROTOCOL.md).
-        let (history, history_ancestors) = super::history_fields(&link.store.history());
+        let (history, history_ancestors) = wire::history_fields(&link.store.history());
         let fields = HandshakeFields {
             history_id: Some(history),
             history_ancestors,
@@ -794,7 +795,7 @@ fn catch_up(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate
     let mut count = 0u64;
     for record in records {
         let record = record?;
-        send_append(link, writer, record.seq, super::to_wire(record.op))?;
+        send_append(link, writer, record.seq, wire::to_wire(record.op))?;
         count += 1;
     }
     writer.flush()?;
@@ -823,7 +824,7 @@ fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Resul
         replication_id: link.store.history_id(),
         entries,
     };
-    protocol::write_frame(writer, &super::frame(seq, begin))?;
+    protocol::write_frame(writer, &wire::frame(seq, begin))?;
     for entry in snapshot {
         let entry = entry?;
         let frame = Replication::SnapshotEntry {
@@ -831,9 +832,9 @@ fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Resul
             key: entry.key,
             value: entry.value,
         };
-        protocol::write_frame(writer, &super::frame(entry.seq, frame))?;
+        protocol::write_frame(writer, &wire::frame(entry.seq, frame))?;
     }
-    protocol::write_frame(writer, &super::frame(seq, Replication::SnapshotEnd { seq }))?;
+    protocol::write_frame(writer, &wire::frame(seq, Replication::SnapshotEnd { seq }))?;
     writer.flush()?;
     link.lock().full_resyncs += 1;
     Ok(seq + 1)
@@ -847,7 +848,7 @@ fn send_append(
     op: ReplicatedOp,
 ) -> crate::Result<()> {
     let key = link.events.as_ref().map(|_| op.key().to_vec());
-    protocol::write_frame(writer, &super::frame(seq, Replication::Append { seq, op }))?;
+    protocol::write_frame(writer, &wire::frame(seq, Replication::Append { seq, op }))?;
     if let (Some(events), Some(key)) = (&link.events, key) {
         events.record(EventKind::Forwarded, seq, &key);
         let mut state = link.lock();

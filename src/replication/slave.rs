@@ -20,6 +20,7 @@ use duokv_protocol::{self as protocol, Frame, Message, ReplicatedOp, Replication
 use duokv_storage::{self as storage, History, Kinship, Record, SnapshotEntry, Store};
 use log::{error, info, warn};
 
+use super::wire;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
 
@@ -315,7 +316,7 @@ fn apply_stream<R: Read>(
 
 /// The storage record for an `Append`, logging its arrival.
 fn record(seq: u64, op: ReplicatedOp, events: Option<&EventSink>) -> Record {
-    let op = super::from_wire(op);
+    let op = wire::from_wire(op);
     if let Some(events) = events {
         events.record(EventKind::Received, seq, op.key());
     }
@@ -327,7 +328,7 @@ fn send(writer: &mut &TcpStream, message: Replication) -> crate::Result<()> {
         Replication::Ack { seq } => *seq,
         _ => 0,
     };
-    protocol::write_frame(writer, &super::frame(seq, message))?;
+    protocol::write_frame(writer, &wire::frame(seq, message))?;
     writer.flush()?;
     Ok(())
 }

@@ -14,110 +14,27 @@
 //! long is dropped) and `frame_timeout` (a handshake or frame that has begun
 //! must be whole within it).
 
+mod config;
 mod connection;
 mod deadline;
 mod deferred;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use duokv_protocol::NodeRole;
-use duokv_storage::{CompactionPolicy, Options, Store, Sync};
+use duokv_storage::{Options, Store};
 
-use crate::auth::AuthToken;
 use crate::event_log::{EventLog, EventSink};
-use crate::replication::{MasterSettings, Replicator, SlaveState};
+use crate::replication::{Replicator, SlaveState};
 use log::{error, info, warn};
 
+pub use config::{RoleConfig, ServerConfig};
 use shutdown::Shutdown;
 pub use shutdown::ShutdownHandle;
-
-/// How a server runs.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The address to listen on for clients.
-    pub listen: SocketAddr,
-    /// The directory of the store.
-    pub data_dir: PathBuf,
-    /// The store's durability policy.
-    pub fsync: Sync,
-    /// Connections served at once; more get `Busy` and are closed.
-    pub max_connections: usize,
-    /// The largest request frame read, in bytes (at most the protocol's
-    /// `MAX_FRAME_LEN`); a larger one gets `TooLarge` from its length
-    /// prefix alone. With `max_connections`, it bounds the memory clients
-    /// can make the server hold.
-    pub max_frame_len: u32,
-    /// A connection that sends nothing for this long is closed.
-    pub idle_timeout: Duration,
-    /// A frame that has begun must be whole within this, or the
-    /// connection is closed.
-    pub frame_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub drain_timeout: Duration,
-    /// Standalone, master or slave.
-    pub role: RoleConfig,
-    /// Where to log every write's events, if anywhere.
-    pub event_log: Option<PathBuf>,
-    /// When the store compacts on its own.
-    pub compaction: CompactionPolicy,
-    /// The shared secret every peer (client or master) must present in its
-    /// handshake, if any; a master also sends it to its slave.
-    pub auth_token: Option<AuthToken>,
-}
-
-impl ServerConfig {
-    /// A master's sync timeout (zero for other roles).
-    pub(crate) fn role_sync_timeout(&self) -> Duration {
-        match &self.role {
-            RoleConfig::Master(settings) => settings.sync_timeout,
-            _ => Duration::ZERO,
-        }
-    }
-}
-
-/// What part a server plays.
-#[derive(Debug, Clone, Default)]
-pub enum RoleConfig {
-    /// A single node: takes reads and writes, replicates nothing.
-    #[default]
-    Standalone,
-    /// Takes writes and replicates them to a slave.
-    Master(MasterSettings),
-    /// Applies a master's stream; serves reads, answers writes with
-    /// `NotMaster`.
-    Slave {
-        /// The master's client address, sent to clients that write here.
-        master_addr: String,
-        /// What to do when the master's history is not this store's.
-        on_divergence: crate::replication::slave::OnDivergence,
-    },
-}
-
-impl ServerConfig {
-    /// A config for a standalone server on `listen` with its data in
-    /// `data_dir`, and the defaults for everything else.
-    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig {
-            listen,
-            data_dir: data_dir.into(),
-            fsync: Sync::Always,
-            max_connections: 1024,
-            max_frame_len: duokv_protocol::MAX_FRAME_LEN,
-            idle_timeout: Duration::from_secs(300),
-            frame_timeout: Duration::from_secs(60),
-            drain_timeout: Duration::from_secs(5),
-            role: RoleConfig::Standalone,
-            event_log: None,
-            compaction: CompactionPolicy::default(),
-            auth_token: None,
-        }
-    }
-}
 
 /// What every connection thread shares.
 #[derive(Debug)]
@@ -135,18 +52,6 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Connections over the limit being told `Busy`.
     pub(crate) refusing: AtomicUsize,
-}
-
-/// The role in a log line.
-fn describe(role: &RoleConfig) -> String {
-    match role {
-        RoleConfig::Standalone => "a standalone node".to_string(),
-        RoleConfig::Master(settings) => format!(
-            "master replicating {} to slave {}, forwarding writes once {}",
-            settings.mode, settings.replica, settings.forward
-        ),
-        RoleConfig::Slave { master_addr, .. } => format!("slave of master {master_addr}"),
-    }
 }
 
 impl Shared {
@@ -254,7 +159,7 @@ impl Server {
         };
         info!(
             "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections, {}",
-            describe(&config.role),
+            config.role.describe(),
             config.data_dir.display(),
             config.fsync,
             config.max_connections,

@@ -20,9 +20,11 @@ use duokv_protocol::{
 use duokv_storage::{self as storage, WriteOp};
 use log::{debug, info, warn};
 
+use super::config::RoleConfig;
 use super::deadline::DeadlineStream;
 use super::deferred::{DeferredReplies, SentOnDrop};
-use super::{RoleConfig, Shared};
+use super::node::Node;
+use super::shared::Shared;
 use crate::event_log::EventKind;
 use crate::replication;
 
@@ -41,7 +43,7 @@ pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
     // Read the handshake first: closing a socket with unread bytes sends a
     // reset, which can destroy the reply before the client reads it.
     let _ = Handshake::read_from(&mut reader);
-    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.role).write_to(&mut &stream);
+    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.node.role()).write_to(&mut &stream);
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
@@ -82,7 +84,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         Err(protocol::Error::Handshake(e)) => {
             warn!("{peer}: bad handshake: {e}");
             if let Some(status) = e.status() {
-                let _ = HandshakeReply::new(status, shared.role).write_to(&mut writer);
+                let _ = HandshakeReply::new(status, shared.node.role()).write_to(&mut writer);
             }
             return;
         }
@@ -103,24 +105,24 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
                 "no"
             }
         );
-        let _ =
-            HandshakeReply::new(HandshakeStatus::Unauthorized, shared.role).write_to(&mut writer);
+        let _ = HandshakeReply::new(HandshakeStatus::Unauthorized, shared.node.role())
+            .write_to(&mut writer);
         return;
     }
     match role {
         Role::Client => {
-            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
+            if HandshakeReply::new(HandshakeStatus::Ok, shared.node.role())
                 .write_to(&mut writer)
                 .is_err()
             {
                 return;
             }
         }
-        Role::Replica if shared.slave.is_some() => {
-            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
+        Role::Replica if matches!(shared.node, Node::Slave { .. }) => {
+            if HandshakeReply::new(HandshakeStatus::Ok, shared.node.role())
                 .write_to(&mut writer)
                 .is_ok()
-                && let Some(slave) = &shared.slave
+                && let Node::Slave { state: slave, .. } = &shared.node
             {
                 // The stream may be idle as long as the master takes no writes.
                 reader.get_ref().wait_forever();
@@ -138,9 +140,9 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         _ => {
             warn!(
                 "{peer}: refused: role {role:?} is not served by a {:?} node",
-                shared.role
+                shared.node.role()
             );
-            let _ = HandshakeReply::new(HandshakeStatus::UnsupportedRole, shared.role)
+            let _ = HandshakeReply::new(HandshakeStatus::UnsupportedRole, shared.node.role())
                 .write_to(&mut writer);
             return;
         }
@@ -154,7 +156,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         }
     };
     let _sent = SentOnDrop(deferred.clone());
-    let is_slave = matches!(shared.config.role, RoleConfig::Slave { .. });
+    let is_slave = matches!(shared.node, Node::Slave { .. });
     loop {
         // Wait for a frame's first bytes as long as the idle timeout allows;
         // from there the whole frame must arrive within the frame timeout.
@@ -285,14 +287,14 @@ fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
         Request::Create { .. }
         | Request::Update { .. }
         | Request::Put { .. }
-        | Request::Delete { .. } => match &shared.config.role {
-            RoleConfig::Slave { master_addr, .. } => Response::error(
+        | Request::Delete { .. } => match &shared.node {
+            Node::Slave { master_addr, .. } => Response::error(
                 ErrorCode::NotMaster {
                     master: master_addr.clone(),
                 },
                 format!("this replica is a slave; send writes to the master at {master_addr}"),
             ),
-            RoleConfig::Standalone | RoleConfig::Master(_) => Response::error(
+            Node::Standalone | Node::Master(_) => Response::error(
                 ErrorCode::Internal,
                 "a write reached the wrong path on this server (a bug); nothing was written",
             ),
@@ -313,11 +315,10 @@ fn write_op(request: &Request) -> Option<WriteOp<'_>> {
 
 /// The answer to a sync write the slave did not confirm in time.
 pub(crate) fn replica_unavailable(shared: &Shared, seq: u64) -> Response {
-    let replica = shared
-        .replicator
-        .as_ref()
-        .map(|r| r.status().replica)
-        .unwrap_or_default();
+    let replica = match &shared.node {
+        Node::Master(replicator) => replicator.status().replica,
+        Node::Standalone | Node::Slave { .. } => String::new(),
+    };
     Response::error(
         ErrorCode::ReplicaUnavailable,
         format!(
@@ -331,7 +332,7 @@ pub(crate) fn replica_unavailable(shared: &Shared, seq: u64) -> Response {
 /// The server's facts for an `Info` request.
 fn info(shared: &Shared) -> Vec<(String, String)> {
     let stats = shared.store.stats();
-    let role = match shared.role {
+    let role = match shared.node.role() {
         protocol::NodeRole::Master => "master",
         protocol::NodeRole::Slave => "slave",
         _ => "standalone",
@@ -366,7 +367,7 @@ fn info(shared: &Shared) -> Vec<(String, String)> {
 fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
     let mut facts = Vec::new();
     let mut fact = |name: &str, value: String| facts.push((name.to_string(), value));
-    if let Some(replicator) = &shared.replicator {
+    if let Node::Master(replicator) = &shared.node {
         let status = replicator.status();
         fact("replication", status.mode.to_string());
         if let RoleConfig::Master(settings) = &shared.config.role {
@@ -388,8 +389,10 @@ fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
             fact("link_last_error", error);
         }
     }
-    if let (Some(slave), RoleConfig::Slave { master_addr, .. }) =
-        (&shared.slave, &shared.config.role)
+    if let Node::Slave {
+        state: slave,
+        master_addr,
+    } = &shared.node
     {
         fact("master", master_addr.clone());
         fact(

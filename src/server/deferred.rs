@@ -26,7 +26,8 @@ use duokv_storage::WriteOp;
 use log::debug;
 use socket2::SockRef;
 
-use super::Shared;
+use super::node::Node;
+use super::shared::Shared;
 use crate::clock::now_ns;
 use crate::event_log::EventKind;
 use crate::replication::{AckOutcome, ReplicationMode};
@@ -195,8 +196,8 @@ fn durable(
         replicated_ns: 0,
         replied_ns: 0,
     };
-    let replicator = match &shared.replicator {
-        Some(replicator) if replicator.mode() == ReplicationMode::Sync => replicator,
+    let replicator = match &shared.node {
+        Node::Master(replicator) if replicator.mode() == ReplicationMode::Sync => replicator,
         // A standalone node or an async master answers now.
         _ => return replies.send_receipt(shared, request_id, receipt, &key),
     };

@@ -18,6 +18,8 @@ mod config;
 mod connection;
 mod deadline;
 mod deferred;
+mod node;
+mod shared;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,45 +27,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use duokv_protocol::NodeRole;
 use duokv_storage::{Options, Store};
 
-use crate::event_log::{EventLog, EventSink};
-use crate::replication::{Replicator, SlaveState};
+use crate::event_log::EventLog;
 use log::{error, info, warn};
 
 pub use config::{RoleConfig, ServerConfig};
+use node::Node;
+use shared::Shared;
 use shutdown::Shutdown;
 pub use shutdown::ShutdownHandle;
-
-/// What every connection thread shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    /// Declared before `store`: its thread holds the store and must stop
-    /// first.
-    pub(crate) replicator: Option<Replicator>,
-    pub(crate) slave: Option<SlaveState>,
-    pub(crate) events: Option<EventSink>,
-    pub(crate) store: Arc<Store>,
-    pub(crate) role: NodeRole,
-    pub(crate) shutdown: Shutdown,
-    /// Connections being served.
-    pub(crate) connections: AtomicUsize,
-    /// Connections over the limit being told `Busy`.
-    pub(crate) refusing: AtomicUsize,
-}
-
-impl Shared {
-    /// The count a connection is in: refused ones apart from served ones.
-    fn counter(&self, refused: bool) -> &AtomicUsize {
-        if refused {
-            &self.refusing
-        } else {
-            &self.connections
-        }
-    }
-}
 
 /// Refusals of connections over the limit that may run at once; past it a
 /// connection is closed without a word, so a flood costs no more threads.
@@ -142,21 +115,7 @@ impl Server {
             .map(EventLog::create)
             .transpose()?;
         let events = event_log.as_ref().map(EventLog::sink);
-        let (role, replicator, slave) = match &config.role {
-            RoleConfig::Standalone => (NodeRole::Standalone, None, None),
-            RoleConfig::Master(settings) => {
-                let replicator = Replicator::start(
-                    settings.clone(),
-                    config.auth_token.clone(),
-                    store.clone(),
-                    events.clone(),
-                )?;
-                (NodeRole::Master, Some(replicator), None)
-            }
-            RoleConfig::Slave { on_divergence, .. } => {
-                (NodeRole::Slave, None, Some(SlaveState::new(*on_divergence)))
-            }
-        };
+        let node = Node::start(&config, &store, events.as_ref())?;
         info!(
             "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections, {}",
             config.role.describe(),
@@ -171,11 +130,9 @@ impl Server {
         );
         let shared = Arc::new(Shared {
             config,
-            replicator,
-            slave,
+            node,
             events,
             store,
-            role,
             shutdown: Shutdown::new(local),
             connections: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),

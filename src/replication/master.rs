@@ -282,6 +282,11 @@ impl Replicator {
         self.link.settings.mode
     }
 
+    /// The settings it was started with.
+    pub(crate) fn settings(&self) -> &MasterSettings {
+        &self.link.settings
+    }
+
     /// Calls `done` once the slave's ack covers `seq` (at once if it
     /// already does), or once the sync timeout has passed without it. With
     /// `--sync-fallback async`, a slave that is away, or late past the

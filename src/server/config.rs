@@ -47,16 +47,6 @@ pub struct ServerConfig {
     pub auth_token: Option<AuthToken>,
 }
 
-impl ServerConfig {
-    /// A master's sync timeout (zero for other roles).
-    pub(crate) fn role_sync_timeout(&self) -> Duration {
-        match &self.role {
-            RoleConfig::Master(settings) => settings.sync_timeout,
-            _ => Duration::ZERO,
-        }
-    }
-}
-
 /// What part a server plays.
 #[derive(Debug, Clone, Default)]
 pub enum RoleConfig {

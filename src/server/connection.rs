@@ -17,13 +17,14 @@ use duokv_protocol::{
     self as protocol, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Message,
     Request, Response, Role,
 };
-use duokv_storage::{self as storage, WriteOp};
+use duokv_storage::WriteOp;
 use log::{debug, info, warn};
 
 use super::config::RoleConfig;
 use super::deadline::DeadlineStream;
 use super::deferred::{DeferredReplies, SentOnDrop};
 use super::node::Node;
+use super::reply;
 use super::shared::Shared;
 use crate::event_log::EventKind;
 use crate::replication;
@@ -185,9 +186,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
             }
             Err(protocol::Error::Frame(e)) => {
                 warn!("{peer}: bad frame, closing: {e}");
-                let code = ErrorCode::for_frame_error(&e);
-                let reply = Frame::response(0, Response::error(code, e.to_string()));
-                let _ = protocol::write_frame(&mut writer, &reply);
+                let _ = protocol::write_frame(&mut writer, &reply::bad_frame(&e));
                 return;
             }
             Err(protocol::Error::Io(e)) if is_timeout(&e) => {
@@ -222,14 +221,12 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
             }
             Message::Response(_) | Message::Replication(_) => {
                 warn!("{peer}: sent a frame that is not a request, closing");
-                let reply =
-                    Response::error(ErrorCode::BadRequest, "a client may only send requests");
-                let _ =
-                    protocol::write_frame(&mut writer, &Frame::response(frame.request_id, reply));
+                let reply = Frame::response(frame.request_id, reply::not_a_request());
+                let _ = protocol::write_frame(&mut writer, &reply);
                 return;
             }
         };
-        let response = stamp_reply(response);
+        let response = reply::stamped(response);
         if let (Some(events), Response::Written(receipt), Some(key)) =
             (&shared.events, &response, &key)
         {
@@ -253,47 +250,19 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// Sets the last timestamp of a reply just before it is sent.
-fn stamp_reply(mut response: Response) -> Response {
-    match &mut response {
-        Response::Written(receipt) => receipt.replied_ns = now_ns(),
-        Response::Pong { sent_ns, .. } => *sent_ns = now_ns(),
-        _ => {}
-    }
-    response
-}
-
 /// Answers a request this thread can answer at once: a read, a ping, an
 /// `Info`, or a write sent to a slave (refused with `NotMaster`). A
 /// master's writes go through [`DeferredReplies::write`] instead.
 fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
     match &request {
-        Request::Read { key } => match shared.store.get_with_seq(key) {
-            Ok(Some((seq, value))) => Response::Value {
-                value: Some(value),
-                seq,
-            },
-            Ok(None) => Response::Value {
-                value: None,
-                seq: 0,
-            },
-            Err(e) => storage_error(&e),
-        },
-        Request::Ping => Response::Pong {
-            received_ns,
-            sent_ns: 0,
-        },
-        Request::Info => Response::Info(info(shared)),
+        Request::Read { key } => reply::value(shared.store.get_with_seq(key)),
+        Request::Ping => reply::pong(received_ns),
+        Request::Info => reply::info(info(shared)),
         Request::Create { .. }
         | Request::Update { .. }
         | Request::Put { .. }
         | Request::Delete { .. } => match &shared.node {
-            Node::Slave { master_addr, .. } => Response::error(
-                ErrorCode::NotMaster {
-                    master: master_addr.clone(),
-                },
-                format!("this replica is a slave; send writes to the master at {master_addr}"),
-            ),
+            Node::Slave { master_addr, .. } => reply::not_master(master_addr),
             Node::Standalone | Node::Master(_) => Response::error(
                 ErrorCode::Internal,
                 "a write reached the wrong path on this server (a bug); nothing was written",
@@ -311,22 +280,6 @@ fn write_op(request: &Request) -> Option<WriteOp<'_>> {
         Request::Delete { key } => Some(WriteOp::Delete { key }),
         Request::Read { .. } | Request::Ping | Request::Info => None,
     }
-}
-
-/// The answer to a sync write the slave did not confirm in time.
-pub(crate) fn replica_unavailable(shared: &Shared, seq: u64) -> Response {
-    let replica = match &shared.node {
-        Node::Master(replicator) => replicator.status().replica,
-        Node::Standalone | Node::Slave { .. } => String::new(),
-    };
-    Response::error(
-        ErrorCode::ReplicaUnavailable,
-        format!(
-            "write {seq} is durable on the master, but slave {replica} did not confirm it \
-             within {:?}; it reaches the slave when the slave is back",
-            shared.config.role_sync_timeout()
-        ),
-    )
 }
 
 /// The server's facts for an `Info` request.
@@ -401,22 +354,4 @@ fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
         );
     }
     facts
-}
-
-/// The wire error for a store error: a code the client can act on, and the
-/// store's message.
-pub(crate) fn storage_error(error: &storage::Error) -> Response {
-    // With its causes: "cannot append to …: No space left on device" says
-    // what to do; "cannot append to …" alone does not.
-    let message = crate::error::chain(error);
-    let code = match error {
-        storage::Error::NotFound => ErrorCode::NotFound,
-        storage::Error::AlreadyExists => ErrorCode::AlreadyExists,
-        storage::Error::TooLarge { .. } => ErrorCode::TooLarge,
-        _ => {
-            warn!("request failed in the store: {message}");
-            ErrorCode::Internal
-        }
-    };
-    Response::error(code, message)
 }

@@ -19,6 +19,7 @@ mod connection;
 mod deadline;
 mod deferred;
 mod node;
+mod reply;
 mod shared;
 mod shutdown;
 

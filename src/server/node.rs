@@ -71,4 +71,12 @@ impl Node {
             Node::Slave { .. } => NodeRole::Slave,
         }
     }
+
+    /// A master's replicator.
+    pub(crate) fn replicator(&self) -> Option<&Replicator> {
+        match self {
+            Node::Master(replicator) => Some(replicator),
+            Node::Standalone | Node::Slave { .. } => None,
+        }
+    }
 }

@@ -20,7 +20,6 @@ use duokv_protocol::{
 use duokv_storage::WriteOp;
 use log::{debug, info, warn};
 
-use super::config::RoleConfig;
 use super::deadline::DeadlineStream;
 use super::deferred::{DeferredReplies, SentOnDrop};
 use super::node::Node;
@@ -257,7 +256,7 @@ fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
     match &request {
         Request::Read { key } => reply::value(shared.store.get_with_seq(key)),
         Request::Ping => reply::pong(received_ns),
-        Request::Info => reply::info(info(shared)),
+        Request::Info => reply::info(super::info::facts(shared)),
         Request::Create { .. }
         | Request::Update { .. }
         | Request::Put { .. }
@@ -280,78 +279,4 @@ fn write_op(request: &Request) -> Option<WriteOp<'_>> {
         Request::Delete { key } => Some(WriteOp::Delete { key }),
         Request::Read { .. } | Request::Ping | Request::Info => None,
     }
-}
-
-/// The server's facts for an `Info` request.
-fn info(shared: &Shared) -> Vec<(String, String)> {
-    let stats = shared.store.stats();
-    let role = match shared.node.role() {
-        protocol::NodeRole::Master => "master",
-        protocol::NodeRole::Slave => "slave",
-        _ => "standalone",
-    };
-    [
-        ("role", role.to_string()),
-        ("version", env!("CARGO_PKG_VERSION").to_string()),
-        ("last_seq", stats.last_seq.to_string()),
-        ("live_keys", stats.live_keys.to_string()),
-        ("live_bytes", stats.live_bytes.to_string()),
-        ("dead_bytes", stats.dead_bytes.to_string()),
-        ("segment_files", stats.segment_files.to_string()),
-        ("compactions", stats.compactions.to_string()),
-        ("fsyncs", stats.syncs.to_string()),
-        (
-            "connections",
-            shared
-                .connections
-                .load(std::sync::atomic::Ordering::SeqCst)
-                .to_string(),
-        ),
-        ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
-        ("history_id", format!("{:016x}", shared.store.history_id())),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_string(), value))
-    .chain(replication_info(shared, stats.last_seq))
-    .collect()
-}
-
-/// The replication facts of a master or a slave.
-fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
-    let mut facts = Vec::new();
-    let mut fact = |name: &str, value: String| facts.push((name.to_string(), value));
-    if let Node::Master(replicator) = &shared.node {
-        let status = replicator.status();
-        fact("replication", status.mode.to_string());
-        if let RoleConfig::Master(settings) = &shared.config.role {
-            fact("forward", settings.forward.to_string());
-        }
-        fact("replica", status.replica.clone());
-        fact("link", if status.up { "up" } else { "down" }.to_string());
-        fact("slave_acked_seq", status.acked_seq.to_string());
-        fact(
-            "lag_records",
-            last_seq.saturating_sub(status.acked_seq).to_string(),
-        );
-        fact("lag_ms", format!("{:.3}", status.lag.as_secs_f64() * 1e3));
-        fact("link_connects", status.connects.to_string());
-        fact("partial_resyncs", status.partial_resyncs.to_string());
-        fact("full_resyncs", status.full_resyncs.to_string());
-        fact("sync_fallback_active", status.fallback_active.to_string());
-        if let Some(error) = status.last_error {
-            fact("link_last_error", error);
-        }
-    }
-    if let Node::Slave {
-        state: slave,
-        master_addr,
-    } = &shared.node
-    {
-        fact("master", master_addr.clone());
-        fact(
-            "link",
-            if slave.connected() { "up" } else { "down" }.to_string(),
-        );
-    }
-    facts
 }

@@ -18,6 +18,7 @@ mod config;
 mod connection;
 mod deadline;
 mod deferred;
+mod info;
 mod node;
 mod reply;
 mod shared;

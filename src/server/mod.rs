@@ -14,10 +14,12 @@
 //! long is dropped) and `frame_timeout` (a handshake or frame that has begun
 //! must be whole within it).
 
+mod command;
 mod config;
 mod connection;
 mod deadline;
 mod deferred;
+mod handler;
 mod info;
 mod node;
 mod reply;
@@ -230,9 +232,9 @@ impl Server {
             .name(format!("conn {peer}"))
             .spawn(move || {
                 if over_limit {
-                    connection::refuse_busy(&shared, stream, &peer);
+                    handler::refuse_busy(&shared, stream, &peer);
                 } else {
-                    connection::serve(&shared, stream, &peer);
+                    handler::serve(&shared, stream, &peer);
                 }
                 shared.counter(over_limit).fetch_sub(1, Ordering::SeqCst);
                 shared.shutdown.notify_change();

@@ -3,11 +3,10 @@
 //! their replies until it hangs up, sends garbage, goes idle, or the server
 //! stops; or, on a slave, the master's replication stream.
 //!
-//! The handler decides; it leaves the bytes to
-//! [`Connection`](super::connection::Connection), what a request asks for
-//! to [`Command`](super::command::Command), the replies' contents to
-//! [`reply`](super::reply), and a write's reply to the thread that commits
-//! it ([`deferred`](super::deferred)).
+//! The handler decides; it leaves the bytes to [`Connection`], what a
+//! request asks for to [`Command`], the replies' contents to [`reply`], and
+//! a write's reply to the thread that commits it
+//! ([`deferred`](super::deferred)).
 //!
 //! Nothing a peer sends can make this code panic: every decoding error is a
 //! value, answered with an error frame (`BadRequest` or `TooLarge`) before

@@ -10,8 +10,7 @@ use std::sync::atomic::Ordering;
 
 use super::node::Node;
 use super::shared::Shared;
-use crate::replication::Replicator;
-use crate::replication::SlaveState;
+use crate::replication::{Replicator, SlaveState};
 
 /// A fact: its name and its value.
 type Fact = (String, String);

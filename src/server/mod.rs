@@ -13,6 +13,33 @@
 //! bytes arrive), `idle_timeout` (a connection that sends nothing for that
 //! long is dropped) and `frame_timeout` (a handshake or frame that has begun
 //! must be whole within it).
+//!
+//! # Layout
+//!
+//! - this file: [`Server`], the accept loop, the connection cap and the
+//!   drain on shutdown.
+//! - `config`: [`ServerConfig`] and [`RoleConfig`].
+//! - `node`: `Node`, the node's role as one enum (standalone, a master with
+//!   its replicator, a slave with its stream state), from which the wire's
+//!   `NodeRole` is read; the place a future promotion will change.
+//! - `shared`: `Shared`, what every connection thread shares (the config,
+//!   the node, the store, the shutdown state, the counts).
+//! - `handler`: `Handler`, one connection from its handshake to its end:
+//!   the token, the role's dispatch, and each request's dispatch.
+//! - `connection`: `Connection`, the framing under the handler: the
+//!   handshake and frames read within the deadlines, frames written.
+//! - `deadline`: the idle and frame deadlines of a connection's reads.
+//! - `command`: `Command`, what a request asks for (a write with its store
+//!   op, a read, a ping, `Info`).
+//! - `reply`: every reply a client gets, with the error codes.
+//! - `deferred`: a write's reply, sent by the thread that commits it (or,
+//!   in sync mode, by the one that sees the slave's ack).
+//! - `info`: the facts of the `Info` reply.
+//! - `shutdown`: the shutdown flag and the registry of open connections.
+//!
+//! No module imports one that imports it back: `config`, `command`,
+//! `deadline`, `reply` and `shutdown` import nothing of the server; `node`
+//! and `shared` only those; `handler` sits on top, and this file uses it.
 
 mod command;
 mod config;

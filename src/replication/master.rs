@@ -42,7 +42,8 @@ use duokv_protocol::{
 use duokv_storage::{self as storage, ObservePoint, Store};
 use log::{debug, error, info, warn};
 
-use super::{Forward, ReplicationMode};
+use super::mode::{Forward, ReplicationMode};
+use super::wire;
 use crate::auth::AuthToken;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
@@ -281,6 +282,11 @@ impl Replicator {
         self.link.settings.mode
     }
 
+    /// The settings it was started with.
+    pub(crate) fn settings(&self) -> &MasterSettings {
+        &self.link.settings
+    }
+
     /// Calls `done` once the slave's ack covers `seq` (at once if it
     /// already does), or once the sync timeout has passed without it. With
     /// `--sync-fallback async`, a slave that is away, or late past the
@@ -388,7 +394,7 @@ impl Link {
             .into_iter()
             .map(|record| Outgoing {
                 seq: record.seq,
-                op: super::to_wire(record.op),
+                op: wire::to_wire(record.op),
             })
             .collect();
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -431,6 +437,23 @@ impl Link {
             );
         }
         let covered = state.take_covered();
+        drop(state);
+        complete(covered, AckOutcome::Acked { at_ns });
+    }
+
+    /// A session to the slave began on `stream`; the slave holds writes up
+    /// to `slave_last_seq`, of this history or not. The sync writes that
+    /// covers are complete.
+    fn set_up(&self, stream: TcpStream, slave_last_seq: u64, same_history: bool) {
+        let mut state = self.lock();
+        state.up = true;
+        state.connects += 1;
+        state.stream = Some(stream);
+        if same_history && slave_last_seq <= self.store.last_seq() {
+            state.acked_seq = slave_last_seq;
+        }
+        let covered = state.take_covered();
+        let at_ns = state.acked_at_ns;
         drop(state);
         complete(covered, AckOutcome::Acked { at_ns });
     }
@@ -557,57 +580,11 @@ impl Session {
     /// Dials the slave and reads its `Hello`.
     fn open(link: &Link) -> crate::Result<Session> {
         let addr = &link.settings.replica;
-        let connect_error = |source| crate::Error::Connect {
-            addr: addr.clone(),
-            source,
-        };
-        let target = addr
-            .to_socket_addrs()
-            .map_err(connect_error)?
-            .next()
-            .ok_or_else(|| connect_error(std::io::Error::other("address resolved to nothing")))?;
-        let stream =
-            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(connect_error)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let stream = dial(addr)?;
         let mut writer = BufWriter::with_capacity(256 * 1024, stream.try_clone()?);
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-        // A replica stream's handshake carries the master's history ID, so
-        // that an empty slave can join it (see PROTOCOL.md).
-        let (history, history_ancestors) = super::history_fields(&link.store.history());
-        let fields = HandshakeFields {
-            history_id: Some(history),
-            history_ancestors,
-            auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
-        };
-        Handshake::with_fields(Role::Replica, &fields)
-            .map_err(protocol::Error::from)?
-            .write_to(writer.get_mut())?;
-        let reply = HandshakeReply::read_from(&mut reader)?;
-        if reply.status != HandshakeStatus::Ok {
-            return Err(crate::Error::Refused {
-                reason: format!("{:?}", reply.status).to_lowercase(),
-            });
-        }
-        if reply.node_role != NodeRole::Slave {
-            return Err(crate::Error::Refused {
-                reason: format!("{addr} is a {:?}, not a slave", reply.node_role).to_lowercase(),
-            });
-        }
-        let hello = protocol::read_frame(&mut reader)?;
-        let Some(Frame {
-            message:
-                Message::Replication(Replication::Hello {
-                    last_seq,
-                    replication_id,
-                }),
-            ..
-        }) = hello
-        else {
-            return Err(crate::Error::UnexpectedReply {
-                expected: "the slave's hello",
-            });
-        };
+        let history = handshake(link, writer.get_mut(), &mut reader)?;
+        let (last_seq, replication_id) = read_hello(&mut reader)?;
         let same_history = replication_id == history;
         if !same_history {
             warn!(
@@ -618,19 +595,7 @@ impl Session {
         // The ack reader blocks without a timeout: the link may be idle for
         // as long as there are no writes; stop cuts it with a shutdown.
         stream.set_read_timeout(None)?;
-        {
-            let mut state = link.lock();
-            state.up = true;
-            state.connects += 1;
-            state.stream = Some(stream);
-            if same_history && last_seq <= link.store.last_seq() {
-                state.acked_seq = last_seq;
-            }
-            let covered = state.take_covered();
-            let at_ns = state.acked_at_ns;
-            drop(state);
-            complete(covered, AckOutcome::Acked { at_ns });
-        }
+        link.set_up(stream, last_seq, same_history);
         info!("replication link to slave {addr} up; the slave holds writes up to seq {last_seq}");
         Ok(Session {
             writer,
@@ -667,6 +632,75 @@ impl Session {
         let _ = writer.get_ref().shutdown(Shutdown::Both);
         let _ = acks.join();
         result
+    }
+}
+
+/// Connects to the slave at `addr`, with the handshake's read timeout.
+fn dial(addr: &str) -> crate::Result<TcpStream> {
+    let connect_error = |source| crate::Error::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let target = addr
+        .to_socket_addrs()
+        .map_err(connect_error)?
+        .next()
+        .ok_or_else(|| connect_error(std::io::Error::other("address resolved to nothing")))?;
+    let stream =
+        TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(connect_error)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(stream)
+}
+
+/// Says this is the replication stream, with the master's history and the
+/// auth token, and checks that a slave accepted it. Returns the history ID
+/// sent.
+fn handshake(
+    link: &Link,
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+) -> crate::Result<u64> {
+    let addr = &link.settings.replica;
+    // A replica stream's handshake carries the master's history ID, so
+    // that an empty slave can join it (see PROTOCOL.md).
+    let (history, history_ancestors) = wire::history_fields(&link.store.history());
+    let fields = HandshakeFields {
+        history_id: Some(history),
+        history_ancestors,
+        auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
+    };
+    Handshake::with_fields(Role::Replica, &fields)
+        .map_err(protocol::Error::from)?
+        .write_to(stream)?;
+    let reply = HandshakeReply::read_from(reader)?;
+    if reply.status != HandshakeStatus::Ok {
+        return Err(crate::Error::Refused {
+            reason: format!("{:?}", reply.status).to_lowercase(),
+        });
+    }
+    if reply.node_role != NodeRole::Slave {
+        return Err(crate::Error::Refused {
+            reason: format!("{addr} is a {:?}, not a slave", reply.node_role).to_lowercase(),
+        });
+    }
+    Ok(history)
+}
+
+/// The slave's `Hello`: the last seq it holds, and its history ID.
+fn read_hello(reader: &mut BufReader<TcpStream>) -> crate::Result<(u64, u64)> {
+    match protocol::read_frame(reader)? {
+        Some(Frame {
+            message:
+                Message::Replication(Replication::Hello {
+                    last_seq,
+                    replication_id,
+                }),
+            ..
+        }) => Ok((last_seq, replication_id)),
+        _ => Err(crate::Error::UnexpectedReply {
+            expected: "the slave's hello",
+        }),
     }
 }
 
@@ -794,7 +828,7 @@ fn catch_up(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate
     let mut count = 0u64;
     for record in records {
         let record = record?;
-        send_append(link, writer, record.seq, super::to_wire(record.op))?;
+        send_append(link, writer, record.seq, wire::to_wire(record.op))?;
         count += 1;
     }
     writer.flush()?;
@@ -823,7 +857,7 @@ fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Resul
         replication_id: link.store.history_id(),
         entries,
     };
-    protocol::write_frame(writer, &super::frame(seq, begin))?;
+    protocol::write_frame(writer, &wire::frame(seq, begin))?;
     for entry in snapshot {
         let entry = entry?;
         let frame = Replication::SnapshotEntry {
@@ -831,9 +865,9 @@ fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Resul
             key: entry.key,
             value: entry.value,
         };
-        protocol::write_frame(writer, &super::frame(entry.seq, frame))?;
+        protocol::write_frame(writer, &wire::frame(entry.seq, frame))?;
     }
-    protocol::write_frame(writer, &super::frame(seq, Replication::SnapshotEnd { seq }))?;
+    protocol::write_frame(writer, &wire::frame(seq, Replication::SnapshotEnd { seq }))?;
     writer.flush()?;
     link.lock().full_resyncs += 1;
     Ok(seq + 1)
@@ -847,7 +881,7 @@ fn send_append(
     op: ReplicatedOp,
 ) -> crate::Result<()> {
     let key = link.events.as_ref().map(|_| op.key().to_vec());
-    protocol::write_frame(writer, &super::frame(seq, Replication::Append { seq, op }))?;
+    protocol::write_frame(writer, &wire::frame(seq, Replication::Append { seq, op }))?;
     if let (Some(events), Some(key)) = (&link.events, key) {
         events.record(EventKind::Forwarded, seq, &key);
         let mut state = link.lock();

@@ -20,6 +20,7 @@ use duokv_protocol::{self as protocol, Frame, Message, ReplicatedOp, Replication
 use duokv_storage::{self as storage, History, Kinship, Record, SnapshotEntry, Store};
 use log::{error, info, warn};
 
+use super::wire;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
 
@@ -211,6 +212,8 @@ fn join_history(store: &Store, policy: OnDivergence, master_history: &History, p
     }
 }
 
+/// Says where this store ends, then applies the master's frames until the
+/// stream ends (`Ok`) or fails.
 fn apply_stream<R: Read>(
     store: &Store,
     events: Option<&EventSink>,
@@ -220,88 +223,30 @@ fn apply_stream<R: Read>(
 ) -> crate::Result<()> {
     // The stream may be idle as long as the master takes no writes.
     stream.set_read_timeout(None)?;
-    let mut writer = stream;
-    send(
-        &mut writer,
-        Replication::Hello {
-            last_seq: store.last_seq(),
-            replication_id: store.history_id(),
-        },
-    )?;
-    let mut halted = false;
-    let mut pending: Option<Frame> = None;
-    loop {
-        let frame = match pending.take() {
-            Some(frame) => frame,
-            None => match protocol::read_frame(reader)? {
-                Some(frame) => frame,
-                None => return Ok(()),
-            },
-        };
+    let mut applier = Applier {
+        store,
+        events,
+        writer: stream,
+        reader,
+        peer,
+        halted: false,
+        pending: None,
+    };
+    applier.send(Replication::Hello {
+        last_seq: store.last_seq(),
+        replication_id: store.history_id(),
+    })?;
+    while let Some(frame) = applier.next_frame()? {
         match frame.message {
             Message::Replication(Replication::Append { seq, op }) => {
-                let mut batch = vec![record(seq, op, events)];
-                // Take every Append already buffered: one commit for all.
-                while batch.len() < MAX_BATCH && Frame::check(reader.buffer()).is_ok() {
-                    let Some(next) = protocol::read_frame(reader)? else {
-                        break;
-                    };
-                    match next.message {
-                        Message::Replication(Replication::Append { seq, op }) => {
-                            batch.push(record(seq, op, events))
-                        }
-                        _ => {
-                            pending = Some(next);
-                            break;
-                        }
-                    }
-                }
-                if halted {
-                    continue;
-                }
-                match store.apply_batch(&batch) {
-                    Ok(()) => {
-                        let last = batch.last().map_or(0, |r| r.seq);
-                        if let Some(events) = events {
-                            let at_ns = now_ns();
-                            for record in &batch {
-                                events.record_at(
-                                    EventKind::Applied,
-                                    record.seq,
-                                    record.op.key(),
-                                    at_ns,
-                                );
-                            }
-                        }
-                        send(&mut writer, Replication::Ack { seq: last })?;
-                    }
-                    Err(storage::Error::OutOfOrder { expected, got }) => {
-                        let reason = format!("expected seq {expected}, the master sent {got}");
-                        error!(
-                            "replication from {peer}: {reason}; not applying it, asking for a full \
-                             resync (nothing is applied until it arrives)"
-                        );
-                        send(&mut writer, Replication::ResyncRequest { reason })?;
-                        halted = true;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                let batch = applier.read_batch(seq, op)?;
+                applier.apply(&batch)?;
             }
             Message::Replication(Replication::SnapshotBegin {
                 seq,
                 entries,
                 replication_id,
-            }) => {
-                info!("full resync from {peer}: {entries} keys as of seq {seq}");
-                let incoming = SnapshotFrames {
-                    reader: &mut *reader,
-                    peer,
-                    done: false,
-                };
-                store.install_snapshot(seq, replication_id, incoming)?;
-                halted = false;
-                send(&mut writer, Replication::Ack { seq })?;
-            }
+            }) => applier.install_snapshot(seq, entries, replication_id)?,
             other => {
                 warn!(
                     "replication stream from {peer}: unexpected frame of kind {:?}",
@@ -311,11 +256,114 @@ fn apply_stream<R: Read>(
             }
         }
     }
+    Ok(())
+}
+
+/// One stream's frames being applied to the store.
+struct Applier<'a, R> {
+    store: &'a Store,
+    events: Option<&'a EventSink>,
+    writer: &'a TcpStream,
+    reader: &'a mut BufReader<R>,
+    peer: &'a str,
+    /// A write did not follow the last one: nothing is applied until the
+    /// full resync asked for arrives.
+    halted: bool,
+    /// A frame read while taking a batch, which is not part of it.
+    pending: Option<Frame>,
+}
+
+impl<R: Read> Applier<'_, R> {
+    /// The next frame; `None` when the master closed the stream.
+    fn next_frame(&mut self) -> crate::Result<Option<Frame>> {
+        match self.pending.take() {
+            Some(frame) => Ok(Some(frame)),
+            None => Ok(protocol::read_frame(self.reader)?),
+        }
+    }
+
+    /// The `Append` of `seq` and every `Append` already buffered after it,
+    /// to apply with one commit.
+    fn read_batch(&mut self, seq: u64, op: ReplicatedOp) -> crate::Result<Vec<Record>> {
+        let mut batch = vec![record(seq, op, self.events)];
+        while batch.len() < MAX_BATCH && Frame::check(self.reader.buffer()).is_ok() {
+            let Some(next) = protocol::read_frame(self.reader)? else {
+                break;
+            };
+            match next.message {
+                Message::Replication(Replication::Append { seq, op }) => {
+                    batch.push(record(seq, op, self.events))
+                }
+                _ => {
+                    self.pending = Some(next);
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Applies `batch` with one commit and acknowledges it; a batch that
+    /// does not follow the store's last write halts the stream and asks
+    /// for a full resync instead.
+    fn apply(&mut self, batch: &[Record]) -> crate::Result<()> {
+        if self.halted {
+            return Ok(());
+        }
+        match self.store.apply_batch(batch) {
+            Ok(()) => {
+                let last = batch.last().map_or(0, |r| r.seq);
+                if let Some(events) = self.events {
+                    let at_ns = now_ns();
+                    for record in batch {
+                        events.record_at(EventKind::Applied, record.seq, record.op.key(), at_ns);
+                    }
+                }
+                self.send(Replication::Ack { seq: last })
+            }
+            Err(storage::Error::OutOfOrder { expected, got }) => {
+                let reason = format!("expected seq {expected}, the master sent {got}");
+                error!(
+                    "replication from {}: {reason}; not applying it, asking for a full \
+                     resync (nothing is applied until it arrives)",
+                    self.peer
+                );
+                self.send(Replication::ResyncRequest { reason })?;
+                self.halted = true;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces the store's contents by the snapshot that follows, and
+    /// acknowledges it.
+    fn install_snapshot(
+        &mut self,
+        seq: u64,
+        entries: u64,
+        replication_id: u64,
+    ) -> crate::Result<()> {
+        let peer = self.peer;
+        info!("full resync from {peer}: {entries} keys as of seq {seq}");
+        let incoming = SnapshotFrames {
+            reader: &mut *self.reader,
+            peer,
+            done: false,
+        };
+        self.store.install_snapshot(seq, replication_id, incoming)?;
+        self.halted = false;
+        self.send(Replication::Ack { seq })
+    }
+
+    fn send(&mut self, message: Replication) -> crate::Result<()> {
+        send(&mut self.writer, message)
+    }
 }
 
 /// The storage record for an `Append`, logging its arrival.
 fn record(seq: u64, op: ReplicatedOp, events: Option<&EventSink>) -> Record {
-    let op = super::from_wire(op);
+    let op = wire::from_wire(op);
     if let Some(events) = events {
         events.record(EventKind::Received, seq, op.key());
     }
@@ -327,7 +375,7 @@ fn send(writer: &mut &TcpStream, message: Replication) -> crate::Result<()> {
         Replication::Ack { seq } => *seq,
         _ => 0,
     };
-    protocol::write_frame(writer, &super::frame(seq, message))?;
+    protocol::write_frame(writer, &wire::frame(seq, message))?;
     writer.flush()?;
     Ok(())
 }

@@ -1,419 +1,129 @@
-//! One client connection: the handshake, then requests and their replies
-//! until the client hangs up, sends garbage, goes idle, or the server stops.
+//! A connection's bytes: [`Connection`] reads the handshake and the frames
+//! under the idle and frame deadlines, and writes frames and handshake
+//! replies.
 //!
-//! Nothing a peer sends can make this code panic: every decoding error is a
-//! value, answered with an error frame (`BadRequest` or `TooLarge`) before
-//! the connection is closed, and the server and its other connections
-//! carry on.
+//! Framing apart from what the frames mean, as mini-redis keeps its
+//! `Connection` apart from its `Handler`: the handler
+//! ([`handler`](super::handler)) decides what to answer and when to close;
+//! this module only knows how bytes become frames and back, and tells a
+//! clean end between frames (`Ok(None)`) from an idle peer, a peer too slow
+//! to finish a frame, bytes that are not a frame, and a broken socket.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::now_ns;
-
 use duokv_protocol::{
-    self as protocol, ErrorCode, Frame, Handshake, HandshakeReply, HandshakeStatus, Message,
-    Request, Response, Role,
+    self as protocol, Frame, FrameError, Handshake, HandshakeFields, HandshakeReply,
+    HandshakeStatus, NodeRole, Role,
 };
-use duokv_storage::{self as storage, WriteOp};
-use log::{debug, info, warn};
 
+use super::config::ServerConfig;
 use super::deadline::DeadlineStream;
-use super::deferred::{DeferredReplies, SentOnDrop};
-use super::{RoleConfig, Shared};
-use crate::event_log::EventKind;
-use crate::replication;
 
-/// How long a refused connection is given to send its handshake, so that
-/// the `Busy` reply is read rather than lost to a reset.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Tells a connection over the limit that the server is busy, and closes it.
-pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
-    warn!(
-        "{peer}: refused, already serving {} connections",
-        shared.config.max_connections
-    );
-    let _ = stream.set_read_timeout(Some(REFUSAL_TIMEOUT));
-    let mut reader = BufReader::new(&stream);
-    // Read the handshake first: closing a socket with unread bytes sends a
-    // reset, which can destroy the reply before the client reads it.
-    let _ = Handshake::read_from(&mut reader);
-    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.role).write_to(&mut &stream);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+/// Why no frame could be read; the connection is to close.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// A frame began but was not whole within the frame timeout.
+    TooSlow,
+    /// The bytes are not a frame (too large, of an unknown kind,
+    /// malformed); the peer is owed an error reply.
+    Bad(FrameError),
+    /// The socket failed, or the peer left inside a frame.
+    Broken(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Serves one connection to its end.
-pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
-    debug!("{peer}: connected");
-    let _registration = match shared.shutdown.register(&stream) {
-        Ok(registration) => registration,
-        Err(e) => {
-            warn!("{peer}: cannot register the connection ({e}); closed");
-            return;
-        }
-    };
-    if let Err(e) = stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(Some(shared.config.idle_timeout)))
+/// One peer's socket, read through a buffer with the server's deadlines.
+#[derive(Debug)]
+pub(crate) struct Connection<'a> {
+    stream: &'a TcpStream,
+    reader: BufReader<DeadlineStream<'a>>,
+    frame_timeout: Duration,
+    max_frame_len: u32,
+}
+
+impl<'a> Connection<'a> {
+    /// Serves `stream` with `config`'s limits: no Nagle delay, and the
+    /// idle timeout on reads and writes.
+    pub(crate) fn new(stream: &'a TcpStream, config: &ServerConfig) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(config.idle_timeout))?;
         // A client that stops reading its replies must not hold a thread
         // forever either.
-        .and_then(|()| stream.set_write_timeout(Some(shared.config.idle_timeout)))
-    {
-        warn!("{peer}: cannot set socket options: {e}");
-        return;
-    }
-    let mut reader = BufReader::with_capacity(
-        8 * 1024,
-        DeadlineStream::new(&stream, shared.config.idle_timeout),
-    );
-    let mut writer = &stream;
-
-    reader.get_ref().start_frame(shared.config.frame_timeout);
-    let handshake = Handshake::read_from(&mut reader);
-    reader.get_ref().end_frame();
-    let handshake = match handshake.and_then(|handshake| {
-        let fields = handshake.fields()?;
-        Ok((handshake.role, fields))
-    }) {
-        Ok(handshake) => handshake,
-        Err(protocol::Error::Handshake(e)) => {
-            warn!("{peer}: bad handshake: {e}");
-            if let Some(status) = e.status() {
-                let _ = HandshakeReply::new(status, shared.role).write_to(&mut writer);
-            }
-            return;
-        }
-        Err(e) => {
-            debug!("{peer}: gone during the handshake: {e}");
-            return;
-        }
-    };
-    let (role, fields) = handshake;
-    if let Some(token) = &shared.config.auth_token
-        && !token.admits(fields.auth_token.as_deref())
-    {
-        warn!(
-            "{peer}: refused: {} auth token (role {role:?})",
-            if fields.auth_token.is_some() {
-                "wrong"
-            } else {
-                "no"
-            }
-        );
-        let _ =
-            HandshakeReply::new(HandshakeStatus::Unauthorized, shared.role).write_to(&mut writer);
-        return;
-    }
-    match role {
-        Role::Client => {
-            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
-                .write_to(&mut writer)
-                .is_err()
-            {
-                return;
-            }
-        }
-        Role::Replica if shared.slave.is_some() => {
-            if HandshakeReply::new(HandshakeStatus::Ok, shared.role)
-                .write_to(&mut writer)
-                .is_ok()
-                && let Some(slave) = &shared.slave
-            {
-                // The stream may be idle as long as the master takes no writes.
-                reader.get_ref().wait_forever();
-                replication::slave::serve_stream(
-                    &shared.store,
-                    slave,
-                    shared.events.as_ref(),
-                    (&stream, &mut reader),
-                    peer,
-                    &replication::master_history(&fields),
-                );
-            }
-            return;
-        }
-        _ => {
-            warn!(
-                "{peer}: refused: role {role:?} is not served by a {:?} node",
-                shared.role
-            );
-            let _ = HandshakeReply::new(HandshakeStatus::UnsupportedRole, shared.role)
-                .write_to(&mut writer);
-            return;
-        }
+        stream.set_write_timeout(Some(config.idle_timeout))?;
+        let reader =
+            BufReader::with_capacity(8 * 1024, DeadlineStream::new(stream, config.idle_timeout));
+        Ok(Connection {
+            stream,
+            reader,
+            frame_timeout: config.frame_timeout,
+            max_frame_len: config.max_frame_len,
+        })
     }
 
-    let deferred = match DeferredReplies::new(&stream, peer) {
-        Ok(deferred) => deferred,
-        Err(e) => {
-            warn!("{peer}: cannot clone the socket ({e}); closed");
-            return;
+    /// The socket (to send replies from another thread on a clone of it).
+    pub(crate) fn stream(&self) -> &'a TcpStream {
+        self.stream
+    }
+
+    /// Reads the peer's handshake, which must be whole within the frame
+    /// timeout: who it is, and its fields.
+    pub(crate) fn read_handshake(&mut self) -> Result<(Role, HandshakeFields), protocol::Error> {
+        self.reader.get_ref().start_frame(self.frame_timeout);
+        let handshake = Handshake::read_from(&mut self.reader);
+        self.reader.get_ref().end_frame();
+        let handshake = handshake?;
+        Ok((handshake.role, handshake.fields()?))
+    }
+
+    /// Answers the handshake with `status`, saying what this node is.
+    pub(crate) fn write_handshake_reply(
+        &mut self,
+        status: HandshakeStatus,
+        node_role: NodeRole,
+    ) -> Result<(), protocol::Error> {
+        HandshakeReply::new(status, node_role).write_to(&mut self.stream)
+    }
+
+    /// The next frame, `Ok(None)` if the peer closed the connection. Waits
+    /// for the frame's first bytes as long as the idle timeout allows; from
+    /// there the whole frame must arrive within the frame timeout, and be
+    /// no longer than the server's frame limit.
+    pub(crate) fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        match self.reader.fill_buf() {
+            Ok([]) => return Ok(None),
+            Ok(_) => self.reader.get_ref().start_frame(self.frame_timeout),
+            Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
+            Err(e) => return Err(ReadError::Broken(e.into())),
         }
-    };
-    let _sent = SentOnDrop(deferred.clone());
-    let is_slave = matches!(shared.config.role, RoleConfig::Slave { .. });
-    loop {
-        // Wait for a frame's first bytes as long as the idle timeout allows;
-        // from there the whole frame must arrive within the frame timeout.
-        match reader.fill_buf() {
-            Ok([]) => {
-                debug!("{peer}: closed the connection");
-                return;
-            }
-            Ok(_) => reader.get_ref().start_frame(shared.config.frame_timeout),
-            Err(e) if is_timeout(&e) => {
-                info!("{peer}: idle for {:?}, closing", shared.config.idle_timeout);
-                return;
-            }
-            Err(e) => {
-                debug!("{peer}: connection ended: {e}");
-                return;
-            }
-        }
-        let frame = protocol::read_frame_within(&mut reader, shared.config.max_frame_len);
-        reader.get_ref().end_frame();
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                debug!("{peer}: closed the connection");
-                return;
-            }
-            Err(protocol::Error::Frame(e)) => {
-                warn!("{peer}: bad frame, closing: {e}");
-                let code = ErrorCode::for_frame_error(&e);
-                let reply = Frame::response(0, Response::error(code, e.to_string()));
-                let _ = protocol::write_frame(&mut writer, &reply);
-                return;
-            }
-            Err(protocol::Error::Io(e)) if is_timeout(&e) => {
-                info!(
-                    "{peer}: a frame took over {:?} to arrive, closing",
-                    shared.config.frame_timeout
-                );
-                return;
-            }
-            Err(e) => {
-                debug!("{peer}: connection ended: {e}");
-                return;
-            }
-        };
-        let received_ns = now_ns();
-        // Replies keep their order: the previous write's goes out first.
-        deferred.wait_idle();
-        // A master's (or a standalone node's) writes are answered by the
-        // thread that commits them (see `deferred`); a slave refuses them
-        // below, from this thread.
-        if !is_slave
-            && let Message::Request(request) = &frame.message
-            && let Some(op) = write_op(request)
-        {
-            deferred.write(shared, frame.request_id, received_ns, op);
-            continue;
-        }
-        let (response, key) = match frame.message {
-            Message::Request(request) => {
-                let key = request.key().map(<[u8]>::to_vec);
-                (handle(shared, request, received_ns), key)
-            }
-            Message::Response(_) | Message::Replication(_) => {
-                warn!("{peer}: sent a frame that is not a request, closing");
-                let reply =
-                    Response::error(ErrorCode::BadRequest, "a client may only send requests");
-                let _ =
-                    protocol::write_frame(&mut writer, &Frame::response(frame.request_id, reply));
-                return;
-            }
-        };
-        let response = stamp_reply(response);
-        if let (Some(events), Response::Written(receipt), Some(key)) =
-            (&shared.events, &response, &key)
-        {
-            events.record_at(EventKind::Replied, receipt.seq, key, receipt.replied_ns);
-        }
-        let reply = Frame::response(frame.request_id, response);
-        if let Err(e) =
-            protocol::write_frame(&mut writer, &reply).and_then(|()| Ok(writer.flush()?))
-        {
-            debug!("{peer}: cannot send a reply: {e}");
-            return;
-        }
-        if shared.shutdown.is_requested() {
-            debug!("{peer}: closing for shutdown after the reply");
-            return;
-        }
+        let frame = protocol::read_frame_within(&mut self.reader, self.max_frame_len);
+        self.reader.get_ref().end_frame();
+        frame.map_err(|e| match e {
+            protocol::Error::Frame(e) => ReadError::Bad(e),
+            protocol::Error::Io(e) if is_timeout(&e) => ReadError::TooSlow,
+            e => ReadError::Broken(e.into()),
+        })
+    }
+
+    /// Sends `frame` at once.
+    pub(crate) fn write_frame(&mut self, frame: &Frame) -> Result<(), protocol::Error> {
+        protocol::write_frame(&mut self.stream, frame)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    /// The socket and its reader (with whatever the peer sent after its
+    /// handshake) for a replication stream, whose reads from now on wait
+    /// without a limit: the stream may be idle as long as the master takes
+    /// no writes.
+    pub(crate) fn into_replication(self) -> (&'a TcpStream, BufReader<DeadlineStream<'a>>) {
+        self.reader.get_ref().wait_forever();
+        (self.stream, self.reader)
     }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
-/// Sets the last timestamp of a reply just before it is sent.
-fn stamp_reply(mut response: Response) -> Response {
-    match &mut response {
-        Response::Written(receipt) => receipt.replied_ns = now_ns(),
-        Response::Pong { sent_ns, .. } => *sent_ns = now_ns(),
-        _ => {}
-    }
-    response
-}
-
-/// Answers a request this thread can answer at once: a read, a ping, an
-/// `Info`, or a write sent to a slave (refused with `NotMaster`). A
-/// master's writes go through [`DeferredReplies::write`] instead.
-fn handle(shared: &Shared, request: Request, received_ns: u64) -> Response {
-    match &request {
-        Request::Read { key } => match shared.store.get_with_seq(key) {
-            Ok(Some((seq, value))) => Response::Value {
-                value: Some(value),
-                seq,
-            },
-            Ok(None) => Response::Value {
-                value: None,
-                seq: 0,
-            },
-            Err(e) => storage_error(&e),
-        },
-        Request::Ping => Response::Pong {
-            received_ns,
-            sent_ns: 0,
-        },
-        Request::Info => Response::Info(info(shared)),
-        Request::Create { .. }
-        | Request::Update { .. }
-        | Request::Put { .. }
-        | Request::Delete { .. } => match &shared.config.role {
-            RoleConfig::Slave { master_addr, .. } => Response::error(
-                ErrorCode::NotMaster {
-                    master: master_addr.clone(),
-                },
-                format!("this replica is a slave; send writes to the master at {master_addr}"),
-            ),
-            RoleConfig::Standalone | RoleConfig::Master(_) => Response::error(
-                ErrorCode::Internal,
-                "a write reached the wrong path on this server (a bug); nothing was written",
-            ),
-        },
-    }
-}
-
-/// A write request's store operation; `None` for reads, pings and `Info`.
-fn write_op(request: &Request) -> Option<WriteOp<'_>> {
-    match request {
-        Request::Create { key, value } => Some(WriteOp::Create { key, value }),
-        Request::Update { key, value } => Some(WriteOp::Update { key, value }),
-        Request::Put { key, value } => Some(WriteOp::Put { key, value }),
-        Request::Delete { key } => Some(WriteOp::Delete { key }),
-        Request::Read { .. } | Request::Ping | Request::Info => None,
-    }
-}
-
-/// The answer to a sync write the slave did not confirm in time.
-pub(crate) fn replica_unavailable(shared: &Shared, seq: u64) -> Response {
-    let replica = shared
-        .replicator
-        .as_ref()
-        .map(|r| r.status().replica)
-        .unwrap_or_default();
-    Response::error(
-        ErrorCode::ReplicaUnavailable,
-        format!(
-            "write {seq} is durable on the master, but slave {replica} did not confirm it \
-             within {:?}; it reaches the slave when the slave is back",
-            shared.config.role_sync_timeout()
-        ),
-    )
-}
-
-/// The server's facts for an `Info` request.
-fn info(shared: &Shared) -> Vec<(String, String)> {
-    let stats = shared.store.stats();
-    let role = match shared.role {
-        protocol::NodeRole::Master => "master",
-        protocol::NodeRole::Slave => "slave",
-        _ => "standalone",
-    };
-    [
-        ("role", role.to_string()),
-        ("version", env!("CARGO_PKG_VERSION").to_string()),
-        ("last_seq", stats.last_seq.to_string()),
-        ("live_keys", stats.live_keys.to_string()),
-        ("live_bytes", stats.live_bytes.to_string()),
-        ("dead_bytes", stats.dead_bytes.to_string()),
-        ("segment_files", stats.segment_files.to_string()),
-        ("compactions", stats.compactions.to_string()),
-        ("fsyncs", stats.syncs.to_string()),
-        (
-            "connections",
-            shared
-                .connections
-                .load(std::sync::atomic::Ordering::SeqCst)
-                .to_string(),
-        ),
-        ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
-        ("history_id", format!("{:016x}", shared.store.history_id())),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_string(), value))
-    .chain(replication_info(shared, stats.last_seq))
-    .collect()
-}
-
-/// The replication facts of a master or a slave.
-fn replication_info(shared: &Shared, last_seq: u64) -> Vec<(String, String)> {
-    let mut facts = Vec::new();
-    let mut fact = |name: &str, value: String| facts.push((name.to_string(), value));
-    if let Some(replicator) = &shared.replicator {
-        let status = replicator.status();
-        fact("replication", status.mode.to_string());
-        if let RoleConfig::Master(settings) = &shared.config.role {
-            fact("forward", settings.forward.to_string());
-        }
-        fact("replica", status.replica.clone());
-        fact("link", if status.up { "up" } else { "down" }.to_string());
-        fact("slave_acked_seq", status.acked_seq.to_string());
-        fact(
-            "lag_records",
-            last_seq.saturating_sub(status.acked_seq).to_string(),
-        );
-        fact("lag_ms", format!("{:.3}", status.lag.as_secs_f64() * 1e3));
-        fact("link_connects", status.connects.to_string());
-        fact("partial_resyncs", status.partial_resyncs.to_string());
-        fact("full_resyncs", status.full_resyncs.to_string());
-        fact("sync_fallback_active", status.fallback_active.to_string());
-        if let Some(error) = status.last_error {
-            fact("link_last_error", error);
-        }
-    }
-    if let (Some(slave), RoleConfig::Slave { master_addr, .. }) =
-        (&shared.slave, &shared.config.role)
-    {
-        fact("master", master_addr.clone());
-        fact(
-            "link",
-            if slave.connected() { "up" } else { "down" }.to_string(),
-        );
-    }
-    facts
-}
-
-/// The wire error for a store error: a code the client can act on, and the
-/// store's message.
-pub(crate) fn storage_error(error: &storage::Error) -> Response {
-    // With its causes: "cannot append to …: No space left on device" says
-    // what to do; "cannot append to …" alone does not.
-    let message = crate::error::chain(error);
-    let code = match error {
-        storage::Error::NotFound => ErrorCode::NotFound,
-        storage::Error::AlreadyExists => ErrorCode::AlreadyExists,
-        storage::Error::TooLarge { .. } => ErrorCode::TooLarge,
-        _ => {
-            warn!("request failed in the store: {message}");
-            ErrorCode::Internal
-        }
-    };
-    Response::error(code, message)
 }

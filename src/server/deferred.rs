@@ -21,15 +21,16 @@ use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 
-use duokv_protocol::{Frame, Response, WriteReceipt};
+use duokv_protocol::{Frame, WriteReceipt};
 use duokv_storage::WriteOp;
 use log::debug;
 use socket2::SockRef;
 
-use super::Shared;
+use super::reply;
+use super::shared::Shared;
 use crate::clock::now_ns;
 use crate::event_log::EventKind;
-use crate::replication::{AckOutcome, ReplicationMode};
+use crate::replication::{AckOutcome, ReplicationMode, Replicator};
 
 /// One connection's deferred reply, if any is outstanding.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ impl DeferredReplies {
         shared.store.write_then(op, move |outcome| match outcome {
             Ok(seq) => durable(&done_shared, replies, request_id, seq, received_ns, key),
             Err(e) => {
-                let reply = Frame::response(request_id, super::connection::storage_error(&e));
+                let reply = Frame::response(request_id, reply::storage_error(&e));
                 replies.send(reply);
             }
         });
@@ -109,7 +110,7 @@ impl DeferredReplies {
         if let Some(events) = &shared.events {
             events.record_at(EventKind::Replied, receipt.seq, key, receipt.replied_ns);
         }
-        self.send(Frame::response(request_id, Response::Written(receipt)));
+        self.send(Frame::response(request_id, reply::written(receipt)));
     }
 
     /// Sends `reply` without blocking this thread, hands what is left to a
@@ -195,7 +196,7 @@ fn durable(
         replicated_ns: 0,
         replied_ns: 0,
     };
-    let replicator = match &shared.replicator {
+    let replicator = match shared.node.replicator() {
         Some(replicator) if replicator.mode() == ReplicationMode::Sync => replicator,
         // A standalone node or an async master answers now.
         _ => return replies.send_receipt(shared, request_id, receipt, &key),
@@ -208,7 +209,8 @@ fn durable(
                 AckOutcome::Acked { at_ns } => at_ns,
                 AckOutcome::Degraded => 0,
                 AckOutcome::TimedOut => {
-                    let reply = super::connection::replica_unavailable(&acked_shared, seq);
+                    let master = acked_shared.node.replicator().map(Replicator::settings);
+                    let reply = reply::replica_unavailable(seq, master);
                     return replies.send(Frame::response(request_id, reply));
                 }
             };

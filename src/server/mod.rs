@@ -13,152 +13,61 @@
 //! bytes arrive), `idle_timeout` (a connection that sends nothing for that
 //! long is dropped) and `frame_timeout` (a handshake or frame that has begun
 //! must be whole within it).
+//!
+//! # Layout
+//!
+//! - this file: [`Server`], the accept loop, the connection cap and the
+//!   drain on shutdown.
+//! - `config`: [`ServerConfig`] and [`RoleConfig`].
+//! - `node`: `Node`, the node's role as one enum (standalone, a master with
+//!   its replicator, a slave with its stream state), from which the wire's
+//!   `NodeRole` is read; the place a future promotion will change.
+//! - `shared`: `Shared`, what every connection thread shares (the config,
+//!   the node, the store, the shutdown state, the counts).
+//! - `handler`: `Handler`, one connection from its handshake to its end:
+//!   the token, the role's dispatch, and each request's dispatch.
+//! - `connection`: `Connection`, the framing under the handler: the
+//!   handshake and frames read within the deadlines, frames written.
+//! - `deadline`: the idle and frame deadlines of a connection's reads.
+//! - `command`: `Command`, what a request asks for (a write with its store
+//!   op, a read, a ping, `Info`).
+//! - `reply`: every reply a client gets, with the error codes.
+//! - `deferred`: a write's reply, sent by the thread that commits it (or,
+//!   in sync mode, by the one that sees the slave's ack).
+//! - `info`: the facts of the `Info` reply.
+//! - `shutdown`: the shutdown flag and the registry of open connections.
+//!
+//! No module imports one that imports it back: `config`, `command`,
+//! `deadline`, `reply` and `shutdown` import nothing of the server; `node`
+//! and `shared` only those; `handler` sits on top, and this file uses it.
 
+mod command;
+mod config;
 mod connection;
 mod deadline;
 mod deferred;
+mod handler;
+mod info;
+mod node;
+mod reply;
+mod shared;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use duokv_protocol::NodeRole;
-use duokv_storage::{CompactionPolicy, Options, Store, Sync};
+use duokv_storage::{Options, Store};
 
-use crate::auth::AuthToken;
-use crate::event_log::{EventLog, EventSink};
-use crate::replication::{MasterSettings, Replicator, SlaveState};
+use crate::event_log::EventLog;
 use log::{error, info, warn};
 
+pub use config::{RoleConfig, ServerConfig};
+use node::Node;
+use shared::Shared;
 use shutdown::Shutdown;
 pub use shutdown::ShutdownHandle;
-
-/// How a server runs.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The address to listen on for clients.
-    pub listen: SocketAddr,
-    /// The directory of the store.
-    pub data_dir: PathBuf,
-    /// The store's durability policy.
-    pub fsync: Sync,
-    /// Connections served at once; more get `Busy` and are closed.
-    pub max_connections: usize,
-    /// The largest request frame read, in bytes (at most the protocol's
-    /// `MAX_FRAME_LEN`); a larger one gets `TooLarge` from its length
-    /// prefix alone. With `max_connections`, it bounds the memory clients
-    /// can make the server hold.
-    pub max_frame_len: u32,
-    /// A connection that sends nothing for this long is closed.
-    pub idle_timeout: Duration,
-    /// A frame that has begun must be whole within this, or the
-    /// connection is closed.
-    pub frame_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub drain_timeout: Duration,
-    /// Standalone, master or slave.
-    pub role: RoleConfig,
-    /// Where to log every write's events, if anywhere.
-    pub event_log: Option<PathBuf>,
-    /// When the store compacts on its own.
-    pub compaction: CompactionPolicy,
-    /// The shared secret every peer (client or master) must present in its
-    /// handshake, if any; a master also sends it to its slave.
-    pub auth_token: Option<AuthToken>,
-}
-
-impl ServerConfig {
-    /// A master's sync timeout (zero for other roles).
-    pub(crate) fn role_sync_timeout(&self) -> Duration {
-        match &self.role {
-            RoleConfig::Master(settings) => settings.sync_timeout,
-            _ => Duration::ZERO,
-        }
-    }
-}
-
-/// What part a server plays.
-#[derive(Debug, Clone, Default)]
-pub enum RoleConfig {
-    /// A single node: takes reads and writes, replicates nothing.
-    #[default]
-    Standalone,
-    /// Takes writes and replicates them to a slave.
-    Master(MasterSettings),
-    /// Applies a master's stream; serves reads, answers writes with
-    /// `NotMaster`.
-    Slave {
-        /// The master's client address, sent to clients that write here.
-        master_addr: String,
-        /// What to do when the master's history is not this store's.
-        on_divergence: crate::replication::slave::OnDivergence,
-    },
-}
-
-impl ServerConfig {
-    /// A config for a standalone server on `listen` with its data in
-    /// `data_dir`, and the defaults for everything else.
-    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig {
-            listen,
-            data_dir: data_dir.into(),
-            fsync: Sync::Always,
-            max_connections: 1024,
-            max_frame_len: duokv_protocol::MAX_FRAME_LEN,
-            idle_timeout: Duration::from_secs(300),
-            frame_timeout: Duration::from_secs(60),
-            drain_timeout: Duration::from_secs(5),
-            role: RoleConfig::Standalone,
-            event_log: None,
-            compaction: CompactionPolicy::default(),
-            auth_token: None,
-        }
-    }
-}
-
-/// What every connection thread shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    /// Declared before `store`: its thread holds the store and must stop
-    /// first.
-    pub(crate) replicator: Option<Replicator>,
-    pub(crate) slave: Option<SlaveState>,
-    pub(crate) events: Option<EventSink>,
-    pub(crate) store: Arc<Store>,
-    pub(crate) role: NodeRole,
-    pub(crate) shutdown: Shutdown,
-    /// Connections being served.
-    pub(crate) connections: AtomicUsize,
-    /// Connections over the limit being told `Busy`.
-    pub(crate) refusing: AtomicUsize,
-}
-
-/// The role in a log line.
-fn describe(role: &RoleConfig) -> String {
-    match role {
-        RoleConfig::Standalone => "a standalone node".to_string(),
-        RoleConfig::Master(settings) => format!(
-            "master replicating {} to slave {}, forwarding writes once {}",
-            settings.mode, settings.replica, settings.forward
-        ),
-        RoleConfig::Slave { master_addr, .. } => format!("slave of master {master_addr}"),
-    }
-}
-
-impl Shared {
-    /// The count a connection is in: refused ones apart from served ones.
-    fn counter(&self, refused: bool) -> &AtomicUsize {
-        if refused {
-            &self.refusing
-        } else {
-            &self.connections
-        }
-    }
-}
 
 /// Refusals of connections over the limit that may run at once; past it a
 /// connection is closed without a word, so a flood costs no more threads.
@@ -237,24 +146,10 @@ impl Server {
             .map(EventLog::create)
             .transpose()?;
         let events = event_log.as_ref().map(EventLog::sink);
-        let (role, replicator, slave) = match &config.role {
-            RoleConfig::Standalone => (NodeRole::Standalone, None, None),
-            RoleConfig::Master(settings) => {
-                let replicator = Replicator::start(
-                    settings.clone(),
-                    config.auth_token.clone(),
-                    store.clone(),
-                    events.clone(),
-                )?;
-                (NodeRole::Master, Some(replicator), None)
-            }
-            RoleConfig::Slave { on_divergence, .. } => {
-                (NodeRole::Slave, None, Some(SlaveState::new(*on_divergence)))
-            }
-        };
+        let node = Node::start(&config, &store, events.as_ref())?;
         info!(
             "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections, {}",
-            describe(&config.role),
+            config.role.describe(),
             config.data_dir.display(),
             config.fsync,
             config.max_connections,
@@ -266,11 +161,9 @@ impl Server {
         );
         let shared = Arc::new(Shared {
             config,
-            replicator,
-            slave,
+            node,
             events,
             store,
-            role,
             shutdown: Shutdown::new(local),
             connections: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
@@ -366,9 +259,9 @@ impl Server {
             .name(format!("conn {peer}"))
             .spawn(move || {
                 if over_limit {
-                    connection::refuse_busy(&shared, stream, &peer);
+                    handler::refuse_busy(&shared, stream, &peer);
                 } else {
-                    connection::serve(&shared, stream, &peer);
+                    handler::serve(&shared, stream, &peer);
                 }
                 shared.counter(over_limit).fetch_sub(1, Ordering::SeqCst);
                 shared.shutdown.notify_change();

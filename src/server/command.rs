@@ -1,0 +1,38 @@
+//! What a client's request asks of the server, sorted the way the handler
+//! dispatches it: a [`Command::Write`] (with the store op it makes) is
+//! staged and answered by the thread that commits it; a read, a ping or
+//! `Info` is answered at once by the connection's thread.
+//!
+//! A leaf module: it knows the request and the store's op, nothing of the
+//! server.
+
+use duokv_protocol::Request;
+use duokv_storage::WriteOp;
+
+/// A request, as the handler dispatches it.
+#[derive(Debug)]
+pub(crate) enum Command<'r> {
+    /// Create, update, put or delete: the op to stage in the store.
+    Write(WriteOp<'r>),
+    /// Read the value of a key.
+    Read(&'r [u8]),
+    /// Answer with the times the ping was received and answered.
+    Ping,
+    /// Answer with the server's facts.
+    Info,
+}
+
+impl<'r> Command<'r> {
+    /// What `request` asks for; borrows its key and value.
+    pub(crate) fn of(request: &'r Request) -> Self {
+        match request {
+            Request::Create { key, value } => Command::Write(WriteOp::Create { key, value }),
+            Request::Update { key, value } => Command::Write(WriteOp::Update { key, value }),
+            Request::Put { key, value } => Command::Write(WriteOp::Put { key, value }),
+            Request::Delete { key } => Command::Write(WriteOp::Delete { key }),
+            Request::Read { key } => Command::Read(key),
+            Request::Ping => Command::Ping,
+            Request::Info => Command::Info,
+        }
+    }
+}

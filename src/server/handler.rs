@@ -1,0 +1,264 @@
+//! One peer's connection, served by a [`Handler`]: the handshake and its
+//! token, then what the peer's role asks for: a client's requests and
+//! their replies until it hangs up, sends garbage, goes idle, or the server
+//! stops; or, on a slave, the master's replication stream.
+//!
+//! The handler decides; it leaves the bytes to [`Connection`], what a
+//! request asks for to [`Command`], the replies' contents to [`reply`], and
+//! a write's reply to the thread that commits it
+//! ([`deferred`](super::deferred)).
+//!
+//! Nothing a peer sends can make this code panic: every decoding error is a
+//! value, answered with an error frame (`BadRequest` or `TooLarge`) before
+//! the connection is closed, and the server and its other connections
+//! carry on.
+
+use std::io::BufReader;
+use std::net::TcpStream;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duokv_protocol::{
+    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
+    Response, Role,
+};
+use log::{debug, info, warn};
+
+use super::command::Command;
+use super::connection::{Connection, ReadError};
+use super::deferred::{DeferredReplies, SentOnDrop};
+use super::node::Node;
+use super::reply;
+use super::shared::Shared;
+use crate::clock::now_ns;
+use crate::replication::{self, SlaveState};
+
+/// How long a refused connection is given to send its handshake, so that
+/// the `Busy` reply is read rather than lost to a reset.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Tells a connection over the limit that the server is busy, and closes it.
+pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
+    warn!(
+        "{peer}: refused, already serving {} connections",
+        shared.config.max_connections
+    );
+    let _ = stream.set_read_timeout(Some(REFUSAL_TIMEOUT));
+    let mut reader = BufReader::new(&stream);
+    // Read the handshake first: closing a socket with unread bytes sends a
+    // reset, which can destroy the reply before the client reads it.
+    let _ = Handshake::read_from(&mut reader);
+    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.node.role()).write_to(&mut &stream);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Serves one connection to its end.
+pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
+    debug!("{peer}: connected");
+    let _registration = match shared.shutdown.register(&stream) {
+        Ok(registration) => registration,
+        Err(e) => {
+            warn!("{peer}: cannot register the connection ({e}); closed");
+            return;
+        }
+    };
+    let connection = match Connection::new(&stream, &shared.config) {
+        Ok(connection) => connection,
+        Err(e) => {
+            warn!("{peer}: cannot set socket options: {e}");
+            return;
+        }
+    };
+    Handler {
+        shared,
+        peer,
+        connection,
+    }
+    .run();
+}
+
+/// One connection being served, from its handshake to its end.
+struct Handler<'a> {
+    shared: &'a Arc<Shared>,
+    peer: &'a str,
+    connection: Connection<'a>,
+}
+
+impl<'a> Handler<'a> {
+    /// The handshake, then what the peer's role asks for, if this node
+    /// serves it.
+    fn run(mut self) {
+        let Some((role, fields)) = self.handshake() else {
+            return;
+        };
+        let shared = self.shared;
+        match (role, &shared.node) {
+            (Role::Client, _) => self.serve_client(),
+            (Role::Replica, Node::Slave { state, .. }) => self.serve_replication(state, &fields),
+            (role, _) => self.refuse_role(role),
+        }
+    }
+
+    /// Reads the peer's handshake and checks its token. `None` when the
+    /// connection is to close (the peer told why, if it can be).
+    fn handshake(&mut self) -> Option<(Role, HandshakeFields)> {
+        let peer = self.peer;
+        match self.connection.read_handshake() {
+            Ok((role, fields)) => self.admits(role, &fields).then_some((role, fields)),
+            Err(protocol::Error::Handshake(e)) => {
+                warn!("{peer}: bad handshake: {e}");
+                if let Some(status) = e.status() {
+                    let _ = self.answer_handshake(status);
+                }
+                None
+            }
+            Err(e) => {
+                debug!("{peer}: gone during the handshake: {e}");
+                None
+            }
+        }
+    }
+
+    /// Whether the peer presented the server's auth token (if it asks for
+    /// one); a peer without it is told `Unauthorized`.
+    fn admits(&mut self, role: Role, fields: &HandshakeFields) -> bool {
+        let Some(token) = &self.shared.config.auth_token else {
+            return true;
+        };
+        if token.admits(fields.auth_token.as_deref()) {
+            return true;
+        }
+        warn!(
+            "{}: refused: {} auth token (role {role:?})",
+            self.peer,
+            if fields.auth_token.is_some() {
+                "wrong"
+            } else {
+                "no"
+            }
+        );
+        let _ = self.answer_handshake(HandshakeStatus::Unauthorized);
+        false
+    }
+
+    /// Answers the handshake with `status` and this node's role.
+    fn answer_handshake(&mut self, status: HandshakeStatus) -> Result<(), protocol::Error> {
+        let role = self.shared.node.role();
+        self.connection.write_handshake_reply(status, role)
+    }
+
+    /// Tells a peer whose role this node does not serve (a master's stream
+    /// to anything but a slave, an unknown role) so, and closes.
+    fn refuse_role(mut self, role: Role) {
+        warn!(
+            "{}: refused: role {role:?} is not served by a {:?} node",
+            self.peer,
+            self.shared.node.role()
+        );
+        let _ = self.answer_handshake(HandshakeStatus::UnsupportedRole);
+    }
+
+    /// A slave's stream from its master, applied until it ends.
+    fn serve_replication(mut self, state: &SlaveState, fields: &HandshakeFields) {
+        if self.answer_handshake(HandshakeStatus::Ok).is_err() {
+            return;
+        }
+        let (stream, mut reader) = self.connection.into_replication();
+        replication::slave::serve_stream(
+            &self.shared.store,
+            state,
+            self.shared.events.as_ref(),
+            (stream, &mut reader),
+            self.peer,
+            &replication::master_history(fields),
+        );
+    }
+
+    /// A client's requests, answered until the connection is to close.
+    fn serve_client(mut self) {
+        if self.answer_handshake(HandshakeStatus::Ok).is_err() {
+            return;
+        }
+        let deferred = match DeferredReplies::new(self.connection.stream(), self.peer) {
+            Ok(deferred) => deferred,
+            Err(e) => {
+                warn!("{}: cannot clone the socket ({e}); closed", self.peer);
+                return;
+            }
+        };
+        let _sent = SentOnDrop(deferred.clone());
+        while let Some(frame) = self.next_frame() {
+            if self.dispatch(frame, &deferred).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// The client's next frame; `None` when the connection is to close,
+    /// said why in the log (and to the client, for bytes that are not a
+    /// frame).
+    fn next_frame(&mut self) -> Option<Frame> {
+        let (peer, config) = (self.peer, &self.shared.config);
+        match self.connection.read_frame() {
+            Ok(Some(frame)) => return Some(frame),
+            Ok(None) => debug!("{peer}: closed the connection"),
+            Err(ReadError::Idle) => info!("{peer}: idle for {:?}, closing", config.idle_timeout),
+            Err(ReadError::TooSlow) => info!(
+                "{peer}: a frame took over {:?} to arrive, closing",
+                config.frame_timeout
+            ),
+            Err(ReadError::Bad(e)) => {
+                warn!("{peer}: bad frame, closing: {e}");
+                let _ = self.connection.write_frame(&reply::bad_frame(&e));
+            }
+            Err(ReadError::Broken(e)) => debug!("{peer}: connection ended: {e}"),
+        }
+        None
+    }
+
+    /// Answers one frame. A write on a master (or a standalone node) is
+    /// staged, and answered by the thread that commits it (see
+    /// [`deferred`](super::deferred)); anything else is answered here.
+    /// Breaks when the connection is to close.
+    fn dispatch(&mut self, frame: Frame, deferred: &Arc<DeferredReplies>) -> ControlFlow<()> {
+        let received_ns = now_ns();
+        // Replies keep their order: the previous write's goes out first.
+        deferred.wait_idle();
+        let Message::Request(request) = frame.message else {
+            warn!("{}: sent a frame that is not a request, closing", self.peer);
+            let reply = Frame::response(frame.request_id, reply::not_a_request());
+            let _ = self.connection.write_frame(&reply);
+            return ControlFlow::Break(());
+        };
+        let shared = self.shared;
+        let response = match Command::of(&request) {
+            Command::Write(op) => match &shared.node {
+                Node::Slave { master_addr, .. } => reply::not_master(master_addr),
+                Node::Standalone | Node::Master(_) => {
+                    deferred.write(shared, frame.request_id, received_ns, op);
+                    return ControlFlow::Continue(());
+                }
+            },
+            Command::Read(key) => reply::value(shared.store.get_with_seq(key)),
+            Command::Ping => reply::pong(received_ns),
+            Command::Info => reply::info(super::info::facts(shared)),
+        };
+        self.answer(frame.request_id, response)
+    }
+
+    /// Sends the answer to `request_id` now. Breaks when the connection is
+    /// to close: the answer could not be sent, or the server is stopping.
+    fn answer(&mut self, request_id: u64, response: Response) -> ControlFlow<()> {
+        let reply = Frame::response(request_id, reply::stamped(response));
+        if let Err(e) = self.connection.write_frame(&reply) {
+            debug!("{}: cannot send a reply: {e}", self.peer);
+            return ControlFlow::Break(());
+        }
+        if self.shared.shutdown.is_requested() {
+            debug!("{}: closing for shutdown after the reply", self.peer);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The reply to `Info`: what a node says about itself, as name and value
+//! pairs (`duokv info` prints them). The store's figures, then the role's:
+//! a master's link to its slave (mode, link, acked seq, lag, resyncs), or
+//! a slave's master and whether its stream is up.
+//!
+//! Its own module because the list grows with every figure an operator
+//! asks for, and none of it is about serving a connection.
+
+use std::sync::atomic::Ordering;
+
+use super::node::Node;
+use super::shared::Shared;
+use crate::replication::{Replicator, SlaveState};
+
+/// A fact: its name and its value.
+type Fact = (String, String);
+
+/// The server's facts for an `Info` request.
+pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
+    let stats = shared.store.stats();
+    let role = match &shared.node {
+        Node::Standalone => "standalone",
+        Node::Master(_) => "master",
+        Node::Slave { .. } => "slave",
+    };
+    let mut facts: Vec<Fact> = [
+        ("role", role.to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("last_seq", stats.last_seq.to_string()),
+        ("live_keys", stats.live_keys.to_string()),
+        ("live_bytes", stats.live_bytes.to_string()),
+        ("dead_bytes", stats.dead_bytes.to_string()),
+        ("segment_files", stats.segment_files.to_string()),
+        ("compactions", stats.compactions.to_string()),
+        ("fsyncs", stats.syncs.to_string()),
+        (
+            "connections",
+            shared.connections.load(Ordering::SeqCst).to_string(),
+        ),
+        ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
+        ("history_id", format!("{:016x}", shared.store.history_id())),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect();
+    match &shared.node {
+        Node::Standalone => {}
+        Node::Master(replicator) => master_facts(replicator, stats.last_seq, &mut facts),
+        Node::Slave { state, master_addr } => slave_facts(state, master_addr, &mut facts),
+    }
+    facts
+}
+
+/// A master's facts about its link to the slave; `last_seq` is its own.
+fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
+    let status = replicator.status();
+    let mut fact = |name: &str, value: String| facts.push((name.to_string(), value));
+    fact("replication", status.mode.to_string());
+    fact("forward", replicator.settings().forward.to_string());
+    fact("replica", status.replica.clone());
+    fact("link", if status.up { "up" } else { "down" }.to_string());
+    fact("slave_acked_seq", status.acked_seq.to_string());
+    fact(
+        "lag_records",
+        last_seq.saturating_sub(status.acked_seq).to_string(),
+    );
+    fact("lag_ms", format!("{:.3}", status.lag.as_secs_f64() * 1e3));
+    fact("link_connects", status.connects.to_string());
+    fact("partial_resyncs", status.partial_resyncs.to_string());
+    fact("full_resyncs", status.full_resyncs.to_string());
+    fact("sync_fallback_active", status.fallback_active.to_string());
+    if let Some(error) = status.last_error {
+        fact("link_last_error", error);
+    }
+}
+
+/// A slave's facts: its master, and whether the master's stream is up.
+fn slave_facts(state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
+    facts.push(("master".to_string(), master_addr.to_string()));
+    let link = if state.connected() { "up" } else { "down" };
+    facts.push(("link".to_string(), link.to_string()));
+}

@@ -1,0 +1,117 @@
+//! Every reply the server sends a client, built in one place: the answer
+//! to each request, the error replies with their codes, and the timestamp
+//! a reply gets just before it leaves.
+//!
+//! A leaf module: the connection handler and the deferred replies (which
+//! answer writes from the thread that commits them) both take their
+//! replies from here, and it imports neither.
+
+use std::time::Duration;
+
+use duokv_protocol::{ErrorCode, Frame, FrameError, Response, WriteReceipt};
+use duokv_storage as storage;
+use log::warn;
+
+use crate::clock::now_ns;
+use crate::replication::MasterSettings;
+
+/// The answer to a read: the value and the seq of the write that made it,
+/// or no value (and seq 0) for a key that is not there.
+pub(crate) fn value(found: storage::Result<Option<(u64, Vec<u8>)>>) -> Response {
+    match found {
+        Ok(Some((seq, value))) => Response::Value {
+            value: Some(value),
+            seq,
+        },
+        Ok(None) => Response::Value {
+            value: None,
+            seq: 0,
+        },
+        Err(e) => storage_error(&e),
+    }
+}
+
+/// The answer to a ping received at `received_ns`; [`stamped`] sets the
+/// time it is sent.
+pub(crate) fn pong(received_ns: u64) -> Response {
+    Response::Pong {
+        received_ns,
+        sent_ns: 0,
+    }
+}
+
+/// The answer to `Info`: the server's facts, by name.
+pub(crate) fn info(facts: Vec<(String, String)>) -> Response {
+    Response::Info(facts)
+}
+
+/// The answer to a write: its receipt.
+pub(crate) fn written(receipt: WriteReceipt) -> Response {
+    Response::Written(receipt)
+}
+
+/// Sets the last timestamp of a reply just before it is sent.
+pub(crate) fn stamped(mut response: Response) -> Response {
+    match &mut response {
+        Response::Written(receipt) => receipt.replied_ns = now_ns(),
+        Response::Pong { sent_ns, .. } => *sent_ns = now_ns(),
+        _ => {}
+    }
+    response
+}
+
+/// The answer to a write sent to a slave: where the master is.
+pub(crate) fn not_master(master_addr: &str) -> Response {
+    Response::error(
+        ErrorCode::NotMaster {
+            master: master_addr.to_string(),
+        },
+        format!("this replica is a slave; send writes to the master at {master_addr}"),
+    )
+}
+
+/// The answer to a sync write the slave did not confirm in time; `master`
+/// names the slave and the timeout (none when the node no longer has a
+/// replicator).
+pub(crate) fn replica_unavailable(seq: u64, master: Option<&MasterSettings>) -> Response {
+    let (replica, sync_timeout) = master.map_or(("", Duration::ZERO), |m| {
+        (m.replica.as_str(), m.sync_timeout)
+    });
+    Response::error(
+        ErrorCode::ReplicaUnavailable,
+        format!(
+            "write {seq} is durable on the master, but slave {replica} did not confirm it \
+             within {sync_timeout:?}; it reaches the slave when the slave is back"
+        ),
+    )
+}
+
+/// The reply to bytes that are not a frame, sent before the connection is
+/// closed. Its request id is 0: a frame that could not be read has none.
+pub(crate) fn bad_frame(error: &FrameError) -> Frame {
+    let code = ErrorCode::for_frame_error(error);
+    Frame::response(0, Response::error(code, error.to_string()))
+}
+
+/// The answer to a frame from a client that is not a request.
+pub(crate) fn not_a_request() -> Response {
+    Response::error(ErrorCode::BadRequest, "a client may only send requests")
+}
+
+/// The wire error for a store error: a code the client can act on, and the
+/// store's message.
+pub(crate) fn storage_error(error: &storage::Error) -> Response {
+    // With its causes: "cannot append to …: No space left on device" says
+    // what to do; "cannot append to …" alone does not.
+    let message = crate::error::chain(error);
+    let code = match error {
+        storage::Error::NotFound => ErrorCode::NotFound,
+        storage::Error::AlreadyExists => ErrorCode::AlreadyExists,
+        storage::Error::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => {
+            warn!("request failed in the store: {message}");
+            ErrorCode::Internal
+        }
+    };
+    Response::error(code, message)
+}

@@ -361,7 +361,7 @@ fn write_snapshot(
                 got: entry.seq,
             });
         }
-        crate::store::check_limits(&entry.key, &entry.value)?;
+        crate::record::check_limits(&entry.key, &entry.value)?;
         previous = entry.seq;
         record.clear();
         format::encode_record(

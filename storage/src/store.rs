@@ -20,14 +20,15 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error, warn};
 
-use crate::error::{Error, Field, Result};
-use crate::format::{
-    MAX_KEY_LEN, MAX_VALUE_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
-};
+use crate::error::{Error, Result};
+use crate::format::{RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
 use crate::history::History;
-use crate::iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
+use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
 use crate::keydir::{Keydir, SegmentSlot};
 use crate::options::{Options, Sync};
+#[doc(no_inline)]
+pub use crate::record::Op;
+use crate::record::{Record, check_limits};
 use crate::recovery;
 use crate::segment::{self, Segment};
 use crate::writer::{Batch, Completion, Finished, Writer, Written, lock};
@@ -73,32 +74,6 @@ impl WriteOp<'_> {
             | WriteOp::Create { key, .. }
             | WriteOp::Update { key, .. }
             | WriteOp::Delete { key } => key,
-        }
-    }
-}
-
-/// A write as it is stored and replicated: what a record does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// The key now holds the value.
-    Put {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
-    /// The key is deleted.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
-}
-
-impl Op {
-    /// The key the op writes.
-    pub fn key(&self) -> &[u8] {
-        match self {
-            Op::Put { key, .. } | Op::Delete { key } => key,
         }
     }
 }
@@ -149,33 +124,6 @@ pub struct Stats {
     /// Group-commit syncs since the store was opened (`Sync::Always`):
     /// writes divided by syncs is the mean batch size.
     pub syncs: u64,
-}
-
-/// The record kind, key and value of an op.
-fn op_parts(op: &Op) -> (RecordKind, (&[u8], &[u8])) {
-    match op {
-        Op::Put { key, value } => (RecordKind::Put, (key, value)),
-        Op::Delete { key } => (RecordKind::Delete, (key, &[])),
-    }
-}
-
-/// Refuses a key or value over the limits, before anything is written.
-pub(crate) fn check_limits(key: &[u8], value: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_LEN {
-        return Err(Error::TooLarge {
-            field: Field::Key,
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    if value.len() > MAX_VALUE_LEN {
-        return Err(Error::TooLarge {
-            field: Field::Value,
-            len: value.len(),
-            max: MAX_VALUE_LEN,
-        });
-    }
-    Ok(())
 }
 
 /// What must be true of a key before a write goes ahead.
@@ -418,7 +366,7 @@ impl Store {
     /// the master's stream with it. `seq` must be the store's last plus one,
     /// else [`Error::OutOfOrder`] and nothing is written.
     pub fn apply(&self, seq: u64, op: &Op) -> Result<()> {
-        let (kind, (key, value)) = op_parts(op);
+        let (kind, key, value) = op.parts();
         self.inner
             .append(Some(seq), Expect::Anything, kind, key, value)
             .map(|_| ())
@@ -829,7 +777,7 @@ impl Inner {
     /// and their sequence numbers follow the store's last one by one.
     pub(crate) fn apply_batch(&self, records: &[Record]) -> Result<()> {
         for record in records {
-            let (key, value) = op_parts(&record.op).1;
+            let (_, key, value) = record.op.parts();
             check_limits(key, value)?;
         }
         if self.is_poisoned() {
@@ -846,7 +794,7 @@ impl Inner {
             }
         }
         for record in records {
-            let (kind, (key, value)) = op_parts(&record.op);
+            let (kind, key, value) = record.op.parts();
             writer.stage(record.seq, kind, key, value);
         }
         self.commit(writer)

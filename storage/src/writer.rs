@@ -15,10 +15,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{RECORD_HEADER_LEN, RecordKind};
-use crate::iter::Record;
 use crate::keydir::Location;
+use crate::record::{Op, Record};
 use crate::segment::Segment;
-use crate::store::Op;
 
 /// Locks a mutex, going on if a thread panicked while holding it: the
 /// state under our mutexes stays consistent at every unlock point.

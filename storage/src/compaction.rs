@@ -31,9 +31,9 @@ use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, Segment
 use crate::history::History;
 use crate::iter::SnapshotEntry;
 use crate::keydir::{Keydir, Location, SegmentSlot};
+use crate::lock::lock;
 use crate::segment::{self, Segment};
 use crate::store::Inner;
-use crate::writer::lock;
 
 /// A point in a compaction, for crash tests that stop right after it.
 #[doc(hidden)]

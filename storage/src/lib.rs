@@ -99,6 +99,7 @@ pub mod format;
 pub mod history;
 pub mod iter;
 mod keydir;
+mod lock;
 pub mod options;
 pub mod record;
 mod recovery;

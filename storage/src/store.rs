@@ -25,13 +25,14 @@ use crate::format::{RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
 use crate::history::History;
 use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
 use crate::keydir::{Keydir, SegmentSlot};
+use crate::lock::lock;
 use crate::options::{Options, Sync};
 #[doc(no_inline)]
 pub use crate::record::Op;
 use crate::record::{Record, check_limits};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Batch, Completion, Finished, Writer, Written, lock};
+use crate::writer::{Batch, Completion, Finished, Writer, Written};
 
 /// A write, for [`Store::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,21 +11,14 @@
 
 use std::mem;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::{RECORD_HEADER_LEN, RecordKind};
 use crate::keydir::Location;
+use crate::lock::lock;
 use crate::record::{Op, Record};
 use crate::segment::Segment;
-
-/// Locks a mutex, going on if a thread panicked while holding it: the
-/// state under our mutexes stays consistent at every unlock point.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A record in the buffer, not yet written to a file.
 #[derive(Debug)]

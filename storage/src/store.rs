@@ -135,6 +135,33 @@ enum Expect {
     Present,
 }
 
+/// One write on its way in: what it expects of its key, and the record it
+/// writes.
+#[derive(Debug, Clone, Copy)]
+struct Write<'a> {
+    expect: Expect,
+    kind: RecordKind,
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+impl<'a> From<WriteOp<'a>> for Write<'a> {
+    fn from(op: WriteOp<'a>) -> Self {
+        let (expect, kind, key, value) = match op {
+            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
+            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
+            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
+            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
+        };
+        Write {
+            expect,
+            kind,
+            key,
+            value,
+        }
+    }
+}
+
 /// A replica-local key-value store on an append-only, CRC-checked log.
 ///
 /// `Store` is `Send + Sync`: share it between threads with an `Arc`. Every
@@ -332,13 +359,7 @@ impl Store {
     /// The check a `Create`, `Update` or `Delete` makes and its write are
     /// one atomic step against every other writer.
     pub fn write(&self, op: WriteOp<'_>) -> Result<u64> {
-        let (expect, kind, key, value) = match op {
-            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
-            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
-            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
-            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
-        };
-        self.inner.append(None, expect, kind, key, value)
+        self.inner.append(None, op.into())
     }
 
     /// Performs one write like [`write`](Self::write) without waiting for
@@ -353,14 +374,7 @@ impl Store {
     /// A server uses it to answer a client from the thread that made the
     /// write durable, rather than wake the client's own thread for it.
     pub fn write_then(&self, op: WriteOp<'_>, done: impl FnOnce(Result<u64>) + Send + 'static) {
-        let (expect, kind, key, value) = match op {
-            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
-            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
-            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
-            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
-        };
-        self.inner
-            .append_then(expect, kind, key, value, Box::new(done));
+        self.inner.append_then(op.into(), Box::new(done));
     }
 
     /// Writes a record whose sequence number a master gave: a slave applies
@@ -368,9 +382,13 @@ impl Store {
     /// else [`Error::OutOfOrder`] and nothing is written.
     pub fn apply(&self, seq: u64, op: &Op) -> Result<()> {
         let (kind, key, value) = op.parts();
-        self.inner
-            .append(Some(seq), Expect::Anything, kind, key, value)
-            .map(|_| ())
+        let write = Write {
+            expect: Expect::Anything,
+            kind,
+            key,
+            value,
+        };
+        self.inner.append(Some(seq), write).map(|_| ())
     }
 
     /// Applies a run of a master's records, oldest first, with one commit:
@@ -717,45 +735,65 @@ impl Inner {
         self.poisoned.load(Ordering::SeqCst)
     }
 
-    /// The write path shared by local writes (`seq` is `None`: the next
-    /// number) and applied ones (`seq` given by the master).
-    fn append(
-        &self,
-        seq: Option<u64>,
-        expect: Expect,
-        kind: RecordKind,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<u64> {
-        check_limits(key, value)?;
+    /// Refuses a write over the limits or to a poisoned store, before it
+    /// takes the writer's lock.
+    fn admit(&self, write: &Write<'_>) -> Result<()> {
+        check_limits(write.key, write.value)?;
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
+        Ok(())
+    }
+
+    /// Checks what `write` expects of its key against the newest write to
+    /// it, staged or visible: `None` if the write may go ahead, else the
+    /// refusal, with the batch of the write it rests on if that write is
+    /// not durable yet.
+    fn refusal(&self, writer: &Writer, write: &Write<'_>) -> Option<(Error, Option<Arc<Batch>>)> {
+        if write.expect == Expect::Anything {
+            return None;
+        }
+        let (present, pending) = match writer.unpublished_state(write.key) {
+            Some((present, batch)) => (present, Some(batch)),
+            None => (self.read_keydir().entries.contains_key(write.key), None),
+        };
+        let refusal = match (write.expect, present) {
+            (Expect::Absent, true) => Error::AlreadyExists,
+            (Expect::Present, false) => Error::NotFound,
+            _ => return None,
+        };
+        Some((refusal, pending))
+    }
+
+    /// Answers `write` with `refusal`. A refusal resting on a write that is
+    /// not durable yet, nor visible to readers (`pending`), is answered only
+    /// once it is, or a reader could see a state the refusal contradicts. If
+    /// that write fails, the refusal was wrong: decide again. Call it with
+    /// the writer's lock released.
+    fn refuse(
+        &self,
+        seq: Option<u64>,
+        write: Write<'_>,
+        refusal: Error,
+        pending: Option<Arc<Batch>>,
+    ) -> Result<u64> {
+        let Some(batch) = pending else {
+            return Err(refusal);
+        };
+        match batch.wait(|| self.flush_round()) {
+            Ok(()) => Err(refusal),
+            Err(_) => self.append(seq, write),
+        }
+    }
+
+    /// The write path shared by local writes (`seq` is `None`: the next
+    /// number) and applied ones (`seq` given by the master).
+    fn append(&self, seq: Option<u64>, write: Write<'_>) -> Result<u64> {
+        self.admit(&write)?;
         let mut writer = lock(&self.writer);
-        if expect != Expect::Anything {
-            let (present, pending) = match writer.unpublished_state(key) {
-                Some((present, batch)) => (present, Some(batch)),
-                None => (self.read_keydir().entries.contains_key(key), None),
-            };
-            let refused = match (expect, present) {
-                (Expect::Absent, true) => Some(Error::AlreadyExists),
-                (Expect::Present, false) => Some(Error::NotFound),
-                _ => None,
-            };
-            if let Some(refusal) = refused {
-                let Some(batch) = pending else {
-                    return Err(refusal);
-                };
-                // The refusal rests on a write that is not durable yet, nor
-                // visible to readers: answer only once it is, or a reader
-                // could see a state the refusal contradicts. If that write
-                // fails, the refusal was wrong: decide again.
-                drop(writer);
-                return match batch.wait(|| self.flush_round()) {
-                    Ok(()) => Err(refusal),
-                    Err(_) => self.append(seq, expect, kind, key, value),
-                };
-            }
+        if let Some((refusal, pending)) = self.refusal(&writer, &write) {
+            drop(writer);
+            return self.refuse(seq, write, refusal, pending);
         }
         let expected = writer.last_seq + 1;
         let seq = match seq {
@@ -768,7 +806,7 @@ impl Inner {
             Some(given) => given,
             None => expected,
         };
-        writer.stage(seq, kind, key, value);
+        writer.stage(seq, write.kind, write.key, write.value);
         self.commit(writer)?;
         Ok(seq)
     }
@@ -833,47 +871,19 @@ impl Inner {
     /// If no leader is running this thread leads one round itself (so a
     /// lone writer pays no hand-over), and the committer thread leads the
     /// rounds that follow while only `write_then` writers are waiting.
-    fn append_then(
-        &self,
-        expect: Expect,
-        kind: RecordKind,
-        key: &[u8],
-        value: &[u8],
-        done: Completion,
-    ) {
-        if let Err(e) = check_limits(key, value) {
+    fn append_then(&self, write: Write<'_>, done: Completion) {
+        if let Err(e) = self.admit(&write) {
             return done(Err(e));
         }
-        if self.is_poisoned() {
-            return done(Err(Error::Poisoned));
-        }
         let mut writer = lock(&self.writer);
-        if expect != Expect::Anything {
-            let pending = writer.unpublished_state(key);
-            let present = match &pending {
-                Some((present, _)) => *present,
-                None => self.read_keydir().entries.contains_key(key),
-            };
-            let refusal = match (expect, present) {
-                (Expect::Absent, true) => Some(Error::AlreadyExists),
-                (Expect::Present, false) => Some(Error::NotFound),
-                _ => None,
-            };
-            if let Some(refusal) = refusal {
-                drop(writer);
-                // A refusal resting on a write not yet durable waits for it,
-                // as in `append`; rare enough to block for.
-                return done(match pending {
-                    None => Err(refusal),
-                    Some((_, batch)) => match batch.wait(|| self.flush_round()) {
-                        Ok(()) => Err(refusal),
-                        Err(_) => self.append(None, expect, kind, key, value),
-                    },
-                });
-            }
+        if let Some((refusal, pending)) = self.refusal(&writer, &write) {
+            drop(writer);
+            // A refusal resting on a write not yet durable blocks for it,
+            // as in `append`: rare enough to block for.
+            return done(self.refuse(None, write, refusal, pending));
         }
         let seq = writer.last_seq + 1;
-        writer.stage(seq, kind, key, value);
+        writer.stage(seq, write.kind, write.key, write.value);
         if self.options.sync_policy() != Sync::Always {
             let outcome = self.commit(writer).map(|()| seq);
             return done(outcome);

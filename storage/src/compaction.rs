@@ -21,19 +21,21 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use log::info;
 
 use crate::error::{Error, Result};
 use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
+use crate::group_commit::GroupCommit;
 use crate::history::History;
 use crate::iter::SnapshotEntry;
 use crate::keydir::{Keydir, Location, SegmentSlot};
 use crate::lock::lock;
+use crate::record::check_limits;
 use crate::segment::{self, Segment};
-use crate::store::Inner;
+use crate::shared::Shared;
 
 /// A point in a compaction, for crash tests that stop right after it.
 #[doc(hidden)]
@@ -53,28 +55,48 @@ pub enum Step {
     FirstInputRemoved,
 }
 
-impl Inner {
+/// Runs compactions and snapshot installs, one at a time, on the store
+/// whose [`Shared`] state and [`GroupCommit`] it is given.
+#[derive(Debug, Default)]
+pub(crate) struct Compactor {
+    /// Held by the compaction or snapshot install that is running.
+    running: Mutex<()>,
+    /// Compactions finished since the store was opened.
+    finished: AtomicU64,
+}
+
+impl Compactor {
+    /// Compactions finished since the store was opened.
+    pub(crate) fn count(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
     /// Runs one compaction; with `stop_after`, stops right after that step.
-    pub(crate) fn compact(&self, stop_after: Option<Step>) -> Result<()> {
-        let _one_at_a_time = lock(&self.compacting);
+    pub(crate) fn compact(
+        &self,
+        shared: &Shared,
+        commit: &GroupCommit,
+        stop_after: Option<Step>,
+    ) -> Result<()> {
+        let _one_at_a_time = lock(&self.running);
         let stop = |step| stop_after == Some(step);
 
         // 1. Roll, with no group-commit round in flight, so every record in
         // the inputs is either published or dropped.
         let (first_kept, horizon) = {
-            let _gate = lock(&self.flush_gate);
-            let mut writer = lock(&self.writer);
-            let written_seq = writer.last_seq - writer.buffered.len() as u64;
-            self.roll(&mut writer)?;
+            let _gate = commit.hold_gate();
+            let mut writer = commit.lock_writer();
+            let written_seq = writer.written_seq();
+            commit.roll(shared, &mut writer)?;
             (
-                writer.active.id,
-                written_seq.max(self.read_keydir().horizon),
+                writer.active_id(),
+                written_seq.max(shared.read_keydir().horizon),
             )
         };
         // Entries pointing into the inputs can only be replaced or removed
         // from now on, never added: new records go to newer segments.
         let (inputs, mut live) = {
-            let keydir = self.read_keydir();
+            let keydir = shared.read_keydir();
             let inputs: Vec<Arc<Segment>> = keydir
                 .segments
                 .range(..first_kept)
@@ -95,11 +117,11 @@ impl Inner {
         let id = newest_input.id + 1;
 
         // 2. Copy.
-        let mut output = Output::create(&self.dir, id, horizon)?;
+        let mut output = Output::create(&shared.dir, id, horizon)?;
         let mut moved = Vec::with_capacity(live.len());
         for (key, old) in live {
             let source = inputs.iter().find(|s| s.id == old.segment).ok_or_else(|| {
-                Error::corrupt(&self.dir, old.offset, "index points to a missing segment")
+                Error::corrupt(&shared.dir, old.offset, "index points to a missing segment")
             })?;
             let record = source.read_record(old.offset, old.len)?;
             let location = output.push(&record.bytes, old.seq)?;
@@ -111,8 +133,8 @@ impl Inner {
         }
 
         // 3. Commit.
-        let final_path = self.dir.join(segment::file_name(id));
-        let temp_path = self.dir.join(segment::temp_file_name(id));
+        let final_path = shared.dir.join(segment::file_name(id));
+        let temp_path = shared.dir.join(segment::temp_file_name(id));
         file.sync_all()
             .map_err(|e| Error::io("sync", &temp_path, e))?;
         if stop(Step::OutputSynced) {
@@ -122,7 +144,7 @@ impl Inner {
         if stop(Step::Renamed) {
             return Ok(());
         }
-        segment::sync_dir(&self.dir)?;
+        segment::sync_dir(&shared.dir)?;
         if stop(Step::DirectorySynced) {
             return Ok(());
         }
@@ -130,12 +152,12 @@ impl Inner {
         // 4. Swap.
         drop(file);
         let output = Arc::new(
-            Segment::open(final_path.clone(), id, self.options.faults())?.ok_or_else(|| {
+            Segment::open(final_path.clone(), id, shared.options.faults())?.ok_or_else(|| {
                 Error::corrupt(&final_path, 0, "compacted segment header cut short")
             })?,
         );
         {
-            let mut keydir = self.write_keydir();
+            let mut keydir = shared.write_keydir();
             for (key, old, new) in &moved {
                 if let Some(current) = keydir.entries.get_mut(key.as_slice())
                     && current == old
@@ -168,12 +190,12 @@ impl Inner {
                 return Ok(());
             }
         }
-        segment::sync_dir(&self.dir)?;
-        self.compactions.fetch_add(1, Ordering::Relaxed);
+        segment::sync_dir(&shared.dir)?;
+        self.finished.fetch_add(1, Ordering::Relaxed);
         info!(
             "compacted {} segments of {} into {} ({} live records, {} bytes)",
             inputs.len(),
-            self.dir.display(),
+            shared.dir.display(),
             final_path.display(),
             moved.len(),
             offset
@@ -245,7 +267,7 @@ impl Output {
     }
 }
 
-impl Inner {
+impl Compactor {
     /// Replaces the store's contents with a snapshot of `history`; see
     /// [`Store::install_snapshot`](crate::Store::install_snapshot). The
     /// history becomes the store's in memory at the moment the contents
@@ -253,17 +275,19 @@ impl Inner {
     /// the new contents under the old history.
     pub(crate) fn install_snapshot(
         &self,
+        shared: &Shared,
+        commit: &GroupCommit,
         seq: u64,
         history: History,
         entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
-        let _one_at_a_time = lock(&self.compacting);
+        let _one_at_a_time = lock(&self.running);
         // Wait until no write is staged or in flight, then hold the writer
         // so that none starts until the switch is done.
         let (_gate, mut writer) = loop {
-            let gate = lock(&self.flush_gate);
-            let writer = lock(&self.writer);
-            if writer.buffered.is_empty() {
+            let gate = commit.hold_gate();
+            let writer = commit.lock_writer();
+            if !writer.has_staged() {
                 break (gate, writer);
             }
             drop(writer);
@@ -272,8 +296,8 @@ impl Inner {
         };
         // Above every existing segment, the active one included, so that
         // once renamed into place it replaces them all.
-        let id = writer.active.id + 1;
-        let mut output = Output::create(&self.dir, id, seq)?;
+        let id = writer.active_id() + 1;
+        let mut output = Output::create(&shared.dir, id, seq)?;
         let mut keydir = Keydir::default();
         if let Err(e) = write_snapshot(&mut output, &mut keydir, seq, entries) {
             // Nothing is committed: the old contents stay, the output goes.
@@ -284,13 +308,13 @@ impl Inner {
         let (file, end, last_seq) = output.finish()?;
         file.sync_all()
             .map_err(|e| Error::io("sync", &temp_path, e))?;
-        let final_path = self.dir.join(segment::file_name(id));
+        let final_path = shared.dir.join(segment::file_name(id));
         fs::rename(&temp_path, &final_path).map_err(|e| Error::io("rename", &temp_path, e))?;
-        segment::sync_dir(&self.dir)?;
+        segment::sync_dir(&shared.dir)?;
 
         // Committed: from here a crash reopens with the snapshot.
         let snapshot = Arc::new(
-            Segment::open(final_path.clone(), id, self.options.faults())?.ok_or_else(|| {
+            Segment::open(final_path.clone(), id, shared.options.faults())?.ok_or_else(|| {
                 Error::corrupt(&final_path, 0, "snapshot segment header cut short")
             })?,
         );
@@ -301,11 +325,11 @@ impl Inner {
             horizon: 0,
         };
         let active = Arc::new(Segment::create(
-            &self.dir,
-            self.dir.join(segment::file_name(active_id)),
+            &shared.dir,
+            shared.dir.join(segment::file_name(active_id)),
             header,
             true,
-            self.options.faults(),
+            shared.options.faults(),
         )?);
         keydir.segments.insert(
             id,
@@ -321,23 +345,21 @@ impl Inner {
             .insert(active_id, SegmentSlot::empty(active.clone()));
         keydir.published_seq = seq;
         keydir.horizon = seq;
-        let mut visible = self.write_keydir();
-        *lock(&self.history) = history;
+        let mut visible = shared.write_keydir();
+        *shared.history() = history;
         let old = std::mem::replace(&mut *visible, keydir);
         drop(visible);
-        writer.active = active;
-        writer.offset = SEGMENT_HEADER_LEN as u64;
-        writer.last_seq = seq;
+        writer.restart(active, seq);
         drop(writer);
 
         for slot in old.segments.values() {
             slot.segment.remove()?;
         }
-        segment::sync_dir(&self.dir)?;
+        segment::sync_dir(&shared.dir)?;
         info!(
             "installed a snapshot as of seq {seq} in {} ({} keys)",
-            self.dir.display(),
-            self.read_keydir().entries.len()
+            shared.dir.display(),
+            shared.read_keydir().entries.len()
         );
         Ok(())
     }
@@ -361,7 +383,7 @@ fn write_snapshot(
                 got: entry.seq,
             });
         }
-        crate::record::check_limits(&entry.key, &entry.value)?;
+        check_limits(&entry.key, &entry.value)?;
         previous = entry.seq;
         record.clear();
         format::encode_record(

@@ -77,7 +77,7 @@
 //! - [`history`]: [`History`], the history ID and its ancestors in the
 //!   `HISTORY` file.
 //! - `keydir`: the in-memory index and the table of open segments.
-//! - `writer`: the write buffer and the batches of group commit.
+//! - `group_commit`: the write path: the writer, its batches, the leader.
 //! - `recovery`: rebuilding the index on open, cutting a torn tail.
 //! - `compaction`: rewriting live records, in a crash-safe order.
 //! - [`iter`]: [`RecordsSince`] and [`Snapshot`].
@@ -96,6 +96,7 @@ mod compaction;
 pub mod error;
 pub mod fault;
 pub mod format;
+mod group_commit;
 pub mod history;
 pub mod iter;
 mod keydir;
@@ -104,8 +105,8 @@ pub mod options;
 pub mod record;
 mod recovery;
 mod segment;
+mod shared;
 pub mod store;
-mod writer;
 
 #[doc(hidden)]
 pub use compaction::Step as CompactionStep;

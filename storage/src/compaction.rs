@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use log::info;
 
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
 use crate::group_commit::GroupCommit;
 use crate::history::History;
@@ -83,51 +84,17 @@ impl Compactor {
 
         // 1. Roll, with no group-commit round in flight, so every record in
         // the inputs is either published or dropped.
-        let (first_kept, horizon) = {
-            let _gate = commit.hold_gate();
-            let mut writer = commit.lock_writer();
-            let written_seq = writer.written_seq();
-            commit.roll(shared, &mut writer)?;
-            (
-                writer.active_id(),
-                written_seq.max(shared.read_keydir().horizon),
-            )
-        };
+        let (first_kept, horizon) = roll_inputs(shared, commit)?;
         // Entries pointing into the inputs can only be replaced or removed
         // from now on, never added: new records go to newer segments.
-        let (inputs, mut live) = {
-            let keydir = shared.read_keydir();
-            let inputs: Vec<Arc<Segment>> = keydir
-                .segments
-                .range(..first_kept)
-                .map(|(_, slot)| slot.segment.clone())
-                .collect();
-            let live: Vec<(Vec<u8>, Location)> = keydir
-                .entries
-                .iter()
-                .filter(|(_, location)| location.segment < first_kept)
-                .map(|(key, location)| (key.clone(), *location))
-                .collect();
-            (inputs, live)
-        };
+        let (inputs, live) = live_below(shared, first_kept);
         let Some(newest_input) = inputs.last() else {
             return Ok(());
         };
-        live.sort_unstable_by_key(|(_, location)| location.seq);
         let id = newest_input.id + 1;
 
         // 2. Copy.
-        let mut output = Output::create(&shared.dir, id, horizon)?;
-        let mut moved = Vec::with_capacity(live.len());
-        for (key, old) in live {
-            let source = inputs.iter().find(|s| s.id == old.segment).ok_or_else(|| {
-                Error::corrupt(&shared.dir, old.offset, "index points to a missing segment")
-            })?;
-            let record = source.read_record(old.offset, old.len)?;
-            let location = output.push(&record.bytes, old.seq)?;
-            moved.push((key, old, location));
-        }
-        let (file, offset, last_seq) = output.finish()?;
+        let (written, moved) = copy_live(&shared.dir, id, horizon, &inputs, live)?;
         if stop(Step::OutputWritten) {
             return Ok(());
         }
@@ -135,50 +102,19 @@ impl Compactor {
         // 3. Commit.
         let final_path = shared.dir.join(segment::file_name(id));
         let temp_path = shared.dir.join(segment::temp_file_name(id));
-        file.sync_all()
-            .map_err(|e| Error::io("sync", &temp_path, e))?;
-        if stop(Step::OutputSynced) {
-            return Ok(());
-        }
-        fs::rename(&temp_path, &final_path).map_err(|e| Error::io("rename", &temp_path, e))?;
-        if stop(Step::Renamed) {
-            return Ok(());
-        }
-        segment::sync_dir(&shared.dir)?;
-        if stop(Step::DirectorySynced) {
+        if commit_output(&shared.dir, &written.file, &temp_path, &final_path, stop)? {
             return Ok(());
         }
 
         // 4. Swap.
-        drop(file);
-        let output = Arc::new(
-            Segment::open(final_path.clone(), id, shared.options.faults())?.ok_or_else(|| {
-                Error::corrupt(&final_path, 0, "compacted segment header cut short")
-            })?,
-        );
-        {
-            let mut keydir = shared.write_keydir();
-            for (key, old, new) in &moved {
-                if let Some(current) = keydir.entries.get_mut(key.as_slice())
-                    && current == old
-                {
-                    *current = *new;
-                }
-            }
-            for input in &inputs {
-                keydir.segments.remove(&input.id);
-            }
-            keydir.segments.insert(
-                id,
-                SegmentSlot {
-                    segment: output,
-                    end: offset,
-                    record_bytes: offset - SEGMENT_HEADER_LEN as u64,
-                    last_seq,
-                },
-            );
-            keydir.horizon = keydir.horizon.max(horizon);
-        }
+        let output = written.into_slot(
+            &final_path,
+            id,
+            shared.options.faults(),
+            "compacted segment header cut short",
+        )?;
+        let end = output.end;
+        swap_index(shared, &inputs, &moved, id, output, horizon);
         if stop(Step::IndexSwapped) {
             return Ok(());
         }
@@ -198,10 +134,124 @@ impl Compactor {
             shared.dir.display(),
             final_path.display(),
             moved.len(),
-            offset
+            end
         );
         Ok(())
     }
+}
+
+/// A key whose record a compaction copies, and where that record lies.
+type Live = (Vec<u8>, Location);
+
+/// A key a compaction copied: where its record was, and where it is now.
+type Moved = (Vec<u8>, Location, Location);
+
+/// Step 1 of a compaction: rolls the active segment, holding the gate so
+/// that no round is between its write and its publish. Returns the id of
+/// the new active segment (every older one is an input) and the output's
+/// horizon.
+fn roll_inputs(shared: &Shared, commit: &GroupCommit) -> Result<(u64, u64)> {
+    let _gate = commit.hold_gate();
+    let mut writer = commit.lock_writer();
+    let written_seq = writer.written_seq();
+    commit.roll(shared, &mut writer)?;
+    Ok((
+        writer.active_id(),
+        written_seq.max(shared.read_keydir().horizon),
+    ))
+}
+
+/// The segments below `first_kept`, and the index entries that point into
+/// them, oldest record first.
+fn live_below(shared: &Shared, first_kept: u64) -> (Vec<Arc<Segment>>, Vec<Live>) {
+    let (inputs, mut live) = {
+        let keydir = shared.read_keydir();
+        let inputs: Vec<Arc<Segment>> = keydir
+            .segments
+            .range(..first_kept)
+            .map(|(_, slot)| slot.segment.clone())
+            .collect();
+        let live: Vec<Live> = keydir
+            .entries
+            .iter()
+            .filter(|(_, location)| location.segment < first_kept)
+            .map(|(key, location)| (key.clone(), *location))
+            .collect();
+        (inputs, live)
+    };
+    live.sort_unstable_by_key(|(_, location)| location.seq);
+    (inputs, live)
+}
+
+/// Step 2 of a compaction: copies the `live` records of `inputs`, byte for
+/// byte, into the `.tmp` file of segment `id`.
+fn copy_live(
+    dir: &Path,
+    id: u64,
+    horizon: u64,
+    inputs: &[Arc<Segment>],
+    live: Vec<Live>,
+) -> Result<(Written, Vec<Moved>)> {
+    let mut output = Output::create(dir, id, horizon)?;
+    let mut moved = Vec::with_capacity(live.len());
+    for (key, old) in live {
+        let source = inputs
+            .iter()
+            .find(|s| s.id == old.segment)
+            .ok_or_else(|| Error::corrupt(dir, old.offset, "index points to a missing segment"))?;
+        let record = source.read_record(old.offset, old.len)?;
+        let location = output.push(&record.bytes, old.seq)?;
+        moved.push((key, old, location));
+    }
+    Ok((output.finish()?, moved))
+}
+
+/// Step 3 of a compaction, and the commit of a snapshot install: syncs the
+/// output's `.tmp` file, renames it into place (the commit point) and
+/// syncs the directory. Returns `true` if `stop` said to stop after a step.
+fn commit_output(
+    dir: &Path,
+    file: &File,
+    temp_path: &Path,
+    final_path: &Path,
+    stop: impl Fn(Step) -> bool,
+) -> Result<bool> {
+    file.sync_all()
+        .map_err(|e| Error::io("sync", temp_path, e))?;
+    if stop(Step::OutputSynced) {
+        return Ok(true);
+    }
+    fs::rename(temp_path, final_path).map_err(|e| Error::io("rename", temp_path, e))?;
+    if stop(Step::Renamed) {
+        return Ok(true);
+    }
+    segment::sync_dir(dir)?;
+    Ok(stop(Step::DirectorySynced))
+}
+
+/// Step 4 of a compaction: points the index at the copies (unless a write
+/// replaced them meanwhile) and swaps the inputs for the output.
+fn swap_index(
+    shared: &Shared,
+    inputs: &[Arc<Segment>],
+    moved: &[Moved],
+    id: u64,
+    output: SegmentSlot,
+    horizon: u64,
+) {
+    let mut keydir = shared.write_keydir();
+    for (key, old, new) in moved {
+        if let Some(current) = keydir.entries.get_mut(key.as_slice())
+            && current == old
+        {
+            *current = *new;
+        }
+    }
+    for input in inputs {
+        keydir.segments.remove(&input.id);
+    }
+    keydir.segments.insert(id, output);
+    keydir.horizon = keydir.horizon.max(horizon);
 }
 
 /// A compacted segment being written to its `.tmp` file.
@@ -256,14 +306,50 @@ impl Output {
         Ok(location)
     }
 
-    /// Flushes the buffer; returns the file, its length and its last seq.
-    fn finish(self) -> Result<(File, u64, u64)> {
+    /// Flushes the buffer; returns the file with its length and last seq.
+    fn finish(self) -> Result<Written> {
         let temp_path = self.temp_path;
         let file = self
             .out
             .into_inner()
             .map_err(|e| Error::io("write", &temp_path, e.into_error()))?;
-        Ok((file, self.offset, self.last_seq))
+        Ok(Written {
+            file,
+            end: self.offset,
+            last_seq: self.last_seq,
+        })
+    }
+}
+
+/// An output written in full to its `.tmp` file, not yet committed.
+struct Written {
+    file: File,
+    /// Its length.
+    end: u64,
+    /// The sequence number of its last record.
+    last_seq: u64,
+}
+
+impl Written {
+    /// Closes the file, committed at `path`, and opens it again as segment
+    /// `id`, for its slot in the index; `cut_short` is the error's reason
+    /// if its header is cut short.
+    fn into_slot(
+        self,
+        path: &Path,
+        id: u64,
+        faults: &Faults,
+        cut_short: &'static str,
+    ) -> Result<SegmentSlot> {
+        drop(self.file);
+        let segment = Segment::open(path.to_path_buf(), id, faults)?
+            .ok_or_else(|| Error::corrupt(path, 0, cut_short))?;
+        Ok(SegmentSlot {
+            segment: Arc::new(segment),
+            end: self.end,
+            record_bytes: self.end - SEGMENT_HEADER_LEN as u64,
+            last_seq: self.last_seq,
+        })
     }
 }
 
@@ -305,7 +391,11 @@ impl Compactor {
             return Err(e);
         }
         let temp_path = output.temp_path.clone();
-        let (file, end, last_seq) = output.finish()?;
+        let Written {
+            file,
+            end,
+            last_seq,
+        } = output.finish()?;
         file.sync_all()
             .map_err(|e| Error::io("sync", &temp_path, e))?;
         let final_path = shared.dir.join(segment::file_name(id));

@@ -370,71 +370,25 @@ impl Compactor {
         let _one_at_a_time = lock(&self.running);
         // Wait until no write is staged or in flight, then hold the writer
         // so that none starts until the switch is done.
-        let (_gate, mut writer) = loop {
-            let gate = commit.hold_gate();
-            let writer = commit.lock_writer();
-            if !writer.has_staged() {
-                break (gate, writer);
-            }
-            drop(writer);
-            drop(gate);
-            std::thread::yield_now();
-        };
+        let (_gate, mut writer) = commit.pause();
         // Above every existing segment, the active one included, so that
         // once renamed into place it replaces them all.
         let id = writer.active_id() + 1;
-        let mut output = Output::create(&shared.dir, id, seq)?;
-        let mut keydir = Keydir::default();
-        if let Err(e) = write_snapshot(&mut output, &mut keydir, seq, entries) {
-            // Nothing is committed: the old contents stay, the output goes.
-            let _ = fs::remove_file(&output.temp_path);
-            return Err(e);
-        }
-        let temp_path = output.temp_path.clone();
-        let Written {
-            file,
-            end,
-            last_seq,
-        } = output.finish()?;
-        file.sync_all()
-            .map_err(|e| Error::io("sync", &temp_path, e))?;
+        let (written, mut keydir) = write_snapshot(&shared.dir, id, seq, entries)?;
+        let temp_path = shared.dir.join(segment::temp_file_name(id));
         let final_path = shared.dir.join(segment::file_name(id));
-        fs::rename(&temp_path, &final_path).map_err(|e| Error::io("rename", &temp_path, e))?;
-        segment::sync_dir(&shared.dir)?;
+        commit_output(&shared.dir, &written.file, &temp_path, &final_path, |_| {
+            false
+        })?;
 
         // Committed: from here a crash reopens with the snapshot.
-        let snapshot = Arc::new(
-            Segment::open(final_path.clone(), id, shared.options.faults())?.ok_or_else(|| {
-                Error::corrupt(&final_path, 0, "snapshot segment header cut short")
-            })?,
-        );
-        let active_id = segment::next_log_id(id);
-        let header = SegmentHeader {
-            kind: SegmentKind::Log,
-            id: active_id,
-            horizon: 0,
-        };
-        let active = Arc::new(Segment::create(
-            &shared.dir,
-            shared.dir.join(segment::file_name(active_id)),
-            header,
-            true,
-            shared.options.faults(),
-        )?);
-        keydir.segments.insert(
+        let snapshot = written.into_slot(
+            &final_path,
             id,
-            SegmentSlot {
-                segment: snapshot,
-                end,
-                record_bytes: end - SEGMENT_HEADER_LEN as u64,
-                last_seq,
-            },
-        );
-        keydir
-            .segments
-            .insert(active_id, SegmentSlot::empty(active.clone()));
-        keydir.published_seq = seq;
-        keydir.horizon = seq;
+            shared.options.faults(),
+            "snapshot segment header cut short",
+        )?;
+        let active = index_snapshot(shared, &mut keydir, id, snapshot, seq)?;
         let mut visible = shared.write_keydir();
         *shared.history() = history;
         let old = std::mem::replace(&mut *visible, keydir);
@@ -455,9 +409,59 @@ impl Compactor {
     }
 }
 
+/// Writes a snapshot's entries to the `.tmp` file of segment `id`, and
+/// returns it with their index. On failure the file is removed.
+fn write_snapshot(
+    dir: &Path,
+    id: u64,
+    seq: u64,
+    entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
+) -> Result<(Written, Keydir)> {
+    let mut output = Output::create(dir, id, seq)?;
+    let mut keydir = Keydir::default();
+    if let Err(e) = write_entries(&mut output, &mut keydir, seq, entries) {
+        // Nothing is committed: the old contents stay, the output goes.
+        let _ = fs::remove_file(&output.temp_path);
+        return Err(e);
+    }
+    Ok((output.finish()?, keydir))
+}
+
+/// Completes `keydir`, a committed snapshot's index, as of `seq`: the
+/// snapshot in segment `id`, and a new active log segment after it, which
+/// it creates and returns.
+fn index_snapshot(
+    shared: &Shared,
+    keydir: &mut Keydir,
+    id: u64,
+    snapshot: SegmentSlot,
+    seq: u64,
+) -> Result<Arc<Segment>> {
+    let active_id = segment::next_log_id(id);
+    let header = SegmentHeader {
+        kind: SegmentKind::Log,
+        id: active_id,
+        horizon: 0,
+    };
+    let active = Arc::new(Segment::create(
+        &shared.dir,
+        shared.dir.join(segment::file_name(active_id)),
+        header,
+        true,
+        shared.options.faults(),
+    )?);
+    keydir.segments.insert(id, snapshot);
+    keydir
+        .segments
+        .insert(active_id, SegmentSlot::empty(active.clone()));
+    keydir.published_seq = seq;
+    keydir.horizon = seq;
+    Ok(active)
+}
+
 /// Writes a snapshot's entries into `output`, checking their order and
 /// limits, and indexes them into `keydir`.
-fn write_snapshot(
+fn write_entries(
     output: &mut Output,
     keydir: &mut Keydir,
     seq: u64,

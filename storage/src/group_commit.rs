@@ -165,6 +165,21 @@ impl GroupCommit {
         lock(&self.writer)
     }
 
+    /// Waits until no write is staged or in flight, then holds the gate and
+    /// the writer: no write starts until the guards are dropped.
+    pub(crate) fn pause(&self) -> (MutexGuard<'_, ()>, MutexGuard<'_, Writer>) {
+        loop {
+            let gate = self.hold_gate();
+            let writer = self.lock_writer();
+            if !writer.has_staged() {
+                return (gate, writer);
+            }
+            drop(writer);
+            drop(gate);
+            std::thread::yield_now();
+        }
+    }
+
     /// Sets the store's one observer; `false` if it has one already.
     pub(crate) fn set_observer(&self, at: ObservePoint, observer: WriteObserver) -> bool {
         self.observer.0.set((at, observer)).is_ok()
@@ -598,7 +613,7 @@ impl Writer {
     }
 
     /// Whether records are staged and not yet written.
-    pub(crate) fn has_staged(&self) -> bool {
+    fn has_staged(&self) -> bool {
         !self.buffered.is_empty()
     }
 

@@ -46,6 +46,36 @@ pub(crate) fn recover(
     durable: bool,
     faults: &Faults,
 ) -> Result<Recovered> {
+    let (ids, mut changed_dir) = list_segments(dir)?;
+    let (mut segments, cut_short) = open_segments(dir, &ids, faults)?;
+    changed_dir |= cut_short;
+    changed_dir |= remove_replaced(&mut segments)?;
+    if changed_dir && durable {
+        segment::sync_dir(dir)?;
+    }
+
+    let (mut keydir, last_seq) = load_segments(segments, durable)?;
+    keydir.published_seq = last_seq;
+
+    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, durable, faults)?;
+    info!(
+        "opened {}: {} keys, {} segments, last seq {}",
+        dir.display(),
+        keydir.entries.len(),
+        keydir.segments.len(),
+        last_seq
+    );
+    Ok(Recovered {
+        keydir,
+        active,
+        active_len,
+        last_seq,
+    })
+}
+
+/// The ids of the segment files in `dir`, in order, after removing the
+/// unfinished compaction outputs (rule 1); with whether any was removed.
+fn list_segments(dir: &Path) -> Result<(Vec<u64>, bool)> {
     let mut ids = Vec::new();
     let mut changed_dir = false;
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
@@ -65,8 +95,14 @@ pub(crate) fn recover(
         }
     }
     ids.sort_unstable();
+    Ok((ids, changed_dir))
+}
 
+/// Opens the segments `ids`, checking their headers. The newest one's
+/// creation may have been cut short: it is removed, and `true` says so.
+fn open_segments(dir: &Path, ids: &[u64], faults: &Faults) -> Result<(Vec<Segment>, bool)> {
     let mut segments = Vec::with_capacity(ids.len());
+    let mut changed_dir = false;
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment::file_name(id));
         match Segment::open(path.clone(), id, faults)? {
@@ -79,7 +115,13 @@ pub(crate) fn recover(
             None => return Err(Error::corrupt(&path, 0, "segment header cut short")),
         }
     }
+    Ok((segments, changed_dir))
+}
 
+/// Removes the segments the newest compacted segment replaces (rule 2);
+/// returns whether there were any.
+fn remove_replaced(segments: &mut Vec<Segment>) -> Result<bool> {
+    let mut changed_dir = false;
     if let Some(newest_compacted) = segments
         .iter()
         .rposition(|s| s.kind == SegmentKind::Compacted)
@@ -93,57 +135,48 @@ pub(crate) fn recover(
             changed_dir = true;
         }
     }
-    if changed_dir && durable {
-        segment::sync_dir(dir)?;
-    }
+    Ok(changed_dir)
+}
 
-    let (mut keydir, last_seq) = load_segments(segments, durable)?;
-    keydir.published_seq = last_seq;
-
+/// The segment new records are appended to, and its length: the newest
+/// segment if it is a log segment under `segment_size`, else a new one,
+/// added to `keydir`.
+fn active_segment(
+    dir: &Path,
+    keydir: &mut Keydir,
+    segment_size: u64,
+    durable: bool,
+    faults: &Faults,
+) -> Result<(Arc<Segment>, u64)> {
     let reusable = keydir
         .segments
         .values()
         .next_back()
         .filter(|slot| slot.segment.kind == SegmentKind::Log && slot.end < segment_size);
-    let (active, active_len) = match reusable {
-        Some(slot) => (slot.segment.clone(), slot.end),
-        None => {
-            let id = keydir
-                .segments
-                .keys()
-                .next_back()
-                .map_or(2, |&id| segment::next_log_id(id));
-            let header = SegmentHeader {
-                kind: SegmentKind::Log,
-                id,
-                horizon: 0,
-            };
-            let segment = Arc::new(Segment::create(
-                dir,
-                dir.join(segment::file_name(id)),
-                header,
-                durable,
-                faults,
-            )?);
-            keydir
-                .segments
-                .insert(id, SegmentSlot::empty(segment.clone()));
-            (segment, SEGMENT_HEADER_LEN as u64)
-        }
+    if let Some(slot) = reusable {
+        return Ok((slot.segment.clone(), slot.end));
+    }
+    let id = keydir
+        .segments
+        .keys()
+        .next_back()
+        .map_or(2, |&id| segment::next_log_id(id));
+    let header = SegmentHeader {
+        kind: SegmentKind::Log,
+        id,
+        horizon: 0,
     };
-    info!(
-        "opened {}: {} keys, {} segments, last seq {}",
-        dir.display(),
-        keydir.entries.len(),
-        keydir.segments.len(),
-        last_seq
-    );
-    Ok(Recovered {
-        keydir,
-        active,
-        active_len,
-        last_seq,
-    })
+    let segment = Arc::new(Segment::create(
+        dir,
+        dir.join(segment::file_name(id)),
+        header,
+        durable,
+        faults,
+    )?);
+    keydir
+        .segments
+        .insert(id, SegmentSlot::empty(segment.clone()));
+    Ok((segment, SEGMENT_HEADER_LEN as u64))
 }
 
 /// Records handed from the scanning thread to the indexing thread at once.

@@ -18,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crossbeam_channel::Sender;
 use log::{info, warn};
 
 use crate::error::{Error, Result};
@@ -198,44 +199,7 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
     let total_bytes: u64 = segments.iter().map(|s| s.len()).sum::<Result<u64>>()?;
     let (sender, receiver) = crossbeam_channel::bounded::<Scanned>(8);
     std::thread::scope(|scope| {
-        let scanning = scope.spawn(move || -> Result<ScannedLog> {
-            let mut last_seq = 0;
-            let mut scans = Vec::with_capacity(segments.len());
-            let (mut scanned_bytes, mut scanned_records) = (0u64, 0u64);
-            let count = segments.len();
-            let mut batch = Vec::with_capacity(BATCH);
-            for (i, segment) in segments.into_iter().enumerate() {
-                let segment = Arc::new(segment);
-                let scan = scan_segment(
-                    &segment,
-                    i + 1 == count,
-                    durable,
-                    &mut last_seq,
-                    &mut |key, kind, location| {
-                        batch.push((key.to_vec(), kind, location));
-                        if batch.len() == BATCH {
-                            // A closed channel means the indexing side is gone; its
-                            // own error is the one reported.
-                            let _ = sender.send(Scanned::Records(std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(BATCH),
-                            )));
-                        }
-                    },
-                )?;
-                // A compacted segment's records are at or below its horizon;
-                // only the segments after it must go past it.
-                last_seq = last_seq.max(segment.horizon);
-                scanned_bytes += scan.end;
-                scanned_records += scan.records;
-                let expected = scanned_records as f64 / scanned_bytes as f64
-                    * total_bytes.saturating_sub(scanned_bytes) as f64;
-                let _ = sender.send(Scanned::Records(std::mem::take(&mut batch)));
-                let _ = sender.send(Scanned::Expect(expected as usize));
-                scans.push((segment, scan));
-            }
-            Ok((scans, last_seq))
-        });
+        let scanning = scope.spawn(move || scan_log(segments, durable, total_bytes, sender));
         let mut keydir = Keydir::default();
         for message in receiver {
             match message {
@@ -264,6 +228,53 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
         }
         Ok((keydir, last_seq))
     })
+}
+
+/// The scanning thread of [`load_segments`]: reads and checks every record
+/// of `segments` in order and sends them to the indexing thread, with a
+/// guess of how many keys are still to come.
+fn scan_log(
+    segments: Vec<Segment>,
+    durable: bool,
+    total_bytes: u64,
+    sender: Sender<Scanned>,
+) -> Result<ScannedLog> {
+    let mut last_seq = 0;
+    let mut scans = Vec::with_capacity(segments.len());
+    let (mut scanned_bytes, mut scanned_records) = (0u64, 0u64);
+    let count = segments.len();
+    let mut batch = Vec::with_capacity(BATCH);
+    for (i, segment) in segments.into_iter().enumerate() {
+        let segment = Arc::new(segment);
+        let scan = scan_segment(
+            &segment,
+            i + 1 == count,
+            durable,
+            &mut last_seq,
+            &mut |key, kind, location| {
+                batch.push((key.to_vec(), kind, location));
+                if batch.len() == BATCH {
+                    // A closed channel means the indexing side is gone; its
+                    // own error is the one reported.
+                    let _ = sender.send(Scanned::Records(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH),
+                    )));
+                }
+            },
+        )?;
+        // A compacted segment's records are at or below its horizon;
+        // only the segments after it must go past it.
+        last_seq = last_seq.max(segment.horizon);
+        scanned_bytes += scan.end;
+        scanned_records += scan.records;
+        let expected = scanned_records as f64 / scanned_bytes as f64
+            * total_bytes.saturating_sub(scanned_bytes) as f64;
+        let _ = sender.send(Scanned::Records(std::mem::take(&mut batch)));
+        let _ = sender.send(Scanned::Expect(expected as usize));
+        scans.push((segment, scan));
+    }
+    Ok((scans, last_seq))
 }
 
 /// Every segment with what its scan found, and the last sequence number.

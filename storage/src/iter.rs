@@ -13,9 +13,10 @@ use crate::error::{Error, Result};
 use crate::format::{RecordKind, SEGMENT_HEADER_LEN};
 use crate::keydir::Location;
 use crate::record::Op;
+use crate::segment::{PositionalReader, RecordScanner, ScanError, Segment};
+
 #[doc(no_inline)]
 pub use crate::record::Record;
-use crate::segment::{PositionalReader, RecordScanner, ScanError, Segment};
 
 /// The records above a sequence number, oldest first, from
 /// [`Store::records_since`](crate::Store::records_since).

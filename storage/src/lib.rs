@@ -65,22 +65,31 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: [`Store`], its write path, the group-commit leader and the
-//!   committer threads.
-//! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
-//! - [`error`]: [`Error`], the one error type.
-//! - [`fault`]: the [`FaultInjector`] seam that fault tests fail appends
-//!   and syncs through.
-//! - [`format`](mod@format): the bytes of segment headers and records (`FORMAT.md`
-//!   draws them).
+//! From the public face down; no module imports one that imports it back.
+//!
+//! - [`store`]: [`Store`], its public methods and the threads that drive
+//!   it (the background thread, the committer threads).
+//! - `group_commit`: the write path: the writer, the batches and the
+//!   leader of group commit, observers, poisoning.
+//! - `compaction`: rewriting live records and installing a snapshot, in a
+//!   crash-safe order.
+//! - `recovery`: rebuilding the index on open, cutting a torn tail.
+//! - `shared`: what every part of a store reads: its directory, options,
+//!   index (behind its lock) and history.
+//! - [`iter`]: [`RecordsSince`] and [`Snapshot`], reading the log back out.
+//! - `keydir`: the in-memory index and the table of open segments.
 //! - `segment`: segment files, their names, reading records back.
 //! - [`history`]: [`History`], the history ID and its ancestors in the
 //!   `HISTORY` file.
-//! - `keydir`: the in-memory index and the table of open segments.
-//! - `group_commit`: the write path: the writer, its batches, the leader.
-//! - `recovery`: rebuilding the index on open, cutting a torn tail.
-//! - `compaction`: rewriting live records, in a crash-safe order.
-//! - [`iter`]: [`RecordsSince`] and [`Snapshot`].
+//! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
+//! - [`record`]: [`Op`] and [`Record`], a write as it is stored and
+//!   replicated, and the limits on its key and value.
+//! - [`format`](mod@format): the bytes of segment headers and records
+//!   (`FORMAT.md` draws them).
+//! - [`fault`]: the [`FaultInjector`] seam that fault tests fail appends
+//!   and syncs through.
+//! - [`error`]: [`Error`], the one error type.
+//! - `lock`: taking a mutex whatever a panicking thread left behind.
 //!
 //! # Files
 //!

@@ -21,19 +21,22 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use log::info;
 
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
+use crate::group_commit::GroupCommit;
 use crate::history::History;
 use crate::iter::SnapshotEntry;
 use crate::keydir::{Keydir, Location, SegmentSlot};
+use crate::lock::lock;
+use crate::record::check_limits;
 use crate::segment::{self, Segment};
-use crate::store::Inner;
-use crate::writer::lock;
+use crate::shared::Shared;
 
 /// A point in a compaction, for crash tests that stop right after it.
 #[doc(hidden)]
@@ -53,110 +56,65 @@ pub enum Step {
     FirstInputRemoved,
 }
 
-impl Inner {
+/// Runs compactions and snapshot installs, one at a time, on the store
+/// whose [`Shared`] state and [`GroupCommit`] it is given.
+#[derive(Debug, Default)]
+pub(crate) struct Compactor {
+    /// Held by the compaction or snapshot install that is running.
+    running: Mutex<()>,
+    /// Compactions finished since the store was opened.
+    finished: AtomicU64,
+}
+
+impl Compactor {
+    /// Compactions finished since the store was opened.
+    pub(crate) fn count(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
     /// Runs one compaction; with `stop_after`, stops right after that step.
-    pub(crate) fn compact(&self, stop_after: Option<Step>) -> Result<()> {
-        let _one_at_a_time = lock(&self.compacting);
+    pub(crate) fn compact(
+        &self,
+        shared: &Shared,
+        commit: &GroupCommit,
+        stop_after: Option<Step>,
+    ) -> Result<()> {
+        let _one_at_a_time = lock(&self.running);
         let stop = |step| stop_after == Some(step);
 
         // 1. Roll, with no group-commit round in flight, so every record in
         // the inputs is either published or dropped.
-        let (first_kept, horizon) = {
-            let _gate = lock(&self.flush_gate);
-            let mut writer = lock(&self.writer);
-            let written_seq = writer.last_seq - writer.buffered.len() as u64;
-            self.roll(&mut writer)?;
-            (
-                writer.active.id,
-                written_seq.max(self.read_keydir().horizon),
-            )
-        };
+        let (first_kept, horizon) = roll_inputs(shared, commit)?;
         // Entries pointing into the inputs can only be replaced or removed
         // from now on, never added: new records go to newer segments.
-        let (inputs, mut live) = {
-            let keydir = self.read_keydir();
-            let inputs: Vec<Arc<Segment>> = keydir
-                .segments
-                .range(..first_kept)
-                .map(|(_, slot)| slot.segment.clone())
-                .collect();
-            let live: Vec<(Vec<u8>, Location)> = keydir
-                .entries
-                .iter()
-                .filter(|(_, location)| location.segment < first_kept)
-                .map(|(key, location)| (key.clone(), *location))
-                .collect();
-            (inputs, live)
-        };
+        let (inputs, live) = live_below(shared, first_kept);
         let Some(newest_input) = inputs.last() else {
             return Ok(());
         };
-        live.sort_unstable_by_key(|(_, location)| location.seq);
         let id = newest_input.id + 1;
 
         // 2. Copy.
-        let mut output = Output::create(&self.dir, id, horizon)?;
-        let mut moved = Vec::with_capacity(live.len());
-        for (key, old) in live {
-            let source = inputs.iter().find(|s| s.id == old.segment).ok_or_else(|| {
-                Error::corrupt(&self.dir, old.offset, "index points to a missing segment")
-            })?;
-            let record = source.read_record(old.offset, old.len)?;
-            let location = output.push(&record.bytes, old.seq)?;
-            moved.push((key, old, location));
-        }
-        let (file, offset, last_seq) = output.finish()?;
+        let (written, moved) = copy_live(&shared.dir, id, horizon, &inputs, live)?;
         if stop(Step::OutputWritten) {
             return Ok(());
         }
 
         // 3. Commit.
-        let final_path = self.dir.join(segment::file_name(id));
-        let temp_path = self.dir.join(segment::temp_file_name(id));
-        file.sync_all()
-            .map_err(|e| Error::io("sync", &temp_path, e))?;
-        if stop(Step::OutputSynced) {
-            return Ok(());
-        }
-        fs::rename(&temp_path, &final_path).map_err(|e| Error::io("rename", &temp_path, e))?;
-        if stop(Step::Renamed) {
-            return Ok(());
-        }
-        segment::sync_dir(&self.dir)?;
-        if stop(Step::DirectorySynced) {
+        let final_path = shared.dir.join(segment::file_name(id));
+        let temp_path = shared.dir.join(segment::temp_file_name(id));
+        if commit_output(&shared.dir, &written.file, &temp_path, &final_path, stop)? {
             return Ok(());
         }
 
         // 4. Swap.
-        drop(file);
-        let output = Arc::new(
-            Segment::open(final_path.clone(), id, self.options.faults())?.ok_or_else(|| {
-                Error::corrupt(&final_path, 0, "compacted segment header cut short")
-            })?,
-        );
-        {
-            let mut keydir = self.write_keydir();
-            for (key, old, new) in &moved {
-                if let Some(current) = keydir.entries.get_mut(key.as_slice())
-                    && current == old
-                {
-                    *current = *new;
-                }
-            }
-            for input in &inputs {
-                keydir.segments.remove(&input.id);
-            }
-            keydir.segments.insert(
-                id,
-                SegmentSlot {
-                    segment: output,
-                    end: offset,
-                    record_bytes: offset - SEGMENT_HEADER_LEN as u64,
-                    last_seq,
-                },
-            );
-            keydir.horizon = keydir.horizon.max(horizon);
-        }
+        let output = written.into_slot(
+            &final_path,
+            id,
+            shared.options.faults(),
+            "compacted segment header cut short",
+        )?;
+        let end = output.end;
+        swap_index(shared, &inputs, &moved, id, output, horizon);
         if stop(Step::IndexSwapped) {
             return Ok(());
         }
@@ -168,18 +126,132 @@ impl Inner {
                 return Ok(());
             }
         }
-        segment::sync_dir(&self.dir)?;
-        self.compactions.fetch_add(1, Ordering::Relaxed);
+        segment::sync_dir(&shared.dir)?;
+        self.finished.fetch_add(1, Ordering::Relaxed);
         info!(
             "compacted {} segments of {} into {} ({} live records, {} bytes)",
             inputs.len(),
-            self.dir.display(),
+            shared.dir.display(),
             final_path.display(),
             moved.len(),
-            offset
+            end
         );
         Ok(())
     }
+}
+
+/// A key whose record a compaction copies, and where that record lies.
+type Live = (Vec<u8>, Location);
+
+/// A key a compaction copied: where its record was, and where it is now.
+type Moved = (Vec<u8>, Location, Location);
+
+/// Step 1 of a compaction: rolls the active segment, holding the gate so
+/// that no round is between its write and its publish. Returns the id of
+/// the new active segment (every older one is an input) and the output's
+/// horizon.
+fn roll_inputs(shared: &Shared, commit: &GroupCommit) -> Result<(u64, u64)> {
+    let _gate = commit.hold_gate();
+    let mut writer = commit.lock_writer();
+    let written_seq = writer.written_seq();
+    commit.roll(shared, &mut writer)?;
+    Ok((
+        writer.active_id(),
+        written_seq.max(shared.read_keydir().horizon),
+    ))
+}
+
+/// The segments below `first_kept`, and the index entries that point into
+/// them, oldest record first.
+fn live_below(shared: &Shared, first_kept: u64) -> (Vec<Arc<Segment>>, Vec<Live>) {
+    let (inputs, mut live) = {
+        let keydir = shared.read_keydir();
+        let inputs: Vec<Arc<Segment>> = keydir
+            .segments
+            .range(..first_kept)
+            .map(|(_, slot)| slot.segment.clone())
+            .collect();
+        let live: Vec<Live> = keydir
+            .entries
+            .iter()
+            .filter(|(_, location)| location.segment < first_kept)
+            .map(|(key, location)| (key.clone(), *location))
+            .collect();
+        (inputs, live)
+    };
+    live.sort_unstable_by_key(|(_, location)| location.seq);
+    (inputs, live)
+}
+
+/// Step 2 of a compaction: copies the `live` records of `inputs`, byte for
+/// byte, into the `.tmp` file of segment `id`.
+fn copy_live(
+    dir: &Path,
+    id: u64,
+    horizon: u64,
+    inputs: &[Arc<Segment>],
+    live: Vec<Live>,
+) -> Result<(Written, Vec<Moved>)> {
+    let mut output = Output::create(dir, id, horizon)?;
+    let mut moved = Vec::with_capacity(live.len());
+    for (key, old) in live {
+        let source = inputs
+            .iter()
+            .find(|s| s.id == old.segment)
+            .ok_or_else(|| Error::corrupt(dir, old.offset, "index points to a missing segment"))?;
+        let record = source.read_record(old.offset, old.len)?;
+        let location = output.push(&record.bytes, old.seq)?;
+        moved.push((key, old, location));
+    }
+    Ok((output.finish()?, moved))
+}
+
+/// Step 3 of a compaction, and the commit of a snapshot install: syncs the
+/// output's `.tmp` file, renames it into place (the commit point) and
+/// syncs the directory. Returns `true` if `stop` said to stop after a step.
+fn commit_output(
+    dir: &Path,
+    file: &File,
+    temp_path: &Path,
+    final_path: &Path,
+    stop: impl Fn(Step) -> bool,
+) -> Result<bool> {
+    file.sync_all()
+        .map_err(|e| Error::io("sync", temp_path, e))?;
+    if stop(Step::OutputSynced) {
+        return Ok(true);
+    }
+    fs::rename(temp_path, final_path).map_err(|e| Error::io("rename", temp_path, e))?;
+    if stop(Step::Renamed) {
+        return Ok(true);
+    }
+    segment::sync_dir(dir)?;
+    Ok(stop(Step::DirectorySynced))
+}
+
+/// Step 4 of a compaction: points the index at the copies (unless a write
+/// replaced them meanwhile) and swaps the inputs for the output.
+fn swap_index(
+    shared: &Shared,
+    inputs: &[Arc<Segment>],
+    moved: &[Moved],
+    id: u64,
+    output: SegmentSlot,
+    horizon: u64,
+) {
+    let mut keydir = shared.write_keydir();
+    for (key, old, new) in moved {
+        if let Some(current) = keydir.entries.get_mut(key.as_slice())
+            && current == old
+        {
+            *current = *new;
+        }
+    }
+    for input in inputs {
+        keydir.segments.remove(&input.id);
+    }
+    keydir.segments.insert(id, output);
+    keydir.horizon = keydir.horizon.max(horizon);
 }
 
 /// A compacted segment being written to its `.tmp` file.
@@ -234,18 +306,54 @@ impl Output {
         Ok(location)
     }
 
-    /// Flushes the buffer; returns the file, its length and its last seq.
-    fn finish(self) -> Result<(File, u64, u64)> {
+    /// Flushes the buffer; returns the file with its length and last seq.
+    fn finish(self) -> Result<Written> {
         let temp_path = self.temp_path;
         let file = self
             .out
             .into_inner()
             .map_err(|e| Error::io("write", &temp_path, e.into_error()))?;
-        Ok((file, self.offset, self.last_seq))
+        Ok(Written {
+            file,
+            end: self.offset,
+            last_seq: self.last_seq,
+        })
     }
 }
 
-impl Inner {
+/// An output written in full to its `.tmp` file, not yet committed.
+struct Written {
+    file: File,
+    /// Its length.
+    end: u64,
+    /// The sequence number of its last record.
+    last_seq: u64,
+}
+
+impl Written {
+    /// Closes the file, committed at `path`, and opens it again as segment
+    /// `id`, for its slot in the index; `cut_short` is the error's reason
+    /// if its header is cut short.
+    fn into_slot(
+        self,
+        path: &Path,
+        id: u64,
+        faults: &Faults,
+        cut_short: &'static str,
+    ) -> Result<SegmentSlot> {
+        drop(self.file);
+        let segment = Segment::open(path.to_path_buf(), id, faults)?
+            .ok_or_else(|| Error::corrupt(path, 0, cut_short))?;
+        Ok(SegmentSlot {
+            segment: Arc::new(segment),
+            end: self.end,
+            record_bytes: self.end - SEGMENT_HEADER_LEN as u64,
+            last_seq: self.last_seq,
+        })
+    }
+}
+
+impl Compactor {
     /// Replaces the store's contents with a snapshot of `history`; see
     /// [`Store::install_snapshot`](crate::Store::install_snapshot). The
     /// history becomes the store's in memory at the moment the contents
@@ -253,99 +361,107 @@ impl Inner {
     /// the new contents under the old history.
     pub(crate) fn install_snapshot(
         &self,
+        shared: &Shared,
+        commit: &GroupCommit,
         seq: u64,
         history: History,
         entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
-        let _one_at_a_time = lock(&self.compacting);
+        let _one_at_a_time = lock(&self.running);
         // Wait until no write is staged or in flight, then hold the writer
         // so that none starts until the switch is done.
-        let (_gate, mut writer) = loop {
-            let gate = lock(&self.flush_gate);
-            let writer = lock(&self.writer);
-            if writer.buffered.is_empty() {
-                break (gate, writer);
-            }
-            drop(writer);
-            drop(gate);
-            std::thread::yield_now();
-        };
+        let (_gate, mut writer) = commit.pause();
         // Above every existing segment, the active one included, so that
         // once renamed into place it replaces them all.
-        let id = writer.active.id + 1;
-        let mut output = Output::create(&self.dir, id, seq)?;
-        let mut keydir = Keydir::default();
-        if let Err(e) = write_snapshot(&mut output, &mut keydir, seq, entries) {
-            // Nothing is committed: the old contents stay, the output goes.
-            let _ = fs::remove_file(&output.temp_path);
-            return Err(e);
-        }
-        let temp_path = output.temp_path.clone();
-        let (file, end, last_seq) = output.finish()?;
-        file.sync_all()
-            .map_err(|e| Error::io("sync", &temp_path, e))?;
-        let final_path = self.dir.join(segment::file_name(id));
-        fs::rename(&temp_path, &final_path).map_err(|e| Error::io("rename", &temp_path, e))?;
-        segment::sync_dir(&self.dir)?;
+        let id = writer.active_id() + 1;
+        let (written, mut keydir) = write_snapshot(&shared.dir, id, seq, entries)?;
+        let temp_path = shared.dir.join(segment::temp_file_name(id));
+        let final_path = shared.dir.join(segment::file_name(id));
+        commit_output(&shared.dir, &written.file, &temp_path, &final_path, |_| {
+            false
+        })?;
 
         // Committed: from here a crash reopens with the snapshot.
-        let snapshot = Arc::new(
-            Segment::open(final_path.clone(), id, self.options.faults())?.ok_or_else(|| {
-                Error::corrupt(&final_path, 0, "snapshot segment header cut short")
-            })?,
-        );
-        let active_id = segment::next_log_id(id);
-        let header = SegmentHeader {
-            kind: SegmentKind::Log,
-            id: active_id,
-            horizon: 0,
-        };
-        let active = Arc::new(Segment::create(
-            &self.dir,
-            self.dir.join(segment::file_name(active_id)),
-            header,
-            true,
-            self.options.faults(),
-        )?);
-        keydir.segments.insert(
+        let snapshot = written.into_slot(
+            &final_path,
             id,
-            SegmentSlot {
-                segment: snapshot,
-                end,
-                record_bytes: end - SEGMENT_HEADER_LEN as u64,
-                last_seq,
-            },
-        );
-        keydir
-            .segments
-            .insert(active_id, SegmentSlot::empty(active.clone()));
-        keydir.published_seq = seq;
-        keydir.horizon = seq;
-        let mut visible = self.write_keydir();
-        *lock(&self.history) = history;
+            shared.options.faults(),
+            "snapshot segment header cut short",
+        )?;
+        let active = index_snapshot(shared, &mut keydir, id, snapshot, seq)?;
+        let mut visible = shared.write_keydir();
+        *shared.history() = history;
         let old = std::mem::replace(&mut *visible, keydir);
         drop(visible);
-        writer.active = active;
-        writer.offset = SEGMENT_HEADER_LEN as u64;
-        writer.last_seq = seq;
+        writer.restart(active, seq);
         drop(writer);
 
         for slot in old.segments.values() {
             slot.segment.remove()?;
         }
-        segment::sync_dir(&self.dir)?;
+        segment::sync_dir(&shared.dir)?;
         info!(
             "installed a snapshot as of seq {seq} in {} ({} keys)",
-            self.dir.display(),
-            self.read_keydir().entries.len()
+            shared.dir.display(),
+            shared.read_keydir().entries.len()
         );
         Ok(())
     }
 }
 
+/// Writes a snapshot's entries to the `.tmp` file of segment `id`, and
+/// returns it with their index. On failure the file is removed.
+fn write_snapshot(
+    dir: &Path,
+    id: u64,
+    seq: u64,
+    entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
+) -> Result<(Written, Keydir)> {
+    let mut output = Output::create(dir, id, seq)?;
+    let mut keydir = Keydir::default();
+    if let Err(e) = write_entries(&mut output, &mut keydir, seq, entries) {
+        // Nothing is committed: the old contents stay, the output goes.
+        let _ = fs::remove_file(&output.temp_path);
+        return Err(e);
+    }
+    Ok((output.finish()?, keydir))
+}
+
+/// Completes `keydir`, a committed snapshot's index, as of `seq`: the
+/// snapshot in segment `id`, and a new active log segment after it, which
+/// it creates and returns.
+fn index_snapshot(
+    shared: &Shared,
+    keydir: &mut Keydir,
+    id: u64,
+    snapshot: SegmentSlot,
+    seq: u64,
+) -> Result<Arc<Segment>> {
+    let active_id = segment::next_log_id(id);
+    let header = SegmentHeader {
+        kind: SegmentKind::Log,
+        id: active_id,
+        horizon: 0,
+    };
+    let active = Arc::new(Segment::create(
+        &shared.dir,
+        shared.dir.join(segment::file_name(active_id)),
+        header,
+        true,
+        shared.options.faults(),
+    )?);
+    keydir.segments.insert(id, snapshot);
+    keydir
+        .segments
+        .insert(active_id, SegmentSlot::empty(active.clone()));
+    keydir.published_seq = seq;
+    keydir.horizon = seq;
+    Ok(active)
+}
+
 /// Writes a snapshot's entries into `output`, checking their order and
 /// limits, and indexes them into `keydir`.
-fn write_snapshot(
+fn write_entries(
     output: &mut Output,
     keydir: &mut Keydir,
     seq: u64,
@@ -361,7 +477,7 @@ fn write_snapshot(
                 got: entry.seq,
             });
         }
-        crate::store::check_limits(&entry.key, &entry.value)?;
+        check_limits(&entry.key, &entry.value)?;
         previous = entry.seq;
         record.clear();
         format::encode_record(

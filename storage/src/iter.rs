@@ -12,17 +12,11 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::{RecordKind, SEGMENT_HEADER_LEN};
 use crate::keydir::Location;
+use crate::record::Op;
 use crate::segment::{PositionalReader, RecordScanner, ScanError, Segment};
-use crate::store::Op;
 
-/// One record of the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// The write's sequence number.
-    pub seq: u64,
-    /// What the write did.
-    pub op: Op,
-}
+#[doc(no_inline)]
+pub use crate::record::Record;
 
 /// The records above a sequence number, oldest first, from
 /// [`Store::records_since`](crate::Store::records_since).

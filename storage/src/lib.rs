@@ -65,22 +65,31 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: [`Store`], its write path, the group-commit leader and the
-//!   committer threads.
-//! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
-//! - [`error`]: [`Error`], the one error type.
-//! - [`fault`]: the [`FaultInjector`] seam that fault tests fail appends
-//!   and syncs through.
-//! - [`format`](mod@format): the bytes of segment headers and records (`FORMAT.md`
-//!   draws them).
+//! From the public face down; no module imports one that imports it back.
+//!
+//! - [`store`]: [`Store`], its public methods and the threads that drive
+//!   it (the background thread, the committer threads).
+//! - `group_commit`: the write path: the writer, the batches and the
+//!   leader of group commit, observers, poisoning.
+//! - `compaction`: rewriting live records and installing a snapshot, in a
+//!   crash-safe order.
+//! - `recovery`: rebuilding the index on open, cutting a torn tail.
+//! - `shared`: what every part of a store reads: its directory, options,
+//!   index (behind its lock) and history.
+//! - [`iter`]: [`RecordsSince`] and [`Snapshot`], reading the log back out.
+//! - `keydir`: the in-memory index and the table of open segments.
 //! - `segment`: segment files, their names, reading records back.
 //! - [`history`]: [`History`], the history ID and its ancestors in the
 //!   `HISTORY` file.
-//! - `keydir`: the in-memory index and the table of open segments.
-//! - `writer`: the write buffer and the batches of group commit.
-//! - `recovery`: rebuilding the index on open, cutting a torn tail.
-//! - `compaction`: rewriting live records, in a crash-safe order.
-//! - [`iter`]: [`RecordsSince`] and [`Snapshot`].
+//! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
+//! - [`record`]: [`Op`] and [`Record`], a write as it is stored and
+//!   replicated, and the limits on its key and value.
+//! - [`format`](mod@format): the bytes of segment headers and records
+//!   (`FORMAT.md` draws them).
+//! - [`fault`]: the [`FaultInjector`] seam that fault tests fail appends
+//!   and syncs through.
+//! - [`error`]: [`Error`], the one error type.
+//! - `lock`: taking a mutex whatever a panicking thread left behind.
 //!
 //! # Files
 //!
@@ -96,14 +105,17 @@ mod compaction;
 pub mod error;
 pub mod fault;
 pub mod format;
+mod group_commit;
 pub mod history;
 pub mod iter;
 mod keydir;
+mod lock;
 pub mod options;
+pub mod record;
 mod recovery;
 mod segment;
+mod shared;
 pub mod store;
-mod writer;
 
 #[doc(hidden)]
 pub use compaction::Step as CompactionStep;
@@ -111,6 +123,7 @@ pub use error::{Error, Field, Result};
 pub use fault::FaultInjector;
 pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use history::{Ancestor, History, Kinship};
-pub use iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
+pub use iter::{RecordsSince, Snapshot, SnapshotEntry};
 pub use options::{CompactionPolicy, Options, Sync};
-pub use store::{ObservePoint, Op, Stats, Store, WriteObserver, WriteOp};
+pub use record::{Op, Record};
+pub use store::{ObservePoint, Stats, Store, WriteObserver, WriteOp};

@@ -18,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crossbeam_channel::Sender;
 use log::{info, warn};
 
 use crate::error::{Error, Result};
@@ -46,6 +47,36 @@ pub(crate) fn recover(
     durable: bool,
     faults: &Faults,
 ) -> Result<Recovered> {
+    let (ids, mut changed_dir) = list_segments(dir)?;
+    let (mut segments, cut_short) = open_segments(dir, &ids, faults)?;
+    changed_dir |= cut_short;
+    changed_dir |= remove_replaced(&mut segments)?;
+    if changed_dir && durable {
+        segment::sync_dir(dir)?;
+    }
+
+    let (mut keydir, last_seq) = load_segments(segments, durable)?;
+    keydir.published_seq = last_seq;
+
+    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, durable, faults)?;
+    info!(
+        "opened {}: {} keys, {} segments, last seq {}",
+        dir.display(),
+        keydir.entries.len(),
+        keydir.segments.len(),
+        last_seq
+    );
+    Ok(Recovered {
+        keydir,
+        active,
+        active_len,
+        last_seq,
+    })
+}
+
+/// The ids of the segment files in `dir`, in order, after removing the
+/// unfinished compaction outputs (rule 1); with whether any was removed.
+fn list_segments(dir: &Path) -> Result<(Vec<u64>, bool)> {
     let mut ids = Vec::new();
     let mut changed_dir = false;
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
@@ -65,8 +96,14 @@ pub(crate) fn recover(
         }
     }
     ids.sort_unstable();
+    Ok((ids, changed_dir))
+}
 
+/// Opens the segments `ids`, checking their headers. The newest one's
+/// creation may have been cut short: it is removed, and `true` says so.
+fn open_segments(dir: &Path, ids: &[u64], faults: &Faults) -> Result<(Vec<Segment>, bool)> {
     let mut segments = Vec::with_capacity(ids.len());
+    let mut changed_dir = false;
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment::file_name(id));
         match Segment::open(path.clone(), id, faults)? {
@@ -79,7 +116,13 @@ pub(crate) fn recover(
             None => return Err(Error::corrupt(&path, 0, "segment header cut short")),
         }
     }
+    Ok((segments, changed_dir))
+}
 
+/// Removes the segments the newest compacted segment replaces (rule 2);
+/// returns whether there were any.
+fn remove_replaced(segments: &mut Vec<Segment>) -> Result<bool> {
+    let mut changed_dir = false;
     if let Some(newest_compacted) = segments
         .iter()
         .rposition(|s| s.kind == SegmentKind::Compacted)
@@ -93,57 +136,48 @@ pub(crate) fn recover(
             changed_dir = true;
         }
     }
-    if changed_dir && durable {
-        segment::sync_dir(dir)?;
-    }
+    Ok(changed_dir)
+}
 
-    let (mut keydir, last_seq) = load_segments(segments, durable)?;
-    keydir.published_seq = last_seq;
-
+/// The segment new records are appended to, and its length: the newest
+/// segment if it is a log segment under `segment_size`, else a new one,
+/// added to `keydir`.
+fn active_segment(
+    dir: &Path,
+    keydir: &mut Keydir,
+    segment_size: u64,
+    durable: bool,
+    faults: &Faults,
+) -> Result<(Arc<Segment>, u64)> {
     let reusable = keydir
         .segments
         .values()
         .next_back()
         .filter(|slot| slot.segment.kind == SegmentKind::Log && slot.end < segment_size);
-    let (active, active_len) = match reusable {
-        Some(slot) => (slot.segment.clone(), slot.end),
-        None => {
-            let id = keydir
-                .segments
-                .keys()
-                .next_back()
-                .map_or(2, |&id| segment::next_log_id(id));
-            let header = SegmentHeader {
-                kind: SegmentKind::Log,
-                id,
-                horizon: 0,
-            };
-            let segment = Arc::new(Segment::create(
-                dir,
-                dir.join(segment::file_name(id)),
-                header,
-                durable,
-                faults,
-            )?);
-            keydir
-                .segments
-                .insert(id, SegmentSlot::empty(segment.clone()));
-            (segment, SEGMENT_HEADER_LEN as u64)
-        }
+    if let Some(slot) = reusable {
+        return Ok((slot.segment.clone(), slot.end));
+    }
+    let id = keydir
+        .segments
+        .keys()
+        .next_back()
+        .map_or(2, |&id| segment::next_log_id(id));
+    let header = SegmentHeader {
+        kind: SegmentKind::Log,
+        id,
+        horizon: 0,
     };
-    info!(
-        "opened {}: {} keys, {} segments, last seq {}",
-        dir.display(),
-        keydir.entries.len(),
-        keydir.segments.len(),
-        last_seq
-    );
-    Ok(Recovered {
-        keydir,
-        active,
-        active_len,
-        last_seq,
-    })
+    let segment = Arc::new(Segment::create(
+        dir,
+        dir.join(segment::file_name(id)),
+        header,
+        durable,
+        faults,
+    )?);
+    keydir
+        .segments
+        .insert(id, SegmentSlot::empty(segment.clone()));
+    Ok((segment, SEGMENT_HEADER_LEN as u64))
 }
 
 /// Records handed from the scanning thread to the indexing thread at once.
@@ -165,44 +199,7 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
     let total_bytes: u64 = segments.iter().map(|s| s.len()).sum::<Result<u64>>()?;
     let (sender, receiver) = crossbeam_channel::bounded::<Scanned>(8);
     std::thread::scope(|scope| {
-        let scanning = scope.spawn(move || -> Result<ScannedLog> {
-            let mut last_seq = 0;
-            let mut scans = Vec::with_capacity(segments.len());
-            let (mut scanned_bytes, mut scanned_records) = (0u64, 0u64);
-            let count = segments.len();
-            let mut batch = Vec::with_capacity(BATCH);
-            for (i, segment) in segments.into_iter().enumerate() {
-                let segment = Arc::new(segment);
-                let scan = scan_segment(
-                    &segment,
-                    i + 1 == count,
-                    durable,
-                    &mut last_seq,
-                    &mut |key, kind, location| {
-                        batch.push((key.to_vec(), kind, location));
-                        if batch.len() == BATCH {
-                            // A closed channel means the indexing side is gone; its
-                            // own error is the one reported.
-                            let _ = sender.send(Scanned::Records(std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(BATCH),
-                            )));
-                        }
-                    },
-                )?;
-                // A compacted segment's records are at or below its horizon;
-                // only the segments after it must go past it.
-                last_seq = last_seq.max(segment.horizon);
-                scanned_bytes += scan.end;
-                scanned_records += scan.records;
-                let expected = scanned_records as f64 / scanned_bytes as f64
-                    * total_bytes.saturating_sub(scanned_bytes) as f64;
-                let _ = sender.send(Scanned::Records(std::mem::take(&mut batch)));
-                let _ = sender.send(Scanned::Expect(expected as usize));
-                scans.push((segment, scan));
-            }
-            Ok((scans, last_seq))
-        });
+        let scanning = scope.spawn(move || scan_log(segments, durable, total_bytes, sender));
         let mut keydir = Keydir::default();
         for message in receiver {
             match message {
@@ -231,6 +228,53 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
         }
         Ok((keydir, last_seq))
     })
+}
+
+/// The scanning thread of [`load_segments`]: reads and checks every record
+/// of `segments` in order and sends them to the indexing thread, with a
+/// guess of how many keys are still to come.
+fn scan_log(
+    segments: Vec<Segment>,
+    durable: bool,
+    total_bytes: u64,
+    sender: Sender<Scanned>,
+) -> Result<ScannedLog> {
+    let mut last_seq = 0;
+    let mut scans = Vec::with_capacity(segments.len());
+    let (mut scanned_bytes, mut scanned_records) = (0u64, 0u64);
+    let count = segments.len();
+    let mut batch = Vec::with_capacity(BATCH);
+    for (i, segment) in segments.into_iter().enumerate() {
+        let segment = Arc::new(segment);
+        let scan = scan_segment(
+            &segment,
+            i + 1 == count,
+            durable,
+            &mut last_seq,
+            &mut |key, kind, location| {
+                batch.push((key.to_vec(), kind, location));
+                if batch.len() == BATCH {
+                    // A closed channel means the indexing side is gone; its
+                    // own error is the one reported.
+                    let _ = sender.send(Scanned::Records(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH),
+                    )));
+                }
+            },
+        )?;
+        // A compacted segment's records are at or below its horizon;
+        // only the segments after it must go past it.
+        last_seq = last_seq.max(segment.horizon);
+        scanned_bytes += scan.end;
+        scanned_records += scan.records;
+        let expected = scanned_records as f64 / scanned_bytes as f64
+            * total_bytes.saturating_sub(scanned_bytes) as f64;
+        let _ = sender.send(Scanned::Records(std::mem::take(&mut batch)));
+        let _ = sender.send(Scanned::Expect(expected as usize));
+        scans.push((segment, scan));
+    }
+    Ok((scans, last_seq))
 }
 
 /// Every segment with what its scan found, and the last sequence number.

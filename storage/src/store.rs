@@ -1,36 +1,46 @@
 //! [`Store`]: the public face of the engine.
 //!
+//! A store is three parts over one shared state (the `shared` module: its
+//! directory, options, index and history): its write path (the
+//! `group_commit` module), its compaction (the `compaction` module), and
+//! the reads served here from the index. This module holds them together
+//! and owns the threads that drive them.
+//!
 //! Locks, and the order they are taken in (never the reverse):
 //! `compacting` → `flush_gate` → `writer` → `keydir`.
-//! - `writer` (a mutex) serialises appends: sequence numbers, the buffer,
-//!   the active segment.
-//! - `keydir` (a read-write lock) is what readers see. Under
-//!   `Sync::Always` a record enters it only once it is durable.
+//! - `compacting` (the compactor's) lets one compaction or snapshot
+//!   install run at a time.
+//! - `writer` (a mutex of the group commit) serialises appends: sequence
+//!   numbers, the buffer, the active segment.
+//! - `keydir` (a read-write lock of the shared state) is what readers see.
+//!   Under `Sync::Always` a record enters it only once it is durable.
 //! - `flush_gate` is held by a group-commit leader from its write to its
 //!   publish, and by compaction while it picks its inputs, so compaction
 //!   never misses a record that is written but not yet published.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{debug, error, warn};
+use log::error;
 
-use crate::error::{Error, Field, Result};
-use crate::format::{
-    MAX_KEY_LEN, MAX_VALUE_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
-};
+use crate::compaction::{Compactor, Step};
+use crate::error::{Error, Result};
+use crate::format::RecordKind;
+use crate::group_commit::{Expect, GroupCommit, Write};
 use crate::history::History;
-use crate::iter::{Record, RecordsSince, Snapshot, SnapshotEntry};
-use crate::keydir::{Keydir, SegmentSlot};
+use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
 use crate::options::{Options, Sync};
+use crate::record::Record;
 use crate::recovery;
-use crate::segment::{self, Segment};
-use crate::writer::{Batch, Completion, Finished, Writer, Written, lock};
+use crate::shared::Shared;
+
+pub use crate::group_commit::{ObservePoint, WriteObserver};
+#[doc(no_inline)]
+pub use crate::record::Op;
 
 /// A write, for [`Store::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,60 +87,6 @@ impl WriteOp<'_> {
     }
 }
 
-/// A write as it is stored and replicated: what a record does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// The key now holds the value.
-    Put {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
-    /// The key is deleted.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
-}
-
-impl Op {
-    /// The key the op writes.
-    pub fn key(&self) -> &[u8] {
-        match self {
-            Op::Put { key, .. } | Op::Delete { key } => key,
-        }
-    }
-}
-
-/// Called with each run of records the store writes, at the point its
-/// [`ObservePoint`] says: see [`Store::observe_writes`].
-pub type WriteObserver = Box<dyn Fn(Vec<Record>) + Send + std::marker::Sync>;
-
-/// When a [`WriteObserver`] is given a run of records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObservePoint {
-    /// Once the `pwrite` has succeeded, before the `fdatasync`: whatever
-    /// the observer starts runs alongside the sync, and a record it is
-    /// given may still be lost if the host crashes before the sync.
-    Written,
-    /// Once the records are durable (synced, under `Sync::Always`), before
-    /// they are visible to readers.
-    Durable,
-}
-
-/// Where a store keeps its [`WriteObserver`], if it has one.
-struct ObserverSlot(OnceLock<(ObservePoint, WriteObserver)>);
-
-impl std::fmt::Debug for ObserverSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.get() {
-            Some((at, _)) => write!(f, "ObserverSlot({at:?})"),
-            None => f.write_str("ObserverSlot(empty)"),
-        }
-    }
-}
-
 /// Figures about a store, from [`Store::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -151,39 +107,21 @@ pub struct Stats {
     pub syncs: u64,
 }
 
-/// The record kind, key and value of an op.
-fn op_parts(op: &Op) -> (RecordKind, (&[u8], &[u8])) {
-    match op {
-        Op::Put { key, value } => (RecordKind::Put, (key, value)),
-        Op::Delete { key } => (RecordKind::Delete, (key, &[])),
+impl<'a> From<WriteOp<'a>> for Write<'a> {
+    fn from(op: WriteOp<'a>) -> Self {
+        let (expect, kind, key, value) = match op {
+            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
+            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
+            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
+            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
+        };
+        Write {
+            expect,
+            kind,
+            key,
+            value,
+        }
     }
-}
-
-/// Refuses a key or value over the limits, before anything is written.
-pub(crate) fn check_limits(key: &[u8], value: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_LEN {
-        return Err(Error::TooLarge {
-            field: Field::Key,
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    if value.len() > MAX_VALUE_LEN {
-        return Err(Error::TooLarge {
-            field: Field::Value,
-            len: value.len(),
-            max: MAX_VALUE_LEN,
-        });
-    }
-    Ok(())
-}
-
-/// What must be true of a key before a write goes ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Anything,
-    Absent,
-    Present,
 }
 
 /// A replica-local key-value store on an append-only, CRC-checked log.
@@ -206,25 +144,12 @@ struct Background {
     thread: JoinHandle<()>,
 }
 
-/// The shared state behind a `Store`, also held by its background thread.
+/// The state behind a `Store`, also held by its background threads.
 #[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) options: Options,
-    pub(crate) keydir: RwLock<Keydir>,
-    pub(crate) writer: Mutex<Writer>,
-    pub(crate) flush_gate: Mutex<()>,
-    pub(crate) compacting: Mutex<()>,
-    pub(crate) compactions: AtomicU64,
-    /// The history (see the `history` module).
-    pub(crate) history: Mutex<History>,
-    /// Told of every run of records once written (`observe_writes`).
-    observer: ObserverSlot,
-    syncs: AtomicU64,
-    poisoned: AtomicBool,
-    compaction_wanted: Sender<()>,
-    /// Asks the committer thread to lead a group-commit round.
-    commit_wanted: Sender<()>,
+struct Inner {
+    shared: Shared,
+    commit: GroupCommit,
+    compactor: Compactor,
     /// Held for the life of the store: the directory's `flock`.
     _lock: File,
 }
@@ -262,23 +187,14 @@ impl Store {
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
-            history: Mutex::new(history),
-            observer: ObserverSlot(OnceLock::new()),
-            dir,
-            options,
-            keydir: RwLock::new(recovered.keydir),
-            writer: Mutex::new(Writer::new(
+            shared: Shared::new(dir, options, recovered.keydir, history, compaction_wanted),
+            commit: GroupCommit::new(
                 recovered.active,
                 recovered.active_len,
                 recovered.last_seq,
-            )),
-            flush_gate: Mutex::new(()),
-            compacting: Mutex::new(()),
-            compactions: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
-            compaction_wanted,
-            commit_wanted,
+                commit_wanted,
+            ),
+            compactor: Compactor::default(),
             _lock: lock_file,
         });
         let background = Background::start(&inner, compaction_requests)?;
@@ -294,12 +210,12 @@ impl Store {
 
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.inner.shared.dir
     }
 
     /// The options the store was opened with.
     pub fn options(&self) -> &Options {
-        &self.inner.options
+        &self.inner.shared.options
     }
 
     /// The value of `key`, or `None` if it has none.
@@ -311,13 +227,13 @@ impl Store {
     pub fn get_with_seq(&self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
         let key = key.as_ref();
         let (segment, location) = {
-            let keydir = self.inner.read_keydir();
+            let keydir = self.inner.shared.read_keydir();
             let Some(location) = keydir.entries.get(key).copied() else {
                 return Ok(None);
             };
             let segment = keydir.segment_of(&location).ok_or_else(|| {
                 Error::corrupt(
-                    &self.inner.dir,
+                    &self.inner.shared.dir,
                     location.offset,
                     "index points to a missing segment",
                 )
@@ -340,7 +256,11 @@ impl Store {
 
     /// Whether `key` holds a value.
     pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
-        self.inner.read_keydir().entries.contains_key(key.as_ref())
+        self.inner
+            .shared
+            .read_keydir()
+            .entries
+            .contains_key(key.as_ref())
     }
 
     /// Sets `key` to `value` and returns the write's sequence number.
@@ -383,13 +303,9 @@ impl Store {
     /// The check a `Create`, `Update` or `Delete` makes and its write are
     /// one atomic step against every other writer.
     pub fn write(&self, op: WriteOp<'_>) -> Result<u64> {
-        let (expect, kind, key, value) = match op {
-            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
-            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
-            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
-            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
-        };
-        self.inner.append(None, expect, kind, key, value)
+        self.inner
+            .commit
+            .append(&self.inner.shared, None, op.into())
     }
 
     /// Performs one write like [`write`](Self::write) without waiting for
@@ -404,23 +320,25 @@ impl Store {
     /// A server uses it to answer a client from the thread that made the
     /// write durable, rather than wake the client's own thread for it.
     pub fn write_then(&self, op: WriteOp<'_>, done: impl FnOnce(Result<u64>) + Send + 'static) {
-        let (expect, kind, key, value) = match op {
-            WriteOp::Put { key, value } => (Expect::Anything, RecordKind::Put, key, value),
-            WriteOp::Create { key, value } => (Expect::Absent, RecordKind::Put, key, value),
-            WriteOp::Update { key, value } => (Expect::Present, RecordKind::Put, key, value),
-            WriteOp::Delete { key } => (Expect::Present, RecordKind::Delete, key, &[][..]),
-        };
         self.inner
-            .append_then(expect, kind, key, value, Box::new(done));
+            .commit
+            .append_then(&self.inner.shared, op.into(), Box::new(done));
     }
 
     /// Writes a record whose sequence number a master gave: a slave applies
     /// the master's stream with it. `seq` must be the store's last plus one,
     /// else [`Error::OutOfOrder`] and nothing is written.
     pub fn apply(&self, seq: u64, op: &Op) -> Result<()> {
-        let (kind, (key, value)) = op_parts(op);
+        let (kind, key, value) = op.parts();
+        let write = Write {
+            expect: Expect::Anything,
+            kind,
+            key,
+            value,
+        };
         self.inner
-            .append(Some(seq), Expect::Anything, kind, key, value)
+            .commit
+            .append(&self.inner.shared, Some(seq), write)
             .map(|_| ())
     }
 
@@ -433,7 +351,7 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        self.inner.apply_batch(records)
+        self.inner.commit.apply_batch(&self.inner.shared, records)
     }
 
     /// Replaces the whole contents of the store with a master's snapshot:
@@ -456,10 +374,15 @@ impl Store {
         entries: impl IntoIterator<Item = Result<SnapshotEntry>>,
     ) -> Result<()> {
         let history = History::new(history_id);
-        self.inner
-            .install_snapshot(seq, history.clone(), &mut entries.into_iter())?;
+        self.inner.compactor.install_snapshot(
+            &self.inner.shared,
+            &self.inner.commit,
+            seq,
+            history.clone(),
+            &mut entries.into_iter(),
+        )?;
         // Already the store's in memory, since the contents switched.
-        self.inner.save_history(&history)
+        self.inner.shared.save_history(&history)
     }
 
     /// Takes a master's `history` (its ID and ancestors) before applying
@@ -479,10 +402,10 @@ impl Store {
                 theirs: history.id,
             });
         }
-        if *lock(&self.inner.history) == *history {
+        if *self.inner.shared.history() == *history {
             return Ok(());
         }
-        self.inner.set_history(history.clone())
+        self.inner.shared.set_history(history.clone())
     }
 
     /// Starts a new history that continues this one: the current ID
@@ -496,15 +419,13 @@ impl Store {
     pub fn fork_history(&self) -> Result<History> {
         // No leader between its write and its publish, no writer staging:
         // every written record is published, and `last_seq` is final.
-        let _gate = lock(&self.inner.flush_gate);
-        let writer = lock(&self.inner.writer);
-        writer
-            .active
-            .sync_data()
-            .inspect_err(|e| self.inner.poison(e))?;
+        let commit = &self.inner.commit;
+        let _gate = commit.hold_gate();
+        let writer = commit.lock_writer();
+        commit.sync_active(&writer)?;
         let last_seq = self.last_seq();
-        let forked = lock(&self.inner.history).fork(last_seq);
-        self.inner.set_history(forked.clone())?;
+        let forked = self.inner.shared.history().fork(last_seq);
+        self.inner.shared.set_history(forked.clone())?;
         drop(writer);
         Ok(forked)
     }
@@ -512,7 +433,7 @@ impl Store {
     /// The history this store's log belongs to: its ID and the histories
     /// it continues (see [`fork_history`](Self::fork_history)).
     pub fn history(&self) -> History {
-        lock(&self.inner.history).clone()
+        self.inner.shared.history().clone()
     }
 
     /// The ID of the history this store's log belongs to: drawn at random
@@ -522,7 +443,7 @@ impl Store {
     /// stores with the same ID hold one history (one was filled from the
     /// other).
     pub fn history_id(&self) -> u64 {
-        lock(&self.inner.history).id
+        self.inner.shared.history().id
     }
 
     /// Calls `observer` with every run of records this store writes to its
@@ -540,13 +461,13 @@ impl Store {
     /// short, and never call back into the store's write path. One observer
     /// per store; a second call returns `false` and changes nothing.
     pub fn observe_writes(&self, at: ObservePoint, observer: WriteObserver) -> bool {
-        self.inner.observer.0.set((at, observer)).is_ok()
+        self.inner.commit.set_observer(at, observer)
     }
 
     /// The newest sequence number readers can see; it survives restarts
     /// (0 for a new store).
     pub fn last_seq(&self) -> u64 {
-        self.inner.read_keydir().published_seq
+        self.inner.shared.read_keydir().published_seq
     }
 
     /// The records with a sequence number above `since`, oldest first, as
@@ -556,7 +477,7 @@ impl Store {
     /// some of them (send a [`snapshot`](Self::snapshot) instead), and with
     /// [`Error::UnknownSeq`] when `since` is newer than the store's last.
     pub fn records_since(&self, since: u64) -> Result<RecordsSince> {
-        let keydir = self.inner.read_keydir();
+        let keydir = self.inner.shared.read_keydir();
         if since > keydir.published_seq {
             return Err(Error::UnknownSeq {
                 since,
@@ -581,7 +502,7 @@ impl Store {
     /// Every live key with its value and sequence number, oldest write
     /// first, as of [`Snapshot::seq`]. A full resync sends it.
     pub fn snapshot(&self) -> Snapshot {
-        let keydir = self.inner.read_keydir();
+        let keydir = self.inner.shared.read_keydir();
         let mut entries: Vec<_> = keydir
             .entries
             .iter()
@@ -595,15 +516,15 @@ impl Store {
 
     /// Figures about the store now.
     pub fn stats(&self) -> Stats {
-        let keydir = self.inner.read_keydir();
+        let keydir = self.inner.shared.read_keydir();
         Stats {
             live_keys: keydir.entries.len() as u64,
             live_bytes: keydir.live_bytes,
             dead_bytes: keydir.dead_bytes(),
             segment_files: keydir.segments.len() as u64,
             last_seq: keydir.published_seq,
-            compactions: self.inner.compactions.load(Ordering::Relaxed),
-            syncs: self.inner.syncs.load(Ordering::Relaxed),
+            compactions: self.inner.compactor.count(),
+            syncs: self.inner.commit.syncs(),
         }
     }
 
@@ -617,15 +538,14 @@ impl Store {
     /// Runs a compaction that stops right after `step`, leaving the files
     /// as a crash there would. For crash tests only: drop the store after.
     #[doc(hidden)]
-    pub fn compact_and_stop_after(&self, step: crate::compaction::Step) -> Result<()> {
+    pub fn compact_and_stop_after(&self, step: Step) -> Result<()> {
         self.inner.compact(Some(step))
     }
 
     /// Forces everything written so far to disk, whatever the sync policy.
     /// A failure poisons the store, as every failed sync does.
     pub fn sync(&self) -> Result<()> {
-        let active = lock(&self.inner.writer).active.clone();
-        active.sync_data().inspect_err(|e| self.inner.poison(e))
+        self.inner.commit.sync()
     }
 }
 
@@ -643,8 +563,8 @@ impl Drop for Store {
                 error!("the store's background thread panicked");
             }
         }
-        if self.inner.options.sync_policy() != Sync::Always
-            && !self.inner.poisoned.load(Ordering::SeqCst)
+        if self.inner.shared.options.sync_policy() != Sync::Always
+            && !self.inner.commit.is_poisoned()
             && let Err(e) = self.sync()
         {
             error!("final sync on close: {e}");
@@ -665,11 +585,11 @@ impl Background {
                 loop {
                     crossbeam_channel::select! {
                         recv(stopped) -> _ => break,
-                        recv(requests) -> _ => inner.flush_round(),
+                        recv(requests) -> _ => inner.commit.flush_round(&inner.shared),
                     }
                 }
                 while requests.try_recv().is_ok() {
-                    inner.flush_round();
+                    inner.commit.flush_round(&inner.shared);
                 }
             })
             .map_err(|e| Error::io("start the committer thread for", &PathBuf::from("store"), e))?;
@@ -680,7 +600,7 @@ impl Background {
     /// asked.
     fn start(inner: &Arc<Inner>, compaction_requests: Receiver<()>) -> Result<Background> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let ticks = match inner.options.sync_policy() {
+        let ticks = match inner.shared.options.sync_policy() {
             Sync::Every(period) => crossbeam_channel::tick(period.max(Duration::from_millis(1))),
             Sync::Always | Sync::Never => crossbeam_channel::never(),
         };
@@ -691,10 +611,11 @@ impl Background {
                 loop {
                     crossbeam_channel::select! {
                         recv(stopped) -> _ => return,
-                        recv(ticks) -> _ => inner.background_sync(),
+                        // A failed sync poisons the store: nothing more to do.
+                        recv(ticks) -> _ => { let _ = inner.commit.sync(); }
                         recv(compaction_requests) -> _ => {
                             if let Err(e) = inner.compact(None) {
-                                error!("compaction of {} failed: {e}", inner.dir.display());
+                                error!("compaction of {} failed: {e}", inner.shared.dir.display());
                             }
                         }
                     }
@@ -712,376 +633,9 @@ impl Background {
 }
 
 impl Inner {
-    pub(crate) fn read_keydir(&self) -> RwLockReadGuard<'_, Keydir> {
-        self.keydir
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn write_keydir(&self) -> RwLockWriteGuard<'_, Keydir> {
-        self.keydir
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Saves `history` (durably unless the policy is `Sync::Never`) and
-    /// makes it the store's.
-    fn set_history(&self, history: History) -> Result<()> {
-        self.save_history(&history)?;
-        *lock(&self.history) = history;
-        Ok(())
-    }
-
-    /// Writes `history` to the `HISTORY` file, durably unless the policy is
-    /// `Sync::Never`.
-    fn save_history(&self, history: &History) -> Result<()> {
-        let durable = self.options.sync_policy() != Sync::Never;
-        crate::history::save(&self.dir, history, durable)
-    }
-
-    /// The buffered records, for the observer, if there is one.
-    fn records_to_observe(&self, writer: &Writer) -> Option<Vec<Record>> {
-        self.observer.0.get().map(|_| writer.buffered_records())
-    }
-
-    /// Gives records to the observer if it wants them at `point`; else
-    /// hands them back, for a later point.
-    fn observe(&self, point: ObservePoint, records: Option<Vec<Record>>) -> Option<Vec<Record>> {
-        match (self.observer.0.get(), records) {
-            (Some((at, observer)), Some(records)) if *at == point => {
-                if !records.is_empty() {
-                    observer(records);
-                }
-                None
-            }
-            (_, records) => records,
-        }
-    }
-
-    fn poison(&self, cause: &Error) {
-        if !self.poisoned.swap(true, Ordering::SeqCst) {
-            error!("{cause}: the store now refuses writes until it is reopened");
-        }
-    }
-
-    fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
-    }
-
-    /// The write path shared by local writes (`seq` is `None`: the next
-    /// number) and applied ones (`seq` given by the master).
-    fn append(
-        &self,
-        seq: Option<u64>,
-        expect: Expect,
-        kind: RecordKind,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<u64> {
-        check_limits(key, value)?;
-        if self.is_poisoned() {
-            return Err(Error::Poisoned);
-        }
-        let mut writer = lock(&self.writer);
-        if expect != Expect::Anything {
-            let (present, pending) = match writer.unpublished_state(key) {
-                Some((present, batch)) => (present, Some(batch)),
-                None => (self.read_keydir().entries.contains_key(key), None),
-            };
-            let refused = match (expect, present) {
-                (Expect::Absent, true) => Some(Error::AlreadyExists),
-                (Expect::Present, false) => Some(Error::NotFound),
-                _ => None,
-            };
-            if let Some(refusal) = refused {
-                let Some(batch) = pending else {
-                    return Err(refusal);
-                };
-                // The refusal rests on a write that is not durable yet, nor
-                // visible to readers: answer only once it is, or a reader
-                // could see a state the refusal contradicts. If that write
-                // fails, the refusal was wrong: decide again.
-                drop(writer);
-                return match batch.wait(|| self.flush_round()) {
-                    Ok(()) => Err(refusal),
-                    Err(_) => self.append(seq, expect, kind, key, value),
-                };
-            }
-        }
-        let expected = writer.last_seq + 1;
-        let seq = match seq {
-            Some(given) if given != expected => {
-                return Err(Error::OutOfOrder {
-                    expected,
-                    got: given,
-                });
-            }
-            Some(given) => given,
-            None => expected,
-        };
-        writer.stage(seq, kind, key, value);
-        self.commit(writer)?;
-        Ok(seq)
-    }
-
-    /// Applies a run of a master's records with one commit (one sync under
-    /// `Sync::Always`). Nothing is written unless every record is in limits
-    /// and their sequence numbers follow the store's last one by one.
-    pub(crate) fn apply_batch(&self, records: &[Record]) -> Result<()> {
-        for record in records {
-            let (key, value) = op_parts(&record.op).1;
-            check_limits(key, value)?;
-        }
-        if self.is_poisoned() {
-            return Err(Error::Poisoned);
-        }
-        let mut writer = lock(&self.writer);
-        for (i, record) in records.iter().enumerate() {
-            let expected = writer.last_seq + 1 + i as u64;
-            if record.seq != expected {
-                return Err(Error::OutOfOrder {
-                    expected,
-                    got: record.seq,
-                });
-            }
-        }
-        for record in records {
-            let (kind, (key, value)) = op_parts(&record.op);
-            writer.stage(record.seq, kind, key, value);
-        }
-        self.commit(writer)
-    }
-
-    /// Makes what is staged in the writer durable as its policy says, and
-    /// visible: at once under `Sync::Never` and `Sync::Every`, through a
-    /// group-commit batch under `Sync::Always`.
-    fn commit(&self, mut writer: MutexGuard<'_, Writer>) -> Result<()> {
-        if self.options.sync_policy() != Sync::Always {
-            let records = self.records_to_observe(&writer);
-            let written = writer.write_buffer()?;
-            // No sync here: written is as durable as this policy makes it.
-            let records = self.observe(ObservePoint::Written, records);
-            self.observe(ObservePoint::Durable, records);
-            self.publish(written);
-            if writer.offset >= self.options.segment_size_limit() {
-                self.roll_logged(&mut writer);
-            }
-            return Ok(());
-        }
-        let batch = writer.batch.clone();
-        batch.blocked.fetch_add(1, Ordering::SeqCst);
-        let lead = !writer.flushing;
-        writer.flushing = true;
-        drop(writer);
-        if lead {
-            self.flush_round();
-        }
-        batch.wait(|| self.flush_round())
-    }
-
-    /// The write path of [`Store::write_then`]: stages the record and
-    /// returns; `done` is called once the record is durable and visible.
-    /// If no leader is running this thread leads one round itself (so a
-    /// lone writer pays no hand-over), and the committer thread leads the
-    /// rounds that follow while only `write_then` writers are waiting.
-    fn append_then(
-        &self,
-        expect: Expect,
-        kind: RecordKind,
-        key: &[u8],
-        value: &[u8],
-        done: Completion,
-    ) {
-        if let Err(e) = check_limits(key, value) {
-            return done(Err(e));
-        }
-        if self.is_poisoned() {
-            return done(Err(Error::Poisoned));
-        }
-        let mut writer = lock(&self.writer);
-        if expect != Expect::Anything {
-            let pending = writer.unpublished_state(key);
-            let present = match &pending {
-                Some((present, _)) => *present,
-                None => self.read_keydir().entries.contains_key(key),
-            };
-            let refusal = match (expect, present) {
-                (Expect::Absent, true) => Some(Error::AlreadyExists),
-                (Expect::Present, false) => Some(Error::NotFound),
-                _ => None,
-            };
-            if let Some(refusal) = refusal {
-                drop(writer);
-                // A refusal resting on a write not yet durable waits for it,
-                // as in `append`; rare enough to block for.
-                return done(match pending {
-                    None => Err(refusal),
-                    Some((_, batch)) => match batch.wait(|| self.flush_round()) {
-                        Ok(()) => Err(refusal),
-                        Err(_) => self.append(None, expect, kind, key, value),
-                    },
-                });
-            }
-        }
-        let seq = writer.last_seq + 1;
-        writer.stage(seq, kind, key, value);
-        if self.options.sync_policy() != Sync::Always {
-            let outcome = self.commit(writer).map(|()| seq);
-            return done(outcome);
-        }
-        writer.batch.on_done(seq, done);
-        let lead = !writer.flushing;
-        writer.flushing = true;
-        drop(writer);
-        if lead {
-            self.flush_round();
-        }
-    }
-
-    /// One group-commit round under `Sync::Always`: write the buffer, sync
-    /// once, publish, wake the batch, hand the lead on, and only then, with
-    /// the next round free to start on another thread, call the batch's
-    /// completions.
-    fn flush_round(&self) {
-        let (finished, committer_leads) = self.flush_round_gated();
-        self.wake_committer(committer_leads);
-        finished.complete();
-    }
-
-    /// The part of [`flush_round`](Self::flush_round) one thread at a time
-    /// does: returns the batch's completions and whether the committer
-    /// must lead next.
-    fn flush_round_gated(&self) -> (Finished, bool) {
-        let _gate = lock(&self.flush_gate);
-        let mut writer = lock(&self.writer);
-        let batch = std::mem::replace(&mut writer.batch, Arc::new(Batch::default()));
-        if self.is_poisoned() {
-            writer.discard_buffer();
-            let committer_leads = writer.hand_off();
-            drop(writer);
-            return (batch.finish(Err(Error::Poisoned)), committer_leads);
-        }
-        let records = self.records_to_observe(&writer);
-        let written = match writer.write_buffer() {
-            Ok(written) => written,
-            Err(e) => {
-                let committer_leads = writer.hand_off();
-                drop(writer);
-                return (batch.finish(Err(e)), committer_leads);
-            }
-        };
-        let segment = writer.active.clone();
-        writer.in_flight = written;
-        writer.in_flight_batch = Some(batch.clone());
-        drop(writer);
-        // Written, not yet synced: an observer that wants them now (a
-        // master's replication) starts on them while this thread syncs.
-        let records = self.observe(ObservePoint::Written, records);
-
-        let synced = segment.sync_data();
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        if synced.is_ok() {
-            self.observe(ObservePoint::Durable, records);
-        }
-
-        let mut writer = lock(&self.writer);
-        let written = std::mem::take(&mut writer.in_flight);
-        writer.in_flight_batch = None;
-        match &synced {
-            Ok(()) => {
-                self.publish(written);
-                // Roll only once the segment is synced: recovery accepts a
-                // torn tail in the newest segment alone.
-                if writer.offset >= self.options.segment_size_limit() {
-                    self.roll_logged(&mut writer);
-                }
-            }
-            Err(e) => self.poison(e),
-        }
-        drop(writer);
-        // Wake the batch before handing the lead on: its writers, back at
-        // once with their next write, join the next batch before it starts,
-        // so batches stay large instead of alternating half and half.
-        let finished = batch.finish(synced);
-        let committer_leads = lock(&self.writer).hand_off();
-        (finished, committer_leads)
-    }
-
-    /// Asks the committer thread to lead the next round, when `needed`.
-    fn wake_committer(&self, needed: bool) {
-        if needed {
-            // A full channel means the committer is asked already.
-            let _ = self.commit_wanted.try_send(());
-        }
-    }
-
-    /// Makes written records visible to readers, in order, and asks for a
-    /// compaction when the policy says so.
-    fn publish(&self, written: Vec<Written>) {
-        if written.is_empty() {
-            return;
-        }
-        let mut keydir = self.write_keydir();
-        for record in written {
-            keydir.publish(&record.key, record.kind, record.location);
-        }
-        if let Some(policy) = self.options.compaction_policy() {
-            let dead = keydir.dead_bytes();
-            if dead >= policy.min_dead_bytes
-                && dead as f64 >= policy.dead_ratio * keydir.total_bytes() as f64
-            {
-                // A full channel means a compaction is already asked for.
-                let _ = self.compaction_wanted.try_send(());
-            }
-        }
-    }
-
-    /// Closes the active segment and starts the next; on failure the store
-    /// keeps appending to the current one and tries again later.
-    fn roll_logged(&self, writer: &mut Writer) {
-        if let Err(e) = self.roll(writer) {
-            warn!("cannot start a new segment, appending to the current one: {e}");
-        }
-    }
-
-    /// Starts a new active segment. The old one is synced first, whatever
-    /// the policy: recovery accepts a torn tail only in the newest segment,
-    /// so a closed segment must be whole on disk before a newer one exists.
-    pub(crate) fn roll(&self, writer: &mut Writer) -> Result<()> {
-        let policy = self.options.sync_policy();
-        if let Err(e) = writer.active.sync_data() {
-            // A failed sync is never retried: the store stops writing.
-            self.poison(&e);
-            return Err(e);
-        }
-        let id = segment::next_log_id(writer.active.id);
-        let header = SegmentHeader {
-            kind: SegmentKind::Log,
-            id,
-            horizon: 0,
-        };
-        let path = self.dir.join(segment::file_name(id));
-        let segment = Arc::new(Segment::create(
-            &self.dir,
-            path,
-            header,
-            policy != Sync::Never,
-            self.options.faults(),
-        )?);
-        debug!("rolled to segment {}", segment.path.display());
-        self.write_keydir()
-            .segments
-            .insert(id, SegmentSlot::empty(segment.clone()));
-        writer.active = segment;
-        writer.offset = SEGMENT_HEADER_LEN as u64;
-        Ok(())
-    }
-
-    /// Under `Sync::Every`: one periodic sync of the active segment.
-    fn background_sync(&self) {
-        let active = lock(&self.writer).active.clone();
-        if let Err(e) = active.sync_data() {
-            self.poison(&e);
-        }
+    /// Runs one compaction; with `stop_after`, stops right after that step.
+    fn compact(&self, stop_after: Option<Step>) -> Result<()> {
+        self.compactor
+            .compact(&self.shared, &self.commit, stop_after)
     }
 }

@@ -951,12 +951,7 @@ fn a_slave_can_refuse_a_divergent_master() {
 /// Sends `signal` (`STOP`, `CONT`) to a server; after `STOP`, waits until
 /// every thread of it is stopped (the signal is delivered asynchronously).
 fn signal(server: &ServerProcess, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(server.pid().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal}");
+    server.signal(&format!("SIG{signal}"));
     if signal == "STOP" {
         let tasks = format!("/proc/{}/task", server.pid());
         poll("the server's threads to stop", || {

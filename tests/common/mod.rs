@@ -219,15 +219,15 @@ impl ServerProcess {
 
     /// Sends SIGTERM, the graceful stop.
     pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(
-            status.success(),
-            "kill -TERM {} failed: {status}",
-            self.pid()
-        );
+        self.signal("SIGTERM");
+    }
+
+    /// Sends the signal named `name` (`SIGTERM`, `SIGSTOP`, `SIGCONT`).
+    pub fn signal(&self, name: &str) {
+        let signal: nix::sys::signal::Signal = name.parse().expect("a signal's name");
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .unwrap_or_else(|e| panic!("kill -{name} {pid} failed: {e}"));
     }
 
     /// Sends SIGKILL, a crash as far as the server can tell.

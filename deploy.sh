@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deploy.sh: run the seed's latency/staleness workload on two EC2 hosts.
 #
-# Builds the release binaries, then runs duokv-deploy against the hosts in
+# Builds the release tools, then runs duokv-deploy against the hosts in
 # $HOSTS: a sync run and an async run of 100 updates, one a second, fetched
 # into $OUT with the stats report and charts. See ec2/README.md to
 # provision the hosts and write ec2/hosts.env.
@@ -30,7 +30,13 @@ if [ ! -f "$hosts" ]; then
     exit 1
 fi
 
-cargo build --release --bins
+# duokv-deploy (the deploy feature: SSH through libssh2 and the system's
+# OpenSSL) and duokv, which the hosts run
+if ! pkg-config --exists openssl 2>/dev/null; then
+    echo "deploy.sh: the deployer links OpenSSL: apt-get install libssl-dev pkg-config (or your system's equivalent)" >&2
+    exit 1
+fi
+cargo build --release -p duokv-tools --features deploy
 exec target/release/duokv-deploy \
     --hosts "$hosts" \
     --mode "${MODE:-both}" \

@@ -24,10 +24,12 @@
 //!   (RESP2) client, so that `duokv load` can drive Redis too.
 //! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
 //!   the raw runs of `bench/compare.sh`, as a README and a chart.
-//! - [`deploy`]: `duokv-deploy`, the seed's workload on two SSH hosts.
+//! - `deploy` (with the `deploy` feature, which links OpenSSL):
+//!   `duokv-deploy`, the seed's workload on two SSH hosts.
 //! - [`error`]: [`Error`], what the tools report.
 //! - `src/bin/duokv.rs` (the command line: CRUD, `server`, `demo`, `bench`,
-//!   `stats`, `load`, `perf-report`) and `src/bin/duokv-deploy.rs`.
+//!   `stats`, `load`, `perf-report`) and `src/bin/duokv-deploy.rs` (with the
+//!   `deploy` feature).
 //!
 //! # Example
 //!
@@ -50,6 +52,7 @@
 
 pub mod bench;
 pub mod demo;
+#[cfg(feature = "deploy")]
 pub mod deploy;
 pub mod error;
 pub mod load;

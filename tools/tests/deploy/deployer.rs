@@ -1,0 +1,280 @@
+//! The deploy tests proper, built with the `deploy` feature.
+
+use std::path::{Path, PathBuf};
+
+use super::common;
+use std::process::{Command, Output};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/two-hosts.sh");
+const DEPLOY: &str = env!("CARGO_BIN_EXE_duokv-deploy");
+
+/// Whether the machine can run these tests; under CI it must.
+fn can_run() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let sshd = Path::new("/usr/sbin/sshd").exists();
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && sshd && ip {
+        return true;
+    }
+    common::skip(
+        "the deploy tests",
+        &format!("root ({root}), sshd ({sshd}) or iproute2 ({ip})"),
+    );
+    false
+}
+
+/// Two SSH hosts, torn down when dropped, even after a failed assertion.
+struct TwoHosts {
+    dir: tempfile::TempDir,
+}
+
+impl TwoHosts {
+    fn up() -> TwoHosts {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("up")
+            .arg(dir.path())
+            .output()
+            .expect("run two-hosts.sh");
+        let hosts = TwoHosts { dir };
+        assert!(
+            output.status.success(),
+            "two-hosts.sh up failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        hosts
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn hosts_env(&self) -> PathBuf {
+        self.path().join("hosts.env")
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let net = std::fs::read_to_string(self.path().join("net")).expect("net file");
+        let net = net.trim();
+        vec![format!("duokv-{net}-a"), format!("duokv-{net}-b")]
+    }
+
+    /// The names of the processes running in the two namespaces.
+    fn processes(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for ns in self.namespaces() {
+            let pids = Command::new("ip")
+                .args(["netns", "pids", &ns])
+                .output()
+                .expect("ip netns pids");
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                    names.push(comm.trim().to_string());
+                }
+            }
+        }
+        names
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("down")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Runs `duokv-deploy` with the binaries of this build.
+fn deploy(hosts: &TwoHosts, extra: &[&str]) -> Output {
+    let bin_dir = Path::new(DEPLOY).parent().expect("bin dir");
+    let out = hosts.path().join("out").join("two-hosts");
+    Command::new(DEPLOY)
+        .arg("--hosts")
+        .arg(hosts.hosts_env())
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .expect("run duokv-deploy")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The seed's workload, shortened, runs on two SSH hosts in both modes:
+/// every write has its client row and both replicas' apply events, the
+/// report is printed, and no duokv process is left on the hosts.
+#[test]
+fn deploys_to_two_ssh_hosts_in_both_modes() {
+    if !can_run() {
+        return;
+    }
+    let hosts = TwoHosts::up();
+    let output = deploy(
+        &hosts,
+        &["--mode", "both", "--count", "20", "--interval", "50ms"],
+    );
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "deploy failed:\n{stderr}\n{stdout}"
+    );
+    for step in [
+        "1. preflight",
+        "2. upload",
+        "3. start",
+        "4. bench",
+        "5. stop",
+        "6. fetch",
+        "7. stats",
+    ] {
+        assert!(stderr.contains(step), "step {step} not printed:\n{stderr}");
+    }
+    for mode in ["sync", "async"] {
+        let dir = hosts.path().join("out").join("two-hosts").join(mode);
+        let client = std::fs::read_to_string(dir.join("client.csv")).expect("client.csv");
+        let ids: Vec<u64> = client
+            .lines()
+            .skip(1)
+            .map(|line| {
+                line.split(',')
+                    .nth(1)
+                    .expect("write_id")
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "{mode}: client rows");
+        for (log, role) in [
+            ("master-events.csv", "master"),
+            ("slave-events.csv", "slave"),
+        ] {
+            let events = std::fs::read_to_string(dir.join(log))
+                .unwrap_or_else(|e| panic!("{mode} {log}: {e}"));
+            for id in 1..=20u64 {
+                assert!(
+                    events.lines().any(|l| l.starts_with("applied,")
+                        && l.split(',').nth(1) == Some(&id.to_string())),
+                    "{mode}: the {role} has no apply event for write {id}"
+                );
+            }
+        }
+        let meta = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
+        assert!(meta.contains(&format!("\"mode\": \"{mode}\"")), "{meta}");
+        assert!(
+            meta.contains("master glibc"),
+            "preflight facts recorded: {meta}"
+        );
+        assert!(dir.join("latency.svg").exists() && dir.join("cdf.svg").exists());
+        // Both servers ran behind the deployment's auth token.
+        for log in ["master.log", "slave.log"] {
+            let log = std::fs::read_to_string(dir.join(log)).expect("fetched server log");
+            assert!(log.contains("auth token required"), "{mode}:\n{log}");
+        }
+    }
+    assert!(
+        stdout.contains("staleness, two clocks"),
+        "report:\n{stdout}"
+    );
+    let left: Vec<_> = hosts
+        .processes()
+        .into_iter()
+        .filter(|name| name.starts_with("duokv"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "duokv processes left on the hosts: {left:?}"
+    );
+    // A second run finds the binaries in place.
+    let again = deploy(
+        &hosts,
+        &["--mode", "async", "--count", "3", "--interval", "20ms"],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("skipped, checksum matches"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+/// A key the hosts do not accept is refused at the first host with its own
+/// message and a non-zero exit, before anything is started.
+#[test]
+fn a_wrong_key_is_refused_clearly() {
+    if !can_run() {
+        return;
+    }
+    let hosts = TwoHosts::up();
+    let other = hosts.path().join("other_key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let output = deploy(
+        &hosts,
+        &["--key", other.to_str().expect("utf-8 path"), "--count", "2"],
+    );
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "a wrong key must fail:\n{stderr}");
+    assert!(
+        stderr.contains("master") && stderr.contains("authentication refused"),
+        "{stderr}"
+    );
+    let missing = deploy(&hosts, &["--key", "/nonexistent/key", "--count", "2"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("ssh key file /nonexistent/key not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+/// A host whose sshd is stopped is reported unreachable, naming it, with a
+/// non-zero exit; and nothing is left running on the other host.
+#[test]
+fn a_host_without_sshd_is_reported_unreachable() {
+    if !can_run() {
+        return;
+    }
+    let hosts = TwoHosts::up();
+    let stopped = Command::new("bash")
+        .arg(SCRIPT)
+        .args(["stop-sshd"])
+        .arg(hosts.path())
+        .arg("b")
+        .status()
+        .expect("stop sshd");
+    assert!(stopped.success());
+    let output = deploy(&hosts, &["--count", "2"]);
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "an unreachable host must fail:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("slave") && stderr.contains("host unreachable"),
+        "{stderr}"
+    );
+    let left: Vec<_> = hosts
+        .processes()
+        .into_iter()
+        .filter(|name| name.starts_with("duokv"))
+        .collect();
+    assert!(left.is_empty(), "duokv processes left: {left:?}");
+}

@@ -463,7 +463,7 @@ fn build(cursor: &mut Cursor<'_>, depth: usize) -> Parsed<RespValue> {
 ///
 /// If the connection breaks, times out or carries something that is not
 /// RESP, the call that saw it fails and the next call dials again, as
-/// [`Client`](crate::Client) does: a command is never sent twice behind the
+/// [`Client`](duokv::Client) does: a command is never sent twice behind the
 /// caller's back.
 ///
 /// ```no_run

@@ -262,10 +262,10 @@ impl Server {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        let terminated = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
+        // SIGTERM, the replica's graceful stop (its event log is flushed on
+        // the way out), sent directly: a minimal system has no kill(1).
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let terminated = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok();
         let deadline = Instant::now() + PATIENCE;
         while terminated && Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {

@@ -22,23 +22,7 @@ const SERVER: &str = env!("CARGO_BIN_EXE_duokv-server");
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn can_run() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let sshd = Path::new("/usr/sbin/sshd").exists();
-    if root && ip && sshd {
-        return true;
-    }
-    common::skip(
-        "the partition tests",
-        &format!("root ({root}), iproute2 ({ip}) or sshd for tests/two-hosts.sh ({sshd})"),
-    );
-    false
+    common::can_make_two_hosts("the partition tests")
 }
 
 /// Two namespace hosts running a master (host a) and a slave (host b);

@@ -57,10 +57,37 @@ pub fn server_command() -> Command {
 pub fn skip(what: &str, needs: &str) {
     assert!(
         std::env::var_os("CI").is_none(),
-        "CI must run {what}, but this machine lacks {needs}"
+        "CI must run {what}, which needs {needs}"
     );
-    let line = format!("SKIPPED {what}: this machine lacks {needs}\n");
+    let line = format!("SKIPPED {what}: needs {needs}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Whether this machine can make the two SSH hosts of `tests/two-hosts.sh`
+/// (root, for network namespaces; iproute2; OpenSSH's sshd); if not, `what`
+/// is [`skip`]ped, naming what is missing.
+pub fn can_make_two_hosts(what: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let sshd = Path::new("/usr/sbin/sshd").exists();
+    let missing: Vec<&str> = [
+        (root, "root (for network namespaces)"),
+        (ip, "iproute2"),
+        (sshd, "OpenSSH's sshd"),
+    ]
+    .into_iter()
+    .filter_map(|(present, name)| (!present).then_some(name))
+    .collect();
+    if !missing.is_empty() {
+        skip(what, &missing.join(", "));
+    }
+    missing.is_empty()
 }
 
 /// A token file with `token` in a fresh directory, mode 600.

@@ -10,23 +10,7 @@ const DEPLOY: &str = env!("CARGO_BIN_EXE_duokv-deploy");
 
 /// Whether the machine can run these tests; under CI it must.
 fn can_run() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let sshd = Path::new("/usr/sbin/sshd").exists();
-    let ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if root && sshd && ip {
-        return true;
-    }
-    common::skip(
-        "the deploy tests",
-        &format!("root ({root}), sshd ({sshd}) or iproute2 ({ip})"),
-    );
-    false
+    common::can_make_two_hosts("the deploy tests")
 }
 
 /// Two SSH hosts, torn down when dropped, even after a failed assertion.

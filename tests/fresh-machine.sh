@@ -101,7 +101,8 @@ echo "== fresh-machine: $test_command"
 start=$SECONDS
 in_chroot "$test_command" > "$work/test.log" 2>&1 \
     || { grep -E '^test .*FAILED|panicked|^error' "$work/test.log" | head -n 40; tail -n 40 "$work/test.log"; fail "the README's test command failed on a fresh machine"; }
-grep -E '^test result:' "$work/test.log" | awk '{ passed += $4; failed += $6; ignored += $8 } END { printf "   %d passed, %d failed, %d ignored", passed, failed, ignored }'
+grep -E '^test result:' "$work/test.log" \
+    | awk '{ passed += $4; failed += $6; ignored += $8 } END { printf "fresh-machine: %d passed, %d failed\n   (%d ignored)", passed, failed, ignored }'
 echo " in $((SECONDS - start)) s"
 grep '^SKIPPED' "$work/test.log" | sort -u | sed 's/^/   /' || true
 echo "== fresh-machine: ok"

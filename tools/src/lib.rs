@@ -33,19 +33,27 @@
 //!
 //! # Example
 //!
-//! The seed's workload, three writes against a pair started here, and its
-//! stats:
+//! A short closed-loop load against a replica, as `duokv load` runs it
+//! (here a throwaway standalone server on a free loopback port):
 //!
-//! ```no_run
-//! use std::sync::atomic::AtomicBool;
-//! use duokv_tools::bench::{self, BenchConfig};
+//! ```
+//! use std::time::Duration;
+//! use duokv_tools::load::{self, LoadConfig, Target};
 //!
 //! # fn main() -> duokv_tools::Result<()> {
-//! // a master on 127.0.0.1:7070 replicating to a slave on 127.0.0.1:7071
-//! let mut config = BenchConfig::new("127.0.0.1:7070", "127.0.0.1:7071", "run1");
-//! config.count = 3;
-//! let outcome = bench::run(&config, &AtomicBool::new(false))?;
-//! println!("{} writes into {}", outcome.rows.len(), outcome.dir.display());
+//! # let server = duokv::doctest::server();
+//! let report = load::run(LoadConfig {
+//!     addr: server.addr(),
+//!     target: Target::Duokv,
+//!     clients: 2,
+//!     duration: Duration::from_millis(200),
+//!     write_ratio: 0.5,
+//!     keys: 100,
+//!     value_size: 16,
+//!     auth_token: None,
+//! })?;
+//! assert!(report.ops > 0);
+//! println!("{}", report.to_text());
 //! # Ok(())
 //! # }
 //! ```

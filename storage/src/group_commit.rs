@@ -509,7 +509,6 @@ impl GroupCommit {
     /// the policy: recovery accepts a torn tail only in the newest segment,
     /// so a closed segment must be whole on disk before a newer one exists.
     pub(crate) fn roll(&self, shared: &Shared, writer: &mut Writer) -> Result<()> {
-        let policy = shared.options.sync_policy();
         if let Err(e) = writer.active.sync_data() {
             // A failed sync is never retried: the store stops writing.
             self.poison(&e);
@@ -526,7 +525,6 @@ impl GroupCommit {
             &shared.dir,
             path,
             header,
-            policy != Sync::Never,
             shared.options.faults(),
         )?);
         debug!("rolled to segment {}", segment.path.display());

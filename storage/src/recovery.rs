@@ -52,13 +52,13 @@ pub(crate) fn recover(
     changed_dir |= cut_short;
     changed_dir |= remove_replaced(&mut segments)?;
     if changed_dir && durable {
-        segment::sync_dir(dir)?;
+        segment::sync_dir(dir, faults)?;
     }
 
     let (mut keydir, last_seq) = load_segments(segments, durable)?;
     keydir.published_seq = last_seq;
 
-    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, durable, faults)?;
+    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, faults)?;
     info!(
         "opened {}: {} keys, {} segments, last seq {}",
         dir.display(),
@@ -146,7 +146,6 @@ fn active_segment(
     dir: &Path,
     keydir: &mut Keydir,
     segment_size: u64,
-    durable: bool,
     faults: &Faults,
 ) -> Result<(Arc<Segment>, u64)> {
     let reusable = keydir
@@ -171,7 +170,6 @@ fn active_segment(
         dir,
         dir.join(segment::file_name(id)),
         header,
-        durable,
         faults,
     )?);
     keydir

@@ -49,10 +49,21 @@ pub(crate) fn next_log_id(id: u64) -> u64 {
 
 /// Fsyncs a directory, so that files created, renamed or removed in it
 /// survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+pub(crate) fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
+    faults
+        .before_metadata_sync(dir)
+        .and_then(|()| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Syncs `file` (at `path`), one that says what the store is, whatever the
+/// sync policy.
+pub(crate) fn sync_metadata_file(file: &File, path: &Path, faults: &Faults) -> Result<()> {
+    faults
+        .before_metadata_sync(path)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("sync", path, e))
 }
 
 /// One open segment file.
@@ -67,27 +78,39 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `path` with its header, synced, and syncs `dir`
-    /// (skipped when `durable` is false, for `Sync::Never`).
+    /// Creates segment `path` with its header, under every sync policy in
+    /// the same crash-safe order: the header is written to `<id>.seg.tmp`,
+    /// that file is synced and renamed to `path`, and `dir` is synced. A
+    /// crash before the rename leaves a `.seg.tmp`, which recovery removes;
+    /// after it, a whole header. So a power cut never leaves a segment
+    /// whose header is missing or holds zeros, which would stop the store
+    /// from opening (the header says what the file is).
     pub(crate) fn create(
         dir: &Path,
         path: PathBuf,
         header: SegmentHeader,
-        durable: bool,
         faults: &Faults,
     ) -> Result<Segment> {
+        if path.exists() {
+            return Err(Error::io(
+                "create",
+                &path,
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            ));
+        }
+        let temp = dir.join(temp_file_name(header.id));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| Error::io("create", &temp, e))?;
         file.write_all_at(&header.encode(), 0)
-            .map_err(|e| Error::io("write header of", &path, e))?;
-        if durable {
-            file.sync_all().map_err(|e| Error::io("sync", &path, e))?;
-            sync_dir(dir)?;
-        }
+            .map_err(|e| Error::io("write header of", &temp, e))?;
+        sync_metadata_file(&file, &temp, faults)?;
+        fs::rename(&temp, &path).map_err(|e| Error::io("rename", &temp, e))?;
+        sync_dir(dir, faults)?;
         Ok(Segment {
             faults: faults.clone(),
             id: header.id,

@@ -163,7 +163,12 @@ impl Store {
     /// and [`Error::UnsupportedVersion`] if it was written by another format.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
+        let created = !dir.exists();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The directory's own entry says the store exists.
+            crate::segment::sync_dir(parent, options.faults())?;
+        }
         let lock_path = dir.join("LOCK");
         let lock_file = OpenOptions::new()
             .create(true)
@@ -183,7 +188,7 @@ impl Store {
             durable,
             options.faults(),
         )?;
-        let history = crate::history::load_or_create(&dir, durable)?;
+        let history = crate::history::load_or_create(&dir, options.faults())?;
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {

@@ -36,6 +36,7 @@ use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
 use crate::options::{Options, Sync};
 use crate::record::Record;
 use crate::recovery;
+use crate::repair::TailCut;
 use crate::shared::Shared;
 
 pub use crate::group_commit::{ObservePoint, WriteObserver};
@@ -150,6 +151,8 @@ struct Inner {
     shared: Shared,
     commit: GroupCommit,
     compactor: Compactor,
+    /// What recovery cut off the newest segment on open, if anything.
+    tail_cut: Option<TailCut>,
     /// Held for the life of the store: the directory's `flock`.
     _lock: File,
 }
@@ -200,6 +203,7 @@ impl Store {
                 commit_wanted,
             ),
             compactor: Compactor::default(),
+            tail_cut: recovered.cut,
             _lock: lock_file,
         });
         let background = Background::start(&inner, compaction_requests)?;
@@ -211,6 +215,13 @@ impl Store {
             background: Some(background),
             committers,
         })
+    }
+
+    /// What recovery cut off the end of the log when this store opened,
+    /// if anything: a final batch that a crash left damaged before it was
+    /// synced. Also logged as a warning.
+    pub fn tail_cut(&self) -> Option<&TailCut> {
+        self.inner.tail_cut.as_ref()
     }
 
     /// The directory the store lives in.

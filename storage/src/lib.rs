@@ -73,7 +73,9 @@
 //!   leader of group commit, observers, poisoning.
 //! - `compaction`: rewriting live records and installing a snapshot, in a
 //!   crash-safe order.
-//! - `recovery`: rebuilding the index on open, cutting a torn tail.
+//! - `recovery`: rebuilding the index on open, cutting a torn final batch.
+//! - [`repair`]: the offline repair of damage recovery refuses
+//!   ([`repair::scan`], [`repair::fix`]), and [`TailCut`].
 //! - `shared`: what every part of a store reads: its directory, options,
 //!   index (behind its lock) and history.
 //! - [`iter`]: [`RecordsSince`] and [`Snapshot`], reading the log back out.

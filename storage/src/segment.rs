@@ -502,6 +502,8 @@ pub(crate) struct Frames {
     /// The smallest and largest seq of the valid records that start
     /// anywhere in them, if any does.
     pub(crate) seqs: Option<(u64, u64)>,
+    /// How many valid records start in them.
+    pub(crate) records: u64,
 }
 
 /// Looks at every offset of `bytes` (what follows damage in a framed
@@ -517,6 +519,7 @@ pub(crate) fn scan_for_frames(bytes: &[u8]) -> Frames {
             && let Ok(record) = format::decode_record(rest)
         {
             let seq = record.header.seq;
+            found.records += 1;
             found.seqs = Some(
                 found
                     .seqs

@@ -102,7 +102,15 @@ impl Compactor {
         // 3. Commit.
         let final_path = shared.dir.join(segment::file_name(id));
         let temp_path = shared.dir.join(segment::temp_file_name(id));
-        if commit_output(&shared.dir, &written.file, &temp_path, &final_path, stop)? {
+        let faults = shared.options.faults();
+        if commit_output(
+            &shared.dir,
+            faults,
+            &written.file,
+            &temp_path,
+            &final_path,
+            stop,
+        )? {
             return Ok(());
         }
 
@@ -126,7 +134,7 @@ impl Compactor {
                 return Ok(());
             }
         }
-        segment::sync_dir(&shared.dir)?;
+        segment::sync_dir(&shared.dir, shared.options.faults())?;
         self.finished.fetch_add(1, Ordering::Relaxed);
         info!(
             "compacted {} segments of {} into {} ({} live records, {} bytes)",
@@ -211,6 +219,7 @@ fn copy_live(
 /// syncs the directory. Returns `true` if `stop` said to stop after a step.
 fn commit_output(
     dir: &Path,
+    faults: &Faults,
     file: &File,
     temp_path: &Path,
     final_path: &Path,
@@ -225,7 +234,7 @@ fn commit_output(
     if stop(Step::Renamed) {
         return Ok(true);
     }
-    segment::sync_dir(dir)?;
+    segment::sync_dir(dir, faults)?;
     Ok(stop(Step::DirectorySynced))
 }
 
@@ -377,9 +386,14 @@ impl Compactor {
         let (written, mut keydir) = write_snapshot(&shared.dir, id, seq, entries)?;
         let temp_path = shared.dir.join(segment::temp_file_name(id));
         let final_path = shared.dir.join(segment::file_name(id));
-        commit_output(&shared.dir, &written.file, &temp_path, &final_path, |_| {
-            false
-        })?;
+        commit_output(
+            &shared.dir,
+            shared.options.faults(),
+            &written.file,
+            &temp_path,
+            &final_path,
+            |_| false,
+        )?;
 
         // Committed: from here a crash reopens with the snapshot.
         let snapshot = written.into_slot(
@@ -399,7 +413,7 @@ impl Compactor {
         for slot in old.segments.values() {
             slot.segment.remove()?;
         }
-        segment::sync_dir(&shared.dir)?;
+        segment::sync_dir(&shared.dir, shared.options.faults())?;
         info!(
             "installed a snapshot as of seq {seq} in {} ({} keys)",
             shared.dir.display(),
@@ -447,7 +461,6 @@ fn index_snapshot(
         &shared.dir,
         shared.dir.join(segment::file_name(active_id)),
         header,
-        true,
         shared.options.faults(),
     )?);
     keydir.segments.insert(id, snapshot);

@@ -35,7 +35,9 @@ pub enum Error {
         source: io::Error,
     },
     /// Bytes on disk are damaged: a checksum failed, or a field is
-    /// impossible. Never yields a wrong value.
+    /// impossible. Never yields a wrong value. When the file is a segment,
+    /// the message names the repair command, `duokv repair <dir>` (see the
+    /// [`repair`](crate::repair) module).
     Corrupt {
         /// The damaged file.
         file: PathBuf,
@@ -188,12 +190,23 @@ impl fmt::Display for Error {
                     f,
                     "corrupt log: {reason} in {} at offset {offset}",
                     file.display()
-                )
+                )?;
+                if file.extension().is_some_and(|ext| ext == "seg") {
+                    let dir = file.parent().unwrap_or(Path::new("."));
+                    write!(
+                        f,
+                        "; this is not an unsynced tail: run `duokv repair {}` to see what \
+                         cutting the log there drops, and to cut it keeping a backup",
+                        dir.display()
+                    )?;
+                }
+                Ok(())
             }
             Error::UnsupportedVersion { file, version } => write!(
                 f,
-                "{} was written by format version {version}, this build reads version {}",
+                "{} was written by format version {version}, this build reads versions {} to {}",
                 file.display(),
+                crate::format::OLDEST_FORMAT_VERSION,
                 crate::format::FORMAT_VERSION
             ),
             Error::TooLarge { field, len, max } => {

@@ -56,6 +56,16 @@ pub trait FaultInjector: Send + Sync + fmt::Debug {
         let _ = file;
         Ok(())
     }
+
+    /// Before `path` is `fsync`ed because it says what the store is: a
+    /// `HISTORY.tmp` about to be renamed into place, a new segment's
+    /// `.seg.tmp` holding only its header, or the store's directory after
+    /// a file was created, renamed or removed in it. These syncs happen
+    /// under every [`Sync`](crate::Sync) policy.
+    fn before_metadata_sync(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// An optional injector, as the store carries it.
@@ -75,6 +85,12 @@ impl Faults {
 
     pub(crate) fn before_sync(&self, file: &Path) -> io::Result<()> {
         self.0.as_ref().map_or(Ok(()), |f| f.before_sync(file))
+    }
+
+    pub(crate) fn before_metadata_sync(&self, path: &Path) -> io::Result<()> {
+        self.0
+            .as_ref()
+            .map_or(Ok(()), |f| f.before_metadata_sync(path))
     }
 }
 

@@ -12,8 +12,19 @@ use byteorder::{ByteOrder, LittleEndian};
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"DUOKVLOG";
 
-/// The on-disk format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this crate writes. Version 2 frames the
+/// records of a log segment in batches, each behind a [`BatchHeader`].
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this crate still reads: version 1, whose
+/// log segments hold records back to back, with no batch headers.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// Bytes in a batch header.
+pub const BATCH_HEADER_LEN: usize = 32;
+
+/// The first four bytes of every batch header.
+pub const BATCH_MAGIC: [u8; 4] = *b"DKVB";
 
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 40;
@@ -85,11 +96,17 @@ pub enum HeaderProblem {
 }
 
 impl SegmentHeader {
-    /// Encodes the header into its 40 bytes.
+    /// Encodes the header into its 40 bytes, as [`FORMAT_VERSION`].
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        self.encode_version(FORMAT_VERSION)
+    }
+
+    /// Encodes the header as format `version` says (tests write older
+    /// segments with it).
+    pub fn encode_version(&self, version: u32) -> [u8; SEGMENT_HEADER_LEN] {
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         buf[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        LittleEndian::write_u32(&mut buf[8..12], FORMAT_VERSION);
+        LittleEndian::write_u32(&mut buf[8..12], version);
         LittleEndian::write_u32(&mut buf[12..16], self.kind.to_u32());
         LittleEndian::write_u64(&mut buf[16..24], self.id);
         LittleEndian::write_u64(&mut buf[24..32], self.horizon);
@@ -99,8 +116,15 @@ impl SegmentHeader {
         buf
     }
 
-    /// Decodes a header from the first bytes of a segment file.
+    /// Decodes a header from the first bytes of a segment file, of any
+    /// version this crate reads.
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, HeaderProblem> {
+        Self::decode_versioned(buf).map(|(header, _)| header)
+    }
+
+    /// Decodes a header and says which format version wrote it: between
+    /// [`OLDEST_FORMAT_VERSION`] and [`FORMAT_VERSION`].
+    pub fn decode_versioned(buf: &[u8]) -> Result<(SegmentHeader, u32), HeaderProblem> {
         if buf.len() < SEGMENT_HEADER_LEN {
             return Err(HeaderProblem::Short);
         }
@@ -112,16 +136,113 @@ impl SegmentHeader {
             return Err(HeaderProblem::BadChecksum);
         }
         let version = LittleEndian::read_u32(&buf[8..12]);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderProblem::UnknownVersion(version));
         }
         let raw_kind = LittleEndian::read_u32(&buf[12..16]);
         let kind = SegmentKind::from_u32(raw_kind).ok_or(HeaderProblem::UnknownKind(raw_kind))?;
-        Ok(SegmentHeader {
+        let header = SegmentHeader {
             kind,
             id: LittleEndian::read_u64(&buf[16..24]),
             horizon: LittleEndian::read_u64(&buf[24..32]),
-        })
+        };
+        Ok((header, version))
+    }
+}
+
+/// The header written before the records of one batch (one `pwrite`) in a
+/// log segment of format version 2. It tells recovery where the batch
+/// begins and ends, so that any damage inside the newest batch, which may
+/// not have been synced, can be told from damage in synced data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Records in the batch (at least one).
+    pub count: u32,
+    /// Bytes of records after the header.
+    pub len: u64,
+    /// The sequence number of the batch's first record; the others follow
+    /// one by one.
+    pub first_seq: u64,
+}
+
+/// Why a batch header, or a batch, could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchProblem {
+    /// Fewer bytes than the header, or than the records it announces.
+    Short,
+    /// The magic bytes are wrong: no batch starts here.
+    BadMagic,
+    /// The header checksum does not match.
+    BadChecksum,
+    /// The checksum matches but the fields are impossible.
+    BadHeader,
+    /// The records do not fill the batch as its header says (their count,
+    /// lengths or sequence numbers).
+    Disagrees,
+}
+
+impl BatchProblem {
+    /// A lowercase phrase for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BatchProblem::Short => "batch cut short",
+            BatchProblem::BadMagic => "no batch header where a batch should start",
+            BatchProblem::BadChecksum => "batch header checksum mismatch",
+            BatchProblem::BadHeader => "batch header fields out of range",
+            BatchProblem::Disagrees => "batch records disagree with its header",
+        }
+    }
+}
+
+impl BatchHeader {
+    /// Encodes the header into its 32 bytes.
+    pub fn encode(&self) -> [u8; BATCH_HEADER_LEN] {
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    /// Encodes the header into the first 32 bytes of `buf`.
+    pub fn encode_into(&self, buf: &mut [u8]) {
+        let buf = &mut buf[..BATCH_HEADER_LEN];
+        buf[0..4].copy_from_slice(&BATCH_MAGIC);
+        LittleEndian::write_u32(&mut buf[4..8], self.count);
+        LittleEndian::write_u64(&mut buf[8..16], self.len);
+        LittleEndian::write_u64(&mut buf[16..24], self.first_seq);
+        buf[24..28].fill(0);
+        let crc = crc32fast::hash(&buf[0..28]);
+        LittleEndian::write_u32(&mut buf[28..32], crc);
+    }
+
+    /// Decodes and checks a header from the start of `buf`. A header that
+    /// passes has a non-zero count and a length that can hold that many
+    /// records.
+    pub fn decode(buf: &[u8]) -> Result<BatchHeader, BatchProblem> {
+        if buf.len() < BATCH_HEADER_LEN {
+            return Err(BatchProblem::Short);
+        }
+        if buf[0..4] != BATCH_MAGIC {
+            return Err(BatchProblem::BadMagic);
+        }
+        if crc32fast::hash(&buf[0..28]) != LittleEndian::read_u32(&buf[28..32]) {
+            return Err(BatchProblem::BadChecksum);
+        }
+        let header = BatchHeader {
+            count: LittleEndian::read_u32(&buf[4..8]),
+            len: LittleEndian::read_u64(&buf[8..16]),
+            first_seq: LittleEndian::read_u64(&buf[16..24]),
+        };
+        let fits = header.len >= u64::from(header.count) * RECORD_HEADER_LEN as u64
+            && header.len <= u64::from(header.count) * MAX_RECORD_LEN as u64;
+        if header.count == 0 || !fits || buf[24..28] != [0; 4] || header.first_seq == 0 {
+            return Err(BatchProblem::BadHeader);
+        }
+        Ok(header)
+    }
+
+    /// The sequence number of the batch's last record.
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count) - 1
     }
 }
 
@@ -377,13 +498,46 @@ mod tests {
         let mut bad = bytes;
         bad[20] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad), Err(HeaderProblem::BadChecksum));
-        let mut future = bytes;
-        LittleEndian::write_u32(&mut future[8..12], 2);
-        let crc = crc32fast::hash(&future[0..36]);
-        LittleEndian::write_u32(&mut future[36..40], crc);
+        let future = header.encode_version(FORMAT_VERSION + 1);
         assert_eq!(
             SegmentHeader::decode(&future),
-            Err(HeaderProblem::UnknownVersion(2))
+            Err(HeaderProblem::UnknownVersion(FORMAT_VERSION + 1))
         );
+        let old = header.encode_version(1);
+        assert_eq!(SegmentHeader::decode_versioned(&old), Ok((header, 1)));
+    }
+
+    #[test]
+    fn batch_header_round_trips_and_checks() {
+        let header = BatchHeader {
+            count: 3,
+            len: 3 * 40,
+            first_seq: 17,
+        };
+        let bytes = header.encode();
+        assert_eq!(&bytes[0..4], b"DKVB");
+        assert_eq!(BatchHeader::decode(&bytes), Ok(header));
+        assert_eq!(header.last_seq(), 19);
+        assert_eq!(BatchHeader::decode(&bytes[..31]), Err(BatchProblem::Short));
+        assert_eq!(
+            BatchHeader::decode(&[0; BATCH_HEADER_LEN]),
+            Err(BatchProblem::BadMagic)
+        );
+        for byte in 4..BATCH_HEADER_LEN {
+            let mut bad = bytes;
+            bad[byte] ^= 0x10;
+            assert_eq!(
+                BatchHeader::decode(&bad),
+                Err(BatchProblem::BadChecksum),
+                "byte {byte}"
+            );
+        }
+        let empty = BatchHeader {
+            count: 0,
+            len: 0,
+            first_seq: 1,
+        }
+        .encode();
+        assert_eq!(BatchHeader::decode(&empty), Err(BatchProblem::BadHeader));
     }
 }

@@ -12,7 +12,8 @@
 //! running becomes the **leader** and runs one round
 //! ([`GroupCommit::flush_round`]):
 //! 1. it takes the flush gate and the batch, and writes the whole buffer
-//!    with one `pwrite`;
+//!    with one `pwrite`: a batch header (its length, count and first seq,
+//!    so that recovery knows where the batch ends) and the records;
 //! 2. with the writer mutex released, so that the next batch fills
 //!    meanwhile, it calls `fdatasync` once;
 //! 3. it publishes every record of the batch to the index (and rolls to a
@@ -63,7 +64,8 @@ use log::{debug, error, warn};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
+    BATCH_HEADER_LEN, BatchHeader, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN,
+    SegmentHeader, SegmentKind,
 };
 use crate::keydir::{Location, SegmentSlot};
 use crate::lock::lock;
@@ -509,7 +511,6 @@ impl GroupCommit {
     /// the policy: recovery accepts a torn tail only in the newest segment,
     /// so a closed segment must be whole on disk before a newer one exists.
     pub(crate) fn roll(&self, shared: &Shared, writer: &mut Writer) -> Result<()> {
-        let policy = shared.options.sync_policy();
         if let Err(e) = writer.active.sync_data() {
             // A failed sync is never retried: the store stops writing.
             self.poison(&e);
@@ -526,7 +527,6 @@ impl GroupCommit {
             &shared.dir,
             path,
             header,
-            policy != Sync::Never,
             shared.options.faults(),
         )?);
         debug!("rolled to segment {}", segment.path.display());
@@ -646,6 +646,11 @@ impl Writer {
 
     /// Encodes one record into the buffer and hands out its sequence number.
     fn stage(&mut self, seq: u64, kind: RecordKind, key: &[u8], value: &[u8]) {
+        if self.buf.is_empty() {
+            // Room for the batch header, filled in by `write_buffer`: it
+            // goes to disk in the same `pwrite` as the records.
+            self.buf.resize(BATCH_HEADER_LEN, 0);
+        }
         let buf_offset = self.buf.len();
         let len = crate::format::encode_record(&mut self.buf, seq, kind, key, value);
         self.buffered.push(Buffered {
@@ -702,7 +707,9 @@ impl Writer {
         buffered.or_else(in_flight)
     }
 
-    /// Writes the buffer to the active segment with one positional write.
+    /// Writes the buffer to the active segment with one positional write:
+    /// the batch header (filled in here, in the room `stage` left at the
+    /// start of the buffer) and the records after it.
     /// On failure the partial bytes are cut off again, the buffered records
     /// are dropped and their sequence numbers handed out anew, so the log
     /// never holds half a record or a gap.
@@ -711,6 +718,13 @@ impl Writer {
             return Ok(Vec::new());
         }
         let start = self.offset;
+        let first_seq = self.buffered.first().map_or(0, |b| b.seq);
+        BatchHeader {
+            count: self.buffered.len() as u32,
+            len: (self.buf.len() - BATCH_HEADER_LEN) as u64,
+            first_seq,
+        }
+        .encode_into(&mut self.buf);
         if let Err(e) = self.active.write_at(&self.buf, start) {
             let err = Error::io("append to", &self.active.path, e);
             self.discard_buffer();

@@ -29,7 +29,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::segment::sync_dir;
+use crate::fault::Faults;
+use crate::segment::{sync_dir, sync_metadata_file};
 
 const FILE: &str = "HISTORY";
 
@@ -154,34 +155,33 @@ impl History {
 }
 
 /// The store's history, drawn and saved if it has none yet.
-pub(crate) fn load_or_create(dir: &Path, durable: bool) -> Result<History> {
+pub(crate) fn load_or_create(dir: &Path, faults: &Faults) -> Result<History> {
     let path = dir.join(FILE);
     match fs::read_to_string(&path) {
         Ok(text) => History::parse(&text, &path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let history = History::new(draw());
-            save(dir, &history, durable)?;
+            save(dir, &history, faults)?;
             Ok(history)
         }
         Err(e) => Err(Error::io("read", &path, e)),
     }
 }
 
-/// Replaces the saved history, crash-safely.
-pub(crate) fn save(dir: &Path, history: &History, durable: bool) -> Result<()> {
+/// Replaces the saved history, crash-safely and under every sync policy:
+/// the file says what the store is, so a power cut must find either the
+/// old file or the new one whole, never a renamed file with no bytes. It
+/// writes `HISTORY.tmp`, syncs it, renames it over `HISTORY` and syncs the
+/// directory.
+pub(crate) fn save(dir: &Path, history: &History, faults: &Faults) -> Result<()> {
     let path = dir.join(FILE);
     let temp = dir.join(format!("{FILE}.tmp"));
     let mut file = fs::File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
     file.write_all(history.to_text().as_bytes())
         .map_err(|e| Error::io("write", &temp, e))?;
-    if durable {
-        file.sync_all().map_err(|e| Error::io("sync", &temp, e))?;
-    }
+    sync_metadata_file(&file, &temp, faults)?;
     fs::rename(&temp, &path).map_err(|e| Error::io("rename", &temp, e))?;
-    if durable {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    sync_dir(dir, faults)
 }
 
 /// A random, non-zero ID (0 means "none" on the wire). `RandomState` is
@@ -205,14 +205,23 @@ mod tests {
     #[test]
     fn a_history_is_drawn_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let history = load_or_create(dir.path(), true).unwrap();
+        let history = load_or_create(dir.path(), &Faults::default()).unwrap();
         assert_ne!(history.id, 0);
         assert!(history.ancestors.is_empty());
-        assert_eq!(load_or_create(dir.path(), true).unwrap(), history);
-        save(dir.path(), &History::new(42), true).unwrap();
-        assert_eq!(load_or_create(dir.path(), true).unwrap(), History::new(42));
+        assert_eq!(
+            load_or_create(dir.path(), &Faults::default()).unwrap(),
+            history
+        );
+        save(dir.path(), &History::new(42), &Faults::default()).unwrap();
+        assert_eq!(
+            load_or_create(dir.path(), &Faults::default()).unwrap(),
+            History::new(42)
+        );
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(load_or_create(other.path(), true).unwrap().id, 42);
+        assert_ne!(
+            load_or_create(other.path(), &Faults::default()).unwrap().id,
+            42
+        );
     }
 
     #[test]
@@ -231,12 +240,15 @@ mod tests {
                 },
             ],
         };
-        save(dir.path(), &history, true).unwrap();
+        save(dir.path(), &history, &Faults::default()).unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join(FILE)).unwrap(),
             "00000000000000ab\n0000000000000002 90\n0000000000000001 7\n"
         );
-        assert_eq!(load_or_create(dir.path(), true).unwrap(), history);
+        assert_eq!(
+            load_or_create(dir.path(), &Faults::default()).unwrap(),
+            history
+        );
     }
 
     #[test]
@@ -244,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE), "00000000000000ab\n").unwrap();
         assert_eq!(
-            load_or_create(dir.path(), true).unwrap(),
+            load_or_create(dir.path(), &Faults::default()).unwrap(),
             History::new(0xab)
         );
     }
@@ -294,7 +306,10 @@ mod tests {
         ] {
             fs::write(dir.path().join(FILE), text).unwrap();
             assert!(
-                matches!(load_or_create(dir.path(), true), Err(Error::Corrupt { .. })),
+                matches!(
+                    load_or_create(dir.path(), &Faults::default()),
+                    Err(Error::Corrupt { .. })
+                ),
                 "{text:?}"
             );
         }

@@ -73,7 +73,8 @@ impl Iterator for RecordsSince {
                     256 * 1024,
                     PositionalReader::new(segment.clone(), start, end),
                 );
-                self.current = Some((segment, RecordScanner::new(reader, start, end)));
+                let framed = segment.framed();
+                self.current = Some((segment, RecordScanner::new(reader, start, end, framed)));
             }
             let (segment, scanner) = self.current.as_mut()?;
             match scanner.next_record() {

@@ -73,7 +73,9 @@
 //!   leader of group commit, observers, poisoning.
 //! - `compaction`: rewriting live records and installing a snapshot, in a
 //!   crash-safe order.
-//! - `recovery`: rebuilding the index on open, cutting a torn tail.
+//! - `recovery`: rebuilding the index on open, cutting a torn final batch.
+//! - [`repair`]: the offline repair of damage recovery refuses
+//!   ([`repair::scan`], [`repair::fix`]), and [`TailCut`].
 //! - `shared`: what every part of a store reads: its directory, options,
 //!   index (behind its lock) and history.
 //! - [`iter`]: [`RecordsSince`] and [`Snapshot`], reading the log back out.
@@ -113,6 +115,7 @@ mod lock;
 pub mod options;
 pub mod record;
 mod recovery;
+pub mod repair;
 mod segment;
 mod shared;
 pub mod store;
@@ -126,4 +129,5 @@ pub use history::{Ancestor, History, Kinship};
 pub use iter::{RecordsSince, Snapshot, SnapshotEntry};
 pub use options::{CompactionPolicy, Options, Sync};
 pub use record::{Op, Record};
+pub use repair::TailCut;
 pub use store::{ObservePoint, Stats, Store, WriteObserver, WriteOp};

@@ -8,9 +8,15 @@
 //!    segments left behind by a crash after the rename are removed.
 //! 3. Every record is checked (header CRC, limits, record CRC) and sequence
 //!    numbers must increase through the log.
-//! 4. Damage in the newest segment after which no valid record follows is a
-//!    torn tail (a crash mid-append): it is cut off with a warning. Any other
-//!    damage is [`Error::Corrupt`] naming the file and offset.
+//! 4. In a log segment of format version 2 records come in batches, each
+//!    behind a batch header. Damage in the final batch of the newest
+//!    segment (no valid batch header after it, no record after it that
+//!    goes back in sequence) is an unsynced batch a power cut tore: the
+//!    batch is cut off whole, with a warning. In a version 1 segment,
+//!    damage in the newest segment after which no valid record follows is
+//!    a torn tail and is cut. Any other damage is [`Error::Corrupt`]
+//!    naming the file and offset (and, in its message, the repair
+//!    command). `FORMAT.md` gives the reasons.
 
 use std::fs;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -24,11 +30,12 @@ use log::{info, warn};
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::format::{
-    RECORD_HEADER_LEN, RecordHeader, RecordKind, RecordProblem, SEGMENT_HEADER_LEN, SegmentHeader,
-    SegmentKind,
+    FORMAT_VERSION, RECORD_HEADER_LEN, RecordHeader, RecordKind, RecordProblem, SEGMENT_HEADER_LEN,
+    SegmentHeader, SegmentKind,
 };
 use crate::keydir::{Keydir, Location, SegmentSlot};
-use crate::segment::{self, RecordScanner, ScanError, Segment};
+use crate::repair::TailCut;
+use crate::segment::{self, Damage, OpenBatch, RecordScanner, ScanError, Segment};
 
 /// What recovery hands to the store.
 pub(crate) struct Recovered {
@@ -37,6 +44,8 @@ pub(crate) struct Recovered {
     pub(crate) active: Arc<Segment>,
     pub(crate) active_len: u64,
     pub(crate) last_seq: u64,
+    /// What was cut off the newest segment, if anything.
+    pub(crate) cut: Option<TailCut>,
 }
 
 /// Rebuilds the store in `dir`. `durable` says whether to sync what
@@ -52,13 +61,13 @@ pub(crate) fn recover(
     changed_dir |= cut_short;
     changed_dir |= remove_replaced(&mut segments)?;
     if changed_dir && durable {
-        segment::sync_dir(dir)?;
+        segment::sync_dir(dir, faults)?;
     }
 
-    let (mut keydir, last_seq) = load_segments(segments, durable)?;
+    let (mut keydir, last_seq, cut) = load_segments(segments, durable)?;
     keydir.published_seq = last_seq;
 
-    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, durable, faults)?;
+    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, faults)?;
     info!(
         "opened {}: {} keys, {} segments, last seq {}",
         dir.display(),
@@ -71,6 +80,7 @@ pub(crate) fn recover(
         active,
         active_len,
         last_seq,
+        cut,
     })
 }
 
@@ -146,14 +156,15 @@ fn active_segment(
     dir: &Path,
     keydir: &mut Keydir,
     segment_size: u64,
-    durable: bool,
     faults: &Faults,
 ) -> Result<(Arc<Segment>, u64)> {
-    let reusable = keydir
-        .segments
-        .values()
-        .next_back()
-        .filter(|slot| slot.segment.kind == SegmentKind::Log && slot.end < segment_size);
+    let reusable = keydir.segments.values().next_back().filter(|slot| {
+        // A segment of an older format is closed: new batches go to a
+        // new segment of the current one.
+        slot.segment.kind == SegmentKind::Log
+            && slot.segment.version == FORMAT_VERSION
+            && slot.end < segment_size
+    });
     if let Some(slot) = reusable {
         return Ok((slot.segment.clone(), slot.end));
     }
@@ -171,7 +182,6 @@ fn active_segment(
         dir,
         dir.join(segment::file_name(id)),
         header,
-        durable,
         faults,
     )?);
     keydir
@@ -195,7 +205,7 @@ enum Scanned {
 /// Scans `segments` in order into a new index and returns it with the last
 /// sequence number. One thread reads and checks the records while this one
 /// inserts them: reading and hashing overlap.
-fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)> {
+fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64, Option<TailCut>)> {
     let total_bytes: u64 = segments.iter().map(|s| s.len()).sum::<Result<u64>>()?;
     let (sender, receiver) = crossbeam_channel::bounded::<Scanned>(8);
     std::thread::scope(|scope| {
@@ -214,19 +224,21 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64)>
         let (scans, last_seq) = scanning
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let mut cut = None;
         for (segment, scan) in scans {
+            cut = cut.or(scan.cut);
             keydir.horizon = keydir.horizon.max(segment.horizon);
             keydir.segments.insert(
                 segment.id,
                 SegmentSlot {
                     segment,
                     end: scan.end,
-                    record_bytes: scan.end - SEGMENT_HEADER_LEN as u64,
+                    record_bytes: scan.record_bytes,
                     last_seq: scan.last_seq,
                 },
             );
         }
-        Ok((keydir, last_seq))
+        Ok((keydir, last_seq, cut))
     })
 }
 
@@ -282,10 +294,22 @@ type ScannedLog = (Vec<(Arc<Segment>, SegmentScan)>, u64);
 
 /// What scanning one segment found.
 struct SegmentScan {
-    /// Where its last valid record ends.
+    /// Where its last valid record (of its last whole batch) ends.
     end: u64,
     records: u64,
+    /// Bytes of those records, batch headers left out.
+    record_bytes: u64,
     last_seq: u64,
+    /// What was cut off its end, if it was the newest segment.
+    cut: Option<TailCut>,
+}
+
+/// A record read but not yet indexed: in a framed segment, records wait
+/// until their batch is whole, since a torn final batch is cut entirely.
+struct Pending {
+    key: Vec<u8>,
+    kind: RecordKind,
+    location: Location,
 }
 
 /// Reads every record of one segment into the index.
@@ -302,55 +326,165 @@ fn scan_segment(
     file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64))
         .map_err(|e| Error::io("seek", path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
-    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len);
+    let framed = segment.framed();
+    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len, framed);
     let mut scanned = SegmentScan {
         end: SEGMENT_HEADER_LEN as u64,
         records: 0,
+        record_bytes: 0,
         last_seq: 0,
+        cut: None,
     };
+    let mut pending: Vec<Pending> = Vec::new();
+    // The last seq read, pending records included.
+    let mut read_seq = *last_seq;
     loop {
-        match scanner.next_record() {
+        let problem = match scanner.next_record() {
             Ok(Some(record)) => {
                 let seq = record.header.seq;
-                if seq <= *last_seq {
+                if seq <= read_seq {
                     return Err(Error::corrupt(
                         path,
                         record.offset,
                         "sequence number does not increase",
                     ));
                 }
-                *last_seq = seq;
+                read_seq = seq;
                 let location = Location {
                     segment: segment.id,
                     offset: record.offset,
                     len: record.header.len,
                     seq,
                 };
-                sink(record.key, record.header.kind, location);
-                scanned.end = record.offset + u64::from(record.header.len);
-                scanned.records += 1;
-                scanned.last_seq = seq;
+                pending.push(Pending {
+                    key: record.key.to_vec(),
+                    kind: record.header.kind,
+                    location,
+                });
+                if !framed || record.ends_batch {
+                    for record in pending.drain(..) {
+                        sink(&record.key, record.kind, record.location);
+                        scanned.records += 1;
+                        scanned.record_bytes += u64::from(record.location.len);
+                    }
+                    scanned.end = location.offset + u64::from(location.len);
+                    scanned.last_seq = seq;
+                    *last_seq = seq;
+                }
+                continue;
             }
             Ok(None) => return Ok(scanned),
             Err(ScanError::Io(e)) => return Err(Error::io("read", path, e)),
-            Err(ScanError::Bad { offset, problem }) => {
-                if !is_newest || valid_record_follows(segment, offset, problem, file_len)? {
-                    return Err(Error::corrupt(path, offset, problem.describe()));
-                }
-                warn!(
-                    "{}: {} at offset {offset}; cutting off a torn tail of {} bytes",
-                    path.display(),
-                    problem.describe(),
-                    file_len - offset
-                );
-                segment.truncate(offset)?;
-                if durable {
-                    segment.sync_data()?;
-                }
-                return Ok(scanned);
-            }
+            Err(ScanError::Bad { offset, problem }) => (offset, problem),
+        };
+        let (offset, problem) = problem;
+        let cut = if !is_newest {
+            None
+        } else if framed {
+            final_batch_cut(segment, file_len, scanned.end, scanner.batch(), *last_seq)?
+        } else {
+            old_torn_tail(segment, offset, problem, file_len)?
+        };
+        let Some(cut) = cut else {
+            return Err(Error::corrupt(path, offset, problem.describe()));
+        };
+        let seqs = match cut.seqs {
+            Some((first, last)) => format!("seqs {first} to {last}"),
+            None => "no whole record".to_string(),
+        };
+        warn!(
+            "{}: {} at offset {offset}; cutting off an unsynced tail at offset {} \
+             ({} bytes, {seqs}); nothing in it was acknowledged as synced",
+            path.display(),
+            problem.describe(),
+            cut.offset,
+            cut.bytes,
+        );
+        segment.truncate(cut.offset)?;
+        if durable {
+            segment.sync_data()?;
         }
+        scanned.cut = Some(cut);
+        return Ok(scanned);
     }
+}
+
+/// Decides whether damage in the newest, framed segment lies in its final
+/// batch, which may not have been synced: then it returns the cut, at the
+/// start of that batch. `batch_start` is where the batch begins (the end
+/// of the last whole one), `open` the batch the damage was found in if its
+/// header passed its checks, `last_seq` the last seq of the whole batches.
+///
+/// The damaged batch is the final one if, after it (after its end when its
+/// header is intact, else anywhere after its start), no valid batch header
+/// starts and no valid record goes back in sequence: a valid batch header
+/// there means the damage is in an earlier batch, which was synced before
+/// the later one was written (or the store was opened since), and must be
+/// refused.
+fn final_batch_cut(
+    segment: &Segment,
+    file_len: u64,
+    batch_start: u64,
+    open: Option<OpenBatch>,
+    last_seq: u64,
+) -> Result<Option<TailCut>> {
+    let search_from = open
+        .filter(|batch| batch.start == batch_start)
+        .map_or(batch_start + 1, |batch| batch.end());
+    let after = tail_after(segment, search_from, file_len)?;
+    let found = segment::scan_for_frames(&after);
+    if found.batch_header || found.seqs.is_some_and(|(first, _)| first <= last_seq) {
+        return Ok(None);
+    }
+    let seqs = match open {
+        Some(batch) => Some((batch.header.first_seq, batch.header.last_seq())),
+        None => found.seqs,
+    };
+    Ok(Some(TailCut {
+        file: segment.path.clone(),
+        offset: batch_start,
+        bytes: file_len - batch_start,
+        seqs,
+    }))
+}
+
+/// The bytes of `segment` from `start` to `file_len` (none if `start` is
+/// past it).
+fn tail_after(segment: &Segment, start: u64, file_len: u64) -> Result<Vec<u8>> {
+    let mut tail = Vec::new();
+    if start >= file_len {
+        return Ok(tail);
+    }
+    let read_error = |e| Error::io("read", &segment.path, e);
+    let mut file = &segment.file;
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    file.take(file_len - start)
+        .read_to_end(&mut tail)
+        .map_err(read_error)?;
+    Ok(tail)
+}
+
+/// The rule of format version 1 (records back to back): damage is a torn
+/// tail only if no valid record follows it; the cut is at the damaged
+/// record.
+fn old_torn_tail(
+    segment: &Segment,
+    offset: u64,
+    problem: Damage,
+    file_len: u64,
+) -> Result<Option<TailCut>> {
+    let Damage::Record(problem) = problem else {
+        return Ok(None);
+    };
+    if valid_record_follows(segment, offset, problem, file_len)? {
+        return Ok(None);
+    }
+    Ok(Some(TailCut {
+        file: segment.path.clone(),
+        offset,
+        bytes: file_len - offset,
+        seqs: None,
+    }))
 }
 
 /// Whether a valid record starts anywhere after the damaged one at `offset`.
@@ -381,14 +515,7 @@ fn valid_record_follows(
             start = offset + u64::from(header.len);
         }
     }
-    if start >= file_len {
-        return Ok(false);
-    }
-    let mut tail = Vec::new();
-    let mut file = &segment.file;
-    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
-    file.take(file_len - start)
-        .read_to_end(&mut tail)
-        .map_err(read_error)?;
-    Ok(segment::any_valid_record_in(&tail))
+    Ok(segment::any_valid_record_in(&tail_after(
+        segment, start, file_len,
+    )?))
 }

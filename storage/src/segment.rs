@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::format::{
-    self, RECORD_HEADER_LEN, RecordHeader, RecordProblem, SEGMENT_HEADER_LEN, SegmentHeader,
-    SegmentKind,
+    self, BATCH_HEADER_LEN, BatchHeader, BatchProblem, RECORD_HEADER_LEN, RecordHeader,
+    RecordProblem, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
 
 /// The file name suffix of a segment.
@@ -49,10 +49,21 @@ pub(crate) fn next_log_id(id: u64) -> u64 {
 
 /// Fsyncs a directory, so that files created, renamed or removed in it
 /// survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+pub(crate) fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
+    faults
+        .before_metadata_sync(dir)
+        .and_then(|()| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Syncs `file` (at `path`), one that says what the store is, whatever the
+/// sync policy.
+pub(crate) fn sync_metadata_file(file: &File, path: &Path, faults: &Faults) -> Result<()> {
+    faults
+        .before_metadata_sync(path)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("sync", path, e))
 }
 
 /// One open segment file.
@@ -62,37 +73,60 @@ pub(crate) struct Segment {
     pub(crate) id: u64,
     pub(crate) kind: SegmentKind,
     pub(crate) horizon: u64,
+    /// The format version that wrote it (see [`format::FORMAT_VERSION`]).
+    pub(crate) version: u32,
     pub(crate) path: PathBuf,
     pub(crate) file: File,
 }
 
 impl Segment {
-    /// Creates segment `path` with its header, synced, and syncs `dir`
-    /// (skipped when `durable` is false, for `Sync::Never`).
+    /// Whether its records are framed in batches, each behind a batch
+    /// header: log segments of format version 2 and later. Compacted
+    /// segments hold records back to back (they are synced before they
+    /// are renamed into place, so never torn).
+    pub(crate) fn framed(&self) -> bool {
+        self.version >= 2 && self.kind == SegmentKind::Log
+    }
+
+    /// Creates segment `path` with its header, under every sync policy in
+    /// the same crash-safe order: the header is written to `<id>.seg.tmp`,
+    /// that file is synced and renamed to `path`, and `dir` is synced. A
+    /// crash before the rename leaves a `.seg.tmp`, which recovery removes;
+    /// after it, a whole header. So a power cut never leaves a segment
+    /// whose header is missing or holds zeros, which would stop the store
+    /// from opening (the header says what the file is).
     pub(crate) fn create(
         dir: &Path,
         path: PathBuf,
         header: SegmentHeader,
-        durable: bool,
         faults: &Faults,
     ) -> Result<Segment> {
+        if path.exists() {
+            return Err(Error::io(
+                "create",
+                &path,
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            ));
+        }
+        let temp = dir.join(temp_file_name(header.id));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| Error::io("create", &temp, e))?;
         file.write_all_at(&header.encode(), 0)
-            .map_err(|e| Error::io("write header of", &path, e))?;
-        if durable {
-            file.sync_all().map_err(|e| Error::io("sync", &path, e))?;
-            sync_dir(dir)?;
-        }
+            .map_err(|e| Error::io("write header of", &temp, e))?;
+        sync_metadata_file(&file, &temp, faults)?;
+        fs::rename(&temp, &path).map_err(|e| Error::io("rename", &temp, e))?;
+        sync_dir(dir, faults)?;
         Ok(Segment {
             faults: faults.clone(),
             id: header.id,
             kind: header.kind,
             horizon: header.horizon,
+            version: format::FORMAT_VERSION,
             path,
             file,
         })
@@ -117,22 +151,25 @@ impl Segment {
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         file.read_exact_at(&mut buf, 0)
             .map_err(|e| Error::io("read header of", &path, e))?;
-        let header = SegmentHeader::decode(&buf).map_err(|problem| match problem {
-            format::HeaderProblem::UnknownVersion(version) => Error::UnsupportedVersion {
-                file: path.clone(),
-                version,
-            },
-            format::HeaderProblem::Short => Error::corrupt(&path, 0, "segment header cut short"),
-            format::HeaderProblem::BadMagic => {
-                Error::corrupt(&path, 0, "not a duokv segment (bad magic)")
-            }
-            format::HeaderProblem::BadChecksum => {
-                Error::corrupt(&path, 0, "segment header checksum mismatch")
-            }
-            format::HeaderProblem::UnknownKind(_) => {
-                Error::corrupt(&path, 0, "unknown segment kind")
-            }
-        })?;
+        let (header, version) =
+            SegmentHeader::decode_versioned(&buf).map_err(|problem| match problem {
+                format::HeaderProblem::UnknownVersion(version) => Error::UnsupportedVersion {
+                    file: path.clone(),
+                    version,
+                },
+                format::HeaderProblem::Short => {
+                    Error::corrupt(&path, 0, "segment header cut short")
+                }
+                format::HeaderProblem::BadMagic => {
+                    Error::corrupt(&path, 0, "not a duokv segment (bad magic)")
+                }
+                format::HeaderProblem::BadChecksum => {
+                    Error::corrupt(&path, 0, "segment header checksum mismatch")
+                }
+                format::HeaderProblem::UnknownKind(_) => {
+                    Error::corrupt(&path, 0, "unknown segment kind")
+                }
+            })?;
         if header.id != id {
             return Err(Error::corrupt(
                 &path,
@@ -145,6 +182,7 @@ impl Segment {
             id,
             kind: header.kind,
             horizon: header.horizon,
+            version,
             path,
             file,
         }))
@@ -255,11 +293,31 @@ impl Read for PositionalReader {
     }
 }
 
+/// What is wrong with the bytes at one offset: a record, or the batch
+/// framing around records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Damage {
+    /// A record fails its checks.
+    Record(RecordProblem),
+    /// A batch header fails its checks, or its records disagree with it.
+    Batch(BatchProblem),
+}
+
+impl Damage {
+    /// A lowercase phrase for error messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Damage::Record(problem) => problem.describe(),
+            Damage::Batch(problem) => problem.describe(),
+        }
+    }
+}
+
 /// What went wrong at one offset while reading records in order.
 #[derive(Debug)]
 pub(crate) enum ScanError {
-    /// The bytes at `offset` are not a valid record.
-    Bad { offset: u64, problem: RecordProblem },
+    /// The bytes at `offset` are not a valid record (or batch header).
+    Bad { offset: u64, problem: Damage },
     /// The reader failed.
     Io(io::Error),
 }
@@ -270,38 +328,83 @@ pub(crate) struct ScannedRecord<'a> {
     pub(crate) header: RecordHeader,
     pub(crate) key: &'a [u8],
     pub(crate) value: &'a [u8],
+    /// In a framed segment, whether this record ends its batch.
+    pub(crate) ends_batch: bool,
+}
+
+/// The batch a framed scan is inside.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenBatch {
+    /// Where its header starts.
+    pub(crate) start: u64,
+    pub(crate) header: BatchHeader,
+    /// Records of it read so far.
+    seen: u32,
+}
+
+impl OpenBatch {
+    /// Where the batch ends, as its header says.
+    pub(crate) fn end(&self) -> u64 {
+        self.start + BATCH_HEADER_LEN as u64 + self.header.len
+    }
 }
 
 /// Reads checked records one after another from a byte stream that starts
-/// at a record boundary. Allocates at most one record's worth of buffer,
-/// and only after the record's header checksum and limits have passed.
+/// at a record boundary (a batch boundary, when `framed`). Allocates at
+/// most one record's worth of buffer, and only after the record's header
+/// checksum and limits have passed.
 pub(crate) struct RecordScanner<R> {
     reader: R,
     offset: u64,
     end: u64,
     body: Vec<u8>,
+    framed: bool,
+    batch: Option<OpenBatch>,
 }
 
 impl<R: Read> RecordScanner<R> {
     /// `offset` is where `reader` starts in the file; `end` where the
-    /// records end (the file's length).
-    pub(crate) fn new(reader: R, offset: u64, end: u64) -> Self {
+    /// records end (the file's length). `framed`: records come in batches,
+    /// each behind a [`BatchHeader`] ([`Segment::framed`]).
+    pub(crate) fn new(reader: R, offset: u64, end: u64, framed: bool) -> Self {
         RecordScanner {
             reader,
             offset,
             end,
             body: Vec::new(),
+            framed,
+            batch: None,
         }
+    }
+
+    /// The batch being read, if the scan is inside one whose header
+    /// passed its checks.
+    pub(crate) fn batch(&self) -> Option<OpenBatch> {
+        self.batch
     }
 
     /// The next record, `Ok(None)` at the end.
     pub(crate) fn next_record(&mut self) -> Result<Option<ScannedRecord<'_>>, ScanError> {
-        let offset = self.offset;
-        let left = self.end - offset;
-        if left == 0 {
-            return Ok(None);
+        if self.framed && self.batch.is_none() {
+            if self.offset == self.end {
+                return Ok(None);
+            }
+            self.open_batch()?;
         }
-        let bad = |problem| ScanError::Bad { offset, problem };
+        let offset = self.offset;
+        let batch_end = self.batch.map_or(self.end, |b| b.end());
+        let left = batch_end.min(self.end) - offset;
+        let bad = |problem| ScanError::Bad {
+            offset,
+            problem: Damage::Record(problem),
+        };
+        if left == 0 {
+            // Only a batch that runs past the end of the file gets here.
+            return match self.batch {
+                Some(_) => Err(bad(RecordProblem::Short)),
+                None => Ok(None),
+            };
+        }
         if left < RECORD_HEADER_LEN as u64 {
             return Err(bad(RecordProblem::Short));
         }
@@ -311,7 +414,15 @@ impl<R: Read> RecordScanner<R> {
             .map_err(ScanError::Io)?;
         let header = RecordHeader::decode(&header_bytes).map_err(bad)?;
         if u64::from(header.len) > left {
-            return Err(bad(RecordProblem::Short));
+            return Err(if offset + u64::from(header.len) > self.end {
+                bad(RecordProblem::Short)
+            } else {
+                // A whole record that overruns its batch's end.
+                ScanError::Bad {
+                    offset,
+                    problem: Damage::Batch(BatchProblem::Disagrees),
+                }
+            });
         }
         let body_len = header.len as usize - RECORD_HEADER_LEN;
         self.body.resize(body_len, 0);
@@ -330,6 +441,24 @@ impl<R: Read> RecordScanner<R> {
         if hasher.finalize() != stored_crc {
             return Err(bad(RecordProblem::BadChecksum));
         }
+        let mut ends_batch = false;
+        if let Some(batch) = &mut self.batch {
+            let disagrees = ScanError::Bad {
+                offset,
+                problem: Damage::Batch(BatchProblem::Disagrees),
+            };
+            if header.seq != batch.header.first_seq + u64::from(batch.seen) {
+                return Err(disagrees);
+            }
+            batch.seen += 1;
+            ends_batch = offset + u64::from(header.len) == batch.end();
+            if ends_batch != (batch.seen == batch.header.count) {
+                return Err(disagrees);
+            }
+            if ends_batch {
+                self.batch = None;
+            }
+        }
         self.offset += u64::from(header.len);
         let (key, value) = self.body.split_at(header.key_len as usize);
         Ok(Some(ScannedRecord {
@@ -337,8 +466,68 @@ impl<R: Read> RecordScanner<R> {
             header,
             key,
             value,
+            ends_batch,
         }))
     }
+
+    /// Reads and checks the batch header at the scan's offset.
+    fn open_batch(&mut self) -> Result<(), ScanError> {
+        let offset = self.offset;
+        let left = self.end - offset;
+        let bad = |problem| ScanError::Bad {
+            offset,
+            problem: Damage::Batch(problem),
+        };
+        if left < BATCH_HEADER_LEN as u64 {
+            return Err(bad(BatchProblem::Short));
+        }
+        let mut bytes = [0u8; BATCH_HEADER_LEN];
+        self.reader.read_exact(&mut bytes).map_err(ScanError::Io)?;
+        let header = BatchHeader::decode(&bytes).map_err(bad)?;
+        self.offset += BATCH_HEADER_LEN as u64;
+        self.batch = Some(OpenBatch {
+            start: offset,
+            header,
+            seen: 0,
+        });
+        Ok(())
+    }
+}
+
+/// What [`scan_for_frames`] found in some bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frames {
+    /// Whether a valid batch header starts anywhere in them.
+    pub(crate) batch_header: bool,
+    /// The smallest and largest seq of the valid records that start
+    /// anywhere in them, if any does.
+    pub(crate) seqs: Option<(u64, u64)>,
+    /// How many valid records start in them.
+    pub(crate) records: u64,
+}
+
+/// Looks at every offset of `bytes` (what follows damage in a framed
+/// segment) for a valid batch header and for valid records.
+pub(crate) fn scan_for_frames(bytes: &[u8]) -> Frames {
+    let mut found = Frames::default();
+    for start in 0..bytes.len() {
+        let rest = &bytes[start..];
+        if rest.len() >= BATCH_HEADER_LEN && BatchHeader::decode(rest).is_ok() {
+            found.batch_header = true;
+        }
+        if rest.len() >= RECORD_HEADER_LEN
+            && let Ok(record) = format::decode_record(rest)
+        {
+            let seq = record.header.seq;
+            found.records += 1;
+            found.seqs = Some(
+                found
+                    .seqs
+                    .map_or((seq, seq), |(low, high)| (low.min(seq), high.max(seq))),
+            );
+        }
+    }
+    found
 }
 
 /// Whether any valid record starts anywhere in `bytes`. Recovery asks this
@@ -383,13 +572,13 @@ mod tests {
         let full = bytes.len();
         format::encode_record(&mut bytes, 3, RecordKind::Put, b"b", b"22");
         bytes.truncate(bytes.len() - 1);
-        let mut scanner = RecordScanner::new(&bytes[..], 0, bytes.len() as u64);
+        let mut scanner = RecordScanner::new(&bytes[..], 0, bytes.len() as u64, false);
         assert_eq!(scanner.next_record().unwrap().unwrap().header.seq, 1);
         assert_eq!(scanner.next_record().unwrap().unwrap().header.seq, 2);
         match scanner.next_record() {
             Err(ScanError::Bad {
                 offset,
-                problem: RecordProblem::Short,
+                problem: Damage::Record(RecordProblem::Short),
             }) => assert_eq!(offset, full as u64),
             _ => panic!("expected a short record"),
         }

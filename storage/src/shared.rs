@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::history::History;
 use crate::keydir::Keydir;
 use crate::lock::lock;
-use crate::options::{Options, Sync};
+use crate::options::Options;
 
 /// The state a store's parts share, behind the store's `Arc`.
 #[derive(Debug)]
@@ -66,19 +66,18 @@ impl Shared {
         lock(&self.history)
     }
 
-    /// Saves `history` (durably unless the policy is `Sync::Never`) and
-    /// makes it the store's.
+    /// Saves `history` (durably, whatever the policy) and makes it the
+    /// store's.
     pub(crate) fn set_history(&self, history: History) -> Result<()> {
         self.save_history(&history)?;
         *self.history() = history;
         Ok(())
     }
 
-    /// Writes `history` to the `HISTORY` file, durably unless the policy is
-    /// `Sync::Never`.
+    /// Writes `history` to the `HISTORY` file, durably under every policy:
+    /// it says what the store is.
     pub(crate) fn save_history(&self, history: &History) -> Result<()> {
-        let durable = self.options.sync_policy() != Sync::Never;
-        crate::history::save(&self.dir, history, durable)
+        crate::history::save(&self.dir, history, self.options.faults())
     }
 
     /// Asks for a compaction if `keydir` is past the compaction policy.

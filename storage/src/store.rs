@@ -36,6 +36,7 @@ use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
 use crate::options::{Options, Sync};
 use crate::record::Record;
 use crate::recovery;
+use crate::repair::TailCut;
 use crate::shared::Shared;
 
 pub use crate::group_commit::{ObservePoint, WriteObserver};
@@ -150,6 +151,8 @@ struct Inner {
     shared: Shared,
     commit: GroupCommit,
     compactor: Compactor,
+    /// What recovery cut off the newest segment on open, if anything.
+    tail_cut: Option<TailCut>,
     /// Held for the life of the store: the directory's `flock`.
     _lock: File,
 }
@@ -163,7 +166,12 @@ impl Store {
     /// and [`Error::UnsupportedVersion`] if it was written by another format.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
+        let created = !dir.exists();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The directory's own entry says the store exists.
+            crate::segment::sync_dir(parent, options.faults())?;
+        }
         let lock_path = dir.join("LOCK");
         let lock_file = OpenOptions::new()
             .create(true)
@@ -183,7 +191,7 @@ impl Store {
             durable,
             options.faults(),
         )?;
-        let history = crate::history::load_or_create(&dir, durable)?;
+        let history = crate::history::load_or_create(&dir, options.faults())?;
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
@@ -195,6 +203,7 @@ impl Store {
                 commit_wanted,
             ),
             compactor: Compactor::default(),
+            tail_cut: recovered.cut,
             _lock: lock_file,
         });
         let background = Background::start(&inner, compaction_requests)?;
@@ -206,6 +215,13 @@ impl Store {
             background: Some(background),
             committers,
         })
+    }
+
+    /// What recovery cut off the end of the log when this store opened,
+    /// if anything: a final batch that a crash left damaged before it was
+    /// synced. Also logged as a warning.
+    pub fn tail_cut(&self) -> Option<&TailCut> {
+        self.inner.tail_cut.as_ref()
     }
 
     /// The directory the store lives in.

@@ -188,3 +188,84 @@ fn a_full_disk_fails_one_batch_of_concurrent_writers() {
     assert_eq!(seqs, (1..=writers as u64).collect::<Vec<_>>());
     assert_eq!(log_seqs(&store), seqs);
 }
+
+/// Records every metadata sync, in order, by path.
+#[derive(Debug, Default)]
+struct MetadataSyncs(std::sync::Mutex<Vec<std::path::PathBuf>>);
+
+impl FaultInjector for MetadataSyncs {
+    fn before_metadata_sync(&self, path: &Path) -> io::Result<()> {
+        self.0.lock().unwrap().push(path.to_path_buf());
+        Ok(())
+    }
+}
+
+impl MetadataSyncs {
+    fn take(&self) -> Vec<std::path::PathBuf> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The files that say what a store is (`HISTORY`, the header of a new
+/// segment) are written to a temporary file, synced, renamed and the
+/// directory synced before they are used, under every sync policy, even
+/// `Sync::Never`: a power cut soon after creating a store must never leave
+/// a `HISTORY` with no bytes or a segment without its header.
+#[test]
+fn files_that_identify_the_store_are_synced_under_every_policy() {
+    for sync in [Sync::Never, Sync::Always] {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("store");
+        let faults = Arc::new(MetadataSyncs::default());
+        let options = Options::default()
+            .sync(sync)
+            .segment_size(256)
+            .compaction(None)
+            .fault_injector(faults.clone());
+        let store = Store::open(&dir, options.clone()).unwrap();
+        let synced = faults.take();
+        let first = dir.join("00000000000000000002.seg.tmp");
+        let history = dir.join("HISTORY.tmp");
+        let position = |path: &Path| synced.iter().position(|p| p == path);
+        assert_eq!(
+            position(parent.path()),
+            Some(0),
+            "{sync:?}: a new store's directory entry is synced first: {synced:?}"
+        );
+        let (Some(segment_at), Some(history_at)) = (position(&first), position(&history)) else {
+            panic!("{sync:?}: the first segment's header and HISTORY must be synced: {synced:?}");
+        };
+        // Each file sync is followed by a sync of the directory (after the
+        // rename).
+        for at in [segment_at, history_at] {
+            assert_eq!(synced.get(at + 1), Some(&dir), "{sync:?}: {synced:?}");
+        }
+        assert!(!dir.join("HISTORY.tmp").exists());
+        assert!(!first.exists());
+        let id = store.history_id();
+
+        // Rolling to a new segment syncs its header and the directory too.
+        for i in 0..20 {
+            store
+                .put(format!("key{i}"), "a value of some bytes")
+                .unwrap();
+        }
+        let synced = faults.take();
+        let second = dir.join("00000000000000000004.seg.tmp");
+        let at = synced
+            .iter()
+            .position(|p| *p == second)
+            .unwrap_or_else(|| panic!("{sync:?}: the rolled-to segment: {synced:?}"));
+        assert_eq!(synced.get(at + 1), Some(&dir), "{sync:?}: {synced:?}");
+
+        // A new history (fork) is saved the same way.
+        let forked = store.fork_history().unwrap();
+        let synced = faults.take();
+        assert_eq!(synced, vec![history.clone(), dir.clone()], "{sync:?}");
+        drop(store);
+        let store = Store::open(&dir, options).unwrap();
+        assert_eq!(store.history_id(), forked.id);
+        assert_ne!(forked.id, id);
+        assert_eq!(store.last_seq(), 20);
+    }
+}

@@ -10,8 +10,8 @@
 //! `DUOKV_FUZZ_CASES=10000000 cargo test --release -p duokv-storage --test fuzz`.
 
 use duokv_storage::format::{
-    self, MAX_KEY_LEN, MAX_RECORD_LEN, MAX_VALUE_LEN, RECORD_HEADER_LEN, RecordHeader, RecordKind,
-    SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
+    self, BatchHeader, MAX_KEY_LEN, MAX_RECORD_LEN, MAX_VALUE_LEN, RECORD_HEADER_LEN, RecordHeader,
+    RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind,
 };
 use duokv_storage::{Options, Store};
 use proptest::prelude::*;
@@ -190,7 +190,12 @@ proptest! {
         let header = SegmentHeader { kind: SegmentKind::Log, id: 2, horizon: 0 };
         let mut bytes = header.encode().to_vec();
         for i in 0..good {
-            format::encode_record(&mut bytes, i as u64 + 1, RecordKind::Put, format!("k{i}").as_bytes(), b"value");
+            // One batch per record, as a lone writer's group commit makes.
+            let mut record = Vec::new();
+            format::encode_record(&mut record, i as u64 + 1, RecordKind::Put, format!("k{i}").as_bytes(), b"value");
+            let batch = BatchHeader { count: 1, len: record.len() as u64, first_seq: i as u64 + 1 };
+            bytes.extend_from_slice(&batch.encode());
+            bytes.extend_from_slice(&record);
         }
         let good_end = bytes.len();
         bytes.extend_from_slice(&garbage);

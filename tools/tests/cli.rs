@@ -228,3 +228,88 @@ fn the_cli_reads_the_token_from_a_flag_or_the_environment() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused the auth token"), "{stderr}");
 }
+
+/// Damage in synced data (a flipped byte in the fourth of six writes): the
+/// replica refuses to start and names `duokv repair`; the dry run reports
+/// the damage, exits 1 and changes nothing; `--fix` cuts at the damaged
+/// batch, keeping the cut bytes in the backup directory byte for byte; the
+/// replica then starts and serves the three writes before the damage, and
+/// while it runs the repair tool leaves its store alone.
+#[test]
+fn repair_reports_then_cuts_damage_in_synced_data() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start_in(&data, &[]);
+    let mut client = server.client();
+    for i in 1..=6 {
+        client
+            .put(format!("key{i}"), format!("value{i}"))
+            .expect("put");
+    }
+    drop(client);
+    server.sigterm();
+    assert!(server.wait_exit(common::DEADLINE).success());
+    drop(server);
+
+    let segment = std::fs::read_dir(&data)
+        .expect("the data dir")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .expect("a segment");
+    let original = std::fs::read(&segment).expect("read the segment");
+    let at = original
+        .windows(4)
+        .position(|w| w == b"key4")
+        .expect("the fourth key in the log");
+    let mut damaged = original.clone();
+    damaged[at] ^= 0xff;
+    std::fs::write(&segment, &damaged).expect("damage the segment");
+
+    let data_arg = data.display().to_string();
+    let refused = duokv(&["server", "--listen", "127.0.0.1:0", "--data-dir", &data_arg]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        stderr(&refused).contains(&format!("duokv repair {data_arg}")),
+        "{refused:?}"
+    );
+
+    let dry = duokv(&["repair", &data_arg]);
+    assert_eq!(dry.status.code(), Some(1), "{dry:?}");
+    let report = stdout(&dry);
+    assert!(report.contains("1 damaged"), "{report}");
+    assert!(report.contains("dry run, nothing changed"), "{report}");
+    assert_eq!(std::fs::read(&segment).expect("read"), damaged);
+
+    let backup = dir.path().join("backup");
+    let fixed = duokv(&[
+        "repair",
+        &data_arg,
+        "--fix",
+        "--backup-dir",
+        &backup.display().to_string(),
+    ]);
+    assert!(fixed.status.success(), "{fixed:?}");
+    let kept = std::fs::read(&segment).expect("read the cut segment");
+    assert!(kept.len() < at, "cut at the damaged batch: {fixed:?}");
+    let cut: Vec<_> = std::fs::read_dir(&backup)
+        .expect("the backup dir")
+        .map(|entry| std::fs::read(entry.expect("an entry").path()).expect("read"))
+        .collect();
+    assert_eq!(cut, vec![damaged[kept.len()..].to_vec()], "the backup");
+
+    let server = ServerProcess::start_in(&data, &[]);
+    let mut client = server.client();
+    for i in 1..=3 {
+        let value = client.read(format!("key{i}")).expect("read");
+        assert_eq!(value, Some(format!("value{i}").into_bytes()));
+    }
+    assert_eq!(client.read("key4").expect("read"), None);
+    drop(client);
+    // A running replica's store is not the repair tool's to touch.
+    let busy = duokv(&["repair", &data_arg]);
+    assert_eq!(busy.status.code(), Some(2), "{busy:?}");
+    assert!(stderr(&busy).contains("stop the replica"), "{busy:?}");
+    drop(server);
+    assert!(stdout(&duokv(&["repair", &data_arg])).contains("no damage"));
+}

@@ -52,6 +52,28 @@ enum Command {
     PerfReport(PerfReport),
     Demo(Demo),
     Server(ServerCommand),
+    Repair(Repair),
+}
+
+/// Check a stopped replica's data directory for damage that recovery
+/// refuses to guess about, and report each damaged region: file, offset,
+/// the seqs around it, and what cutting there would drop. A dry run unless
+/// --fix is given; exits 1 when it finds damage and did not fix it. Like
+/// redis-check-aof --fix.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "repair")]
+struct Repair {
+    /// the replica's --data-dir (the replica must be stopped)
+    #[argh(positional)]
+    data_dir: PathBuf,
+    /// cut each damaged segment at its first damage, after copying every
+    /// byte it cuts into --backup-dir
+    #[argh(switch)]
+    fix: bool,
+    /// where --fix copies what it cuts (default: DATA_DIR.repair-UNIXTIME,
+    /// beside the data directory; never overwritten)
+    #[argh(option)]
+    backup_dir: Option<PathBuf>,
 }
 
 /// Run a replica, as duokv-server does: `duokv server --help` lists its
@@ -394,7 +416,9 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             }
             report
         }
-        Command::Server(_) => unreachable!("main runs `duokv server` itself"),
+        Command::Server(_) | Command::Repair(_) => {
+            unreachable!("main runs `duokv server` and `duokv repair` itself")
+        }
         Command::Info(c) => connect(c.addr)?
             .info()?
             .into_iter()
@@ -422,6 +446,55 @@ fn stats_report(dirs: Vec<PathBuf>) -> duokv_tools::Result<String> {
         json: false,
         charts: true,
     })
+}
+
+/// `duokv repair`: the report on stdout; exit 0 when the store is whole or
+/// was fixed, 1 when a dry run found damage, 2 when it cannot be checked.
+fn repair(args: &Repair) -> ExitCode {
+    use duokv::storage::repair;
+    let outcome = if args.fix {
+        let backup = args.backup_dir.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut name = args.data_dir.clone().into_os_string();
+            name.push(format!(".repair-{now}"));
+            PathBuf::from(name)
+        });
+        repair::fix(&args.data_dir, &backup)
+    } else {
+        repair::scan(&args.data_dir)
+    };
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e @ duokv::storage::Error::Locked { .. }) => {
+            eprintln!("error: {e}: stop the replica that uses it first");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {}", duokv::error::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    print!("{report}");
+    match (report.damaged.is_empty(), args.fix) {
+        (true, _) => {
+            println!("no damage: the store opens as it is");
+            ExitCode::SUCCESS
+        }
+        (false, true) => {
+            println!("fixed: the store opens with every record before each cut");
+            ExitCode::SUCCESS
+        }
+        (false, false) => {
+            println!(
+                "dry run, nothing changed: run `duokv repair {} --fix` to cut, keeping a \
+                 backup of what it cuts",
+                args.data_dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `duokv server FLAGS`: the replica of [`duokv::cli`], logging at `info`
@@ -457,6 +530,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         return serve(&server.flags);
+    }
+    if let Command::Repair(c) = &args.command {
+        return repair(c);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match auth_token(args.auth_token_file).and_then(|token| run(args.command, token)) {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Pair, ServerProcess, info_value, last_seq, poll};
+use common::{DEADLINE, Pair, ServerProcess, info_value, info_value_opt, last_seq, poll};
 use duokv::replica_set::{ReadFrom, ReplicaSet};
 use duokv::{Client, Error};
 
@@ -890,12 +890,13 @@ fn diverge(slave_args: &[&str]) -> Pair {
     pair
 }
 
-/// A master restarted on an empty data dir has a new history: the slave,
-/// whose log belongs to the old one, is fully resynced (its old keys go)
-/// instead of having the new master's writes spliced onto its own.
+/// With `--on-divergence resync`, asked for by name, a master restarted
+/// on an empty data dir (a new history) replaces the slave's data: the
+/// slave is fully resynced (its old keys go) instead of having the new
+/// master's writes spliced onto its own, and it logs what it discarded.
 #[test]
-fn a_new_master_history_forces_a_full_resync() {
-    let pair = diverge(&[]);
+fn a_new_master_history_replaces_the_slave_only_when_asked() {
+    let pair = diverge(&["--on-divergence", "resync"]);
     let mut master = pair.master.client();
     poll("the slave to take the new master's history", || {
         let mut slave = pair.slave.client();
@@ -914,24 +915,47 @@ fn a_new_master_history_forces_a_full_resync() {
         info_value(&mut master, "history_id"),
         "the slave now follows the new history"
     );
+    let log = pair.slave.log();
     assert!(
-        pair.slave.log().contains("another history"),
-        "{}",
-        pair.slave.log()
+        log.contains("--on-divergence resync discards this store's 10 keys of history")
+            && log.contains("(writes up to seq 10)"),
+        "{log}"
     );
 }
 
-/// With `--on-divergence refuse` the slave keeps its data, refuses the new
-/// master's stream and says why in its log.
+/// By default a slave holding data refuses a master whose history does
+/// not continue its own: it keeps its data, says why in its log, and tells
+/// the master, which shows the reason in `info` (`link_last_error`), backs
+/// off, and logs the refusal once however often it dials again.
 #[test]
-fn a_slave_can_refuse_a_divergent_master() {
-    let pair = diverge(&["--on-divergence", "refuse"]);
-    poll("the slave to refuse the divergent master", || {
-        pair.slave
-            .log()
-            .contains("refusing its stream")
-            .then_some(())
+fn a_slave_refuses_a_divergent_master_by_default() {
+    let pair = diverge(&[]);
+    let mut master = pair.master.client();
+    let error = poll("the master to show the slave's refusal", || {
+        let backoff = fact_u64(&mut master, "link_backoff_ms");
+        let error = info_value_opt(&mut master, "link_last_error")?;
+        // 400 ms: the fourth refusal in a row at least.
+        (backoff >= 400).then_some(error)
     });
+    assert!(
+        error.contains("refused the stream (diverged)") && error.contains("holds 10 keys"),
+        "{error}"
+    );
+    assert_eq!(info_value(&mut master, "link"), "down");
+    assert_eq!(
+        pair.master
+            .log()
+            .matches("refused the stream (diverged)")
+            .count(),
+        1,
+        "logged once per change: {}",
+        pair.master.log()
+    );
+    let slave_log = pair.slave.log();
+    assert!(
+        slave_log.contains("following it would erase them"),
+        "{slave_log}"
+    );
     let mut slave = pair.slave.client();
     assert_eq!(
         last_seq(&mut slave),
@@ -946,6 +970,38 @@ fn a_slave_can_refuse_a_divergent_master() {
         );
     }
     assert_reads(&mut slave, "new0", None);
+    assert!(info_value(&mut slave, "link_last_error").contains("would erase"));
+}
+
+/// Issue 13's typo: a master started on an empty (mistyped) data dir,
+/// with no writes at all, while its slave holds 23. The slave keeps every
+/// key; a new empty slave still joins that master.
+#[test]
+fn a_master_on_an_empty_data_dir_cannot_erase_the_slave() {
+    let mut pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    for i in 0..23 {
+        master.put(format!("k{i}"), "kept").expect("put");
+    }
+    wait_converged(&pair);
+    drop(master);
+    pair.master.sigkill();
+    let data = pair.master.data_dir().to_path_buf();
+    fs::remove_dir_all(&data).expect("wipe the master's data dir");
+    fs::create_dir_all(&data).expect("recreate it empty");
+    pair.master.restart();
+    let mut master = pair.master.client();
+    let error = poll("the master to be refused", || {
+        info_value_opt(&mut master, "link_last_error")
+    });
+    assert!(error.contains("(diverged)"), "{error}");
+    let mut slave = pair.slave.client();
+    assert_eq!(last_seq(&mut slave), 23);
+    for i in 0..23 {
+        assert_reads(&mut slave, &format!("k{i}"), Some("kept"));
+    }
+    assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a server; after `STOP`, waits until

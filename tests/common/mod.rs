@@ -496,6 +496,12 @@ pub fn info_value(client: &mut Client, name: &str) -> String {
         .unwrap_or_else(|| panic!("no `{name}` in info: {info:?}"))
 }
 
+/// The value of `name` in the server's `info` reply, if it has one.
+pub fn info_value_opt(client: &mut Client, name: &str) -> Option<String> {
+    let info = client.info().expect("info");
+    info.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
 /// The server's `last_seq`, from `info`.
 pub fn last_seq(client: &mut Client) -> u64 {
     info_value(client, "last_seq")

@@ -773,11 +773,10 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
                 ));
             }
             Ok(None) => break Some("the slave closed the stream".to_string()),
+            Err(_) if link.stopping() => break None,
             Err(e) => {
-                if !link.stopping() {
-                    debug!("reading acks: {e}");
-                }
-                break None;
+                debug!("reading acks: {e}");
+                break Some(format!("the slave's stream failed: {e}"));
             }
         }
     };

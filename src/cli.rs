@@ -147,11 +147,12 @@ pub struct ServerArgs {
     #[argh(option)]
     master_addr: Option<String>,
 
-    /// slave only: what to do when the master's history is not this
-    /// store's (a master restarted on an empty data dir): resync (replace
-    /// this store's contents with the master's; default) or refuse (keep
-    /// them and refuse the master's stream)
-    #[argh(option, default = "OnDivergence::Resync")]
+    /// slave only: what to do when this store holds data and the master's
+    /// history does not continue it (a master started on an empty or
+    /// mistyped data dir): refuse (default: keep the data, refuse the
+    /// master's stream and tell it why) or resync (discard this store's
+    /// data for a full copy of the master's, logging what was discarded)
+    #[argh(option, default = "OnDivergence::Refuse")]
     on_divergence: OnDivergence,
 
     /// compact the log once its dead bytes (overwritten, deleted) pass this

@@ -18,13 +18,16 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Pair, ServerProcess, info_value, last_seq, poll};
+use common::{
+    DEADLINE, FakeMaster, Pair, ServerProcess, info_value, info_value_opt, last_seq, poll,
+};
 use duokv::replica_set::{ReadFrom, ReplicaSet};
 use duokv::{Client, Error};
 
@@ -890,12 +893,13 @@ fn diverge(slave_args: &[&str]) -> Pair {
     pair
 }
 
-/// A master restarted on an empty data dir has a new history: the slave,
-/// whose log belongs to the old one, is fully resynced (its old keys go)
-/// instead of having the new master's writes spliced onto its own.
+/// With `--on-divergence resync`, asked for by name, a master restarted
+/// on an empty data dir (a new history) replaces the slave's data: the
+/// slave is fully resynced (its old keys go) instead of having the new
+/// master's writes spliced onto its own, and it logs what it discarded.
 #[test]
-fn a_new_master_history_forces_a_full_resync() {
-    let pair = diverge(&[]);
+fn a_new_master_history_replaces_the_slave_only_when_asked() {
+    let pair = diverge(&["--on-divergence", "resync"]);
     let mut master = pair.master.client();
     poll("the slave to take the new master's history", || {
         let mut slave = pair.slave.client();
@@ -914,24 +918,47 @@ fn a_new_master_history_forces_a_full_resync() {
         info_value(&mut master, "history_id"),
         "the slave now follows the new history"
     );
+    let log = pair.slave.log();
     assert!(
-        pair.slave.log().contains("another history"),
-        "{}",
-        pair.slave.log()
+        log.contains("--on-divergence resync discards this store's 10 keys of history")
+            && log.contains("(writes up to seq 10)"),
+        "{log}"
     );
 }
 
-/// With `--on-divergence refuse` the slave keeps its data, refuses the new
-/// master's stream and says why in its log.
+/// By default a slave holding data refuses a master whose history does
+/// not continue its own: it keeps its data, says why in its log, and tells
+/// the master, which shows the reason in `info` (`link_last_error`), backs
+/// off, and logs the refusal once however often it dials again.
 #[test]
-fn a_slave_can_refuse_a_divergent_master() {
-    let pair = diverge(&["--on-divergence", "refuse"]);
-    poll("the slave to refuse the divergent master", || {
-        pair.slave
-            .log()
-            .contains("refusing its stream")
-            .then_some(())
+fn a_slave_refuses_a_divergent_master_by_default() {
+    let pair = diverge(&[]);
+    let mut master = pair.master.client();
+    let error = poll("the master to show the slave's refusal", || {
+        let backoff = fact_u64(&mut master, "link_backoff_ms");
+        let error = info_value_opt(&mut master, "link_last_error")?;
+        // 400 ms: the fourth refusal in a row at least.
+        (backoff >= 400).then_some(error)
     });
+    assert!(
+        error.contains("refused the stream (diverged)") && error.contains("holds 10 keys"),
+        "{error}"
+    );
+    assert_eq!(info_value(&mut master, "link"), "down");
+    assert_eq!(
+        pair.master
+            .log()
+            .matches("refused the stream (diverged)")
+            .count(),
+        1,
+        "logged once per change: {}",
+        pair.master.log()
+    );
+    let slave_log = pair.slave.log();
+    assert!(
+        slave_log.contains("following it would erase them"),
+        "{slave_log}"
+    );
     let mut slave = pair.slave.client();
     assert_eq!(
         last_seq(&mut slave),
@@ -946,6 +973,38 @@ fn a_slave_can_refuse_a_divergent_master() {
         );
     }
     assert_reads(&mut slave, "new0", None);
+    assert!(info_value(&mut slave, "link_last_error").contains("would erase"));
+}
+
+/// Issue 13's typo: a master started on an empty (mistyped) data dir,
+/// with no writes at all, while its slave holds 23. The slave keeps every
+/// key; a new empty slave still joins that master.
+#[test]
+fn a_master_on_an_empty_data_dir_cannot_erase_the_slave() {
+    let mut pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    for i in 0..23 {
+        master.put(format!("k{i}"), "kept").expect("put");
+    }
+    wait_converged(&pair);
+    drop(master);
+    pair.master.sigkill();
+    let data = pair.master.data_dir().to_path_buf();
+    fs::remove_dir_all(&data).expect("wipe the master's data dir");
+    fs::create_dir_all(&data).expect("recreate it empty");
+    pair.master.restart();
+    let mut master = pair.master.client();
+    let error = poll("the master to be refused", || {
+        info_value_opt(&mut master, "link_last_error")
+    });
+    assert!(error.contains("(diverged)"), "{error}");
+    let mut slave = pair.slave.client();
+    assert_eq!(last_seq(&mut slave), 23);
+    for i in 0..23 {
+        assert_reads(&mut slave, &format!("k{i}"), Some("kept"));
+    }
+    assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a server; after `STOP`, waits until
@@ -1031,4 +1090,236 @@ fn a_stalled_slave_does_not_hold_up_async_writes() {
     );
     wait_converged(&pair);
     assert_identical(&pair, &expected);
+}
+
+/// A slave of a master that is never there (its port is closed), for the
+/// tests that speak raw bytes as its master.
+fn lone_slave(args: &[&str]) -> ServerProcess {
+    let master = format!("127.0.0.1:{}", common::free_port());
+    let mut all = vec![
+        "--role",
+        "slave",
+        "--master-addr",
+        &master,
+        "--fsync",
+        "never",
+    ];
+    all.extend_from_slice(args);
+    ServerProcess::start(&all)
+}
+
+/// Issue 13, item 3: a slave trusts no stream. A handshake without a
+/// history id, or with id 0, is refused (`Malformed`, with a reason); a
+/// snapshot that announces history 0 or another history than the
+/// handshake, repeats a key, is out of seq order, holds an entry above its
+/// own seq, or ends at another seq than it began, is refused with a
+/// `ResyncRequest` naming the fault, and the stream closes: the slave's
+/// data is unchanged. A well-formed snapshot is still installed.
+#[test]
+fn a_slave_refuses_malformed_streams_and_snapshots() {
+    const HISTORY: u64 = 0x1234_5678;
+    let slave = lone_slave(&[]);
+    let mut fake = FakeMaster::connect(&slave.addr(), HISTORY);
+    assert_eq!(fake.hello, (0, HISTORY), "an empty slave takes the history");
+    for seq in 1..=3 {
+        fake.append_put(seq, &format!("k{seq}"), "before");
+    }
+    fake.wait_ack(3);
+    drop(fake);
+
+    for history in [None, Some(0)] {
+        let mut stream = common::raw_connect(&slave.addr());
+        stream
+            .write_all(&common::replica_handshake_bytes(history))
+            .expect("send the handshake");
+        let (reply, reason) = common::read_reply(&mut stream);
+        assert_eq!(reply.status, common::STATUS_MALFORMED, "{history:?}");
+        assert!(reason.unwrap_or_default().contains("history id"));
+    }
+
+    type Snapshot = fn(&mut FakeMaster);
+    let bad: [(&str, Snapshot); 6] = [
+        ("history 0", |f| {
+            f.snapshot_begin(10, 0, 1);
+            f.snapshot_entry(1, "a", "x");
+            f.snapshot_end(10);
+        }),
+        ("another history", |f| {
+            f.snapshot_begin(10, HISTORY + 1, 1);
+            f.snapshot_entry(1, "a", "x");
+            f.snapshot_end(10);
+        }),
+        ("repeats a key", |f| {
+            f.snapshot_begin(10, HISTORY, 2);
+            f.snapshot_entry(1, "a", "x");
+            f.snapshot_entry(2, "a", "y");
+            f.snapshot_end(10);
+        }),
+        ("out of seq order", |f| {
+            f.snapshot_begin(10, HISTORY, 2);
+            f.snapshot_entry(2, "a", "x");
+            f.snapshot_entry(1, "b", "y");
+            f.snapshot_end(10);
+        }),
+        ("entry above the snapshot's seq", |f| {
+            f.snapshot_begin(10, HISTORY, 1);
+            f.snapshot_entry(11, "a", "x");
+            f.snapshot_end(10);
+        }),
+        ("end seq differs", |f| {
+            f.snapshot_begin(10, HISTORY, 1);
+            f.snapshot_entry(1, "a", "x");
+            f.snapshot_end(9);
+        }),
+    ];
+    for (what, send) in bad {
+        let mut fake = FakeMaster::connect(&slave.addr(), HISTORY);
+        send(&mut fake);
+        let (kind, _, body) = fake.reply().unwrap_or_else(|| panic!("{what}: no reply"));
+        assert_eq!(kind, common::KIND_RESYNC_REQUEST, "{what}");
+        let reason = String::from_utf8_lossy(&body[4..]).into_owned();
+        assert!(reason.starts_with("malformed snapshot"), "{what}: {reason}");
+        assert!(
+            common::read_raw_frame(&mut fake.stream).is_none(),
+            "{what}: the slave closes the stream"
+        );
+        let mut client = slave.client();
+        assert_eq!(last_seq(&mut client), 3, "{what}: nothing installed");
+        for seq in 1..=3 {
+            assert_reads(&mut client, &format!("k{seq}"), Some("before"));
+        }
+        assert_reads(&mut client, "a", None);
+    }
+
+    let mut fake = FakeMaster::connect(&slave.addr(), HISTORY);
+    fake.snapshot_begin(10, HISTORY, 2);
+    fake.snapshot_entry(4, "a", "x");
+    fake.snapshot_entry(9, "b", "y");
+    fake.snapshot_end(10);
+    fake.wait_ack(10);
+    let mut client = slave.client();
+    assert_eq!(last_seq(&mut client), 10);
+    assert_reads(&mut client, "a", Some("x"));
+    assert_reads(&mut client, "k1", None);
+}
+
+/// Issue 13, item 2: a session that fails after the handshake (here a fake
+/// slave that answers, says hello and hangs up) is followed by a wait that
+/// doubles, as a failed dial is; `info` shows the wait and the reason.
+/// Without it the master dialled again at once, hundreds of times a second.
+#[test]
+fn a_master_backs_off_after_sessions_that_fail() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake slave");
+    let slave_addr = listener.local_addr().expect("local_addr").to_string();
+    let sessions = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    {
+        let sessions = sessions.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut fixed = [0u8; 10];
+                if stream.read_exact(&mut fixed).is_err() {
+                    continue;
+                }
+                let mut extra = vec![0u8; usize::from(u16::from_be_bytes([fixed[8], fixed[9]]))];
+                if stream.read_exact(&mut extra).is_err() {
+                    continue;
+                }
+                let mut reply = b"DUKV".to_vec();
+                reply.extend_from_slice(&[0, 1, 0, 3, 0, 0]);
+                reply.extend_from_slice(&common::frame_bytes(common::KIND_HELLO, 0, &[0; 16]));
+                let _ = stream.write_all(&reply);
+                sessions.lock().unwrap().push(Instant::now());
+                // Dropped: the session ends right after its handshake.
+            }
+        });
+    }
+    let master = ServerProcess::start(&["--role", "master", "--replica", &slave_addr]);
+    let times = poll("six sessions", || {
+        let times = sessions.lock().unwrap().clone();
+        (times.len() >= 6).then_some(times)
+    });
+    let spread = times[5] - times[0];
+    // 50 + 100 + 200 + 400 + 800 ms of waits between the first and sixth.
+    assert!(
+        spread >= Duration::from_millis(1000),
+        "six sessions within {spread:?}: no back-off"
+    );
+    let mut client = master.client();
+    // Between two sessions (the link is up, and shows no wait, during one).
+    let (backoff, error) = poll("the wait in info", || {
+        let backoff = fact_u64(&mut client, "link_backoff_ms");
+        let error = common::info_value_opt(&mut client, "link_last_error")?;
+        (backoff > 0).then_some((backoff, error))
+    });
+    assert!(backoff <= 2000, "{backoff}");
+    assert!(
+        error.contains("the slave closed the stream")
+            || error.contains("the slave's stream failed"),
+        "{error}"
+    );
+}
+
+/// Issue 13, item 4: a second master pointed at a slave that follows a
+/// first one is refused (`Fenced`: it is not the slave's --master-addr,
+/// and, from a master that does not say its address, its history does not
+/// continue the followed one); the slave keeps following the first, holds
+/// only its data, and the second's sync writes fail instead of being
+/// acknowledged.
+#[test]
+fn a_second_master_is_fenced_off() {
+    let pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut first = pair.master.client();
+    first.put("from", "the first").expect("put");
+    wait_converged(&pair);
+    let second = ServerProcess::start(&[
+        "--role",
+        "master",
+        "--replica",
+        &pair.slave.addr(),
+        "--sync-timeout",
+        "300ms",
+        "--fsync",
+        "never",
+    ]);
+    let mut second_client = second.client();
+    let error = poll("the second master to be refused", || {
+        let backoff = fact_u64(&mut second_client, "link_backoff_ms");
+        let error = common::info_value_opt(&mut second_client, "link_last_error")?;
+        (backoff >= 400).then_some(error)
+    });
+    assert!(
+        error.contains("(fenced)") && error.contains(&pair.master.addr()),
+        "{error}"
+    );
+    let refused = second_client.put("from", "the second");
+    assert!(
+        matches!(refused, Err(Error::ReplicaUnavailable { .. })),
+        "{refused:?}"
+    );
+
+    // A master that does not say its address, of another history.
+    let mut stream = common::raw_connect(&pair.slave.addr());
+    stream
+        .write_all(&common::replica_handshake_bytes(Some(0xdead_beef)))
+        .expect("send the handshake");
+    let (reply, reason) = common::read_reply(&mut stream);
+    assert_eq!(reply.status, common::STATUS_FENCED, "{reason:?}");
+
+    for i in 0..20 {
+        first
+            .put(format!("k{i}"), "first")
+            .expect("sync put via the first");
+    }
+    wait_converged(&pair);
+    assert_eq!(info_value(&mut first, "link"), "up");
+    assert_eq!(fact_u64(&mut first, "link_connects"), 1);
+    assert_eq!(fact_u64(&mut first, "full_resyncs"), 0);
+    let mut slave = pair.slave.client();
+    assert_reads(&mut slave, "from", Some("the first"));
+    assert_eq!(
+        info_value(&mut slave, "history_id"),
+        info_value(&mut first, "history_id")
+    );
 }

@@ -26,7 +26,7 @@ use crate::VERSION;
 use crate::codec::{put_u8, put_u16};
 use crate::error::{Error, HandshakeError};
 use crate::frame::read_full;
-use crate::handshake_fields::HandshakeFields;
+use crate::handshake_fields::{HandshakeFields, StreamFields};
 
 /// The four bytes every handshake and handshake reply starts with.
 pub const MAGIC: [u8; 4] = *b"DUKV";
@@ -127,6 +127,15 @@ pub enum HandshakeStatus {
     /// 7: the server wants the shared auth token and the handshake did not
     /// carry it, or carried another one.
     Unauthorized,
+    /// 8: a slave holding data refuses a master whose history does not
+    /// continue its own (no common ancestor): following it would erase
+    /// that data. The reply's reason ([`HandshakeReply::reason`]) says
+    /// which histories met.
+    Diverged,
+    /// 9: a slave refuses a second master while it follows another one, or
+    /// a master that is not the one it was told to follow (`--master-addr`).
+    /// The reply's reason says which.
+    Fenced,
     /// A status byte this version does not know (treat it as a refusal).
     Unknown(u8),
 }
@@ -143,6 +152,8 @@ impl HandshakeStatus {
             HandshakeStatus::ShuttingDown => 5,
             HandshakeStatus::Malformed => 6,
             HandshakeStatus::Unauthorized => 7,
+            HandshakeStatus::Diverged => 8,
+            HandshakeStatus::Fenced => 9,
             HandshakeStatus::Unknown(b) => b,
         }
     }
@@ -159,10 +170,18 @@ impl HandshakeStatus {
             5 => HandshakeStatus::ShuttingDown,
             6 => HandshakeStatus::Malformed,
             7 => HandshakeStatus::Unauthorized,
+            8 => HandshakeStatus::Diverged,
+            9 => HandshakeStatus::Fenced,
             b => HandshakeStatus::Unknown(b),
         }
     }
 }
+
+/// The longest reason a refusal carries, in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Reply field tag of a refusal's reason (UTF-8).
+const REPLY_TAG_REASON: u8 = 1;
 
 /// The first message a connecting peer sends.
 ///
@@ -216,6 +235,12 @@ impl Handshake {
     /// [`HandshakeError::MalformedExtra`].
     pub fn fields(&self) -> Result<HandshakeFields, HandshakeError> {
         HandshakeFields::decode(&self.extra)
+    }
+
+    /// The replication stream's own fields in the `extra` bytes (the
+    /// master's address), or [`HandshakeError::MalformedExtra`].
+    pub fn stream_fields(&self) -> Result<StreamFields, HandshakeError> {
+        StreamFields::decode(&self.extra)
     }
 
     /// Appends the encoded handshake to `dst`. Fails only if `extra` is
@@ -292,7 +317,10 @@ pub struct HandshakeReply {
     pub status: HandshakeStatus,
     /// What the server is (standalone, master or slave).
     pub node_role: NodeRole,
-    /// Room for later; empty for now. At most `u16::MAX` bytes.
+    /// Tagged fields, as in a handshake's `extra` (tag, `u16` length,
+    /// value): tag 1 is a refusal's reason ([`HandshakeReply::reason`]);
+    /// unknown tags are skipped. Empty on acceptance. At most `u16::MAX`
+    /// bytes.
     pub extra: Vec<u8>,
 }
 
@@ -305,6 +333,44 @@ impl HandshakeReply {
             node_role,
             extra: Vec::new(),
         }
+    }
+
+    /// A refusal with `status` that says why in `reason` (reply field tag
+    /// 1), for the peer's log. A reason longer than
+    /// [`MAX_REASON_LEN`] bytes is cut at a character boundary.
+    pub fn with_reason(status: HandshakeStatus, node_role: NodeRole, reason: &str) -> Self {
+        let mut end = reason.len().min(MAX_REASON_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let value = &reason.as_bytes()[..end];
+        let mut extra = Vec::with_capacity(3 + value.len());
+        put_u8(&mut extra, REPLY_TAG_REASON);
+        // At most MAX_REASON_LEN, below u16::MAX.
+        put_u16(&mut extra, value.len() as u16);
+        extra.extend_from_slice(value);
+        HandshakeReply {
+            extra,
+            ..HandshakeReply::new(status, node_role)
+        }
+    }
+
+    /// The refusal's reason (reply field tag 1), if the server gave one
+    /// that decodes; a reply whose `extra` breaks the field format, or
+    /// whose reason is not UTF-8, has none.
+    pub fn reason(&self) -> Option<String> {
+        let mut at = 0;
+        let mut reason = None;
+        while at < self.extra.len() {
+            let header = self.extra.get(at..at + 3)?;
+            let len = usize::from(NetworkEndian::read_u16(&header[1..]));
+            let value = self.extra.get(at + 3..at + 3 + len)?;
+            if header[0] == REPLY_TAG_REASON {
+                reason = Some(String::from_utf8(value.to_vec()).ok()?);
+            }
+            at += 3 + len;
+        }
+        reason
     }
 
     /// Appends the encoded reply to `dst`. Fails only if `extra` is longer
@@ -484,6 +550,36 @@ mod tests {
             assert_eq!(HandshakeStatus::from_u8(b).as_u8(), b);
         }
         assert_eq!(Role::from_u8(3), Role::Unknown(3));
+    }
+
+    #[test]
+    fn a_refusal_carries_its_reason() {
+        let reply = HandshakeReply::with_reason(
+            HandshakeStatus::Diverged,
+            NodeRole::Slave,
+            "another history",
+        );
+        let mut bytes = Vec::new();
+        reply.encode(&mut bytes).unwrap();
+        let mut expected = b"DUKV".to_vec();
+        expected.extend_from_slice(&[0, 1, 8, 3, 0, 18, 1, 0, 15]);
+        expected.extend_from_slice(b"another history");
+        assert_eq!(bytes, expected);
+        let (decoded, len) = HandshakeReply::decode(&bytes).unwrap();
+        assert_eq!(len, bytes.len());
+        assert_eq!(decoded.reason().as_deref(), Some("another history"));
+        assert_eq!(
+            HandshakeReply::new(HandshakeStatus::Ok, NodeRole::Slave).reason(),
+            None
+        );
+        let long = "é".repeat(MAX_REASON_LEN);
+        let cut = HandshakeReply::with_reason(HandshakeStatus::Fenced, NodeRole::Slave, &long);
+        assert_eq!(cut.reason().unwrap().len(), MAX_REASON_LEN);
+        let broken = HandshakeReply {
+            extra: vec![1, 0, 9, b'x'],
+            ..HandshakeReply::new(HandshakeStatus::Fenced, NodeRole::Slave)
+        };
+        assert_eq!(broken.reason(), None);
     }
 
     #[test]

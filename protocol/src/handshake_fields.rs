@@ -6,10 +6,16 @@
 //!
 //! tag 1  history id   len 8        u64 big-endian, the master's history
 //! tag 2  auth token   len 1..=1024 the shared secret, as read from the file
-//! tag 3  ancestors    len 16 * n   n <= 256 entries, newest first, each:
-//!                                  id u64 | last seq u64, big-endian: the
-//!                                  histories the master's continues
+//! tag 3  ancestors    len 16 * n   1 <= n <= 256 entries, newest first,
+//!                                  each id u64 | last seq u64, big-endian:
+//!                                  the histories the master's continues
+//! tag 4  master addr  len 1..=255  UTF-8, the address the master listens
+//!                                  on for clients (`host:port`)
 //! ```
+//!
+//! Tags 1 to 3 are [`HandshakeFields`]; tag 4, which only a master's
+//! replication stream carries, is [`StreamFields`], decoded from the same
+//! bytes (each skips the other's tags as unknown).
 //!
 //! Fields may come in any order. A tag this version does not know is
 //! skipped (a later version may add fields without breaking this one); a
@@ -31,6 +37,10 @@ pub const MAX_HISTORY_ANCESTORS: usize = 256;
 const TAG_HISTORY_ID: u8 = 1;
 const TAG_AUTH_TOKEN: u8 = 2;
 const TAG_ANCESTORS: u8 = 3;
+const TAG_MASTER_ADDR: u8 = 4;
+
+/// The longest master address, in bytes.
+pub const MAX_MASTER_ADDR_LEN: usize = 255;
 
 /// Bytes of one ancestor entry.
 const ANCESTOR_LEN: usize = 16;
@@ -157,6 +167,70 @@ impl HandshakeFields {
     }
 }
 
+/// The fields only a master's replication stream carries, in the same
+/// `extra` bytes as [`HandshakeFields`] (which skips them as unknown, as
+/// this type skips its tags): whom the slave is talking to, so that it can
+/// refuse a master it was not told to follow (`PROTOCOL.md` 7.1, 7.8).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct StreamFields {
+    /// Tag 4: the address the master listens on for clients (`host:port`),
+    /// as its `--listen` says.
+    pub master_addr: Option<String>,
+}
+
+impl StreamFields {
+    /// The `extra` bytes for these fields, to append to a
+    /// [`HandshakeFields::encode`]'s. Fails if the address is empty or
+    /// longer than [`MAX_MASTER_ADDR_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        let mut extra = Vec::new();
+        if let Some(addr) = &self.master_addr {
+            check_master_addr_len(addr.len(), 0)?;
+            put_field(&mut extra, TAG_MASTER_ADDR, addr.as_bytes());
+        }
+        Ok(extra)
+    }
+
+    /// The stream fields in `extra`; other tags are skipped. A tag 4 twice,
+    /// empty, too long or not UTF-8 is [`HandshakeError::MalformedExtra`],
+    /// as is a field that runs past the end.
+    pub fn decode(extra: &[u8]) -> Result<Self, HandshakeError> {
+        let mut fields = StreamFields::default();
+        let mut at = 0;
+        while at < extra.len() {
+            let malformed = |reason| HandshakeError::MalformedExtra { offset: at, reason };
+            let header = extra
+                .get(at..at + FIELD_HEADER_LEN)
+                .ok_or(malformed("field header runs past the end"))?;
+            let len = usize::from(NetworkEndian::read_u16(&header[1..]));
+            let value = extra
+                .get(at + FIELD_HEADER_LEN..at + FIELD_HEADER_LEN + len)
+                .ok_or(malformed("field value runs past the end"))?;
+            if header[0] == TAG_MASTER_ADDR {
+                check_master_addr_len(len, at)?;
+                let addr = String::from_utf8(value.to_vec())
+                    .map_err(|_| malformed("master address is not utf-8"))?;
+                if fields.master_addr.replace(addr).is_some() {
+                    return Err(malformed("master address given twice"));
+                }
+            }
+            at += FIELD_HEADER_LEN + len;
+        }
+        Ok(fields)
+    }
+}
+
+fn check_master_addr_len(len: usize, offset: usize) -> Result<(), HandshakeError> {
+    if (1..=MAX_MASTER_ADDR_LEN).contains(&len) {
+        Ok(())
+    } else {
+        Err(HandshakeError::MalformedExtra {
+            offset,
+            reason: "master address is empty or longer than 255 bytes",
+        })
+    }
+}
+
 fn put_field(dst: &mut Vec<u8>, tag: u8, value: &[u8]) {
     put_u8(dst, tag);
     // Values are at most MAX_AUTH_TOKEN_LEN bytes, far below u16::MAX.
@@ -251,6 +325,31 @@ mod tests {
             ..HandshakeFields::default()
         };
         assert!(too_many.encode().is_err());
+    }
+
+    #[test]
+    fn stream_fields_share_the_extra_bytes() {
+        let stream = StreamFields {
+            master_addr: Some("1.2.3.4:5".into()),
+        };
+        let mut extra = HandshakeFields {
+            history_id: Some(9),
+            ..HandshakeFields::default()
+        }
+        .encode()
+        .unwrap();
+        let tail = stream.encode().unwrap();
+        assert_eq!(tail[..3], [4, 0, 9]);
+        extra.extend_from_slice(&tail);
+        assert_eq!(StreamFields::decode(&extra), Ok(stream));
+        assert_eq!(HandshakeFields::decode(&extra).unwrap().history_id, Some(9));
+        for broken in [
+            vec![4, 0, 0],
+            vec![4, 0, 1, 0xff],
+            vec![4, 0, 1, b'a', 4, 0, 1, b'b'],
+        ] {
+            assert!(StreamFields::decode(&broken).is_err(), "{broken:?}");
+        }
     }
 
     #[test]

@@ -105,9 +105,12 @@ pub mod replication;
 
 pub use error::{Error, FrameError, HandshakeError, Limit};
 pub use frame::{Frame, Message, read_frame, read_frame_within, write_frame};
-pub use handshake::{Handshake, HandshakeReply, HandshakeStatus, MAGIC, NodeRole, Role};
+pub use handshake::{
+    Handshake, HandshakeReply, HandshakeStatus, MAGIC, MAX_REASON_LEN, NodeRole, Role,
+};
 pub use handshake_fields::{
     HandshakeFields, HistoryAncestor, MAX_AUTH_TOKEN_LEN, MAX_HISTORY_ANCESTORS,
+    MAX_MASTER_ADDR_LEN, StreamFields,
 };
 pub use message::{ErrorCode, Kind, Request, Response, WriteReceipt};
 pub use replication::{ReplicatedOp, Replication};

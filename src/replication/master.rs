@@ -1,9 +1,14 @@
 //! The master's side of replication: [`Replicator`].
 //!
 //! Threads:
-//! - the **sender** owns the link: it dials the slave (re-dialling with a
-//!   capped backoff), catches the slave up from the log, then forwards live
-//!   writes in sequence order as they come through a crossbeam channel;
+//! - the **sender** owns the link: it dials the slave, catches the slave up
+//!   from the log, then forwards live writes in sequence order as they come
+//!   through a crossbeam channel. After any failed session (a dial that
+//!   fails, a refusal, a stream that breaks) it waits before dialling
+//!   again, twice as long each time up to [`MAX_BACKOFF`], back to the
+//!   shortest wait after a session that stayed up [`STABLE_SESSION`]; the
+//!   wait and the reason are in `info` (`link_backoff_ms`,
+//!   `link_last_error`), and the reason is logged once per change;
 //! - per connection, an **ack reader** takes the slave's cumulative acks and
 //!   completes the sync writes they cover: it sends their replies itself
 //!   (see [`Replicator::when_acked`]), so no client thread sleeps on an ack;
@@ -37,7 +42,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use duokv_protocol::{
     self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    NodeRole, ReplicatedOp, Replication, Role,
+    NodeRole, ReplicatedOp, Replication, Role, StreamFields,
 };
 use duokv_storage::{self as storage, ObservePoint, Store};
 use log::{debug, error, info, warn};
@@ -55,8 +60,12 @@ const LAG_SAMPLES: usize = 100_000;
 /// How long a hole in the sequence may wait for its write before the sender
 /// reads it from the log instead.
 const GAP_PATIENCE: Duration = Duration::from_millis(500);
-/// The longest wait between two dials of an absent slave.
+/// The longest wait between two sessions, after failed ones.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The first wait after a failed session.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// A session that stayed up this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(5);
 
 /// How a master replicates.
 #[derive(Debug, Clone)]
@@ -110,8 +119,11 @@ pub struct LinkStatus {
     pub full_resyncs: u64,
     /// Whether sync writes currently go on without the slave.
     pub fallback_active: bool,
-    /// Why the link last went down, if it did.
+    /// Why the link last went down, or the slave last refused it, if it
+    /// did.
     pub last_error: Option<String>,
+    /// How long the sender waits before it dials again (zero while up).
+    pub backoff: Duration,
 }
 
 /// A write for the sender.
@@ -127,6 +139,9 @@ struct Link {
     settings: MasterSettings,
     /// Sent in the handshake, for a slave that wants one.
     auth_token: Option<AuthToken>,
+    /// The address this master listens on for clients, sent in the
+    /// handshake so that a slave can refuse a master it does not follow.
+    listen_addr: String,
     store: Arc<Store>,
     events: Option<EventSink>,
     state: Mutex<LinkState>,
@@ -151,6 +166,8 @@ struct LinkState {
     fallback_active: bool,
     resync_requested: bool,
     last_error: Option<String>,
+    /// The wait before the next dial, while the link is down.
+    backoff: Duration,
     /// Forwarded and not yet acknowledged, for the `acked` events.
     unacked_keys: VecDeque<(u64, Vec<u8>)>,
     /// The connected stream, to cut it on stop.
@@ -225,18 +242,21 @@ pub struct Replicator {
 
 impl Replicator {
     /// Starts the sender, which dials the slave at once and keeps dialling
-    /// while it is away, presenting `auth_token` in each handshake, and
-    /// becomes `store`'s write observer. Fails if the store has one already.
+    /// while it is away, presenting `auth_token` and `listen_addr` (this
+    /// master's client address) in each handshake, and becomes `store`'s
+    /// write observer. Fails if the store has one already.
     pub fn start(
         settings: MasterSettings,
         auth_token: Option<AuthToken>,
         store: Arc<Store>,
         events: Option<EventSink>,
+        listen_addr: String,
     ) -> crate::Result<Replicator> {
         let (queue, receiver) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         let link = Arc::new(Link {
             settings,
             auth_token,
+            listen_addr,
             store,
             events,
             state: Mutex::new(LinkState::default()),
@@ -330,6 +350,7 @@ impl Replicator {
             full_resyncs: state.full_resyncs,
             fallback_active: state.fallback_active,
             last_error: state.last_error.clone(),
+            backoff: state.backoff,
         }
     }
 }
@@ -447,6 +468,7 @@ impl Link {
     fn set_up(&self, stream: TcpStream, slave_last_seq: u64, same_history: bool) {
         let mut state = self.lock();
         state.up = true;
+        state.backoff = Duration::ZERO;
         state.connects += 1;
         state.stream = Some(stream);
         if same_history && slave_last_seq <= self.store.last_seq() {
@@ -458,21 +480,26 @@ impl Link {
         complete(covered, AckOutcome::Acked { at_ns });
     }
 
-    fn set_down(&self, why: Option<String>) {
+    /// The session ended (or never began) for `why`; the sender waits
+    /// `backoff` before it dials again. Logged when the link was up, or
+    /// when the reason is not the last one (a refusing slave is dialled
+    /// again and again: said once, until something changes).
+    fn set_down(&self, why: String, backoff: Duration) {
         let mut state = self.lock();
+        let replica = &self.settings.replica;
+        let retry = backoff.as_millis();
         if state.up {
-            warn!(
-                "replication link to {} down{}",
-                self.settings.replica,
-                why.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
-            );
+            warn!("replication link to {replica} down: {why}; dialling again in {retry} ms");
+        } else if state.last_error.as_deref() != Some(why.as_str()) {
+            warn!("replication to slave {replica} failed: {why}; retrying, the next in {retry} ms");
+        } else {
+            debug!("replication to slave {replica} failed again: {why}");
         }
         state.up = false;
         state.stream = None;
         state.unacked_keys.clear();
-        if why.is_some() {
-            state.last_error = why;
-        }
+        state.last_error = Some(why);
+        state.backoff = backoff;
         if self.settings.fallback_async && !state.awaiting.is_empty() {
             state.fall_back(&self.settings.replica);
             let waiting = state.take_all();
@@ -525,45 +552,39 @@ fn run_timer(link: &Link) {
     }
 }
 
-/// The sender thread: connect, serve the session, repeat until stopped.
+/// The sender thread: connect, serve the session, wait out the backoff,
+/// repeat until stopped.
 fn run_sender(link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) {
-    let mut backoff = Duration::from_millis(50);
-    let mut failures = 0u64;
+    let mut backoff = MIN_BACKOFF;
     while !link.stopping() {
-        match Session::open(link) {
+        let why = match Session::open(link) {
             Ok(session) => {
-                backoff = Duration::from_millis(50);
-                failures = 0;
-                let outcome = session.run(link, queue);
-                link.set_down(outcome.err().map(|e| crate::error::chain(&e)));
+                let began = Instant::now();
+                let why = session.run(link, queue);
+                if began.elapsed() >= STABLE_SESSION {
+                    backoff = MIN_BACKOFF;
+                }
+                why
             }
-            Err(e) => {
-                failures += 1;
-                let why = crate::error::chain(&e);
-                if failures == 1 {
-                    warn!(
-                        "cannot reach slave {}: {why}; retrying",
-                        link.settings.replica
-                    );
-                } else {
-                    debug!("cannot reach slave {}: {why}", link.settings.replica);
-                }
-                link.lock().last_error = Some(why);
-                // Wait out the backoff, dropping queued writes: the log
-                // holds them for the catch-up.
-                let deadline = Instant::now() + backoff;
-                while !link.stopping() {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    if let Err(RecvTimeoutError::Disconnected) = queue.recv_timeout(left) {
-                        return;
-                    }
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            Err(e) => crate::error::chain(&e),
+        };
+        if link.stopping() {
+            return;
+        }
+        link.set_down(why, backoff);
+        // Wait out the backoff, dropping queued writes: the log holds them
+        // for the catch-up.
+        let deadline = Instant::now() + backoff;
+        while !link.stopping() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Err(RecvTimeoutError::Disconnected) = queue.recv_timeout(left) {
+                return;
             }
         }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -606,8 +627,8 @@ impl Session {
     }
 
     /// Catches the slave up, then forwards live writes until the link or
-    /// the master stops.
-    fn run(self, link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) -> crate::Result<()> {
+    /// the master stops. Returns why it ended.
+    fn run(self, link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) -> String {
         let Session {
             mut writer,
             reader,
@@ -619,7 +640,11 @@ impl Session {
             let (link, broken) = (link.clone(), broken.clone());
             std::thread::Builder::new()
                 .name("replication-acks".into())
-                .spawn(move || read_acks(&link, reader, &broken))?
+                .spawn(move || read_acks(&link, reader, &broken))
+        };
+        let acks = match acks {
+            Ok(acks) => acks,
+            Err(e) => return format!("cannot start the ack reader: {e}"),
         };
         let result = forward(
             link,
@@ -630,8 +655,14 @@ impl Session {
             &broken,
         );
         let _ = writer.get_ref().shutdown(Shutdown::Both);
-        let _ = acks.join();
-        result
+        let ended = acks.join().ok().flatten();
+        // What the slave said (a resync request, a close) explains a
+        // failed write better than the write's own error.
+        match (ended, result) {
+            (Some(why), _) => why,
+            (None, Err(e)) => crate::error::chain(&e),
+            (None, Ok(())) => "the stream ended".to_string(),
+        }
     }
 }
 
@@ -670,13 +701,23 @@ fn handshake(
         history_ancestors,
         auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
     };
-    Handshake::with_fields(Role::Replica, &fields)
-        .map_err(protocol::Error::from)?
-        .write_to(stream)?;
+    let stream_fields = StreamFields {
+        master_addr: Some(link.listen_addr.clone()),
+    };
+    let mut hello =
+        Handshake::with_fields(Role::Replica, &fields).map_err(protocol::Error::from)?;
+    hello
+        .extra
+        .extend(stream_fields.encode().map_err(protocol::Error::from)?);
+    hello.write_to(stream)?;
     let reply = HandshakeReply::read_from(reader)?;
     if reply.status != HandshakeStatus::Ok {
+        let status = format!("{:?}", reply.status).to_lowercase();
         return Err(crate::Error::Refused {
-            reason: format!("{:?}", reply.status).to_lowercase(),
+            reason: match reply.reason() {
+                Some(why) => format!("slave {addr} refused the stream ({status}): {why}"),
+                None => format!("slave {addr} refused the stream ({status})"),
+            },
         });
     }
     if reply.node_role != NodeRole::Slave {
@@ -705,8 +746,9 @@ fn read_hello(reader: &mut BufReader<TcpStream>) -> crate::Result<(u64, u64)> {
 }
 
 /// The ack reader: cumulative acks and resync requests from the slave.
-fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool) {
-    loop {
+/// Returns what the slave said or did to end the session, if anything.
+fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool) -> Option<String> {
+    let why = loop {
         match protocol::read_frame(&mut reader) {
             Ok(Some(Frame {
                 message: Message::Replication(Replication::Ack { seq }),
@@ -721,25 +763,28 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
                     link.settings.replica
                 );
                 link.lock().resync_requested = true;
-                break;
+                break Some(format!("the slave asked for a full resync: {reason}"));
             }
             Ok(Some(frame)) => {
                 warn!("unexpected frame of kind {:?} from the slave", frame.kind());
-                break;
+                break Some(format!(
+                    "unexpected {:?} frame from the slave",
+                    frame.kind()
+                ));
             }
-            Ok(None) => break,
+            Ok(None) => break Some("the slave closed the stream".to_string()),
+            Err(_) if link.stopping() => break None,
             Err(e) => {
-                if !link.stopping() {
-                    debug!("reading acks: {e}");
-                }
-                break;
+                debug!("reading acks: {e}");
+                break Some(format!("the slave's stream failed: {e}"));
             }
         }
-    }
+    };
     broken.store(true, Ordering::SeqCst);
     if let Some(stream) = &link.lock().stream {
         let _ = stream.shutdown(Shutdown::Both);
     }
+    why
 }
 
 /// The sending half of a session: catch-up, then the live stream.

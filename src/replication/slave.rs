@@ -8,17 +8,35 @@
 //! last one (a gap, a divergence) is never skipped: the slave stops
 //! applying, logs why, and asks for a full resync.
 //!
-//! One stream at a time: a new connection from the master replaces the old
-//! one, which is cut.
+//! Before it answers the handshake the slave decides whether to follow
+//! this master at all ([`SlaveState::admit`]), in this order, and refuses
+//! with a status and a reason the master logs (`PROTOCOL.md` 7.1, 7.8):
+//! 1. a stream without a history id, or with id 0: `Malformed`;
+//! 2. a master that names an address other than `--master-addr`: `Fenced`;
+//! 3. while a stream is connected, a master whose history does not
+//!    continue the one this store follows (a second master): `Fenced`;
+//! 4. a store holding data and a master whose history does not continue it
+//!    (no common ancestor, e.g. a master started on an empty or mistyped
+//!    data directory): `Diverged`, unless `--on-divergence resync` asks
+//!    for the data to be replaced (the slave logs what it discards).
+//!
+//! One stream at a time: a new connection from the master that continues
+//! this store's history (it restarted) replaces the old one, which is cut.
+//!
+//! A snapshot is checked as it arrives and installed only once whole and
+//! valid: a bad one ([`SnapshotFault`]) installs nothing.
 
+use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use duokv_protocol::{self as protocol, Frame, Message, ReplicatedOp, Replication};
+use duokv_protocol::{
+    self as protocol, Frame, HandshakeStatus, Message, ReplicatedOp, Replication,
+};
 use duokv_storage::{self as storage, History, Kinship, Record, SnapshotEntry, Store};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use super::wire;
 use crate::clock::now_ns;
@@ -27,13 +45,17 @@ use crate::event_log::{EventKind, EventSink};
 /// Appends applied with one commit at most.
 const MAX_BATCH: usize = 4096;
 
-/// What a slave does when its master's history is not its own.
+/// What a slave holding data does when its master's history does not
+/// continue its own. Refusing is the default: replacing the data must be
+/// asked for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnDivergence {
-    /// Take a full snapshot from the master, replacing its contents (logged).
-    #[default]
+    /// Take a full snapshot from the master, replacing its contents; the
+    /// slave logs what it discards (keys, history id, last seq).
     Resync,
-    /// Refuse the stream and keep its contents until an operator decides.
+    /// Refuse the stream (handshake status `Diverged`, with the reason) and
+    /// keep its contents until an operator decides.
+    #[default]
     Refuse,
 }
 
@@ -49,42 +71,168 @@ impl std::str::FromStr for OnDivergence {
     }
 }
 
-/// The slave's replication state: which stream is current, and the policy
-/// for a divergent master.
+/// The slave's replication state: which stream is current, whom it
+/// follows, and the policy for a divergent master.
 #[derive(Debug, Default)]
 pub struct SlaveState {
     current: Mutex<Option<(u64, TcpStream)>>,
     next_id: Mutex<u64>,
     on_divergence: OnDivergence,
+    /// The master it was told to follow (`--master-addr`).
+    master_addr: String,
+    /// The last refusal, logged once until it changes, and shown by `info`.
+    last_refusal: Mutex<Option<String>>,
+}
+
+/// What a master says about itself in its replication handshake.
+#[derive(Debug, Clone)]
+pub struct MasterClaim {
+    /// Its history: id (0 if it gave none) and ancestors.
+    pub history: History,
+    /// The address it listens on for clients, if it said (handshake field
+    /// tag 4; older masters do not).
+    pub addr: Option<String>,
+}
+
+/// Why a slave refuses a master's stream, before anything is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The handshake lacks what a stream needs (a history id other than 0).
+    Malformed(String),
+    /// The master's history does not continue this store's data.
+    Diverged(String),
+    /// The slave follows another master, or this is not the master it was
+    /// told to follow.
+    Fenced(String),
+}
+
+impl Refusal {
+    /// The handshake status that carries it.
+    pub fn status(&self) -> HandshakeStatus {
+        match self {
+            Refusal::Malformed(_) => HandshakeStatus::Malformed,
+            Refusal::Diverged(_) => HandshakeStatus::Diverged,
+            Refusal::Fenced(_) => HandshakeStatus::Fenced,
+        }
+    }
+
+    /// The reason, lowercase, for both sides' logs.
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Malformed(why) | Refusal::Diverged(why) | Refusal::Fenced(why) => why,
+        }
+    }
+}
+
+/// A stream the slave admitted: it is the current one until released.
+#[derive(Debug)]
+pub struct Admitted {
+    id: u64,
+    history_id: u64,
 }
 
 impl SlaveState {
-    /// A slave that treats a divergent master as `on_divergence` says.
-    pub fn new(on_divergence: OnDivergence) -> Self {
+    /// A slave of the master at `master_addr` that treats a divergent
+    /// master as `on_divergence` says.
+    pub fn new(master_addr: &str, on_divergence: OnDivergence) -> Self {
         SlaveState {
             on_divergence,
+            master_addr: master_addr.to_string(),
             ..SlaveState::default()
         }
     }
 
-    /// Makes `stream` the current one and cuts the previous stream.
-    fn take_over(&self, stream: &TcpStream, peer: &str) -> std::io::Result<u64> {
+    /// Decides whether to follow the master that sent `claim` on `stream`
+    /// (see the module docs for the checks and their order) and, if so,
+    /// makes `stream` the current one, cutting the previous stream. Called
+    /// before the handshake is answered: a refusal is the reply's status.
+    /// A refusal is logged once until it changes.
+    pub fn admit(
+        &self,
+        store: &Store,
+        stream: &TcpStream,
+        peer: &str,
+        claim: &MasterClaim,
+    ) -> Result<Admitted, Refusal> {
+        // Under the lock: two masters dialling at once are decided one
+        // after the other, the second seeing the first as connected.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let decided = self
+            .fence(store, current.is_some(), claim)
+            .and_then(|()| join_history(store, self.on_divergence, &claim.history, peer));
+        if let Err(refusal) = decided {
+            self.note_refusal(peer, &refusal);
+            return Err(refusal);
+        }
+        *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let clone = stream
+            .try_clone()
+            .map_err(|e| Refusal::Malformed(format!("the slave cannot take the stream: {e}")))?;
         let id = {
             let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
             *next += 1;
             *next
         };
-        let clone = stream.try_clone()?;
-        let old = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace((id, clone));
-        if let Some((_, old)) = old {
+        if let Some((_, old)) = current.replace((id, clone)) {
             info!("replication stream from {peer} replaces the previous one");
             let _ = old.shutdown(Shutdown::Both);
         }
-        Ok(id)
+        Ok(Admitted {
+            id,
+            history_id: claim.history.id,
+        })
+    }
+
+    /// Checks 1 to 3 of the module docs: a history id, the master's
+    /// address, one master at a time.
+    ///
+    /// The seam for a later switchover: a master that does not continue
+    /// the followed history is refused while another is connected. A
+    /// deliberate move to a new master will carry a term (an epoch that
+    /// only increases, `PROTOCOL.md` 7.8) in the handshake; a claim with a
+    /// higher term than the one this slave follows will pass here.
+    fn fence(&self, store: &Store, connected: bool, claim: &MasterClaim) -> Result<(), Refusal> {
+        let theirs = claim.history.id;
+        if theirs == 0 {
+            return Err(Refusal::Malformed(
+                "a replication handshake must carry a history id other than 0".into(),
+            ));
+        }
+        if let Some(addr) = &claim.addr
+            && !same_address(&self.master_addr, addr)
+        {
+            return Err(Refusal::Fenced(format!(
+                "this slave follows the master at {} (--master-addr), not one listening on {addr}",
+                self.master_addr
+            )));
+        }
+        let own = store.history_id();
+        if connected && own != 0 && matches!(claim.history.kinship(own), Kinship::Unrelated) {
+            return Err(Refusal::Fenced(format!(
+                "this slave follows another master now (history {own:016x}); history                  {theirs:016x} does not continue it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Logs a refusal once until it changes (a refused master redials).
+    fn note_refusal(&self, peer: &str, refusal: &Refusal) {
+        let mut last = self.last_refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let why = refusal.reason();
+        if last.as_deref() != Some(why) {
+            error!("refused the replication stream from {peer}: {why}");
+            *last = Some(why.to_string());
+        } else {
+            debug!("refused the replication stream from {peer} again: {why}");
+        }
+    }
+
+    /// Why the last master was refused, until one is admitted.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.last_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn release(&self, id: u64) {
@@ -106,33 +254,22 @@ impl SlaveState {
     }
 }
 
-/// Serves a replication stream from the master until it ends.
-/// `master_history` is the history the master's handshake carried (an ID
-/// of 0 if none).
+/// Serves an [admitted](SlaveState::admit) replication stream from the
+/// master until it ends.
 pub fn serve_stream<R: Read>(
     store: &Store,
     state: &SlaveState,
     events: Option<&EventSink>,
     (stream, reader): (&TcpStream, &mut BufReader<R>),
     peer: &str,
-    master_history: &History,
+    admitted: Admitted,
 ) {
-    let id = match state.take_over(stream, peer) {
-        Ok(id) => id,
-        Err(e) => {
-            warn!("{peer}: cannot take the replication stream: {e}");
-            return;
-        }
-    };
+    let id = admitted.id;
     info!(
         "replication stream from master {peer}; this store holds writes up to seq {}",
         store.last_seq()
     );
-    if !join_history(store, state.on_divergence, master_history, peer) {
-        state.release(id);
-        return;
-    }
-    if let Err(e) = apply_stream(store, events, stream, reader, peer) {
+    if let Err(e) = apply_stream(store, events, stream, reader, peer, admitted.history_id) {
         warn!(
             "replication stream from {peer} ended: {}",
             crate::error::chain(&e)
@@ -143,8 +280,35 @@ pub fn serve_stream<R: Read>(
     state.release(id);
 }
 
-/// Checks the master's history against this store's before anything is
-/// applied, and returns whether to go on with the stream:
+/// Gives up a stream admitted but never served (its handshake reply could
+/// not be sent).
+pub fn release(state: &SlaveState, admitted: Admitted) {
+    state.release(admitted.id);
+}
+
+/// Whether `announced`, the address a master says it listens on, is the
+/// master at `configured` (`--master-addr`). A master listening on every
+/// interface (`0.0.0.0`, `::`) is judged by its port; a configured name is
+/// resolved. When either cannot be read as an address, only the same text
+/// matches.
+fn same_address(configured: &str, announced: &str) -> bool {
+    if configured == announced {
+        return true;
+    }
+    let Ok(announced) = announced.parse::<SocketAddr>() else {
+        return false;
+    };
+    let Ok(resolved) = configured.to_socket_addrs() else {
+        return false;
+    };
+    resolved.into_iter().any(|candidate| {
+        candidate.port() == announced.port()
+            && (announced.ip().is_unspecified() || candidate.ip() == announced.ip())
+    })
+}
+
+/// Check 4 of the module docs: the master's history against this
+/// store's, before anything is applied:
 /// - a store whose log is a prefix of the master's (empty, of the same
 ///   history, or of an ancestor that ended at or after this store's last
 ///   write: the master restarted) takes the master's history and is caught
@@ -153,27 +317,31 @@ pub fn serve_stream<R: Read>(
 ///   master lost in a crash before its own sync (never acknowledged to a
 ///   client): it keeps its ID, so the master sees another history in its
 ///   `Hello` and replaces the contents by a full resync;
-/// - a store of an unrelated history (a master restarted on an empty
-///   directory) resyncs fully or refuses, as `--on-divergence` says.
-fn join_history(store: &Store, policy: OnDivergence, master_history: &History, peer: &str) -> bool {
+/// - a store of an unrelated history (a master started on an empty or
+///   mistyped directory) is refused, or, with `--on-divergence resync`,
+///   fully resynced, logging what it discards.
+fn join_history(
+    store: &Store,
+    policy: OnDivergence,
+    master_history: &History,
+    peer: &str,
+) -> Result<(), Refusal> {
     let own = store.history_id();
     let last_seq = store.last_seq();
     let theirs = master_history.id;
-    if theirs == 0 || theirs == own {
-        return true;
+    if theirs == own {
+        return Ok(());
     }
-    let adopt = || match store.adopt_history(master_history) {
-        Ok(()) => true,
-        Err(e) => {
-            error!("cannot take master {peer}'s history: {e}");
-            false
-        }
+    let adopt = || {
+        store.adopt_history(master_history).map_err(|e| {
+            Refusal::Malformed(format!("the slave cannot take history {theirs:016x}: {e}"))
+        })
     };
     if last_seq == 0 {
         return adopt();
     }
     match master_history.kinship(own) {
-        Kinship::Current => return true,
+        Kinship::Current => return Ok(()),
         Kinship::Ancestor { last_seq: end } if last_seq <= end => {
             info!(
                 "master {peer} continues this store's history {own:016x} (up to seq {end}) as \
@@ -189,26 +357,26 @@ fn join_history(store: &Store, policy: OnDivergence, master_history: &History, p
                  resync",
                 last_seq - end
             );
-            return true;
+            return Ok(());
         }
         Kinship::Unrelated => {}
     }
+    let keys = store.stats().live_keys;
     match policy {
         OnDivergence::Resync => {
             warn!(
-                "master {peer} has another history ({theirs:016x}) than this store \
-                 ({own:016x}, writes up to seq {last_seq}): it will be replaced by a full resync"
+                "master {peer} has another history ({theirs:016x}) than this store: \
+                 --on-divergence resync discards this store's {keys} keys of history \
+                 {own:016x} (writes up to seq {last_seq}) for a full resync"
             );
-            true
+            Ok(())
         }
-        OnDivergence::Refuse => {
-            error!(
-                "master {peer} has another history ({theirs:016x}) than this store \
-                 ({own:016x}, writes up to seq {last_seq}): refusing its stream (--on-divergence \
-                 refuse); keep this data or restart with --on-divergence resync"
-            );
-            false
-        }
+        OnDivergence::Refuse => Err(Refusal::Diverged(format!(
+            "the slave holds {keys} keys of history {own:016x} (writes up to seq {last_seq}), \
+             which master history {theirs:016x} does not continue; following it would erase \
+             them; check the master's --data-dir, or restart the slave with --on-divergence \
+             resync to replace its data"
+        ))),
     }
 }
 
@@ -220,6 +388,7 @@ fn apply_stream<R: Read>(
     stream: &TcpStream,
     reader: &mut BufReader<R>,
     peer: &str,
+    master_history: u64,
 ) -> crate::Result<()> {
     // The stream may be idle as long as the master takes no writes.
     stream.set_read_timeout(None)?;
@@ -229,6 +398,7 @@ fn apply_stream<R: Read>(
         writer: stream,
         reader,
         peer,
+        master_history,
         halted: false,
         pending: None,
     };
@@ -246,7 +416,11 @@ fn apply_stream<R: Read>(
                 seq,
                 entries,
                 replication_id,
-            }) => applier.install_snapshot(seq, entries, replication_id)?,
+            }) => {
+                if !applier.install_snapshot(seq, entries, replication_id)? {
+                    return Ok(());
+                }
+            }
             other => {
                 warn!(
                     "replication stream from {peer}: unexpected frame of kind {:?}",
@@ -266,6 +440,9 @@ struct Applier<'a, R> {
     writer: &'a TcpStream,
     reader: &'a mut BufReader<R>,
     peer: &'a str,
+    /// The history id the master's handshake carried, which its snapshots
+    /// must carry too.
+    master_history: u64,
     /// A write did not follow the last one: nothing is applied until the
     /// full resync asked for arrives.
     halted: bool,
@@ -337,23 +514,63 @@ impl<R: Read> Applier<'_, R> {
     }
 
     /// Replaces the store's contents by the snapshot that follows, and
-    /// acknowledges it.
+    /// acknowledges it; returns whether the stream goes on. A malformed
+    /// snapshot ([`SnapshotFault`]) installs nothing: the slave asks for a
+    /// resync, naming the fault, and closes the stream (`false`).
     fn install_snapshot(
         &mut self,
         seq: u64,
         entries: u64,
         replication_id: u64,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<bool> {
         let peer = self.peer;
+        let refused = if replication_id == 0 {
+            Some(SnapshotFault::NoHistory)
+        } else if replication_id != self.master_history {
+            Some(SnapshotFault::OtherHistory {
+                snapshot: replication_id,
+                handshake: self.master_history,
+            })
+        } else {
+            None
+        };
+        if let Some(fault) = refused {
+            return self.refuse_snapshot(&fault);
+        }
         info!("full resync from {peer}: {entries} keys as of seq {seq}");
-        let incoming = SnapshotFrames {
+        let mut incoming = SnapshotFrames {
             reader: &mut *self.reader,
             peer,
+            seq,
+            last_entry_seq: 0,
+            keys: HashSet::new(),
+            fault: None,
             done: false,
         };
-        self.store.install_snapshot(seq, replication_id, incoming)?;
+        let installed = self
+            .store
+            .install_snapshot(seq, replication_id, &mut incoming);
+        if let Some(fault) = incoming.fault.take() {
+            return self.refuse_snapshot(&fault);
+        }
+        installed?;
         self.halted = false;
-        self.send(Replication::Ack { seq })
+        self.send(Replication::Ack { seq })?;
+        Ok(true)
+    }
+
+    /// Says why a snapshot was not installed (a `ResyncRequest`), and ends
+    /// the stream.
+    fn refuse_snapshot(&mut self, fault: &SnapshotFault) -> crate::Result<bool> {
+        error!(
+            "refused a malformed snapshot from {}: {fault}; nothing of it was installed, \
+             closing the stream",
+            self.peer
+        );
+        self.send(Replication::ResyncRequest {
+            reason: format!("malformed snapshot: {fault}"),
+        })?;
+        Ok(false)
     }
 
     fn send(&mut self, message: Replication) -> crate::Result<()> {
@@ -380,11 +597,137 @@ fn send(writer: &mut &TcpStream, message: Replication) -> crate::Result<()> {
     Ok(())
 }
 
-/// The entries of a snapshot as they arrive, up to its `SnapshotEnd`.
+/// What makes a snapshot malformed (`PROTOCOL.md` 7.1): the slave installs
+/// nothing of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotFault {
+    /// `SnapshotBegin` carries history 0.
+    NoHistory,
+    /// `SnapshotBegin` carries another history than the handshake did.
+    OtherHistory {
+        /// The snapshot's.
+        snapshot: u64,
+        /// The handshake's.
+        handshake: u64,
+    },
+    /// An entry's seq is not above the previous entry's (entries come in
+    /// increasing order of sequence number), or is 0.
+    OutOfOrder {
+        /// The previous entry's seq.
+        previous: u64,
+        /// This entry's.
+        seq: u64,
+    },
+    /// A key comes twice.
+    RepeatedKey {
+        /// The entry's seq.
+        seq: u64,
+    },
+    /// An entry's seq is above the snapshot's own.
+    AfterSnapshot {
+        /// The entry's seq.
+        seq: u64,
+        /// The snapshot's.
+        snapshot: u64,
+    },
+    /// `SnapshotEnd` names another seq than `SnapshotBegin`.
+    EndMismatch {
+        /// `SnapshotBegin`'s.
+        begin: u64,
+        /// `SnapshotEnd`'s.
+        end: u64,
+    },
+    /// Another kind of frame came before `SnapshotEnd`.
+    Unexpected {
+        /// The frame's kind.
+        kind: String,
+    },
+}
+
+impl std::fmt::Display for SnapshotFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotFault::NoHistory => write!(f, "it announces history 0"),
+            SnapshotFault::OtherHistory {
+                snapshot,
+                handshake,
+            } => write!(
+                f,
+                "it announces history {snapshot:016x}, the handshake said {handshake:016x}"
+            ),
+            SnapshotFault::OutOfOrder { previous, seq } => write!(
+                f,
+                "entry of seq {seq} after one of seq {previous} (entries come in increasing seq order)"
+            ),
+            SnapshotFault::RepeatedKey { seq } => {
+                write!(f, "the entry of seq {seq} repeats a key")
+            }
+            SnapshotFault::AfterSnapshot { seq, snapshot } => write!(
+                f,
+                "an entry of seq {seq} in a snapshot as of seq {snapshot}"
+            ),
+            SnapshotFault::EndMismatch { begin, end } => {
+                write!(f, "it began as of seq {begin} and ended as of seq {end}")
+            }
+            SnapshotFault::Unexpected { kind } => write!(f, "a {kind} frame inside it"),
+        }
+    }
+}
+
+/// The entries of a snapshot as they arrive, up to its `SnapshotEnd`,
+/// checked one by one: the first fault ends the iteration with an error
+/// (so the store installs nothing) and is kept in `fault`.
 struct SnapshotFrames<'a, R> {
     reader: &'a mut BufReader<R>,
     peer: &'a str,
+    /// `SnapshotBegin`'s seq.
+    seq: u64,
+    last_entry_seq: u64,
+    keys: HashSet<Vec<u8>>,
+    fault: Option<SnapshotFault>,
     done: bool,
+}
+
+impl<R: Read> SnapshotFrames<'_, R> {
+    /// The fault that ends the snapshot, as the store's error.
+    fn fail(&mut self, fault: SnapshotFault) -> Option<storage::Result<SnapshotEntry>> {
+        let error = self.io_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            fault.to_string(),
+        ));
+        self.fault = Some(fault);
+        error
+    }
+
+    fn io_error(&mut self, source: std::io::Error) -> Option<storage::Result<SnapshotEntry>> {
+        self.done = true;
+        Some(Err(storage::Error::Io {
+            action: "receive a snapshot from",
+            path: PathBuf::from(self.peer),
+            source,
+        }))
+    }
+
+    /// Checks one entry against the snapshot and the entries before it.
+    fn check(&mut self, entry: &SnapshotEntry) -> Result<(), SnapshotFault> {
+        if entry.seq <= self.last_entry_seq || entry.seq == 0 {
+            return Err(SnapshotFault::OutOfOrder {
+                previous: self.last_entry_seq,
+                seq: entry.seq,
+            });
+        }
+        if entry.seq > self.seq {
+            return Err(SnapshotFault::AfterSnapshot {
+                seq: entry.seq,
+                snapshot: self.seq,
+            });
+        }
+        if !self.keys.insert(entry.key.clone()) {
+            return Err(SnapshotFault::RepeatedKey { seq: entry.seq });
+        }
+        self.last_entry_seq = entry.seq;
+        Ok(())
+    }
 }
 
 impl<R: Read> Iterator for SnapshotFrames<'_, R> {
@@ -394,43 +737,38 @@ impl<R: Read> Iterator for SnapshotFrames<'_, R> {
         if self.done {
             return None;
         }
-        let failed = |source| {
-            Some(Err(storage::Error::Io {
-                action: "receive a snapshot from",
-                path: PathBuf::from(self.peer),
-                source,
-            }))
-        };
         match protocol::read_frame(self.reader) {
             Ok(Some(Frame {
                 message: Message::Replication(Replication::SnapshotEntry { seq, key, value }),
                 ..
-            })) => Some(Ok(SnapshotEntry { seq, key, value })),
+            })) => {
+                let entry = SnapshotEntry { seq, key, value };
+                match self.check(&entry) {
+                    Ok(()) => Some(Ok(entry)),
+                    Err(fault) => self.fail(fault),
+                }
+            }
             Ok(Some(Frame {
-                message: Message::Replication(Replication::SnapshotEnd { .. }),
+                message: Message::Replication(Replication::SnapshotEnd { seq }),
                 ..
             })) => {
+                if seq != self.seq {
+                    return self.fail(SnapshotFault::EndMismatch {
+                        begin: self.seq,
+                        end: seq,
+                    });
+                }
                 self.done = true;
                 None
             }
-            Ok(Some(frame)) => {
-                self.done = true;
-                failed(std::io::Error::other(format!(
-                    "unexpected {:?} inside a snapshot",
-                    frame.kind()
-                )))
-            }
-            Ok(None) => {
-                self.done = true;
-                failed(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the stream ended inside a snapshot",
-                ))
-            }
-            Err(e) => {
-                self.done = true;
-                failed(std::io::Error::other(e.to_string()))
-            }
+            Ok(Some(frame)) => self.fail(SnapshotFault::Unexpected {
+                kind: format!("{:?}", frame.kind()),
+            }),
+            Ok(None) => self.io_error(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the stream ended inside a snapshot",
+            )),
+            Err(e) => self.io_error(std::io::Error::other(e.to_string())),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use duokv_protocol::{
     self as protocol, Frame, FrameError, Handshake, HandshakeFields, HandshakeReply,
-    HandshakeStatus, NodeRole, Role,
+    HandshakeStatus, NodeRole, Role, StreamFields,
 };
 
 use super::config::ServerConfig;
@@ -70,12 +70,28 @@ impl<'a> Connection<'a> {
 
     /// Reads the peer's handshake, which must be whole within the frame
     /// timeout: who it is, and its fields.
-    pub(crate) fn read_handshake(&mut self) -> Result<(Role, HandshakeFields), protocol::Error> {
+    pub(crate) fn read_handshake(
+        &mut self,
+    ) -> Result<(Role, HandshakeFields, StreamFields), protocol::Error> {
         self.reader.get_ref().start_frame(self.frame_timeout);
         let handshake = Handshake::read_from(&mut self.reader);
         self.reader.get_ref().end_frame();
         let handshake = handshake?;
-        Ok((handshake.role, handshake.fields()?))
+        Ok((
+            handshake.role,
+            handshake.fields()?,
+            handshake.stream_fields()?,
+        ))
+    }
+
+    /// Refuses the handshake with `status`, saying why in the reply.
+    pub(crate) fn write_handshake_refusal(
+        &mut self,
+        status: HandshakeStatus,
+        node_role: NodeRole,
+        reason: &str,
+    ) -> Result<(), protocol::Error> {
+        HandshakeReply::with_reason(status, node_role, reason).write_to(&mut self.stream)
     }
 
     /// Answers the handshake with `status`, saying what this node is.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use duokv_protocol::{
     self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    Response, Role,
+    Response, Role, StreamFields,
 };
 use log::{debug, info, warn};
 
@@ -32,6 +32,7 @@ use super::node::Node;
 use super::reply;
 use super::shared::Shared;
 use crate::clock::now_ns;
+use crate::replication::slave::MasterClaim;
 use crate::replication::{self, SlaveState};
 
 /// How long a refused connection is given to send its handshake, so that
@@ -89,23 +90,28 @@ impl<'a> Handler<'a> {
     /// The handshake, then what the peer's role asks for, if this node
     /// serves it.
     fn run(mut self) {
-        let Some((role, fields)) = self.handshake() else {
+        let Some((role, fields, stream_fields)) = self.handshake() else {
             return;
         };
         let shared = self.shared;
         match (role, &shared.node) {
             (Role::Client, _) => self.serve_client(),
-            (Role::Replica, Node::Slave { state, .. }) => self.serve_replication(state, &fields),
+            (Role::Replica, Node::Slave { state, .. }) => {
+                self.serve_replication(state, &fields, stream_fields)
+            }
             (role, _) => self.refuse_role(role),
         }
     }
 
     /// Reads the peer's handshake and checks its token. `None` when the
     /// connection is to close (the peer told why, if it can be).
-    fn handshake(&mut self) -> Option<(Role, HandshakeFields)> {
+    fn handshake(&mut self) -> Option<(Role, HandshakeFields, StreamFields)> {
         let peer = self.peer;
         match self.connection.read_handshake() {
-            Ok((role, fields)) => self.admits(role, &fields).then_some((role, fields)),
+            Ok((role, fields, stream_fields)) => {
+                self.admits(role, &fields)
+                    .then_some((role, fields, stream_fields))
+            }
             Err(protocol::Error::Handshake(e)) => {
                 warn!("{peer}: bad handshake: {e}");
                 if let Some(status) = e.status() {
@@ -159,9 +165,38 @@ impl<'a> Handler<'a> {
         let _ = self.answer_handshake(HandshakeStatus::UnsupportedRole);
     }
 
-    /// A slave's stream from its master, applied until it ends.
-    fn serve_replication(mut self, state: &SlaveState, fields: &HandshakeFields) {
+    /// A slave's stream from its master, applied until it ends, if the
+    /// slave follows this master (see [`SlaveState::admit`]); if not, the
+    /// handshake is refused with the status and reason the slave gave.
+    fn serve_replication(
+        mut self,
+        state: &SlaveState,
+        fields: &HandshakeFields,
+        stream_fields: StreamFields,
+    ) {
+        let claim = MasterClaim {
+            history: replication::master_history(fields),
+            addr: stream_fields.master_addr,
+        };
+        let admitted = match state.admit(
+            &self.shared.store,
+            self.connection.stream(),
+            self.peer,
+            &claim,
+        ) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let role = self.shared.node.role();
+                let _ = self.connection.write_handshake_refusal(
+                    refusal.status(),
+                    role,
+                    refusal.reason(),
+                );
+                return;
+            }
+        };
         if self.answer_handshake(HandshakeStatus::Ok).is_err() {
+            replication::slave::release(state, admitted);
             return;
         }
         let (stream, mut reader) = self.connection.into_replication();
@@ -171,7 +206,7 @@ impl<'a> Handler<'a> {
             self.shared.events.as_ref(),
             (stream, &mut reader),
             self.peer,
-            &replication::master_history(fields),
+            admitted,
         );
     }
 

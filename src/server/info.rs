@@ -69,6 +69,7 @@ fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
     fact("partial_resyncs", status.partial_resyncs.to_string());
     fact("full_resyncs", status.full_resyncs.to_string());
     fact("sync_fallback_active", status.fallback_active.to_string());
+    fact("link_backoff_ms", status.backoff.as_millis().to_string());
     if let Some(error) = status.last_error {
         fact("link_last_error", error);
     }
@@ -79,4 +80,7 @@ fn slave_facts(state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
     facts.push(("master".to_string(), master_addr.to_string()));
     let link = if state.connected() { "up" } else { "down" };
     facts.push(("link".to_string(), link.to_string()));
+    if let Some(refusal) = state.last_refusal() {
+        facts.push(("link_last_error".to_string(), refusal));
+    }
 }

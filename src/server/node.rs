@@ -52,12 +52,13 @@ impl Node {
                 config.auth_token.clone(),
                 store.clone(),
                 events.cloned(),
+                config.listen.to_string(),
             )?),
             RoleConfig::Slave {
                 master_addr,
                 on_divergence,
             } => Node::Slave {
-                state: SlaveState::new(*on_divergence),
+                state: SlaveState::new(master_addr, *on_divergence),
                 master_addr: master_addr.clone(),
             },
         })

@@ -496,6 +496,12 @@ pub fn info_value(client: &mut Client, name: &str) -> String {
         .unwrap_or_else(|| panic!("no `{name}` in info: {info:?}"))
 }
 
+/// The value of `name` in the server's `info` reply, if it has one.
+pub fn info_value_opt(client: &mut Client, name: &str) -> Option<String> {
+    let info = client.info().expect("info");
+    info.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
 /// The server's `last_seq`, from `info`.
 pub fn last_seq(client: &mut Client) -> u64 {
     info_value(client, "last_seq")
@@ -807,6 +813,174 @@ impl Drop for Background {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Handshake status 6, `Malformed`.
+pub const STATUS_MALFORMED: u8 = 6;
+/// Handshake status 8, `Diverged`.
+pub const STATUS_DIVERGED: u8 = 8;
+/// Handshake status 9, `Fenced`.
+pub const STATUS_FENCED: u8 = 9;
+
+/// Replication kinds (section 7).
+pub const KIND_HELLO: u8 = 0x40;
+/// `Append`.
+pub const KIND_APPEND: u8 = 0x41;
+/// `Ack`.
+pub const KIND_ACK: u8 = 0x42;
+/// `SnapshotBegin`.
+pub const KIND_SNAPSHOT_BEGIN: u8 = 0x43;
+/// `SnapshotEntry`.
+pub const KIND_SNAPSHOT_ENTRY: u8 = 0x44;
+/// `SnapshotEnd`.
+pub const KIND_SNAPSHOT_END: u8 = 0x45;
+/// `ResyncRequest`.
+pub const KIND_RESYNC_REQUEST: u8 = 0x46;
+
+/// A master's replication handshake (role 2) whose `extra` carries
+/// `history_id` (field tag 1) if given, and nothing else.
+pub fn replica_handshake_bytes(history_id: Option<u64>) -> Vec<u8> {
+    let mut extra = Vec::new();
+    if let Some(id) = history_id {
+        extra.extend_from_slice(&[1, 0, 8]);
+        extra.extend_from_slice(&id.to_be_bytes());
+    }
+    let mut bytes = b"DUKV".to_vec();
+    bytes.extend_from_slice(&1u16.to_be_bytes());
+    bytes.extend_from_slice(&[2, 0]); // role replica, flags
+    bytes.extend_from_slice(&(extra.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&extra);
+    bytes
+}
+
+/// Reads a handshake reply with its extra bytes; returns it and the
+/// reason a refusal carries (reply field tag 1), if any.
+pub fn read_reply(stream: &mut TcpStream) -> (RawReply, Option<String>) {
+    let mut fixed = [0u8; 10];
+    stream
+        .read_exact(&mut fixed)
+        .expect("read the handshake reply");
+    let mut extra = vec![0u8; usize::from(u16::from_be_bytes([fixed[8], fixed[9]]))];
+    stream
+        .read_exact(&mut extra)
+        .expect("read the reply's extra");
+    let mut reason = None;
+    let mut at = 0;
+    while at + 3 <= extra.len() {
+        let len = usize::from(u16::from_be_bytes([extra[at + 1], extra[at + 2]]));
+        let value = &extra[at + 3..(at + 3 + len).min(extra.len())];
+        if extra[at] == 1 {
+            reason = Some(String::from_utf8_lossy(value).into_owned());
+        }
+        at += 3 + len;
+    }
+    fixed[8..10].copy_from_slice(&[0, 0]);
+    (parse_reply(&fixed), reason)
+}
+
+/// Reads one frame: its kind, request id and body; `None` at a clean end
+/// of stream (or a reset).
+pub fn read_raw_frame(stream: &mut TcpStream) -> Option<(u8, u64, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut rest).ok()?;
+    let request_id = u64::from_be_bytes(rest[1..9].try_into().unwrap());
+    Some((rest[0], request_id, rest[9..].to_vec()))
+}
+
+/// A fake master's stream to a slave, past its handshake and `Hello`.
+/// Frames are gathered and sent together by [`FakeMaster::flush`], so that
+/// a slave that refuses early has read them all (no reset on its close).
+pub struct FakeMaster {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Frames not sent yet.
+    out: Vec<u8>,
+    /// The slave's `Hello`: its last seq and history id.
+    pub hello: (u64, u64),
+}
+
+impl FakeMaster {
+    /// Dials the slave at `addr` as a master of `history_id`, expects it
+    /// accepted, and reads the slave's `Hello`.
+    pub fn connect(addr: &str, history_id: u64) -> FakeMaster {
+        let mut stream = raw_connect(addr);
+        stream
+            .write_all(&replica_handshake_bytes(Some(history_id)))
+            .expect("send the handshake");
+        let (reply, reason) = read_reply(&mut stream);
+        assert_eq!(reply.status, STATUS_OK, "refused: {reason:?}");
+        let (kind, _, body) = read_raw_frame(&mut stream).expect("the slave's hello");
+        assert_eq!(kind, KIND_HELLO);
+        let hello = (
+            u64::from_be_bytes(body[..8].try_into().unwrap()),
+            u64::from_be_bytes(body[8..16].try_into().unwrap()),
+        );
+        FakeMaster {
+            stream,
+            out: Vec::new(),
+            hello,
+        }
+    }
+
+    /// Queues one replication frame of `kind` with `body`.
+    pub fn send(&mut self, kind: u8, seq: u64, body: &[u8]) {
+        self.out.extend_from_slice(&frame_bytes(kind, seq, body));
+    }
+
+    /// Sends the queued frames in one write; a slave that closed meanwhile
+    /// is not an error here (what it said is read next).
+    pub fn flush(&mut self) {
+        let _ = self.stream.write_all(&std::mem::take(&mut self.out));
+    }
+
+    /// Sends the queued frames and reads the slave's next frame.
+    pub fn reply(&mut self) -> Option<(u8, u64, Vec<u8>)> {
+        self.flush();
+        read_raw_frame(&mut self.stream)
+    }
+
+    /// Sends `Append { seq, put key = value }`.
+    pub fn append_put(&mut self, seq: u64, key: &str, value: &str) {
+        let mut body = seq.to_be_bytes().to_vec();
+        body.push(1);
+        body.extend_from_slice(&key_value_body(key.as_bytes(), value.as_bytes()));
+        self.send(KIND_APPEND, seq, &body);
+    }
+
+    /// Sends `SnapshotBegin { seq, replication_id, entries }`.
+    pub fn snapshot_begin(&mut self, seq: u64, replication_id: u64, entries: u64) {
+        let body = [seq, replication_id, entries]
+            .map(u64::to_be_bytes)
+            .concat();
+        self.send(KIND_SNAPSHOT_BEGIN, seq, &body);
+    }
+
+    /// Sends `SnapshotEntry { seq, key, value }`.
+    pub fn snapshot_entry(&mut self, seq: u64, key: &str, value: &str) {
+        let mut body = seq.to_be_bytes().to_vec();
+        body.extend_from_slice(&key_value_body(key.as_bytes(), value.as_bytes()));
+        self.send(KIND_SNAPSHOT_ENTRY, seq, &body);
+    }
+
+    /// Sends `SnapshotEnd { seq }`.
+    pub fn snapshot_end(&mut self, seq: u64) {
+        self.send(KIND_SNAPSHOT_END, seq, &seq.to_be_bytes());
+    }
+
+    /// Reads frames until an `Ack` of `seq` or more comes; panics on
+    /// anything else.
+    pub fn wait_ack(&mut self, seq: u64) {
+        self.flush();
+        loop {
+            let (kind, _, body) = read_raw_frame(&mut self.stream).expect("an ack");
+            assert_eq!(kind, KIND_ACK, "expected an ack, got kind {kind:#x}");
+            if u64::from_be_bytes(body[..8].try_into().unwrap()) >= seq {
+                return;
+            }
         }
     }
 }

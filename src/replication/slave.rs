@@ -209,7 +209,8 @@ impl SlaveState {
         let own = store.history_id();
         if connected && own != 0 && matches!(claim.history.kinship(own), Kinship::Unrelated) {
             return Err(Refusal::Fenced(format!(
-                "this slave follows another master now (history {own:016x}); history                  {theirs:016x} does not continue it"
+                "this slave follows another master now (history {own:016x}); history \
+                 {theirs:016x} does not continue it"
             )));
         }
         Ok(())

@@ -143,7 +143,8 @@ pub struct ServerArgs {
     forward: Forward,
 
     /// slave only: the master's client address, HOST:PORT, sent to clients
-    /// that write to the slave
+    /// that write to the slave; the only master this slave follows (a
+    /// master announcing another listen address is refused)
     #[argh(option)]
     master_addr: Option<String>,
 

@@ -829,24 +829,7 @@ fn help_names_every_flag() {
 fn a_torn_final_batch_is_cut_and_the_replica_starts() {
     let dir = tempfile::tempdir().expect("a temporary dir");
     let data = dir.path().join("data");
-    let mut server = ServerProcess::start_in(&data, &[]);
-    let mut client = server.client();
-    for i in 1..=6 {
-        client
-            .put(format!("key{i}"), format!("value{i}"))
-            .expect("put");
-    }
-    drop(client);
-    server.sigterm();
-    assert!(server.wait_exit(DEADLINE).success());
-    drop(server);
-
-    let segment = std::fs::read_dir(&data)
-        .expect("the data dir")
-        .map(|entry| entry.expect("an entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
-        .max()
-        .expect("a segment");
+    let segment = common::write_keys_then_stop(&data, 6);
     let synced = std::fs::read(&segment).expect("read the segment");
     // The last batch begins at the last batch header's magic (FORMAT.md).
     let last_batch = synced

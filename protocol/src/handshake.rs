@@ -26,7 +26,7 @@ use crate::VERSION;
 use crate::codec::{put_u8, put_u16};
 use crate::error::{Error, HandshakeError};
 use crate::frame::read_full;
-use crate::handshake_fields::{HandshakeFields, StreamFields};
+use crate::handshake_fields::{self, HandshakeFields, StreamFields};
 
 /// The four bytes every handshake and handshake reply starts with.
 pub const MAGIC: [u8; 4] = *b"DUKV";
@@ -345,10 +345,8 @@ impl HandshakeReply {
         }
         let value = &reason.as_bytes()[..end];
         let mut extra = Vec::with_capacity(3 + value.len());
-        put_u8(&mut extra, REPLY_TAG_REASON);
-        // At most MAX_REASON_LEN, below u16::MAX.
-        put_u16(&mut extra, value.len() as u16);
-        extra.extend_from_slice(value);
+        // At most MAX_REASON_LEN bytes, below u16::MAX.
+        handshake_fields::put_field(&mut extra, REPLY_TAG_REASON, value);
         HandshakeReply {
             extra,
             ..HandshakeReply::new(status, node_role)
@@ -359,16 +357,12 @@ impl HandshakeReply {
     /// that decodes; a reply whose `extra` breaks the field format, or
     /// whose reason is not UTF-8, has none.
     pub fn reason(&self) -> Option<String> {
-        let mut at = 0;
         let mut reason = None;
-        while at < self.extra.len() {
-            let header = self.extra.get(at..at + 3)?;
-            let len = usize::from(NetworkEndian::read_u16(&header[1..]));
-            let value = self.extra.get(at + 3..at + 3 + len)?;
-            if header[0] == REPLY_TAG_REASON {
-                reason = Some(String::from_utf8(value.to_vec()).ok()?);
+        for field in handshake_fields::Fields::new(&self.extra) {
+            let field = field.ok()?;
+            if field.tag == REPLY_TAG_REASON {
+                reason = Some(String::from_utf8(field.value.to_vec()).ok()?);
             }
-            at += 3 + len;
         }
         reason
     }

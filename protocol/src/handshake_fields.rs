@@ -117,17 +117,10 @@ impl HandshakeFields {
     /// The fields in `extra`; unknown tags are skipped.
     pub fn decode(extra: &[u8]) -> Result<Self, HandshakeError> {
         let mut fields = HandshakeFields::default();
-        let mut at = 0;
-        while at < extra.len() {
+        for field in Fields::new(extra) {
+            let Field { at, tag, value } = field?;
+            let len = value.len();
             let malformed = |reason| HandshakeError::MalformedExtra { offset: at, reason };
-            let header = extra
-                .get(at..at + FIELD_HEADER_LEN)
-                .ok_or(malformed("field header runs past the end"))?;
-            let tag = header[0];
-            let len = usize::from(NetworkEndian::read_u16(&header[1..]));
-            let value = extra
-                .get(at + FIELD_HEADER_LEN..at + FIELD_HEADER_LEN + len)
-                .ok_or(malformed("field value runs past the end"))?;
             match tag {
                 TAG_HISTORY_ID => {
                     let bytes = <[u8; 8]>::try_from(value)
@@ -161,7 +154,6 @@ impl HandshakeFields {
                 }
                 _ => {}
             }
-            at += FIELD_HEADER_LEN + len;
         }
         Ok(fields)
     }
@@ -196,17 +188,11 @@ impl StreamFields {
     /// as is a field that runs past the end.
     pub fn decode(extra: &[u8]) -> Result<Self, HandshakeError> {
         let mut fields = StreamFields::default();
-        let mut at = 0;
-        while at < extra.len() {
+        for field in Fields::new(extra) {
+            let Field { at, tag, value } = field?;
+            let len = value.len();
             let malformed = |reason| HandshakeError::MalformedExtra { offset: at, reason };
-            let header = extra
-                .get(at..at + FIELD_HEADER_LEN)
-                .ok_or(malformed("field header runs past the end"))?;
-            let len = usize::from(NetworkEndian::read_u16(&header[1..]));
-            let value = extra
-                .get(at + FIELD_HEADER_LEN..at + FIELD_HEADER_LEN + len)
-                .ok_or(malformed("field value runs past the end"))?;
-            if header[0] == TAG_MASTER_ADDR {
+            if tag == TAG_MASTER_ADDR {
                 check_master_addr_len(len, at)?;
                 let addr = String::from_utf8(value.to_vec())
                     .map_err(|_| malformed("master address is not utf-8"))?;
@@ -214,9 +200,58 @@ impl StreamFields {
                     return Err(malformed("master address given twice"));
                 }
             }
-            at += FIELD_HEADER_LEN + len;
         }
         Ok(fields)
+    }
+}
+
+/// One tag-length-value field of `extra`, at byte offset `at`.
+pub(crate) struct Field<'a> {
+    pub(crate) at: usize,
+    pub(crate) tag: u8,
+    pub(crate) value: &'a [u8],
+}
+
+/// The fields of `extra` in order, each checked to lie within it; the first
+/// that does not is [`HandshakeError::MalformedExtra`] and ends the walk.
+/// Both field types and the handshake reply read `extra` through this,
+/// each keeping its own tags.
+pub(crate) struct Fields<'a> {
+    extra: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(extra: &'a [u8]) -> Self {
+        Fields { extra, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Field<'a>, HandshakeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at;
+        if at >= self.extra.len() {
+            return None;
+        }
+        let malformed = |reason| HandshakeError::MalformedExtra { offset: at, reason };
+        // A malformed field ends the walk: nothing after it can be framed.
+        self.at = self.extra.len();
+        let Some(header) = self.extra.get(at..at + FIELD_HEADER_LEN) else {
+            return Some(Err(malformed("field header runs past the end")));
+        };
+        let len = usize::from(NetworkEndian::read_u16(&header[1..]));
+        let end = at + FIELD_HEADER_LEN + len;
+        let Some(value) = self.extra.get(at + FIELD_HEADER_LEN..end) else {
+            return Some(Err(malformed("field value runs past the end")));
+        };
+        self.at = end;
+        Some(Ok(Field {
+            at,
+            tag: header[0],
+            value,
+        }))
     }
 }
 
@@ -231,7 +266,7 @@ fn check_master_addr_len(len: usize, offset: usize) -> Result<(), HandshakeError
     }
 }
 
-fn put_field(dst: &mut Vec<u8>, tag: u8, value: &[u8]) {
+pub(crate) fn put_field(dst: &mut Vec<u8>, tag: u8, value: &[u8]) {
     put_u8(dst, tag);
     // Values are at most MAX_AUTH_TOKEN_LEN bytes, far below u16::MAX.
     put_u16(dst, value.len() as u16);

@@ -90,6 +90,28 @@ pub fn can_make_two_hosts(what: &str) -> bool {
     missing.is_empty()
 }
 
+/// Starts a standalone replica on `data_dir`, writes `keyN` = `valueN` for
+/// N in 1..=`count` (one batch each: one client, one write at a time),
+/// stops it gracefully, and returns the newest segment of its log.
+pub fn write_keys_then_stop(data_dir: &Path, count: usize) -> PathBuf {
+    let mut server = ServerProcess::start_in(data_dir, &[]);
+    let mut client = server.client();
+    for i in 1..=count {
+        client
+            .put(format!("key{i}"), format!("value{i}"))
+            .expect("put");
+    }
+    drop(client);
+    server.sigterm();
+    assert!(server.wait_exit(DEADLINE).success(), "{}", server.log());
+    std::fs::read_dir(data_dir)
+        .expect("the data dir")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .expect("a segment")
+}
+
 /// A token file with `token` in a fresh directory, mode 600.
 pub fn token_file(token: &str) -> (TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;

@@ -239,24 +239,7 @@ fn the_cli_reads_the_token_from_a_flag_or_the_environment() {
 fn repair_reports_then_cuts_damage_in_synced_data() {
     let dir = tempfile::tempdir().expect("a temporary dir");
     let data = dir.path().join("data");
-    let mut server = ServerProcess::start_in(&data, &[]);
-    let mut client = server.client();
-    for i in 1..=6 {
-        client
-            .put(format!("key{i}"), format!("value{i}"))
-            .expect("put");
-    }
-    drop(client);
-    server.sigterm();
-    assert!(server.wait_exit(common::DEADLINE).success());
-    drop(server);
-
-    let segment = std::fs::read_dir(&data)
-        .expect("the data dir")
-        .map(|entry| entry.expect("an entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
-        .max()
-        .expect("a segment");
+    let segment = common::write_keys_then_stop(&data, 6);
     let original = std::fs::read(&segment).expect("read the segment");
     let at = original
         .windows(4)

@@ -104,6 +104,11 @@ pub fn write_keys_then_stop(data_dir: &Path, count: usize) -> PathBuf {
     drop(client);
     server.sigterm();
     assert!(server.wait_exit(DEADLINE).success(), "{}", server.log());
+    newest_segment(data_dir)
+}
+
+/// The newest segment of the log in `data_dir` (the highest id).
+pub fn newest_segment(data_dir: &Path) -> PathBuf {
     std::fs::read_dir(data_dir)
         .expect("the data dir")
         .map(|entry| entry.expect("an entry").path())

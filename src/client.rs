@@ -235,6 +235,7 @@ impl Client {
     pub fn read_with_seq(&mut self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
         match self.call(Request::Read {
             key: key.as_ref().to_vec(),
+            after: None,
         })? {
             Response::Value {
                 value: Some(value),

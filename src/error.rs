@@ -49,6 +49,21 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// A read's `after` write is not visible on the replica yet, and did
+    /// not become so within the read's wait: read the master, or retry.
+    NotYetVisible {
+        /// The newest sequence number the replica could show (below the
+        /// token's).
+        visible_seq: u64,
+        /// The server's explanation.
+        message: String,
+    },
+    /// A read's `after` write belongs to a history the replica does not
+    /// continue: waiting cannot help; read the master.
+    UnknownHistory {
+        /// The server's explanation.
+        message: String,
+    },
     /// The server answered with an error code this client does not know.
     UnknownCode {
         /// The code.
@@ -126,6 +141,8 @@ impl fmt::Display for Error {
             Error::Busy => write!(f, "server busy: too many connections"),
             Error::ShuttingDown => write!(f, "server shutting down"),
             Error::Internal { message } => write!(f, "server error: {message}"),
+            Error::NotYetVisible { message, .. } => write!(f, "not yet visible: {message}"),
+            Error::UnknownHistory { message } => write!(f, "unknown history: {message}"),
             Error::UnknownCode { code, message } => write!(f, "server error {code}: {message}"),
             Error::Unauthorized { addr } => write!(
                 f,
@@ -194,6 +211,11 @@ impl Error {
             Code::Busy => Error::Busy,
             Code::ShuttingDown => Error::ShuttingDown,
             Code::Internal => Error::Internal { message },
+            Code::NotYetVisible { visible_seq } => Error::NotYetVisible {
+                visible_seq,
+                message,
+            },
+            Code::UnknownHistory => Error::UnknownHistory { message },
             Code::Unknown(code) => Error::UnknownCode { code, message },
         }
     }

@@ -411,6 +411,7 @@ mod tests {
             7,
             Request::Read {
                 key: b"ab".to_vec(),
+                after: None,
             },
         );
         let bytes = f.to_bytes().unwrap();
@@ -473,6 +474,7 @@ mod tests {
             1,
             Request::Read {
                 key: vec![0; crate::MAX_KEY_LEN as usize + 1],
+                after: None,
             },
         );
         assert!(matches!(

@@ -192,8 +192,8 @@ const REPLY_TAG_REASON: u8 = 1;
 pub struct Handshake {
     /// Who is connecting.
     pub role: Role,
-    /// Feature bits; none are defined yet, so senders write 0 and
-    /// receivers ignore bits they do not know.
+    /// Feature bits: [`Handshake::FLAG_TOKENS`]; receivers ignore bits
+    /// they do not know.
     pub flags: u8,
     /// At most `u16::MAX` bytes of tagged fields: the auth token, and on a
     /// replica stream the master's history id. Build and read them with
@@ -213,6 +213,12 @@ impl std::fmt::Debug for Handshake {
 }
 
 impl Handshake {
+    /// Flag bit 0: the client wants write tokens, that is, the history id
+    /// at the end of each `Written` reply (`PROTOCOL.md` 6.2). A server
+    /// sends it only to clients that set this bit, so an older client,
+    /// which expects a 40-byte body, is not sent bytes it would refuse.
+    pub const FLAG_TOKENS: u8 = 0x01;
+
     /// A handshake for `role` with no flags and no extra bytes.
     pub fn new(role: Role) -> Self {
         Handshake {

@@ -112,7 +112,7 @@ pub use handshake_fields::{
     HandshakeFields, HistoryAncestor, MAX_AUTH_TOKEN_LEN, MAX_HISTORY_ANCESTORS,
     MAX_MASTER_ADDR_LEN, StreamFields,
 };
-pub use message::{ErrorCode, Kind, Request, Response, WriteReceipt};
+pub use message::{ErrorCode, Kind, ReadAfter, Request, Response, WriteReceipt};
 pub use replication::{ReplicatedOp, Replication};
 
 /// The protocol version spoken by this crate, sent in every handshake.

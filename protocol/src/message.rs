@@ -129,6 +129,30 @@ impl Kind {
     }
 }
 
+/// The optional condition of a [`Request::Read`]: answer once the write
+/// `(history, seq)` (a write token) is visible on the replica, waiting up
+/// to `wait_ms` for it.
+///
+/// On the wire it is the read extension of tag [`ReadAfter::TAG`] after
+/// the key (`PROTOCOL.md` 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReadAfter {
+    /// The history id the write was made under (never 0 from a server).
+    pub history: u64,
+    /// The write's sequence number.
+    pub seq: u64,
+    /// How long the replica may wait for the write, in milliseconds; the
+    /// server caps it. 0 answers at once.
+    pub wait_ms: u32,
+}
+
+impl ReadAfter {
+    /// The tag of this extension after a `Read`'s key.
+    pub const TAG: u8 = 1;
+    /// The length of its value: history u64, seq u64, wait_ms u32.
+    pub const LEN: u16 = 20;
+}
+
 /// A client request. Its frame's request id is echoed by the response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -141,10 +165,16 @@ pub enum Request {
         value: Vec<u8>,
     },
     /// Look `key` up. Answered by [`Response::Value`] (absence is not an
-    /// error).
+    /// error), or, with `after`, by [`ErrorCode::NotYetVisible`] or
+    /// [`ErrorCode::UnknownHistory`] when the replica cannot show that
+    /// write yet or ever.
     Read {
         /// The key, at most [`MAX_KEY_LEN`] bytes.
         key: Vec<u8>,
+        /// Answer only once this write is visible on the replica, waiting
+        /// for it up to the given time. `None` is the plain read (and the
+        /// body of older clients).
+        after: Option<ReadAfter>,
     },
     /// Replace the value of an existing `key`; fails with
     /// [`ErrorCode::NotFound`] if it is absent. Answered by
@@ -193,7 +223,7 @@ impl Request {
     pub fn key(&self) -> Option<&[u8]> {
         match self {
             Request::Create { key, .. }
-            | Request::Read { key }
+            | Request::Read { key, .. }
             | Request::Update { key, .. }
             | Request::Delete { key }
             | Request::Put { key, .. } => Some(key),
@@ -221,7 +251,18 @@ impl Request {
                 put_key(dst, key)?;
                 put_value(dst, value)
             }
-            Request::Read { key } | Request::Delete { key } => put_key(dst, key),
+            Request::Read { key, after } => {
+                put_key(dst, key)?;
+                if let Some(after) = after {
+                    put_u8(dst, ReadAfter::TAG);
+                    put_u16(dst, ReadAfter::LEN);
+                    put_u64(dst, after.history);
+                    put_u64(dst, after.seq);
+                    put_u32(dst, after.wait_ms);
+                }
+                Ok(())
+            }
+            Request::Delete { key } => put_key(dst, key),
             Request::Ping | Request::Info => Ok(()),
         }
     }
@@ -234,7 +275,10 @@ impl Request {
                 key: key(r)?,
                 value: value(r)?,
             },
-            Kind::Read => Request::Read { key: key(r)? },
+            Kind::Read => Request::Read {
+                key: key(r)?,
+                after: read_extensions(r)?,
+            },
             Kind::Update => Request::Update {
                 key: key(r)?,
                 value: value(r)?,
@@ -263,8 +307,8 @@ impl Request {
 
 /// What the server says about a write it performed.
 ///
-/// The sequence number is the write's identity (its position in the
-/// master's log); the timestamps let a client split its observed latency
+/// The history id and the sequence number are the write's identity (its
+/// position in the master's log, and the log's); the timestamps let a client split its observed latency
 /// into network time and the server's phases. All times are UNIX time in
 /// nanoseconds from the server's wall clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -281,6 +325,12 @@ pub struct WriteReceipt {
     pub replicated_ns: u64,
     /// Just before the response was sent.
     pub replied_ns: u64,
+    /// The history id of the log the write is in; 0 when the server did not
+    /// send it (a client that did not set [`Handshake::FLAG_TOKENS`], or
+    /// an older server). On the wire the body ends before it when 0.
+    ///
+    /// [`Handshake::FLAG_TOKENS`]: crate::Handshake::FLAG_TOKENS
+    pub history: u64,
 }
 
 /// A server's answer to one [`Request`].
@@ -357,6 +407,9 @@ impl Response {
                 put_u64(dst, receipt.applied_ns);
                 put_u64(dst, receipt.replicated_ns);
                 put_u64(dst, receipt.replied_ns);
+                if receipt.history != 0 {
+                    put_u64(dst, receipt.history);
+                }
             }
             Response::Pong {
                 received_ns,
@@ -382,6 +435,10 @@ impl Response {
                 put_str(dst, message)?;
                 match code {
                     ErrorCode::NotMaster { master } => put_str(dst, master)?,
+                    ErrorCode::NotYetVisible { visible_seq } => {
+                        put_u32(dst, 8);
+                        put_u64(dst, *visible_seq);
+                    }
                     _ => put_u32(dst, 0),
                 }
             }
@@ -409,6 +466,8 @@ impl Response {
                 applied_ns: r.u64()?,
                 replicated_ns: r.u64()?,
                 replied_ns: r.u64()?,
+                // Present only for clients that asked for tokens.
+                history: if r.remaining() > 0 { r.u64()? } else { 0 },
             }),
             Kind::Pong => Response::Pong {
                 received_ns: r.u64()?,
@@ -438,6 +497,19 @@ impl Response {
                     ErrorCode::NOT_MASTER => ErrorCode::NotMaster {
                         master: r.string()?,
                     },
+                    ErrorCode::NOT_YET_VISIBLE => {
+                        let at = r.position();
+                        let detail = r.bytes(None)?;
+                        // The first 8 bytes; a later version may add more.
+                        let seq = detail.get(..8).ok_or_else(|| {
+                            r.malformed_at(at, "not-yet-visible detail under 8 bytes")
+                        })?;
+                        let mut bytes = [0u8; 8];
+                        bytes.copy_from_slice(seq);
+                        ErrorCode::NotYetVisible {
+                            visible_seq: u64::from_be_bytes(bytes),
+                        }
+                    }
                     _ => {
                         // Codes without details still carry the (empty)
                         // detail field; a later version may fill it, so
@@ -499,6 +571,18 @@ pub enum ErrorCode {
     ShuttingDown,
     /// 9: the server failed (I/O error, bug); see the message.
     Internal,
+    /// 10: a read's `after` write is not visible on this replica (yet),
+    /// and did not become so within the read's wait; read the master, or
+    /// retry.
+    NotYetVisible {
+        /// The newest sequence number visible on the replica when it
+        /// answered (below the token's).
+        visible_seq: u64,
+    },
+    /// 11: a read's `after` write belongs to a history this replica does
+    /// not continue (neither its own nor an ancestor, or an ancestor that
+    /// ended before the write): waiting cannot help; read the master.
+    UnknownHistory,
     /// A code this version does not know, kept so that newer servers can add
     /// codes without breaking older clients. Encoding `Unknown(n)` where `n`
     /// is a known code sends `n`, which decodes as the named variant.
@@ -508,6 +592,8 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// The number of [`ErrorCode::NotMaster`], the one code with details.
     const NOT_MASTER: u16 = 3;
+    /// The number of [`ErrorCode::NotYetVisible`], whose detail is a u64.
+    const NOT_YET_VISIBLE: u16 = 10;
 
     /// The number on the wire.
     pub fn as_u16(&self) -> u16 {
@@ -521,6 +607,8 @@ impl ErrorCode {
             ErrorCode::Busy => 7,
             ErrorCode::ShuttingDown => 8,
             ErrorCode::Internal => 9,
+            ErrorCode::NotYetVisible { .. } => ErrorCode::NOT_YET_VISIBLE,
+            ErrorCode::UnknownHistory => 11,
             ErrorCode::Unknown(n) => *n,
         }
     }
@@ -536,6 +624,7 @@ impl ErrorCode {
             7 => ErrorCode::Busy,
             8 => ErrorCode::ShuttingDown,
             9 => ErrorCode::Internal,
+            11 => ErrorCode::UnknownHistory,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -568,9 +657,44 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Busy => f.write_str("busy"),
             ErrorCode::ShuttingDown => f.write_str("shutting down"),
             ErrorCode::Internal => f.write_str("internal error"),
+            ErrorCode::NotYetVisible { visible_seq } => {
+                write!(f, "not yet visible (the replica is at seq {visible_seq})")
+            }
+            ErrorCode::UnknownHistory => f.write_str("unknown history"),
             ErrorCode::Unknown(n) => write!(f, "unknown error code {n}"),
         }
     }
+}
+
+/// Reads the tagged extensions after a `Read`'s key (`PROTOCOL.md` 5.2):
+/// none in an older client's body. Each is a tag u8, a length u16 and the
+/// value. Unlike the handshake's fields an unknown tag is refused, not
+/// skipped: it is a condition on the answer, and ignoring it would answer
+/// something else than was asked.
+fn read_extensions(r: &mut Reader<'_>) -> Result<Option<ReadAfter>, FrameError> {
+    let mut after = None;
+    while r.remaining() > 0 {
+        let at = r.position();
+        let tag = r.u8()?;
+        let len = r.u16()?;
+        match tag {
+            ReadAfter::TAG if after.is_some() => {
+                return Err(r.malformed_at(at, "read extension given twice"));
+            }
+            ReadAfter::TAG if len != ReadAfter::LEN => {
+                return Err(r.malformed_at(at, "read extension `after` is not 20 bytes"));
+            }
+            ReadAfter::TAG => {
+                after = Some(ReadAfter {
+                    history: r.u64()?,
+                    seq: r.u64()?,
+                    wait_ms: r.u32()?,
+                });
+            }
+            _ => return Err(r.malformed_at(at, "unknown read extension tag")),
+        }
+    }
+    Ok(after)
 }
 
 /// Appends a key behind its u32 length, refusing one above [`MAX_KEY_LEN`].
@@ -633,6 +757,7 @@ mod tests {
             (ErrorCode::Busy, 7),
             (ErrorCode::ShuttingDown, 8),
             (ErrorCode::Internal, 9),
+            (ErrorCode::UnknownHistory, 11),
             (ErrorCode::Unknown(0), 0),
             (ErrorCode::Unknown(4242), 4242),
         ];
@@ -652,7 +777,13 @@ mod tests {
         };
         assert_eq!(put.key(), Some(&b"k"[..]));
         assert!(put.is_write());
-        assert!(!Request::Read { key: vec![] }.is_write());
+        assert!(
+            !Request::Read {
+                key: vec![],
+                after: None
+            }
+            .is_write()
+        );
         assert_eq!(Request::Ping.key(), None);
     }
 
@@ -667,6 +798,112 @@ mod tests {
                 offset: 21,
                 reason: "presence byte is neither 0 nor 1"
             })
+        );
+    }
+
+    /// A `Read` body: the key `k`, then `extension`.
+    fn read_body(extension: &[u8]) -> Result<Option<Request>, FrameError> {
+        let mut body = vec![0, 0, 0, 1, b'k'];
+        body.extend_from_slice(extension);
+        let mut r = Reader::new(&body, 13);
+        Request::decode_body(Kind::Read, &mut r)
+    }
+
+    #[test]
+    fn read_without_extension_is_the_plain_read() {
+        assert_eq!(
+            read_body(&[]),
+            Ok(Some(Request::Read {
+                key: b"k".to_vec(),
+                after: None
+            }))
+        );
+    }
+
+    #[test]
+    fn read_after_extension_is_decoded() {
+        let mut ext = vec![1, 0, 20];
+        ext.extend_from_slice(&7u64.to_be_bytes());
+        ext.extend_from_slice(&42u64.to_be_bytes());
+        ext.extend_from_slice(&100u32.to_be_bytes());
+        let after = ReadAfter {
+            history: 7,
+            seq: 42,
+            wait_ms: 100,
+        };
+        assert_eq!(
+            read_body(&ext),
+            Ok(Some(Request::Read {
+                key: b"k".to_vec(),
+                after: Some(after)
+            }))
+        );
+        let twice = [&ext[..], &ext[..]].concat();
+        assert!(matches!(
+            read_body(&twice),
+            Err(FrameError::Malformed {
+                reason: "read extension given twice",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_read_extensions_are_refused() {
+        let cases: [(&[u8], &str); 3] = [
+            (&[2, 0, 0], "unknown read extension tag"),
+            (
+                &[1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0],
+                "read extension `after` is not 20 bytes",
+            ),
+            (&[1, 0], "short"),
+        ];
+        for (ext, reason) in cases {
+            match read_body(ext) {
+                Err(FrameError::Malformed { reason: got, .. }) if reason == "short" => {
+                    assert!(!got.is_empty())
+                }
+                Err(FrameError::Malformed { reason: got, .. }) => assert_eq!(got, reason),
+                other => panic!("{ext:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn not_yet_visible_carries_the_visible_seq() {
+        let response = Response::error(ErrorCode::NotYetVisible { visible_seq: 9 }, "behind");
+        let mut body = Vec::new();
+        response.encode_body(&mut body).unwrap();
+        // code 10 | msg_len 6 | "behind" | detail_len 8 | 9
+        let mut expected = vec![0, 10, 0, 0, 0, 6];
+        expected.extend_from_slice(b"behind");
+        expected.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 9]);
+        assert_eq!(body, expected);
+        let mut r = Reader::new(&body, 13);
+        assert_eq!(
+            Response::decode_body(Kind::Error, &mut r),
+            Ok(Some(response))
+        );
+    }
+
+    #[test]
+    fn written_carries_the_history_only_when_known() {
+        let mut receipt = WriteReceipt {
+            seq: 5,
+            ..WriteReceipt::default()
+        };
+        let mut body = Vec::new();
+        Response::Written(receipt).encode_body(&mut body).unwrap();
+        assert_eq!(body.len(), 40);
+        receipt.history = 0xAB;
+        body.clear();
+        Response::Written(receipt).encode_body(&mut body).unwrap();
+        assert_eq!(body.len(), 48);
+        assert_eq!(body[40..], 0xABu64.to_be_bytes());
+        let mut r = Reader::new(&body, 13);
+        assert_eq!(
+            Response::decode_body(Kind::Written, &mut r),
+            Ok(Some(Response::Written(receipt)))
         );
     }
 

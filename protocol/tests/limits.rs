@@ -85,6 +85,7 @@ fn eof_error_counts_are_exact() {
         1,
         Request::Read {
             key: b"abc".to_vec(),
+            after: None,
         },
     )
     .to_bytes()
@@ -204,6 +205,7 @@ fn oversized_key_is_too_large_on_decode_and_encode() {
         5,
         Request::Read {
             key: vec![b'k'; MAX_KEY_LEN as usize + 1],
+            after: None,
         },
     );
     assert!(matches!(

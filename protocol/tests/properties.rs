@@ -12,8 +12,8 @@ mod common;
 
 use duokv_protocol::{
     Error, ErrorCode, Frame, FrameError, Handshake, HandshakeReply, HandshakeStatus, Kind,
-    NodeRole, ReplicatedOp, Replication, Request, Response, Role, WriteReceipt, read_frame,
-    write_frame,
+    NodeRole, ReadAfter, ReplicatedOp, Replication, Request, Response, Role, WriteReceipt,
+    read_frame, write_frame,
 };
 use proptest::prelude::*;
 
@@ -24,7 +24,19 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (bytes(64), bytes(256)).prop_map(|(key, value)| Request::Create { key, value }),
-        bytes(64).prop_map(|key| Request::Read { key }),
+        (
+            bytes(64),
+            prop::option::of(
+                any::<(u64, u64, u32)>().prop_map(|(history, seq, wait_ms)| {
+                    ReadAfter {
+                        history,
+                        seq,
+                        wait_ms,
+                    }
+                })
+            )
+        )
+            .prop_map(|(key, after)| Request::Read { key, after }),
         (bytes(64), bytes(256)).prop_map(|(key, value)| Request::Update { key, value }),
         bytes(64).prop_map(|key| Request::Delete { key }),
         (bytes(64), bytes(256)).prop_map(|(key, value)| Request::Put { key, value }),
@@ -44,9 +56,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Busy),
         Just(ErrorCode::ShuttingDown),
         Just(ErrorCode::Internal),
+        any::<u64>().prop_map(|visible_seq| ErrorCode::NotYetVisible { visible_seq }),
+        Just(ErrorCode::UnknownHistory),
         // Only numbers this version does not know stay `Unknown`.
         any::<u16>()
-            .prop_filter("a known code", |n| !(1..=9).contains(n))
+            .prop_filter("a known code", |n| !(1..=11).contains(n))
             .prop_map(ErrorCode::Unknown),
     ]
 }
@@ -55,14 +69,22 @@ fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         (prop::option::of(bytes(256)), any::<u64>())
             .prop_map(|(value, seq)| Response::Value { value, seq }),
-        any::<[u64; 5]>().prop_map(
-            |[seq, received_ns, applied_ns, replicated_ns, replied_ns]| {
+        any::<[u64; 6]>().prop_map(
+            |[
+                seq,
+                received_ns,
+                applied_ns,
+                replicated_ns,
+                replied_ns,
+                history,
+            ]| {
                 Response::Written(WriteReceipt {
                     seq,
                     received_ns,
                     applied_ns,
                     replicated_ns,
                     replied_ns,
+                    history,
                 })
             }
         ),

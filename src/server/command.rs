@@ -30,7 +30,7 @@ impl<'r> Command<'r> {
             Request::Update { key, value } => Command::Write(WriteOp::Update { key, value }),
             Request::Put { key, value } => Command::Write(WriteOp::Put { key, value }),
             Request::Delete { key } => Command::Write(WriteOp::Delete { key }),
-            Request::Read { key } => Command::Read(key),
+            Request::Read { key, .. } => Command::Read(key),
             Request::Ping => Command::Ping,
             Request::Info => Command::Info,
         }

@@ -195,6 +195,7 @@ fn durable(
         applied_ns,
         replicated_ns: 0,
         replied_ns: 0,
+        history: 0,
     };
     let replicator = match shared.node.replicator() {
         Some(replicator) if replicator.mode() == ReplicationMode::Sync => replicator,

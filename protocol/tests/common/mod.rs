@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use duokv_protocol::{
-    ErrorCode, Frame, Kind, ReplicatedOp, Replication, Request, Response, WriteReceipt,
+    ErrorCode, Frame, Kind, ReadAfter, ReplicatedOp, Replication, Request, Response, WriteReceipt,
 };
 
 /// Every error code this version knows, plus unknown ones.
@@ -26,8 +26,10 @@ pub fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::NotYetVisible { visible_seq: 41 },
+        ErrorCode::UnknownHistory,
         ErrorCode::Unknown(0),
-        ErrorCode::Unknown(10),
+        ErrorCode::Unknown(12),
         ErrorCode::Unknown(u16::MAX),
     ]
 }
@@ -46,9 +48,27 @@ pub fn sample_frames() -> Vec<Frame> {
             2,
             Request::Read {
                 key: b"k1".to_vec(),
+                after: None,
             },
         ),
-        Frame::request(3, Request::Read { key: Vec::new() }),
+        Frame::request(
+            3,
+            Request::Read {
+                key: Vec::new(),
+                after: None,
+            },
+        ),
+        Frame::request(
+            3,
+            Request::Read {
+                key: b"k1".to_vec(),
+                after: Some(ReadAfter {
+                    history: 0x9ba3_ab20_c67f_0fc0,
+                    seq: 42,
+                    wait_ms: 100,
+                }),
+            },
+        ),
         Frame::request(
             4,
             Request::Update {
@@ -100,6 +120,18 @@ pub fn sample_frames() -> Vec<Frame> {
                 applied_ns: 1_700_000_000_000_100_000,
                 replicated_ns: 0,
                 replied_ns: 1_700_000_000_000_200_000,
+                history: 0,
+            }),
+        ),
+        Frame::response(
+            1,
+            Response::Written(WriteReceipt {
+                seq: 17,
+                received_ns: 1,
+                applied_ns: 2,
+                replicated_ns: 3,
+                replied_ns: 4,
+                history: 0x9ba3_ab20_c67f_0fc0,
             }),
         ),
         Frame::response(

@@ -30,7 +30,8 @@ use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use duokv_protocol::{
     self as protocol, Frame, HandshakeStatus, Message, ReplicatedOp, Replication,
@@ -82,6 +83,22 @@ pub struct SlaveState {
     master_addr: String,
     /// The last refusal, logged once until it changes, and shown by `info`.
     last_refusal: Mutex<Option<String>>,
+    /// Wakes reads waiting for a write to be applied.
+    applied: AppliedSignal,
+}
+
+/// What a read that waits for a write (`Read` with `after`) sleeps on: the
+/// applier signals it after each batch or snapshot it applies.
+///
+/// The count of waiting reads is under the mutex, and a read counts itself
+/// before it checks what is applied, so the applier, which takes the mutex
+/// after it applied, either sees it counted (and wakes it) or the read sees
+/// the batch. The applier notifies only when someone waits: a stream
+/// without such reads pays an uncontended lock per batch, no system call.
+#[derive(Debug, Default)]
+struct AppliedSignal {
+    waiting: Mutex<usize>,
+    changed: Condvar,
 }
 
 /// What a master says about itself in its replication handshake.
@@ -246,6 +263,49 @@ impl SlaveState {
         }
     }
 
+    /// Waits until `reached` says yes, checking it after every batch or
+    /// snapshot applied, or until `deadline`. Holds no lock while it
+    /// sleeps, and wakes for nothing else but [`wake_reads`](Self::wake_reads).
+    pub(crate) fn wait_applied(&self, reached: impl Fn() -> bool, deadline: Instant) {
+        let signal = &self.applied;
+        let mut waiting = signal.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        *waiting += 1;
+        loop {
+            let now = Instant::now();
+            if reached() || now >= deadline {
+                break;
+            }
+            waiting = signal
+                .changed
+                .wait_timeout(waiting, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *waiting -= 1;
+    }
+
+    /// Wakes the reads waiting in [`wait_applied`](Self::wait_applied), to
+    /// check again: after something was applied, or at shutdown.
+    pub(crate) fn wake_reads(&self) {
+        let waiting = self
+            .applied
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *waiting > 0 {
+            self.applied.changed.notify_all();
+        }
+    }
+
+    /// How many reads wait for a write to be applied, for `info`.
+    pub(crate) fn reads_waiting(&self) -> usize {
+        *self
+            .applied
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether a master is connected now.
     pub fn connected(&self) -> bool {
         self.current
@@ -270,7 +330,18 @@ pub fn serve_stream<R: Read>(
         "replication stream from master {peer}; this store holds writes up to seq {}",
         store.last_seq()
     );
-    if let Err(e) = apply_stream(store, events, stream, reader, peer, admitted.history_id) {
+    let applier = Applier {
+        store,
+        state,
+        events,
+        writer: stream,
+        reader,
+        peer,
+        master_history: admitted.history_id,
+        halted: false,
+        pending: None,
+    };
+    if let Err(e) = apply_stream(applier) {
         warn!(
             "replication stream from {peer} ended: {}",
             crate::error::chain(&e)
@@ -383,26 +454,10 @@ fn join_history(
 
 /// Says where this store ends, then applies the master's frames until the
 /// stream ends (`Ok`) or fails.
-fn apply_stream<R: Read>(
-    store: &Store,
-    events: Option<&EventSink>,
-    stream: &TcpStream,
-    reader: &mut BufReader<R>,
-    peer: &str,
-    master_history: u64,
-) -> crate::Result<()> {
+fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
+    let (store, peer) = (applier.store, applier.peer);
     // The stream may be idle as long as the master takes no writes.
-    stream.set_read_timeout(None)?;
-    let mut applier = Applier {
-        store,
-        events,
-        writer: stream,
-        reader,
-        peer,
-        master_history,
-        halted: false,
-        pending: None,
-    };
+    applier.writer.set_read_timeout(None)?;
     applier.send(Replication::Hello {
         last_seq: store.last_seq(),
         replication_id: store.history_id(),
@@ -437,6 +492,8 @@ fn apply_stream<R: Read>(
 /// One stream's frames being applied to the store.
 struct Applier<'a, R> {
     store: &'a Store,
+    /// Whose waiting reads to wake after each batch.
+    state: &'a SlaveState,
     events: Option<&'a EventSink>,
     writer: &'a TcpStream,
     reader: &'a mut BufReader<R>,
@@ -490,6 +547,7 @@ impl<R: Read> Applier<'_, R> {
         }
         match self.store.apply_batch(batch) {
             Ok(()) => {
+                self.state.wake_reads();
                 let last = batch.last().map_or(0, |r| r.seq);
                 if let Some(events) = self.events {
                     let at_ns = now_ns();
@@ -555,6 +613,7 @@ impl<R: Read> Applier<'_, R> {
             return self.refuse_snapshot(&fault);
         }
         installed?;
+        self.state.wake_reads();
         self.halted = false;
         self.send(Replication::Ack { seq })?;
         Ok(true)

@@ -6,7 +6,7 @@
 //! A leaf module: it knows the request and the store's op, nothing of the
 //! server.
 
-use duokv_protocol::Request;
+use duokv_protocol::{ReadAfter, Request};
 use duokv_storage::WriteOp;
 
 /// A request, as the handler dispatches it.
@@ -16,6 +16,8 @@ pub(crate) enum Command<'r> {
     Write(WriteOp<'r>),
     /// Read the value of a key.
     Read(&'r [u8]),
+    /// Read the value of a key once a write is visible.
+    ReadAfter(&'r [u8], ReadAfter),
     /// Answer with the times the ping was received and answered.
     Ping,
     /// Answer with the server's facts.
@@ -30,7 +32,11 @@ impl<'r> Command<'r> {
             Request::Update { key, value } => Command::Write(WriteOp::Update { key, value }),
             Request::Put { key, value } => Command::Write(WriteOp::Put { key, value }),
             Request::Delete { key } => Command::Write(WriteOp::Delete { key }),
-            Request::Read { key, .. } => Command::Read(key),
+            Request::Read { key, after: None } => Command::Read(key),
+            Request::Read {
+                key,
+                after: Some(after),
+            } => Command::ReadAfter(key, *after),
             Request::Ping => Command::Ping,
             Request::Info => Command::Info,
         }

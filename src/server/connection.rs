@@ -72,7 +72,7 @@ impl<'a> Connection<'a> {
     /// timeout: who it is, and its fields.
     pub(crate) fn read_handshake(
         &mut self,
-    ) -> Result<(Role, HandshakeFields, StreamFields), protocol::Error> {
+    ) -> Result<(Role, HandshakeFields, StreamFields, u8), protocol::Error> {
         self.reader.get_ref().start_frame(self.frame_timeout);
         let handshake = Handshake::read_from(&mut self.reader);
         self.reader.get_ref().end_frame();
@@ -81,6 +81,7 @@ impl<'a> Connection<'a> {
             handshake.role,
             handshake.fields()?,
             handshake.stream_fields()?,
+            handshake.flags,
         ))
     }
 

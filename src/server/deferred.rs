@@ -37,6 +37,9 @@ use crate::replication::{AckOutcome, ReplicationMode, Replicator};
 pub(crate) struct DeferredReplies {
     stream: TcpStream,
     peer: String,
+    /// Whether receipts carry the history id (the client asked for write
+    /// tokens in its handshake; older clients would refuse the bytes).
+    tokens: bool,
     state: Mutex<ReplyState>,
     sent: Condvar,
 }
@@ -51,11 +54,17 @@ struct ReplyState {
 }
 
 impl DeferredReplies {
-    /// For the connection on `stream` (a clone of it is kept to send on).
-    pub(crate) fn new(stream: &TcpStream, peer: &str) -> std::io::Result<Arc<DeferredReplies>> {
+    /// For the connection on `stream` (a clone of it is kept to send on);
+    /// `tokens` as the client's handshake asked.
+    pub(crate) fn new(
+        stream: &TcpStream,
+        peer: &str,
+        tokens: bool,
+    ) -> std::io::Result<Arc<DeferredReplies>> {
         Ok(Arc::new(DeferredReplies {
             stream: stream.try_clone()?,
             peer: peer.to_string(),
+            tokens,
             state: Mutex::new(ReplyState::default()),
             sent: Condvar::new(),
         }))
@@ -106,6 +115,11 @@ impl DeferredReplies {
         mut receipt: WriteReceipt,
         key: &[u8],
     ) {
+        if self.tokens {
+            // The history a running master writes under never changes: it
+            // forks a new one only when it starts.
+            receipt.history = shared.store.history_id();
+        }
         receipt.replied_ns = now_ns();
         if let Some(events) = &shared.events {
             events.record_at(EventKind::Replied, receipt.seq, key, receipt.replied_ns);

@@ -90,12 +90,12 @@ impl<'a> Handler<'a> {
     /// The handshake, then what the peer's role asks for, if this node
     /// serves it.
     fn run(mut self) {
-        let Some((role, fields, stream_fields)) = self.handshake() else {
+        let Some((role, fields, stream_fields, flags)) = self.handshake() else {
             return;
         };
         let shared = self.shared;
         match (role, &shared.node) {
-            (Role::Client, _) => self.serve_client(),
+            (Role::Client, _) => self.serve_client(flags & Handshake::FLAG_TOKENS != 0),
             (Role::Replica, Node::Slave { state, .. }) => {
                 self.serve_replication(state, &fields, stream_fields)
             }
@@ -105,12 +105,12 @@ impl<'a> Handler<'a> {
 
     /// Reads the peer's handshake and checks its token. `None` when the
     /// connection is to close (the peer told why, if it can be).
-    fn handshake(&mut self) -> Option<(Role, HandshakeFields, StreamFields)> {
+    fn handshake(&mut self) -> Option<(Role, HandshakeFields, StreamFields, u8)> {
         let peer = self.peer;
         match self.connection.read_handshake() {
-            Ok((role, fields, stream_fields)) => {
+            Ok((role, fields, stream_fields, flags)) => {
                 self.admits(role, &fields)
-                    .then_some((role, fields, stream_fields))
+                    .then_some((role, fields, stream_fields, flags))
             }
             Err(protocol::Error::Handshake(e)) => {
                 warn!("{peer}: bad handshake: {e}");
@@ -210,12 +210,14 @@ impl<'a> Handler<'a> {
         );
     }
 
-    /// A client's requests, answered until the connection is to close.
-    fn serve_client(mut self) {
+    /// A client's requests, answered until the connection is to close;
+    /// with `tokens` (the handshake's flag) its write receipts carry the
+    /// history id.
+    fn serve_client(mut self, tokens: bool) {
         if self.answer_handshake(HandshakeStatus::Ok).is_err() {
             return;
         }
-        let deferred = match DeferredReplies::new(self.connection.stream(), self.peer) {
+        let deferred = match DeferredReplies::new(self.connection.stream(), self.peer, tokens) {
             Ok(deferred) => deferred,
             Err(e) => {
                 warn!("{}: cannot clone the socket ({e}); closed", self.peer);
@@ -276,6 +278,7 @@ impl<'a> Handler<'a> {
                 }
             },
             Command::Read(key) => reply::value(shared.store.get_with_seq(key)),
+            Command::ReadAfter(key, after) => super::read_after::answer(shared, key, after),
             Command::Ping => reply::pong(received_ns),
             Command::Info => reply::info(super::info::facts(shared)),
         };

@@ -46,7 +46,7 @@ pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
     match &shared.node {
         Node::Standalone => {}
         Node::Master(replicator) => master_facts(replicator, stats.last_seq, &mut facts),
-        Node::Slave { state, master_addr } => slave_facts(state, master_addr, &mut facts),
+        Node::Slave { state, master_addr } => slave_facts(shared, state, master_addr, &mut facts),
     }
     facts
 }
@@ -75,9 +75,18 @@ fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
     }
 }
 
-/// A slave's facts: its master, and whether the master's stream is up.
-fn slave_facts(state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
+/// A slave's facts: its master, whether the master's stream is up, and
+/// what reads after a write token see: `applied_seq` (the last write
+/// applied), `visible_seq` (the last such a read can see; today the same)
+/// and `reads_waiting` (reads waiting for a write to become visible).
+fn slave_facts(shared: &Shared, state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
     facts.push(("master".to_string(), master_addr.to_string()));
+    let applied = shared.store.last_seq();
+    let visible = super::read_after::visible_seq(&shared.store);
+    facts.push(("applied_seq".to_string(), applied.to_string()));
+    facts.push(("visible_seq".to_string(), visible.to_string()));
+    let waiting = state.reads_waiting();
+    facts.push(("reads_waiting".to_string(), waiting.to_string()));
     let link = if state.connected() { "up" } else { "down" };
     facts.push(("link".to_string(), link.to_string()));
     if let Some(refusal) = state.last_refusal() {

@@ -35,6 +35,8 @@
 //! - `deferred`: a write's reply, sent by the thread that commits it (or,
 //!   in sync mode, by the one that sees the slave's ack).
 //! - `info`: the facts of the `Info` reply.
+//! - `read_after`: reads that carry a write token, which may wait for the
+//!   write to become visible (and what "visible" means).
 //! - `shutdown`: the shutdown flag and the registry of open connections.
 //!
 //! No module imports one that imports it back: `config`, `command`,
@@ -49,6 +51,7 @@ mod deferred;
 mod handler;
 mod info;
 mod node;
+mod read_after;
 mod reply;
 mod shared;
 mod shutdown;
@@ -215,6 +218,10 @@ impl Server {
         drop(self.listener);
         info!("shutting down: no new connections; draining requests in flight");
         self.shared.shutdown.close_idle_connections();
+        if let Node::Slave { state, .. } = &self.shared.node {
+            // Reads waiting for a write answer now, with what is visible.
+            state.wake_reads();
+        }
         let deadline = Instant::now() + self.shared.config.drain_timeout;
         for handler in handlers {
             while !handler.is_finished() && Instant::now() < deadline {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use duokv_protocol::{ErrorCode, Frame, FrameError, Response, WriteReceipt};
+use duokv_protocol::{ErrorCode, Frame, FrameError, ReadAfter, Response, WriteReceipt};
 use duokv_storage as storage;
 use log::warn;
 
@@ -67,6 +67,32 @@ pub(crate) fn not_master(master_addr: &str) -> Response {
             master: master_addr.to_string(),
         },
         format!("this replica is a slave; send writes to the master at {master_addr}"),
+    )
+}
+
+/// The answer to a read whose `after` write is not visible here within
+/// `waited`: this node's visible seq, so the client can read the master.
+pub(crate) fn not_yet_visible(visible_seq: u64, after: ReadAfter, waited: Duration) -> Response {
+    Response::error(
+        ErrorCode::NotYetVisible { visible_seq },
+        format!(
+            "write {:016x}:{} is not visible on this replica after {waited:?}: it is at seq \
+             {visible_seq}; read the master, or retry",
+            after.history, after.seq
+        ),
+    )
+}
+
+/// The answer to a read whose `after` write this node's history cannot
+/// hold (`own` is its history id), saying `why`.
+pub(crate) fn unknown_history(after: ReadAfter, own: u64, why: &str) -> Response {
+    Response::error(
+        ErrorCode::UnknownHistory,
+        format!(
+            "write {:016x}:{} is of an unknown history on this replica (history {own:016x}): \
+             {why}; read the master",
+            after.history, after.seq
+        ),
     )
 }
 

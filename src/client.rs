@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::auth::AuthToken;
 use crate::clock::now_ns;
+use crate::token::Token;
 
 use duokv_protocol::{
     self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    NodeRole, Request, Response, Role,
+    NodeRole, ReadAfter, Request, Response, Role,
 };
 
 use crate::error::{Error, Result};
@@ -30,8 +31,28 @@ pub struct WriteReceipt {
     pub committed_ns: u64,
     /// From start to commit, on the client's monotonic clock.
     pub latency: Duration,
-    /// The server's timestamps for the write.
+    /// The server's timestamps for the write, and the history id of the
+    /// log it is in.
     pub server: protocol::WriteReceipt,
+}
+
+impl WriteReceipt {
+    /// The write's token, for [`Client::read_after`]; `None` from a server
+    /// too old to send the history id.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// let token = client.put("k", "v")?.token().expect("a server with tokens");
+    /// assert_eq!(token.seq, 1);
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
+    pub fn token(&self) -> Option<Token> {
+        (self.server.history != 0).then_some(Token {
+            history: self.server.history,
+            seq: self.seq,
+        })
+    }
 }
 
 /// The answer to a [`Client::ping`]: the four timestamps of an NTP-style
@@ -246,6 +267,60 @@ impl Client {
                 expected: "a value",
             }),
         }
+    }
+
+    /// The value of `key` as of the write `token` or later: the replica
+    /// answers once that write is visible there, waiting up to `wait` for
+    /// it (the server caps the wait at 60 s, and at its idle timeout). The
+    /// way to read your own writes on a slave.
+    ///
+    /// Fails with [`Error::NotYetVisible`] if the write is still not
+    /// visible after the wait, with the replica's visible seq (read the
+    /// master instead), and with [`Error::UnknownHistory`] if the replica
+    /// does not continue the token's history (waiting cannot help). The
+    /// reply's read timeout is extended by `wait` for this call.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// let token = client.put("k", "v")?.token().expect("a server with tokens");
+    /// let value = client.read_after("k", token, Duration::from_millis(100))?;
+    /// assert_eq!(value, Some(b"v".to_vec()));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
+    pub fn read_after(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        token: Token,
+        wait: Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        let request = Request::Read {
+            key: key.as_ref().to_vec(),
+            after: Some(ReadAfter {
+                history: token.history,
+                seq: token.seq,
+                wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            }),
+        };
+        self.ensure_connected()?;
+        self.set_read_timeout(self.config.read_timeout.map(|t| t.saturating_add(wait)))?;
+        let reply = self.call(request);
+        self.set_read_timeout(self.config.read_timeout)?;
+        match reply? {
+            Response::Value { value, .. } => Ok(value),
+            _ => Err(Error::UnexpectedReply {
+                expected: "a value",
+            }),
+        }
+    }
+
+    /// Sets the open connection's read timeout, if one is open.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        if let Some(conn) = &self.conn {
+            conn.reader.get_ref().set_read_timeout(timeout)?;
+        }
+        Ok(())
     }
 
     /// Replaces the value of an existing `key`; fails with
@@ -474,8 +549,10 @@ impl Client {
                 .as_ref()
                 .map(|t| t.as_bytes().to_vec()),
         };
-        Handshake::with_fields(Role::Client, &fields)
-            .map_err(protocol::Error::from)?
+        let mut handshake =
+            Handshake::with_fields(Role::Client, &fields).map_err(protocol::Error::from)?;
+        handshake.flags |= Handshake::FLAG_TOKENS;
+        handshake
             .write_to(&mut writer)
             .map_err(|e| timeout_or(e, addr))?;
         let reply = HandshakeReply::read_from(&mut reader).map_err(|e| timeout_or(e, addr))?;

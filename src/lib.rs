@@ -75,6 +75,7 @@ pub mod event_log;
 pub mod replica_set;
 mod replication;
 mod server;
+pub mod token;
 
 pub use client::{Client, ClientBuilder, Pong, WriteReceipt};
 pub use duokv_protocol as protocol;
@@ -83,3 +84,4 @@ pub use error::{Error, Result};
 pub use replication::slave::OnDivergence;
 pub use replication::{Forward, MasterSettings, ReplicationMode};
 pub use server::{RoleConfig, Server, ServerConfig, ShutdownHandle};
+pub use token::{ParseTokenError, Token};

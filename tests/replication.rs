@@ -1323,3 +1323,116 @@ fn a_second_master_is_fenced_off() {
         info_value(&mut first, "history_id")
     );
 }
+
+/// Read-your-writes on a slave that is behind: a write made while the
+/// slave was down, read on the slave (restarted, its master frozen by
+/// SIGSTOP so it cannot catch up) after that write's token. With no wait,
+/// and with a short one, the slave says `NotYetVisible` with a visible seq
+/// below the token's; a read that waits, and is seen waiting in `info`, is
+/// answered with the value once the master resumes and the slave applies
+/// the write: never with the old value or none.
+#[test]
+fn a_read_after_a_token_waits_for_the_write_on_a_slave_behind() {
+    let mut pair = Pair::start(
+        &["--replication", "async", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let mut master = client_with_tokens(&pair.master.addr());
+    master.put("k", "old").expect("put with the slave up");
+    let mut slave = pair.slave.client();
+    poll("the slave to apply seq 1", || {
+        (last_seq(&mut slave) == 1).then_some(())
+    });
+    drop(slave);
+    pair.slave.sigterm();
+    pair.slave.wait_exit(DEADLINE);
+    let receipt = master
+        .put("k", "new")
+        .expect("async put with the slave down");
+    let token = receipt.token().expect("the master sends tokens");
+    assert_eq!(token.seq, 2);
+    signal(&pair.master, "STOP");
+    pair.slave.restart();
+    let mut slave = pair.slave.client();
+    assert_eq!(fact_u64(&mut slave, "visible_seq"), 1);
+    assert_eq!(fact_u64(&mut slave, "applied_seq"), 1);
+
+    let result = slave.read_after("k", token, Duration::ZERO);
+    assert!(
+        matches!(result, Err(Error::NotYetVisible { visible_seq: 1, .. })),
+        "{result:?}"
+    );
+    let started = Instant::now();
+    let result = slave.read_after("k", token, Duration::from_millis(300));
+    let waited = started.elapsed();
+    assert!(
+        matches!(result, Err(Error::NotYetVisible { visible_seq: 1, .. })),
+        "{result:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(290),
+        "answered after {waited:?}"
+    );
+
+    let slave_addr = pair.slave.addr();
+    let reader = thread::spawn(move || {
+        let mut slave = common::client_builder(&slave_addr).build();
+        slave.read_after("k", token, Duration::from_secs(30))
+    });
+    let mut watcher = pair.slave.client();
+    poll("the read to wait on the slave", || {
+        (fact_u64(&mut watcher, "reads_waiting") == 1).then_some(())
+    });
+    signal(&pair.master, "CONT");
+    let value = reader.join().expect("the reading thread");
+    assert_eq!(
+        value.expect("the read after the token"),
+        Some(b"new".to_vec())
+    );
+    assert!(fact_u64(&mut watcher, "visible_seq") >= 2);
+    assert_eq!(fact_u64(&mut watcher, "reads_waiting"), 0);
+}
+
+/// A token of a history the slave does not continue (not its own, not an
+/// ancestor) is refused at once with `UnknownHistory`, whatever the wait;
+/// a token the slave does continue reads as usual.
+#[test]
+fn a_read_after_a_token_of_another_history_is_unknown_history() {
+    let pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    pair.wait_link_up();
+    let mut master = client_with_tokens(&pair.master.addr());
+    let token = master
+        .put("k", "v")
+        .expect("sync put")
+        .token()
+        .expect("the master sends tokens");
+    let mut slave = pair.slave.client();
+    assert_eq!(
+        slave
+            .read_after("k", token, Duration::ZERO)
+            .expect("a token the slave continues"),
+        Some(b"v".to_vec())
+    );
+    let stranger = duokv::Token {
+        history: token.history ^ 0x5555_5555_5555_5555,
+        seq: 1,
+    };
+    let started = Instant::now();
+    let result = slave.read_after("k", stranger, Duration::from_secs(10));
+    assert!(
+        matches!(result, Err(Error::UnknownHistory { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    let result = master.read_after("k", stranger, Duration::ZERO);
+    assert!(
+        matches!(result, Err(Error::UnknownHistory { .. })),
+        "{result:?}"
+    );
+}
+
+/// A client of `addr` (it asks for write tokens, as every client does).
+fn client_with_tokens(addr: &str) -> Client {
+    common::client_builder(addr).connect().expect("connect")
+}

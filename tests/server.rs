@@ -23,7 +23,7 @@ use common::{
     CODE_BAD_REQUEST, CODE_TOO_LARGE, DEADLINE, KIND_PONG, KIND_PUT, KIND_READ, STATUS_BAD_MAGIC,
     STATUS_UNSUPPORTED_VERSION, ServerProcess, client_builder, frame_bytes, handshake_bytes,
     info_value, key_value_body, last_seq, parse_error_frame, parse_reply, poll, raw_connect,
-    raw_session, read_until_closed,
+    raw_session, read_raw_frame, read_until_closed,
 };
 use duokv::protocol::{self, FrameError, Limit, NodeRole};
 use duokv::{Client, Error, WriteReceipt};
@@ -881,4 +881,61 @@ fn a_torn_final_batch_is_cut_and_the_replica_starts() {
         // The next split starts from the synced bytes again.
         std::fs::write(&segment, &synced).expect("restore");
     }
+}
+
+/// An older client's bytes still get today's answers: a handshake without
+/// the tokens flag, a `Put` answered with the 40-byte `Written` (no
+/// history at its end, which such a client would refuse as trailing
+/// bytes), and a `Read` body that ends at the key answered with the
+/// `Value`, byte for byte.
+#[test]
+fn an_older_clients_raw_frames_get_todays_answers() {
+    let server = ServerProcess::start(&[]);
+    let mut stream = raw_session(&server.addr());
+    stream
+        .write_all(&frame_bytes(KIND_PUT, 1, &key_value_body(b"k", b"v")))
+        .expect("send the put");
+    let (kind, id, body) = read_raw_frame(&mut stream).expect("the put's reply");
+    assert_eq!((kind, id, body.len()), (0x81, 1, 40), "{body:02x?}");
+    assert_eq!(body[..8], 1u64.to_be_bytes());
+    stream
+        .write_all(&frame_bytes(KIND_READ, 2, &[0, 0, 0, 1, b'k']))
+        .expect("send the read");
+    let (kind, id, body) = read_raw_frame(&mut stream).expect("the read's reply");
+    // seq 1 | present 1 | value_len 1 | "v"
+    let expected = [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, b'v'];
+    assert_eq!((kind, id, &body[..]), (0x80, 2, &expected[..]));
+}
+
+/// A client that sets the tokens flag gets the history id after the
+/// receipt: the `history_id` of `info`.
+#[test]
+fn a_client_that_asks_for_tokens_gets_the_history_in_written() {
+    let server = ServerProcess::start(&[]);
+    let mut client = client_builder(&server.addr()).connect().expect("connect");
+    let history = info_value(&mut client, "history_id");
+    let token = client.put("k", "v").expect("put").token().expect("a token");
+    assert_eq!(token.to_string(), format!("{history}:1"));
+    assert_eq!(token.to_string().parse::<duokv::Token>(), Ok(token));
+}
+
+/// A `Read` whose extension this server does not know, or a malformed
+/// `after`, is `BadRequest` (and the connection closes), never ignored.
+#[test]
+fn a_read_with_a_bad_extension_is_a_bad_request() {
+    let server = ServerProcess::start(&[]);
+    let unknown: &[u8] = &[9, 0, 0];
+    let short_after: &[u8] = &[1, 0, 20, 0, 0, 0];
+    for extension in [unknown, short_after] {
+        let mut stream = raw_session(&server.addr());
+        let mut body = vec![0, 0, 0, 1, b'k'];
+        body.extend_from_slice(extension);
+        stream
+            .write_all(&frame_bytes(KIND_READ, 3, &body))
+            .expect("send the read");
+        let error = parse_error_frame(&read_until_closed(&mut stream));
+        assert_eq!(error.code, CODE_BAD_REQUEST, "{error:?}");
+    }
+    let mut client = server.client();
+    assert_eq!(client.read("k").expect("the server carries on"), None);
 }

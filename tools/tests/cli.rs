@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{ServerProcess, free_port, run_with_deadline, token_file};
+use common::{Pair, ServerProcess, free_port, run_with_deadline, token_file};
 
 /// Runs `duokv ARGS...` to completion.
 fn duokv(args: &[&str]) -> Output {
@@ -38,19 +38,28 @@ fn assert_fails_with(output: &Output, message: &str) {
     assert_eq!(stdout(output), "", "{output:?}");
 }
 
-/// Asserts success and a receipt line `ok seq=SEQ latency=F.FFFms`.
-fn assert_receipt(output: &Output, seq: u64) {
+/// Asserts success and a receipt line
+/// `ok seq=SEQ token=HISTORY_HEX:SEQ latency=F.FFFms`; returns the token.
+fn assert_receipt(output: &Output, seq: u64) -> String {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stderr(output), "", "{output:?}");
     let text = stdout(output);
-    let latency = text
-        .strip_prefix(&format!("ok seq={seq} latency="))
+    let (token, latency) = text
+        .strip_prefix(&format!("ok seq={seq} token="))
         .and_then(|rest| rest.strip_suffix("ms\n"))
+        .and_then(|rest| rest.split_once(" latency="))
         .unwrap_or_else(|| panic!("not a receipt line for seq {seq}: {text:?}"));
+    let (history, token_seq) = token
+        .split_once(':')
+        .unwrap_or_else(|| panic!("token in {text:?}"));
+    assert_eq!(history.len(), 16, "{text:?}");
+    assert!(history.bytes().all(|b| b.is_ascii_hexdigit()), "{text:?}");
+    assert_eq!(token_seq, seq.to_string(), "{text:?}");
     let ms: f64 = latency
         .parse()
         .unwrap_or_else(|_| panic!("latency in {text:?}"));
     assert!(ms >= 0.0, "{text:?}");
+    token.to_string()
 }
 
 /// `put`, `get`, `create`, `update` and `delete` print a receipt line or the
@@ -295,4 +304,38 @@ fn repair_reports_then_cuts_damage_in_synced_data() {
     assert!(stderr(&busy).contains("stop the replica"), "{busy:?}");
     drop(server);
     assert!(stdout(&duokv(&["repair", &data_arg])).contains("no damage"));
+}
+
+/// `put` on the master prints the write's token; `get --after` with it on
+/// the slave prints the value, and with a token of another history fails
+/// with "unknown history" at once.
+#[test]
+fn get_after_a_put_token_reads_the_write_on_the_slave() {
+    let pair = Pair::start(&["--replication", "async"], &[]);
+    pair.wait_link_up();
+    let (master, slave) = (pair.master.addr(), pair.slave.addr());
+    let token = assert_receipt(&duokv(&["put", "k", "v", "--addr", &master]), 1);
+    assert_prints(
+        &duokv(&[
+            "get", "k", "--after", &token, "--wait", "5s", "--addr", &slave,
+        ]),
+        "v\n",
+    );
+    let output = duokv(&[
+        "get",
+        "k",
+        "--after",
+        "123456789abcdef0:1",
+        "--wait",
+        "100ms",
+        "--addr",
+        &slave,
+    ]);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr(&output).starts_with("error: unknown history: "),
+        "{output:?}"
+    );
+    let output = duokv(&["get", "k", "--after", "not-a-token", "--addr", &slave]);
+    assert!(!output.status.success(), "{output:?}");
 }

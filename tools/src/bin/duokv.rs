@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::duration::parse_duration;
-use duokv::{Client, WriteReceipt};
+use duokv::{Client, Token, WriteReceipt};
 use duokv_tools::bench::BenchConfig;
 use duokv_tools::demo::DemoConfig;
 use duokv_tools::load::LoadConfig;
@@ -100,6 +100,20 @@ struct Get {
     /// server address (default 127.0.0.1:7070)
     #[argh(option, default = "default_addr()")]
     addr: String,
+    /// read as of this write or later: a token HISTORY_HEX:SEQ as `put`
+    /// prints it; a replica that has not got that write waits for it (see
+    /// --wait), then fails with "not yet visible" (read the master)
+    #[argh(option)]
+    after: Option<Token>,
+    /// with --after, how long the replica may wait for the write, e.g.
+    /// 100ms or 2s; 0 answers at once; the server caps it at 60 s and at
+    /// its --idle-timeout (default 1s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    wait: Duration,
 }
 
 /// Insert KEY with VALUE; fails if KEY exists.
@@ -321,9 +335,15 @@ fn default_addr() -> String {
     "127.0.0.1:7070".to_string()
 }
 
+/// `ok seq=SEQ token=HISTORY_HEX:SEQ latency=F.FFFms`; without `token=`
+/// from a server too old to send one.
 fn receipt_line(receipt: &WriteReceipt) -> String {
+    let token = receipt
+        .token()
+        .map(|token| format!(" token={token}"))
+        .unwrap_or_default();
     format!(
-        "ok seq={} latency={:.3}ms",
+        "ok seq={}{token} latency={:.3}ms",
         receipt.seq,
         receipt.latency.as_secs_f64() * 1e3
     )
@@ -339,10 +359,17 @@ fn auth_token(flag: Option<PathBuf>) -> duokv_tools::Result<Option<AuthToken>> {
 fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String> {
     let connect = |addr: String| Client::builder(addr).auth_token(token.clone()).connect();
     Ok(match command {
-        Command::Get(c) => match connect(c.addr)?.read(&c.key)? {
-            Some(value) => String::from_utf8_lossy(&value).into_owned(),
-            None => return Err(duokv::Error::NotFound.into()),
-        },
+        Command::Get(c) => {
+            let mut client = connect(c.addr)?;
+            let value = match c.after {
+                Some(token) => client.read_after(&c.key, token, c.wait)?,
+                None => client.read(&c.key)?,
+            };
+            match value {
+                Some(value) => String::from_utf8_lossy(&value).into_owned(),
+                None => return Err(duokv::Error::NotFound.into()),
+            }
+        }
         Command::Create(c) => receipt_line(&connect(c.addr)?.create(&c.key, &c.value)?),
         Command::Update(c) => receipt_line(&connect(c.addr)?.update(&c.key, &c.value)?),
         Command::Put(c) => receipt_line(&connect(c.addr)?.put(&c.key, &c.value)?),

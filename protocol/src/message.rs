@@ -585,7 +585,9 @@ pub enum ErrorCode {
     UnknownHistory,
     /// A code this version does not know, kept so that newer servers can add
     /// codes without breaking older clients. Encoding `Unknown(n)` where `n`
-    /// is a known code sends `n`, which decodes as the named variant.
+    /// is a known code sends `n` with an empty detail, which decodes as the
+    /// named variant, except for [`ErrorCode::NotYetVisible`], whose detail
+    /// must hold its seq (such a frame is malformed).
     Unknown(u16),
 }
 

@@ -473,53 +473,8 @@ impl Response {
                 received_ns: r.u64()?,
                 sent_ns: r.u64()?,
             },
-            Kind::InfoReply => {
-                let count = r.u32()?;
-                // Each pair takes at least 8 bytes (two empty strings), so a
-                // count the rest of the frame cannot hold is a lie: refuse it
-                // before reserving anything for it.
-                let count = usize::try_from(count).unwrap_or(usize::MAX);
-                if count > r.remaining() / 8 {
-                    return Err(r.malformed("info pair count exceeds the frame"));
-                }
-                let mut pairs = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let name = r.string()?;
-                    let value = r.string()?;
-                    pairs.push((name, value));
-                }
-                Response::Info(pairs)
-            }
-            Kind::Error => {
-                let number = r.u16()?;
-                let message = r.string()?;
-                let code = match number {
-                    ErrorCode::NOT_MASTER => ErrorCode::NotMaster {
-                        master: r.string()?,
-                    },
-                    ErrorCode::NOT_YET_VISIBLE => {
-                        let at = r.position();
-                        let detail = r.bytes(None)?;
-                        // The first 8 bytes; a later version may add more.
-                        let seq = detail.get(..8).ok_or_else(|| {
-                            r.malformed_at(at, "not-yet-visible detail under 8 bytes")
-                        })?;
-                        let mut bytes = [0u8; 8];
-                        bytes.copy_from_slice(seq);
-                        ErrorCode::NotYetVisible {
-                            visible_seq: u64::from_be_bytes(bytes),
-                        }
-                    }
-                    _ => {
-                        // Codes without details still carry the (empty)
-                        // detail field; a later version may fill it, so
-                        // its bytes are skipped, not refused.
-                        r.bytes(None)?;
-                        ErrorCode::from_plain_u16(number)
-                    }
-                };
-                Response::Error { code, message }
-            }
+            Kind::InfoReply => decode_info(r)?,
+            Kind::Error => decode_error(r)?,
             Kind::Create
             | Kind::Read
             | Kind::Update
@@ -537,6 +492,58 @@ impl Response {
         };
         Ok(Some(response))
     }
+}
+
+/// The body of an `Info` reply: a count, then name and value strings.
+fn decode_info(r: &mut Reader<'_>) -> Result<Response, FrameError> {
+    let count = r.u32()?;
+    // Each pair takes at least 8 bytes (two empty strings), so a
+    // count the rest of the frame cannot hold is a lie: refuse it
+    // before reserving anything for it.
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    if count > r.remaining() / 8 {
+        return Err(r.malformed("info pair count exceeds the frame"));
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = r.string()?;
+        let value = r.string()?;
+        pairs.push((name, value));
+    }
+    Ok(Response::Info(pairs))
+}
+
+/// The body of an `Error` response: a code, a message, and the code's
+/// detail field.
+fn decode_error(r: &mut Reader<'_>) -> Result<Response, FrameError> {
+    let number = r.u16()?;
+    let message = r.string()?;
+    let code = match number {
+        ErrorCode::NOT_MASTER => ErrorCode::NotMaster {
+            master: r.string()?,
+        },
+        ErrorCode::NOT_YET_VISIBLE => {
+            let at = r.position();
+            let detail = r.bytes(None)?;
+            // The first 8 bytes; a later version may add more.
+            let seq = detail
+                .get(..8)
+                .ok_or_else(|| r.malformed_at(at, "not-yet-visible detail under 8 bytes"))?;
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(seq);
+            ErrorCode::NotYetVisible {
+                visible_seq: u64::from_be_bytes(bytes),
+            }
+        }
+        _ => {
+            // Codes without details still carry the (empty)
+            // detail field; a later version may fill it, so
+            // its bytes are skipped, not refused.
+            r.bytes(None)?;
+            ErrorCode::from_plain_u16(number)
+        }
+    };
+    Ok(Response::Error { code, message })
 }
 
 /// Why a request failed: the code of a [`Response::Error`], with the

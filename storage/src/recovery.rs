@@ -35,7 +35,7 @@ use crate::format::{
 };
 use crate::keydir::{Keydir, Location, SegmentSlot};
 use crate::repair::TailCut;
-use crate::segment::{self, Damage, OpenBatch, RecordScanner, ScanError, Segment};
+use crate::segment::{self, Damage, OpenBatch, RecordScanner, ScanError, ScannedRecord, Segment};
 
 /// What recovery hands to the store.
 pub(crate) struct Recovered {
@@ -335,78 +335,116 @@ fn scan_segment(
         last_seq: 0,
         cut: None,
     };
-    let mut pending: Vec<Pending> = Vec::new();
-    // The last seq read, pending records included.
-    let mut read_seq = *last_seq;
+    let mut batch = PendingBatch {
+        records: Vec::new(),
+        read_seq: *last_seq,
+    };
     loop {
-        let problem = match scanner.next_record() {
+        match scanner.next_record() {
             Ok(Some(record)) => {
-                let seq = record.header.seq;
-                if seq <= read_seq {
-                    return Err(Error::corrupt(
-                        path,
-                        record.offset,
-                        "sequence number does not increase",
-                    ));
-                }
-                read_seq = seq;
-                let location = Location {
-                    segment: segment.id,
-                    offset: record.offset,
-                    len: record.header.len,
-                    seq,
-                };
-                pending.push(Pending {
-                    key: record.key.to_vec(),
-                    kind: record.header.kind,
-                    location,
-                });
+                let seq = batch.take(segment, &record)?;
                 if !framed || record.ends_batch {
-                    for record in pending.drain(..) {
-                        sink(&record.key, record.kind, record.location);
-                        scanned.records += 1;
-                        scanned.record_bytes += u64::from(record.location.len);
-                    }
-                    scanned.end = location.offset + u64::from(location.len);
+                    batch.index_into(&mut scanned, sink);
                     scanned.last_seq = seq;
                     *last_seq = seq;
                 }
-                continue;
             }
             Ok(None) => return Ok(scanned),
             Err(ScanError::Io(e)) => return Err(Error::io("read", path, e)),
-            Err(ScanError::Bad { offset, problem }) => (offset, problem),
-        };
-        let (offset, problem) = problem;
-        let cut = if !is_newest {
-            None
-        } else if framed {
-            final_batch_cut(segment, file_len, scanned.end, scanner.batch(), *last_seq)?
-        } else {
-            old_torn_tail(segment, offset, problem, file_len)?
-        };
-        let Some(cut) = cut else {
-            return Err(Error::corrupt(path, offset, problem.describe()));
-        };
-        let seqs = match cut.seqs {
-            Some((first, last)) => format!("seqs {first} to {last}"),
-            None => "no whole record".to_string(),
-        };
-        warn!(
-            "{}: {} at offset {offset}; cutting off an unsynced tail at offset {} \
-             ({} bytes, {seqs}); nothing in it was acknowledged as synced",
-            path.display(),
-            problem.describe(),
-            cut.offset,
-            cut.bytes,
-        );
-        segment.truncate(cut.offset)?;
-        if durable {
-            segment.sync_data()?;
+            Err(ScanError::Bad { offset, problem }) => {
+                let cut = if !is_newest {
+                    None
+                } else if framed {
+                    final_batch_cut(segment, file_len, scanned.end, scanner.batch(), *last_seq)?
+                } else {
+                    old_torn_tail(segment, offset, problem, file_len)?
+                };
+                let Some(cut) = cut else {
+                    return Err(Error::corrupt(path, offset, problem.describe()));
+                };
+                cut_tail(segment, durable, &cut, offset, problem)?;
+                scanned.cut = Some(cut);
+                return Ok(scanned);
+            }
         }
-        scanned.cut = Some(cut);
-        return Ok(scanned);
     }
+}
+
+/// The records of the batch being read: in a framed segment they wait
+/// until their batch is whole, since a torn final batch is cut entirely.
+struct PendingBatch {
+    records: Vec<Pending>,
+    /// The last seq read, pending records included.
+    read_seq: u64,
+}
+
+impl PendingBatch {
+    /// Takes a record read from `segment`, checking that its seq increases;
+    /// returns that seq.
+    fn take(&mut self, segment: &Segment, record: &ScannedRecord<'_>) -> Result<u64> {
+        let seq = record.header.seq;
+        if seq <= self.read_seq {
+            return Err(Error::corrupt(
+                &segment.path,
+                record.offset,
+                "sequence number does not increase",
+            ));
+        }
+        self.read_seq = seq;
+        self.records.push(Pending {
+            key: record.key.to_vec(),
+            kind: record.header.kind,
+            location: Location {
+                segment: segment.id,
+                offset: record.offset,
+                len: record.header.len,
+                seq,
+            },
+        });
+        Ok(seq)
+    }
+
+    /// Hands the whole batch to the index, and counts it in `scanned`.
+    fn index_into(
+        &mut self,
+        scanned: &mut SegmentScan,
+        sink: &mut impl FnMut(&[u8], RecordKind, Location),
+    ) {
+        for record in self.records.drain(..) {
+            sink(&record.key, record.kind, record.location);
+            scanned.records += 1;
+            scanned.record_bytes += u64::from(record.location.len);
+            scanned.end = record.location.offset + u64::from(record.location.len);
+        }
+    }
+}
+
+/// Truncates `segment` at `cut`, an unsynced tail recovery decided to drop,
+/// with a warning naming the damage found at `offset` and what was cut.
+fn cut_tail(
+    segment: &Segment,
+    durable: bool,
+    cut: &TailCut,
+    offset: u64,
+    problem: Damage,
+) -> Result<()> {
+    let seqs = match cut.seqs {
+        Some((first, last)) => format!("seqs {first} to {last}"),
+        None => "no whole record".to_string(),
+    };
+    warn!(
+        "{}: {} at offset {offset}; cutting off an unsynced tail at offset {} \
+         ({} bytes, {seqs}); nothing in it was acknowledged as synced",
+        segment.path.display(),
+        problem.describe(),
+        cut.offset,
+        cut.bytes,
+    );
+    segment.truncate(cut.offset)?;
+    if durable {
+        segment.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Decides whether damage in the newest, framed segment lies in its final

@@ -441,24 +441,7 @@ impl<R: Read> RecordScanner<R> {
         if hasher.finalize() != stored_crc {
             return Err(bad(RecordProblem::BadChecksum));
         }
-        let mut ends_batch = false;
-        if let Some(batch) = &mut self.batch {
-            let disagrees = ScanError::Bad {
-                offset,
-                problem: Damage::Batch(BatchProblem::Disagrees),
-            };
-            if header.seq != batch.header.first_seq + u64::from(batch.seen) {
-                return Err(disagrees);
-            }
-            batch.seen += 1;
-            ends_batch = offset + u64::from(header.len) == batch.end();
-            if ends_batch != (batch.seen == batch.header.count) {
-                return Err(disagrees);
-            }
-            if ends_batch {
-                self.batch = None;
-            }
-        }
+        let ends_batch = self.count_in_batch(offset, &header)?;
         self.offset += u64::from(header.len);
         let (key, value) = self.body.split_at(header.key_len as usize);
         Ok(Some(ScannedRecord {
@@ -468,6 +451,32 @@ impl<R: Read> RecordScanner<R> {
             value,
             ends_batch,
         }))
+    }
+
+    /// Counts a valid record at `offset` in the open batch, if any: its seq
+    /// must be the batch's next, and it ends the batch exactly when it is
+    /// the batch's last record and reaches the batch's end. Returns whether
+    /// it ended the batch (which closes it).
+    fn count_in_batch(&mut self, offset: u64, header: &RecordHeader) -> Result<bool, ScanError> {
+        let Some(batch) = &mut self.batch else {
+            return Ok(false);
+        };
+        let disagrees = ScanError::Bad {
+            offset,
+            problem: Damage::Batch(BatchProblem::Disagrees),
+        };
+        if header.seq != batch.header.first_seq + u64::from(batch.seen) {
+            return Err(disagrees);
+        }
+        batch.seen += 1;
+        let ends_batch = offset + u64::from(header.len) == batch.end();
+        if ends_batch != (batch.seen == batch.header.count) {
+            return Err(disagrees);
+        }
+        if ends_batch {
+            self.batch = None;
+        }
+        Ok(ends_batch)
     }
 
     /// Reads and checks the batch header at the scan's offset.

@@ -20,6 +20,8 @@
 //! - `replication` (private): the master's replicator and the slave's stream
 //!   handling; its settings are [`MasterSettings`], [`ReplicationMode`],
 //!   [`Forward`] and [`OnDivergence`].
+//! - [`token`]: [`Token`], a write's history id and seq, which a read on
+//!   the slave can wait for (`Client::read_after`).
 //! - [`cli`]: the replica's command line, shared by `duokv-server` and the
 //!   toolbox's `duokv server`.
 //! - [`auth`]: [`AuthToken`](auth::AuthToken), the shared secret of

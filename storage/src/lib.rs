@@ -81,6 +81,8 @@
 //! - [`iter`]: [`RecordsSince`] and [`Snapshot`], reading the log back out.
 //! - `keydir`: the in-memory index and the table of open segments.
 //! - `segment`: segment files, their names, reading records back.
+//! - `tail`: [`TailCut`] and the rule that decides what of the newest
+//!   segment recovery may cut, shared by recovery and the repair report.
 //! - [`history`]: [`History`], the history ID and its ancestors in the
 //!   `HISTORY` file.
 //! - [`options`]: [`Options`], [`Sync`], [`CompactionPolicy`].
@@ -119,6 +121,7 @@ pub mod repair;
 mod segment;
 mod shared;
 pub mod store;
+mod tail;
 
 #[doc(hidden)]
 pub use compaction::Step as CompactionStep;

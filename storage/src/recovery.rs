@@ -19,7 +19,7 @@
 //!    command). `FORMAT.md` gives the reasons.
 
 use std::fs;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,8 +34,8 @@ use crate::format::{
     SegmentHeader, SegmentKind,
 };
 use crate::keydir::{Keydir, Location, SegmentSlot};
-use crate::repair::TailCut;
-use crate::segment::{self, Damage, OpenBatch, RecordScanner, ScanError, ScannedRecord, Segment};
+use crate::segment::{self, Damage, RecordScanner, ScanError, ScannedRecord, Segment};
+use crate::tail::{self, TailCut};
 
 /// What recovery hands to the store.
 pub(crate) struct Recovered {
@@ -355,7 +355,13 @@ fn scan_segment(
                 let cut = if !is_newest {
                     None
                 } else if framed {
-                    final_batch_cut(segment, file_len, scanned.end, scanner.batch(), *last_seq)?
+                    tail::final_batch_cut(
+                        segment,
+                        file_len,
+                        scanned.end,
+                        scanner.batch(),
+                        *last_seq,
+                    )?
                 } else {
                     old_torn_tail(segment, offset, problem, file_len)?
                 };
@@ -428,10 +434,7 @@ fn cut_tail(
     offset: u64,
     problem: Damage,
 ) -> Result<()> {
-    let seqs = match cut.seqs {
-        Some((first, last)) => format!("seqs {first} to {last}"),
-        None => "no whole record".to_string(),
-    };
+    let seqs = tail::seqs_text(cut.seqs);
     warn!(
         "{}: {} at offset {offset}; cutting off an unsynced tail at offset {} \
          ({} bytes, {seqs}); nothing in it was acknowledged as synced",
@@ -445,61 +448,6 @@ fn cut_tail(
         segment.sync_data()?;
     }
     Ok(())
-}
-
-/// Decides whether damage in the newest, framed segment lies in its final
-/// batch, which may not have been synced: then it returns the cut, at the
-/// start of that batch. `batch_start` is where the batch begins (the end
-/// of the last whole one), `open` the batch the damage was found in if its
-/// header passed its checks, `last_seq` the last seq of the whole batches.
-///
-/// The damaged batch is the final one if, after it (after its end when its
-/// header is intact, else anywhere after its start), no valid batch header
-/// starts and no valid record goes back in sequence: a valid batch header
-/// there means the damage is in an earlier batch, which was synced before
-/// the later one was written (or the store was opened since), and must be
-/// refused.
-fn final_batch_cut(
-    segment: &Segment,
-    file_len: u64,
-    batch_start: u64,
-    open: Option<OpenBatch>,
-    last_seq: u64,
-) -> Result<Option<TailCut>> {
-    let search_from = open
-        .filter(|batch| batch.start == batch_start)
-        .map_or(batch_start + 1, |batch| batch.end());
-    let after = tail_after(segment, search_from, file_len)?;
-    let found = segment::scan_for_frames(&after);
-    if found.batch_header || found.seqs.is_some_and(|(first, _)| first <= last_seq) {
-        return Ok(None);
-    }
-    let seqs = match open {
-        Some(batch) => Some((batch.header.first_seq, batch.header.last_seq())),
-        None => found.seqs,
-    };
-    Ok(Some(TailCut {
-        file: segment.path.clone(),
-        offset: batch_start,
-        bytes: file_len - batch_start,
-        seqs,
-    }))
-}
-
-/// The bytes of `segment` from `start` to `file_len` (none if `start` is
-/// past it).
-fn tail_after(segment: &Segment, start: u64, file_len: u64) -> Result<Vec<u8>> {
-    let mut tail = Vec::new();
-    if start >= file_len {
-        return Ok(tail);
-    }
-    let read_error = |e| Error::io("read", &segment.path, e);
-    let mut file = &segment.file;
-    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
-    file.take(file_len - start)
-        .read_to_end(&mut tail)
-        .map_err(read_error)?;
-    Ok(tail)
 }
 
 /// The rule of format version 1 (records back to back): damage is a torn
@@ -553,7 +501,7 @@ fn valid_record_follows(
             start = offset + u64::from(header.len);
         }
     }
-    Ok(segment::any_valid_record_in(&tail_after(
+    Ok(segment::any_valid_record_in(&tail::tail_after(
         segment, start, file_len,
     )?))
 }

@@ -15,39 +15,8 @@ use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::segment::{self, PositionalReader, RecordScanner, ScanError, Segment, sync_dir};
-
-/// What recovery cut off the end of the newest segment when it opened a
-/// store: the final batch, which a crash had left damaged before it was
-/// synced (see `FORMAT.md`, "Recovery"). From
-/// [`Store::tail_cut`](crate::Store::tail_cut).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TailCut {
-    /// The segment file.
-    pub file: PathBuf,
-    /// The offset it was truncated at: where the dropped batch began.
-    pub offset: u64,
-    /// How many bytes were dropped.
-    pub bytes: u64,
-    /// The first and last sequence numbers dropped, when known (from the
-    /// batch header, or else from the records that survived in the batch).
-    pub seqs: Option<(u64, u64)>,
-}
-
-impl fmt::Display for TailCut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cut {} bytes off {} at offset {}",
-            self.bytes,
-            self.file.display(),
-            self.offset
-        )?;
-        match self.seqs {
-            Some((first, last)) => write!(f, " (seqs {first} to {last})"),
-            None => write!(f, " (no whole record)"),
-        }
-    }
-}
+use crate::tail;
+pub use crate::tail::TailCut;
 
 /// One damaged region of a segment, as [`scan`] finds it: the first damage
 /// in the file, and what cutting the file there would drop (everything
@@ -113,10 +82,7 @@ impl fmt::Display for RepairReport {
                 region.reason,
                 region.found_at
             )?;
-            let seqs = match region.seqs_dropped {
-                Some((first, last)) => format!("seqs {first} to {last}"),
-                None => "no whole record".to_string(),
-            };
+            let seqs = tail::seqs_text(region.seqs_dropped);
             writeln!(
                 f,
                 "  cutting at offset {} drops {} bytes, {} records ({seqs}); last good seq before \
@@ -312,12 +278,18 @@ fn scan_segment(
             .read_exact_at(&mut tail, search_from.min(file_len))
             .map_err(|e| Error::io("read", path, e))?;
         let after = segment::scan_for_frames(&tail);
+        // The very rule recovery applies: is this the final batch, which
+        // opening the store cuts on its own?
         let final_batch = is_newest
             && framed
-            && !after.batch_header
-            && after
-                .seqs
-                .is_none_or(|(first, _)| last_seq.is_none_or(|last| first > last));
+            && tail::final_batch_cut(
+                segment,
+                file_len,
+                whole_end,
+                scanner.batch(),
+                last_seq.unwrap_or(0),
+            )?
+            .is_some();
         let first = open.map(|b| b.header.first_seq).or(after.seqs.map(|s| s.0));
         let last = after
             .seqs

@@ -481,9 +481,7 @@ fn repair(args: &Repair) -> ExitCode {
     use duokv::storage::repair;
     let outcome = if args.fix {
         let backup = args.backup_dir.clone().unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = duokv::clock::now_ns() / 1_000_000_000;
             let mut name = args.data_dir.clone().into_os_string();
             name.push(format!(".repair-{now}"));
             PathBuf::from(name)

@@ -412,6 +412,7 @@ mod tests {
             Request::Read {
                 key: b"ab".to_vec(),
                 after: None,
+                fresh: None,
             },
         );
         let bytes = f.to_bytes().unwrap();
@@ -444,8 +445,8 @@ mod tests {
     #[test]
     fn unknown_kind_is_reported_early() {
         assert_eq!(
-            Frame::check(&[0, 0, 0, 9, 0x47]),
-            Err(FrameError::UnknownKind(0x47))
+            Frame::check(&[0, 0, 0, 9, 0x4A]),
+            Err(FrameError::UnknownKind(0x4A))
         );
         assert_eq!(
             Frame::check(&[0, 0, 0, 9, 0x00]),
@@ -475,6 +476,7 @@ mod tests {
             Request::Read {
                 key: vec![0; crate::MAX_KEY_LEN as usize + 1],
                 after: None,
+                fresh: None,
             },
         );
         assert!(matches!(

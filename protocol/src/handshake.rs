@@ -182,6 +182,8 @@ pub const MAX_REASON_LEN: usize = 1024;
 
 /// Reply field tag of a refusal's reason (UTF-8).
 const REPLY_TAG_REASON: u8 = 1;
+/// Reply field tag of the stream features a slave takes up (u32).
+const REPLY_TAG_FEATURES: u8 = 2;
 
 /// The first message a connecting peer sends.
 ///
@@ -357,6 +359,28 @@ impl HandshakeReply {
             extra,
             ..HandshakeReply::new(status, node_role)
         }
+    }
+
+    /// An acceptance of a replication stream by a slave that takes up
+    /// `features` of those the master offered (reply field tag 2, a
+    /// big-endian u32; see [`StreamFields::features`]).
+    pub fn with_features(node_role: NodeRole, features: u32) -> Self {
+        let mut extra = Vec::with_capacity(7);
+        handshake_fields::put_field(&mut extra, REPLY_TAG_FEATURES, &features.to_be_bytes());
+        HandshakeReply {
+            extra,
+            ..HandshakeReply::new(HandshakeStatus::Ok, node_role)
+        }
+    }
+
+    /// The stream features the slave takes up (reply field tag 2); 0 if
+    /// it named none (an older slave), or if the field does not decode.
+    pub fn features(&self) -> u32 {
+        handshake_fields::Fields::new(&self.extra)
+            .map_while(Result::ok)
+            .filter(|field| field.tag == REPLY_TAG_FEATURES)
+            .find_map(|field| handshake_fields::features(field.value))
+            .unwrap_or(0)
     }
 
     /// The refusal's reason (reply field tag 1), if the server gave one

@@ -38,6 +38,8 @@ const TAG_HISTORY_ID: u8 = 1;
 const TAG_AUTH_TOKEN: u8 = 2;
 const TAG_ANCESTORS: u8 = 3;
 const TAG_MASTER_ADDR: u8 = 4;
+/// Tag 5 is kept for the master's term (`PROTOCOL.md` 7.8).
+const TAG_FEATURES: u8 = 6;
 
 /// The longest master address, in bytes.
 pub const MAX_MASTER_ADDR_LEN: usize = 255;
@@ -168,6 +170,10 @@ pub struct StreamFields {
     /// Tag 4: the address the master listens on for clients (`host:port`),
     /// as its `--listen` says.
     pub master_addr: Option<String>,
+    /// Tag 6: the stream features the master offers, a u32 of bits (see
+    /// [`FEATURE_COMMIT_NOTICES`](crate::FEATURE_COMMIT_NOTICES)); 0 (and
+    /// no field) for none. Unknown bits are ignored.
+    pub features: u32,
 }
 
 impl StreamFields {
@@ -180,12 +186,16 @@ impl StreamFields {
             check_master_addr_len(addr.len(), 0)?;
             put_field(&mut extra, TAG_MASTER_ADDR, addr.as_bytes());
         }
+        if self.features != 0 {
+            put_field(&mut extra, TAG_FEATURES, &self.features.to_be_bytes());
+        }
         Ok(extra)
     }
 
     /// The stream fields in `extra`; other tags are skipped. A tag 4 twice,
-    /// empty, too long or not UTF-8 is [`HandshakeError::MalformedExtra`],
-    /// as is a field that runs past the end.
+    /// empty, too long or not UTF-8, or a tag 6 that is not 4 bytes, is
+    /// [`HandshakeError::MalformedExtra`], as is a field that runs past
+    /// the end.
     pub fn decode(extra: &[u8]) -> Result<Self, HandshakeError> {
         let mut fields = StreamFields::default();
         for field in Fields::new(extra) {
@@ -199,10 +209,20 @@ impl StreamFields {
                 if fields.master_addr.replace(addr).is_some() {
                     return Err(malformed("master address given twice"));
                 }
+            } else if tag == TAG_FEATURES {
+                fields.features =
+                    features(value).ok_or_else(|| malformed("features are not 4 bytes"))?;
             }
         }
         Ok(fields)
     }
+}
+
+/// A features field's value: a big-endian u32, or `None` if it is not
+/// 4 bytes.
+pub(crate) fn features(value: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = value.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
 }
 
 /// One tag-length-value field of `extra`, at byte offset `at`.
@@ -366,6 +386,7 @@ mod tests {
     fn stream_fields_share_the_extra_bytes() {
         let stream = StreamFields {
             master_addr: Some("1.2.3.4:5".into()),
+            features: crate::FEATURE_COMMIT_NOTICES,
         };
         let mut extra = HandshakeFields {
             history_id: Some(9),

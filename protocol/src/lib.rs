@@ -112,8 +112,10 @@ pub use handshake_fields::{
     HandshakeFields, HistoryAncestor, MAX_AUTH_TOKEN_LEN, MAX_HISTORY_ANCESTORS,
     MAX_MASTER_ADDR_LEN, StreamFields,
 };
-pub use message::{ErrorCode, Kind, ReadAfter, Request, Response, WriteReceipt};
-pub use replication::{ReplicatedOp, Replication};
+pub use message::{
+    ErrorCode, Kind, MaxStaleness, ReadAfter, ReadPoint, Request, Response, WriteReceipt,
+};
+pub use replication::{FEATURE_COMMIT_NOTICES, ReplicatedOp, Replication};
 
 /// The protocol version spoken by this crate, sent in every handshake.
 pub const VERSION: u16 = 1;

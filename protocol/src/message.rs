@@ -59,6 +59,12 @@ pub enum Kind {
     SnapshotEnd = 0x45,
     /// [`Replication::ResyncRequest`](crate::Replication::ResyncRequest).
     ResyncRequest = 0x46,
+    /// [`Replication::Commit`](crate::Replication::Commit).
+    Commit = 0x47,
+    /// [`Replication::Probe`](crate::Replication::Probe).
+    Probe = 0x48,
+    /// [`Replication::Visible`](crate::Replication::Visible).
+    Visible = 0x49,
     /// [`Response::Value`].
     Value = 0x80,
     /// [`Response::Written`].
@@ -75,13 +81,13 @@ impl Kind {
     /// Kind bytes of client requests.
     pub const REQUESTS: RangeInclusive<u8> = 0x01..=0x3F;
     /// Kind bytes of the replication stream (master to slave and back);
-    /// `0x47..=0x7F` are free for later replication messages.
+    /// `0x4A..=0x7F` are free for later replication messages.
     pub const REPLICATION: RangeInclusive<u8> = 0x40..=0x7F;
     /// Kind bytes of responses.
     pub const RESPONSES: RangeInclusive<u8> = 0x80..=0xFF;
 
     /// Every kind this version knows, in byte order.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Create,
         Kind::Read,
         Kind::Update,
@@ -96,6 +102,9 @@ impl Kind {
         Kind::SnapshotEntry,
         Kind::SnapshotEnd,
         Kind::ResyncRequest,
+        Kind::Commit,
+        Kind::Probe,
+        Kind::Visible,
         Kind::Value,
         Kind::Written,
         Kind::Pong,
@@ -153,6 +162,42 @@ impl ReadAfter {
     pub const LEN: u16 = 20;
 }
 
+/// Where a replica stood when it answered a read: its history and its
+/// newest visible seq. A session keeps `(history, seq)` of the value read,
+/// or `(history, visible_seq)` when the key was absent, as the token its
+/// next read must be `after` (monotonic reads, deletes included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReadPoint {
+    /// The replica's history id.
+    pub history: u64,
+    /// The newest seq visible on the replica when it read the key.
+    pub visible_seq: u64,
+}
+
+/// The optional freshness condition of a [`Request::Read`]: answer only
+/// if the replica can prove that its data is at most `max_staleness_us`
+/// microseconds old (it holds every write the master had made durable
+/// that long before the answer), waiting up to `wait_ms` for it.
+///
+/// On the wire it is the read extension of tag [`MaxStaleness::TAG`]
+/// after the key (`PROTOCOL.md` 5.2). A replica that cannot prove the
+/// bound in time answers [`ErrorCode::TooStale`] with the bound it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaxStaleness {
+    /// The oldest the data may be, in microseconds.
+    pub max_staleness_us: u32,
+    /// How long the replica may wait to prove it, in milliseconds; the
+    /// server caps it. 0 answers at once.
+    pub wait_ms: u32,
+}
+
+impl MaxStaleness {
+    /// The tag of this extension after a `Read`'s key.
+    pub const TAG: u8 = 2;
+    /// The length of its value: max_staleness_us u32, wait_ms u32.
+    pub const LEN: u16 = 8;
+}
+
 /// A client request. Its frame's request id is echoed by the response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -167,7 +212,8 @@ pub enum Request {
     /// Look `key` up. Answered by [`Response::Value`] (absence is not an
     /// error), or, with `after`, by [`ErrorCode::NotYetVisible`] or
     /// [`ErrorCode::UnknownHistory`] when the replica cannot show that
-    /// write yet or ever.
+    /// write yet or ever, or, with `fresh`, by [`ErrorCode::TooStale`]
+    /// when it cannot prove its data fresh enough in time.
     Read {
         /// The key, at most [`MAX_KEY_LEN`] bytes.
         key: Vec<u8>,
@@ -175,6 +221,9 @@ pub enum Request {
         /// for it up to the given time. `None` is the plain read (and the
         /// body of older clients).
         after: Option<ReadAfter>,
+        /// Answer only if the replica's data is provably this fresh.
+        /// `None` asks for nothing (and is the body of older clients).
+        fresh: Option<MaxStaleness>,
     },
     /// Replace the value of an existing `key`; fails with
     /// [`ErrorCode::NotFound`] if it is absent. Answered by
@@ -251,7 +300,7 @@ impl Request {
                 put_key(dst, key)?;
                 put_value(dst, value)
             }
-            Request::Read { key, after } => {
+            Request::Read { key, after, fresh } => {
                 put_key(dst, key)?;
                 if let Some(after) = after {
                     put_u8(dst, ReadAfter::TAG);
@@ -259,6 +308,12 @@ impl Request {
                     put_u64(dst, after.history);
                     put_u64(dst, after.seq);
                     put_u32(dst, after.wait_ms);
+                }
+                if let Some(fresh) = fresh {
+                    put_u8(dst, MaxStaleness::TAG);
+                    put_u16(dst, MaxStaleness::LEN);
+                    put_u32(dst, fresh.max_staleness_us);
+                    put_u32(dst, fresh.wait_ms);
                 }
                 Ok(())
             }
@@ -275,10 +330,11 @@ impl Request {
                 key: key(r)?,
                 value: value(r)?,
             },
-            Kind::Read => Request::Read {
-                key: key(r)?,
-                after: read_extensions(r)?,
-            },
+            Kind::Read => {
+                let key = key(r)?;
+                let (after, fresh) = read_extensions(r)?;
+                Request::Read { key, after, fresh }
+            }
             Kind::Update => Request::Update {
                 key: key(r)?,
                 value: value(r)?,
@@ -299,7 +355,10 @@ impl Request {
             | Kind::SnapshotBegin
             | Kind::SnapshotEntry
             | Kind::SnapshotEnd
-            | Kind::ResyncRequest => return Ok(None),
+            | Kind::ResyncRequest
+            | Kind::Commit
+            | Kind::Probe
+            | Kind::Visible => return Ok(None),
         };
         Ok(Some(request))
     }
@@ -342,6 +401,10 @@ pub enum Response {
         value: Option<Vec<u8>>,
         /// The sequence number of the record that was read; 0 when absent.
         seq: u64,
+        /// Where the replica stood when it answered, for a client that
+        /// asked for tokens in its handshake (flag bit 0); `None` for
+        /// others, whose body ends after the value.
+        at: Option<ReadPoint>,
     },
     /// The answer to a successful write (create, update, delete, put).
     Written(WriteReceipt),
@@ -391,7 +454,7 @@ impl Response {
     /// Appends the body (everything after the request id).
     pub(crate) fn encode_body(&self, dst: &mut Vec<u8>) -> Result<(), FrameError> {
         match self {
-            Response::Value { value, seq } => {
+            Response::Value { value, seq, at } => {
                 put_u64(dst, *seq);
                 match value {
                     None => put_u8(dst, 0),
@@ -399,6 +462,10 @@ impl Response {
                         put_u8(dst, 1);
                         put_value(dst, v)?;
                     }
+                }
+                if let Some(at) = at {
+                    put_u64(dst, at.history);
+                    put_u64(dst, at.visible_seq);
                 }
             }
             Response::Written(receipt) => {
@@ -435,9 +502,12 @@ impl Response {
                 put_str(dst, message)?;
                 match code {
                     ErrorCode::NotMaster { master } => put_str(dst, master)?,
-                    ErrorCode::NotYetVisible { visible_seq } => {
+                    ErrorCode::NotYetVisible {
+                        visible_seq: detail,
+                    }
+                    | ErrorCode::TooStale { bound_us: detail } => {
                         put_u32(dst, 8);
-                        put_u64(dst, *visible_seq);
+                        put_u64(dst, *detail);
                     }
                     _ => put_u32(dst, 0),
                 }
@@ -458,7 +528,16 @@ impl Response {
                     1 => Some(value(r)?),
                     _ => return Err(r.malformed_at(at, "presence byte is neither 0 nor 1")),
                 };
-                Response::Value { value, seq }
+                // Present only for clients that asked for tokens.
+                let at = if r.remaining() > 0 {
+                    Some(ReadPoint {
+                        history: r.u64()?,
+                        visible_seq: r.u64()?,
+                    })
+                } else {
+                    None
+                };
+                Response::Value { value, seq, at }
             }
             Kind::Written => Response::Written(WriteReceipt {
                 seq: r.u64()?,
@@ -488,7 +567,10 @@ impl Response {
             | Kind::SnapshotBegin
             | Kind::SnapshotEntry
             | Kind::SnapshotEnd
-            | Kind::ResyncRequest => return Ok(None),
+            | Kind::ResyncRequest
+            | Kind::Commit
+            | Kind::Probe
+            | Kind::Visible => return Ok(None),
         };
         Ok(Some(response))
     }
@@ -522,19 +604,12 @@ fn decode_error(r: &mut Reader<'_>) -> Result<Response, FrameError> {
         ErrorCode::NOT_MASTER => ErrorCode::NotMaster {
             master: r.string()?,
         },
-        ErrorCode::NOT_YET_VISIBLE => {
-            let at = r.position();
-            let detail = r.bytes(None)?;
-            // The first 8 bytes; a later version may add more.
-            let seq = detail
-                .get(..8)
-                .ok_or_else(|| r.malformed_at(at, "not-yet-visible detail under 8 bytes"))?;
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(seq);
-            ErrorCode::NotYetVisible {
-                visible_seq: u64::from_be_bytes(bytes),
-            }
-        }
+        ErrorCode::NOT_YET_VISIBLE => ErrorCode::NotYetVisible {
+            visible_seq: u64_detail(r, "not-yet-visible detail under 8 bytes")?,
+        },
+        ErrorCode::TOO_STALE => ErrorCode::TooStale {
+            bound_us: u64_detail(r, "too-stale detail under 8 bytes")?,
+        },
         _ => {
             // Codes without details still carry the (empty)
             // detail field; a later version may fill it, so
@@ -544,6 +619,17 @@ fn decode_error(r: &mut Reader<'_>) -> Result<Response, FrameError> {
         }
     };
     Ok(Response::Error { code, message })
+}
+
+/// The first 8 bytes of an error's detail field, as a u64; a later
+/// version may add more after them.
+fn u64_detail(r: &mut Reader<'_>, short: &'static str) -> Result<u64, FrameError> {
+    let at = r.position();
+    let detail = r.bytes(None)?;
+    let first = detail.get(..8).ok_or_else(|| r.malformed_at(at, short))?;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(first);
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// Why a request failed: the code of a [`Response::Error`], with the
@@ -590,6 +676,15 @@ pub enum ErrorCode {
     /// not continue (neither its own nor an ancestor, or an ancestor that
     /// ended before the write): waiting cannot help; read the master.
     UnknownHistory,
+    /// 12: a read's `fresh` bound could not be proven within the read's
+    /// wait: the replica's data may be older than asked; read the master,
+    /// or retry.
+    TooStale {
+        /// The staleness the replica could prove when it answered, in
+        /// microseconds; `u64::MAX` if it can prove none (it has no
+        /// master, or has not heard from it).
+        bound_us: u64,
+    },
     /// A code this version does not know, kept so that newer servers can add
     /// codes without breaking older clients. Encoding `Unknown(n)` where `n`
     /// is a known code sends `n` with an empty detail, which decodes as the
@@ -603,6 +698,8 @@ impl ErrorCode {
     const NOT_MASTER: u16 = 3;
     /// The number of [`ErrorCode::NotYetVisible`], whose detail is a u64.
     const NOT_YET_VISIBLE: u16 = 10;
+    /// The number of [`ErrorCode::TooStale`], whose detail is a u64.
+    const TOO_STALE: u16 = 12;
 
     /// The number on the wire.
     pub fn as_u16(&self) -> u16 {
@@ -618,6 +715,7 @@ impl ErrorCode {
             ErrorCode::Internal => 9,
             ErrorCode::NotYetVisible { .. } => ErrorCode::NOT_YET_VISIBLE,
             ErrorCode::UnknownHistory => 11,
+            ErrorCode::TooStale { .. } => ErrorCode::TOO_STALE,
             ErrorCode::Unknown(n) => *n,
         }
     }
@@ -670,6 +768,12 @@ impl fmt::Display for ErrorCode {
                 write!(f, "not yet visible (the replica is at seq {visible_seq})")
             }
             ErrorCode::UnknownHistory => f.write_str("unknown history"),
+            ErrorCode::TooStale { bound_us: u64::MAX } => {
+                f.write_str("too stale (the replica can prove no bound)")
+            }
+            ErrorCode::TooStale { bound_us } => {
+                write!(f, "too stale (the replica can prove {bound_us} us)")
+            }
             ErrorCode::Unknown(n) => write!(f, "unknown error code {n}"),
         }
     }
@@ -680,31 +784,48 @@ impl fmt::Display for ErrorCode {
 /// value. Unlike the handshake's fields an unknown tag is refused, not
 /// skipped: it is a condition on the answer, and ignoring it would answer
 /// something else than was asked.
-fn read_extensions(r: &mut Reader<'_>) -> Result<Option<ReadAfter>, FrameError> {
-    let mut after = None;
+fn read_extensions(r: &mut Reader<'_>) -> Result<ReadConditions, FrameError> {
+    let (mut after, mut fresh) = (None, None);
     while r.remaining() > 0 {
         let at = r.position();
         let tag = r.u8()?;
         let len = r.u16()?;
-        match tag {
-            ReadAfter::TAG if after.is_some() => {
-                return Err(r.malformed_at(at, "read extension given twice"));
-            }
-            ReadAfter::TAG if len != ReadAfter::LEN => {
-                return Err(r.malformed_at(at, "read extension `after` is not 20 bytes"));
-            }
-            ReadAfter::TAG => {
-                after = Some(ReadAfter {
+        let (expected, wrong_len) = match tag {
+            ReadAfter::TAG => (ReadAfter::LEN, "read extension `after` is not 20 bytes"),
+            MaxStaleness::TAG => (
+                MaxStaleness::LEN,
+                "read extension `max_staleness` is not 8 bytes",
+            ),
+            _ => return Err(r.malformed_at(at, "unknown read extension tag")),
+        };
+        if len != expected {
+            return Err(r.malformed_at(at, wrong_len));
+        }
+        let repeated = if tag == ReadAfter::TAG {
+            after
+                .replace(ReadAfter {
                     history: r.u64()?,
                     seq: r.u64()?,
                     wait_ms: r.u32()?,
-                });
-            }
-            _ => return Err(r.malformed_at(at, "unknown read extension tag")),
+                })
+                .is_some()
+        } else {
+            fresh
+                .replace(MaxStaleness {
+                    max_staleness_us: r.u32()?,
+                    wait_ms: r.u32()?,
+                })
+                .is_some()
+        };
+        if repeated {
+            return Err(r.malformed_at(at, "read extension given twice"));
         }
     }
-    Ok(after)
+    Ok((after, fresh))
 }
+
+/// A read's optional conditions, as its extensions carry them.
+type ReadConditions = (Option<ReadAfter>, Option<MaxStaleness>);
 
 /// Appends a key behind its u32 length, refusing one above [`MAX_KEY_LEN`].
 pub(crate) fn put_key(dst: &mut Vec<u8>, key: &[u8]) -> Result<(), FrameError> {
@@ -744,7 +865,7 @@ mod tests {
             previous = kind.as_u8();
         }
         assert_eq!(Kind::from_u8(0), None);
-        for byte in 0x47..=0x7F {
+        for byte in 0x4A..=0x7F {
             assert_eq!(Kind::from_u8(byte), None);
         }
     }
@@ -776,6 +897,9 @@ mod tests {
                 assert_eq!(ErrorCode::from_plain_u16(number), code);
             }
         }
+        // The codes with a u64 detail.
+        assert_eq!(ErrorCode::NotYetVisible { visible_seq: 1 }.as_u16(), 10);
+        assert_eq!(ErrorCode::TooStale { bound_us: 1 }.as_u16(), 12);
     }
 
     #[test]
@@ -789,7 +913,8 @@ mod tests {
         assert!(
             !Request::Read {
                 key: vec![],
-                after: None
+                after: None,
+                fresh: None,
             }
             .is_write()
         );
@@ -824,7 +949,8 @@ mod tests {
             read_body(&[]),
             Ok(Some(Request::Read {
                 key: b"k".to_vec(),
-                after: None
+                after: None,
+                fresh: None,
             }))
         );
     }
@@ -844,7 +970,21 @@ mod tests {
             read_body(&ext),
             Ok(Some(Request::Read {
                 key: b"k".to_vec(),
-                after: Some(after)
+                after: Some(after),
+                fresh: None,
+            }))
+        );
+        let mut both = ext.clone();
+        both.extend_from_slice(&[2, 0, 8, 0, 0, 0x13, 0x88, 0, 0, 0, 50]);
+        assert_eq!(
+            read_body(&both),
+            Ok(Some(Request::Read {
+                key: b"k".to_vec(),
+                after: Some(after),
+                fresh: Some(MaxStaleness {
+                    max_staleness_us: 5_000,
+                    wait_ms: 50,
+                }),
             }))
         );
         let twice = [&ext[..], &ext[..]].concat();
@@ -859,8 +999,12 @@ mod tests {
 
     #[test]
     fn malformed_read_extensions_are_refused() {
-        let cases: [(&[u8], &str); 3] = [
-            (&[2, 0, 0], "unknown read extension tag"),
+        let cases: [(&[u8], &str); 4] = [
+            (&[3, 0, 0], "unknown read extension tag"),
+            (
+                &[2, 0, 4, 0, 0, 0, 0],
+                "read extension `max_staleness` is not 8 bytes",
+            ),
             (
                 &[1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0],
                 "read extension `after` is not 20 bytes",

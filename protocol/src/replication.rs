@@ -210,7 +210,44 @@ pub enum Replication {
         /// Why, in lowercase words, for the master's log.
         reason: String,
     },
+    /// `0x47`, master to slave, only on a stream whose handshake agreed on
+    /// [`FEATURE_COMMIT_NOTICES`]: every write up to and including `seq` is
+    /// durable on the master, so the slave may show it to readers (the
+    /// commit index). Sent when the master's durable seq moves, and in
+    /// answer to a [`Probe`](Replication::Probe). `seq` may be above the
+    /// appends sent so far: it covers them as they arrive.
+    Commit {
+        /// The master's durable seq when it sent this.
+        seq: u64,
+        /// The id of the [`Probe`](Replication::Probe) this answers; 0 if
+        /// it answers none. The master read `seq` after that probe
+        /// arrived.
+        probe: u64,
+    },
+    /// `0x48`, slave to master, only with [`FEATURE_COMMIT_NOTICES`]: asks
+    /// for a [`Commit`](Replication::Commit) that names this `id`. The slave
+    /// keeps the time it sent it: the answer proves that the master's
+    /// durable state at that time is covered by the answer's `seq`, which
+    /// is how the slave bounds its staleness without the master's clock.
+    Probe {
+        /// Chosen by the slave, increasing, never 0.
+        id: u64,
+    },
+    /// `0x49`, slave to master, only with [`FEATURE_COMMIT_NOTICES`]: every
+    /// write up to and including `seq` is visible to readers on the slave.
+    /// Cumulative. A master whose sync writes wait for visibility
+    /// (`remote_apply`) answers them on it.
+    Visible {
+        /// The slave's newest visible seq.
+        seq: u64,
+    },
 }
+
+/// Bit 0 of the stream's feature fields (`PROTOCOL.md` 7.9): the master
+/// sends [`Replication::Commit`] and answers [`Replication::Probe`], and the
+/// slave shows a write only once a `Commit` covers it and sends
+/// [`Replication::Visible`]. Used only when both sides announce it.
+pub const FEATURE_COMMIT_NOTICES: u32 = 1;
 
 impl Replication {
     /// The kind byte of this message's frame.
@@ -223,14 +260,19 @@ impl Replication {
             Replication::SnapshotEntry { .. } => Kind::SnapshotEntry,
             Replication::SnapshotEnd { .. } => Kind::SnapshotEnd,
             Replication::ResyncRequest { .. } => Kind::ResyncRequest,
+            Replication::Commit { .. } => Kind::Commit,
+            Replication::Probe { .. } => Kind::Probe,
+            Replication::Visible { .. } => Kind::Visible,
         }
     }
 
     /// The sequence number this message is about, for the messages that
-    /// have one ([`Append`](Replication::Append), [`Ack`](Replication::Ack)
-    /// and the `Snapshot*` messages); `None` for
-    /// [`Hello`](Replication::Hello) and
-    /// [`ResyncRequest`](Replication::ResyncRequest).
+    /// have one ([`Append`](Replication::Append), [`Ack`](Replication::Ack),
+    /// the `Snapshot*` messages, [`Commit`](Replication::Commit) and
+    /// [`Visible`](Replication::Visible)); `None` for
+    /// [`Hello`](Replication::Hello),
+    /// [`ResyncRequest`](Replication::ResyncRequest) and
+    /// [`Probe`](Replication::Probe).
     ///
     /// By convention a sender puts `seq().unwrap_or(0)` in the frame's
     /// request id; a receiver ignores that id.
@@ -240,8 +282,12 @@ impl Replication {
             | Replication::Ack { seq }
             | Replication::SnapshotBegin { seq, .. }
             | Replication::SnapshotEntry { seq, .. }
-            | Replication::SnapshotEnd { seq } => Some(*seq),
-            Replication::Hello { .. } | Replication::ResyncRequest { .. } => None,
+            | Replication::SnapshotEnd { seq }
+            | Replication::Commit { seq, .. }
+            | Replication::Visible { seq } => Some(*seq),
+            Replication::Hello { .. }
+            | Replication::ResyncRequest { .. }
+            | Replication::Probe { .. } => None,
         }
     }
 
@@ -263,7 +309,14 @@ impl Replication {
                     put_value(dst, value)?;
                 }
             }
-            Replication::Ack { seq } | Replication::SnapshotEnd { seq } => put_u64(dst, *seq),
+            Replication::Ack { seq }
+            | Replication::SnapshotEnd { seq }
+            | Replication::Visible { seq }
+            | Replication::Probe { id: seq } => put_u64(dst, *seq),
+            Replication::Commit { seq, probe } => {
+                put_u64(dst, *seq);
+                put_u64(dst, *probe);
+            }
             Replication::SnapshotBegin {
                 seq,
                 replication_id,
@@ -321,6 +374,12 @@ impl Replication {
             Kind::ResyncRequest => Replication::ResyncRequest {
                 reason: r.string()?,
             },
+            Kind::Commit => Replication::Commit {
+                seq: r.u64()?,
+                probe: r.u64()?,
+            },
+            Kind::Probe => Replication::Probe { id: r.u64()? },
+            Kind::Visible => Replication::Visible { seq: r.u64()? },
             Kind::Create
             | Kind::Read
             | Kind::Update

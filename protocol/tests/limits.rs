@@ -86,6 +86,7 @@ fn eof_error_counts_are_exact() {
         Request::Read {
             key: b"abc".to_vec(),
             after: None,
+            fresh: None,
         },
     )
     .to_bytes()
@@ -206,6 +207,7 @@ fn oversized_key_is_too_large_on_decode_and_encode() {
         Request::Read {
             key: vec![b'k'; MAX_KEY_LEN as usize + 1],
             after: None,
+            fresh: None,
         },
     );
     assert!(matches!(
@@ -236,6 +238,7 @@ fn largest_key_and_value_round_trip_and_one_more_byte_does_not() {
         Response::Value {
             value: Some(value.clone()),
             seq: 1,
+            at: None,
         },
     );
     let expected = FrameError::TooLarge {
@@ -269,7 +272,7 @@ fn a_frame_above_the_cap_is_refused_on_encode() {
 
 #[test]
 fn unknown_and_reserved_kinds_are_refused() {
-    for kind in [0x00, 0x08, 0x3F, 0x47, 0x55, 0x7F, 0x85, 0xFF] {
+    for kind in [0x00, 0x08, 0x3F, 0x4A, 0x55, 0x7F, 0x85, 0xFF] {
         let bytes = frame_bytes(kind, 1, &[]);
         assert_eq!(Frame::check(&bytes), Err(FrameError::UnknownKind(kind)));
         assert_eq!(Frame::parse(&bytes), Err(FrameError::UnknownKind(kind)));

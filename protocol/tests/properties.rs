@@ -12,8 +12,8 @@ mod common;
 
 use duokv_protocol::{
     Error, ErrorCode, Frame, FrameError, Handshake, HandshakeReply, HandshakeStatus, Kind,
-    NodeRole, ReadAfter, ReplicatedOp, Replication, Request, Response, Role, WriteReceipt,
-    read_frame, write_frame,
+    MaxStaleness, NodeRole, ReadAfter, ReadPoint, ReplicatedOp, Replication, Request, Response,
+    Role, WriteReceipt, read_frame, write_frame,
 };
 use proptest::prelude::*;
 
@@ -34,9 +34,15 @@ fn request() -> impl Strategy<Value = Request> {
                         wait_ms,
                     }
                 })
-            )
+            ),
+            prop::option::of(any::<(u32, u32)>().prop_map(|(max_staleness_us, wait_ms)| {
+                MaxStaleness {
+                    max_staleness_us,
+                    wait_ms,
+                }
+            }))
         )
-            .prop_map(|(key, after)| Request::Read { key, after }),
+            .prop_map(|(key, after, fresh)| Request::Read { key, after, fresh }),
         (bytes(64), bytes(256)).prop_map(|(key, value)| Request::Update { key, value }),
         bytes(64).prop_map(|key| Request::Delete { key }),
         (bytes(64), bytes(256)).prop_map(|(key, value)| Request::Put { key, value }),
@@ -58,17 +64,27 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Internal),
         any::<u64>().prop_map(|visible_seq| ErrorCode::NotYetVisible { visible_seq }),
         Just(ErrorCode::UnknownHistory),
+        any::<u64>().prop_map(|bound_us| ErrorCode::TooStale { bound_us }),
         // Only numbers this version does not know stay `Unknown`.
         any::<u16>()
-            .prop_filter("a known code", |n| !(1..=11).contains(n))
+            .prop_filter("a known code", |n| !(1..=12).contains(n))
             .prop_map(ErrorCode::Unknown),
     ]
 }
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        (prop::option::of(bytes(256)), any::<u64>())
-            .prop_map(|(value, seq)| Response::Value { value, seq }),
+        (
+            prop::option::of(bytes(256)),
+            any::<u64>(),
+            prop::option::of(any::<(u64, u64)>().prop_map(|(history, visible_seq)| {
+                ReadPoint {
+                    history,
+                    visible_seq,
+                }
+            }))
+        )
+            .prop_map(|(value, seq, at)| Response::Value { value, seq, at }),
         any::<[u64; 6]>().prop_map(
             |[
                 seq,
@@ -126,6 +142,9 @@ fn replication() -> impl Strategy<Value = Replication> {
             .prop_map(|(seq, key, value)| Replication::SnapshotEntry { seq, key, value }),
         any::<u64>().prop_map(|seq| Replication::SnapshotEnd { seq }),
         any::<String>().prop_map(|reason| Replication::ResyncRequest { reason }),
+        any::<(u64, u64)>().prop_map(|(seq, probe)| Replication::Commit { seq, probe }),
+        any::<u64>().prop_map(|id| Replication::Probe { id }),
+        any::<u64>().prop_map(|seq| Replication::Visible { seq }),
     ]
 }
 

@@ -6,7 +6,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use duokv_protocol::{
-    ErrorCode, Frame, Kind, ReadAfter, ReplicatedOp, Replication, Request, Response, WriteReceipt,
+    ErrorCode, Frame, Kind, MaxStaleness, ReadAfter, ReadPoint, ReplicatedOp, Replication, Request,
+    Response, WriteReceipt,
 };
 
 /// Every error code this version knows, plus unknown ones.
@@ -28,8 +29,10 @@ pub fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::Internal,
         ErrorCode::NotYetVisible { visible_seq: 41 },
         ErrorCode::UnknownHistory,
+        ErrorCode::TooStale { bound_us: 1_234 },
+        ErrorCode::TooStale { bound_us: u64::MAX },
         ErrorCode::Unknown(0),
-        ErrorCode::Unknown(12),
+        ErrorCode::Unknown(13),
         ErrorCode::Unknown(u16::MAX),
     ]
 }
@@ -49,6 +52,7 @@ pub fn sample_frames() -> Vec<Frame> {
             Request::Read {
                 key: b"k1".to_vec(),
                 after: None,
+                fresh: None,
             },
         ),
         Frame::request(
@@ -56,6 +60,7 @@ pub fn sample_frames() -> Vec<Frame> {
             Request::Read {
                 key: Vec::new(),
                 after: None,
+                fresh: None,
             },
         ),
         Frame::request(
@@ -65,6 +70,22 @@ pub fn sample_frames() -> Vec<Frame> {
                 after: Some(ReadAfter {
                     history: 0x9ba3_ab20_c67f_0fc0,
                     seq: 42,
+                    wait_ms: 100,
+                }),
+                fresh: None,
+            },
+        ),
+        Frame::request(
+            3,
+            Request::Read {
+                key: b"k1".to_vec(),
+                after: Some(ReadAfter {
+                    history: 7,
+                    seq: 9,
+                    wait_ms: 0,
+                }),
+                fresh: Some(MaxStaleness {
+                    max_staleness_us: 5_000,
                     wait_ms: 100,
                 }),
             },
@@ -96,6 +117,7 @@ pub fn sample_frames() -> Vec<Frame> {
             Response::Value {
                 value: Some(b"v1".to_vec()),
                 seq: 17,
+                at: None,
             },
         ),
         Frame::response(
@@ -103,6 +125,10 @@ pub fn sample_frames() -> Vec<Frame> {
             Response::Value {
                 value: Some(Vec::new()),
                 seq: 18,
+                at: Some(ReadPoint {
+                    history: 0x9ba3_ab20_c67f_0fc0,
+                    visible_seq: 20,
+                }),
             },
         ),
         Frame::response(
@@ -110,6 +136,18 @@ pub fn sample_frames() -> Vec<Frame> {
             Response::Value {
                 value: None,
                 seq: 0,
+                at: None,
+            },
+        ),
+        Frame::response(
+            3,
+            Response::Value {
+                value: None,
+                seq: 0,
+                at: Some(ReadPoint {
+                    history: 1,
+                    visible_seq: 0,
+                }),
             },
         ),
         Frame::response(
@@ -234,6 +272,13 @@ pub fn replication_messages() -> Vec<Replication> {
         Replication::ResyncRequest {
             reason: String::new(),
         },
+        Replication::Commit { seq: 45, probe: 0 },
+        Replication::Commit {
+            seq: 46,
+            probe: u64::MAX,
+        },
+        Replication::Probe { id: 1 },
+        Replication::Visible { seq: 45 },
     ]
 }
 

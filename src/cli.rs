@@ -156,6 +156,17 @@ pub struct ServerArgs {
     #[argh(option, default = "OnDivergence::Refuse")]
     on_divergence: OnDivergence,
 
+    /// slave only: how often the slave asks its master "how far are you
+    /// durable?" to prove how stale its data is, for reads with a
+    /// staleness bound and `info` (default 5ms, at least 1ms); a read
+    /// that needs a fresher proof asks at once
+    #[argh(
+        option,
+        default = "crate::replication::slave::DEFAULT_PROBE_INTERVAL",
+        from_str_fn(parse_duration)
+    )]
+    probe_interval: Duration,
+
     /// compact the log once its dead bytes (overwritten, deleted) pass this
     /// many (default 67108864, 64 MiB) and --compact-dead-ratio
     #[argh(option, default = "64 * 1024 * 1024")]
@@ -170,7 +181,7 @@ pub struct ServerArgs {
     #[argh(option, default = "0", hidden_help)]
     clock_offset_ms: i64,
 
-    /// write one CSV line per write event (received, applied, forwarded,
+    /// write one CSV line per write event (received, applied, visible, forwarded,
     /// acked, replied) to this file
     #[argh(option)]
     event_log: Option<PathBuf>,
@@ -206,6 +217,7 @@ fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
             Ok(RoleConfig::Slave {
                 master_addr,
                 on_divergence: args.on_divergence,
+                probe_interval: args.probe_interval,
             })
         }
         other => Err(format!("--role `{other}`: use standalone, master or slave")),

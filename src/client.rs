@@ -257,10 +257,12 @@ impl Client {
         match self.call(Request::Read {
             key: key.as_ref().to_vec(),
             after: None,
+            fresh: None,
         })? {
             Response::Value {
                 value: Some(value),
                 seq,
+                ..
             } => Ok(Some((seq, value))),
             Response::Value { value: None, .. } => Ok(None),
             _ => Err(Error::UnexpectedReply {
@@ -302,6 +304,7 @@ impl Client {
                 seq: token.seq,
                 wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
             }),
+            fresh: None,
         };
         self.ensure_connected()?;
         self.set_read_timeout(self.config.read_timeout.map(|t| t.saturating_add(wait)))?;

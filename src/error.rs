@@ -64,6 +64,15 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// A read's staleness bound could not be proven on the replica within
+    /// the read's wait: read the master, or retry.
+    TooStale {
+        /// The staleness the replica could prove, in microseconds;
+        /// `u64::MAX` if none (it has no master, or has not heard from it).
+        bound_us: u64,
+        /// The server's explanation.
+        message: String,
+    },
     /// The server answered with an error code this client does not know.
     UnknownCode {
         /// The code.
@@ -143,6 +152,7 @@ impl fmt::Display for Error {
             Error::Internal { message } => write!(f, "server error: {message}"),
             Error::NotYetVisible { message, .. } => write!(f, "not yet visible: {message}"),
             Error::UnknownHistory { message } => write!(f, "unknown history: {message}"),
+            Error::TooStale { message, .. } => write!(f, "too stale: {message}"),
             Error::UnknownCode { code, message } => write!(f, "server error {code}: {message}"),
             Error::Unauthorized { addr } => write!(
                 f,
@@ -216,6 +226,7 @@ impl Error {
                 message,
             },
             Code::UnknownHistory => Error::UnknownHistory { message },
+            Code::TooStale { bound_us } => Error::TooStale { bound_us, message },
             Code::Unknown(code) => Error::UnknownCode { code, message },
         }
     }

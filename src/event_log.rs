@@ -56,6 +56,9 @@ pub enum EventKind {
     Acked,
     /// The master sent the client its reply.
     Replied,
+    /// The write became visible to readers on the slave: the master had
+    /// said it is durable there (a `Commit` covering it).
+    Visible,
 }
 
 impl EventKind {
@@ -67,6 +70,7 @@ impl EventKind {
             EventKind::Forwarded => "forwarded",
             EventKind::Acked => "acked",
             EventKind::Replied => "replied",
+            EventKind::Visible => "visible",
         }
     }
 }
@@ -82,6 +86,7 @@ impl std::str::FromStr for EventKind {
             EventKind::Forwarded,
             EventKind::Acked,
             EventKind::Replied,
+            EventKind::Visible,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == name)

@@ -703,6 +703,7 @@ fn handshake(
     };
     let stream_fields = StreamFields {
         master_addr: Some(link.listen_addr.clone()),
+        features: 0,
     };
     let mut hello =
         Handshake::with_fields(Role::Replica, &fields).map_err(protocol::Error::from)?;

@@ -25,26 +25,41 @@
 //!
 //! A snapshot is checked as it arrives and installed only once whole and
 //! valid: a bad one ([`SnapshotFault`]) installs nothing.
+//!
+//! **Commit notices** (`PROTOCOL.md` 7.9), when both sides announce them
+//! in the handshake: the slave writes and syncs each batch at once and
+//! acknowledges it as before, but shows it to readers only once the
+//! master's `Commit` says it is durable there (the store holds it until
+//! then: `Store::publish_through`). It answers with `Visible`, and a
+//! prober thread sends `Probe`s every `--probe-interval` (and at once when
+//! a bounded read needs a fresher proof): see [`freshness`](super::freshness).
+//! With an older master the slave shows each batch once applied.
 
 use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use duokv_protocol::{
-    self as protocol, Frame, HandshakeStatus, Message, ReplicatedOp, Replication,
+    self as protocol, FEATURE_COMMIT_NOTICES, Frame, HandshakeStatus, Message, ReplicatedOp,
+    Replication,
 };
 use duokv_storage::{self as storage, History, Kinship, Record, SnapshotEntry, Store};
 use log::{debug, error, info, warn};
 
+use super::freshness::Freshness;
 use super::wire;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
 
 /// Appends applied with one commit at most.
 const MAX_BATCH: usize = 4096;
+/// The shortest time between two probes a read asks for.
+const MIN_PROBE_GAP: Duration = Duration::from_micros(200);
+/// How often a slave probes its master when no read asks, by default.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// What a slave holding data does when its master's history does not
 /// continue its own. Refusing is the default: replacing the data must be
@@ -85,6 +100,10 @@ pub struct SlaveState {
     last_refusal: Mutex<Option<String>>,
     /// Wakes reads waiting for a write to be applied.
     applied: AppliedSignal,
+    /// What the slave can prove about its staleness.
+    freshness: Freshness,
+    /// How often the prober probes when no read asks.
+    probe_interval: Duration,
 }
 
 /// What a read that waits for a write (`Read` with `after`) sleeps on: the
@@ -109,6 +128,8 @@ pub struct MasterClaim {
     /// The address it listens on for clients, if it said (handshake field
     /// tag 4; older masters do not).
     pub addr: Option<String>,
+    /// The stream features it offers (handshake field tag 6).
+    pub features: u32,
 }
 
 /// Why a slave refuses a master's stream, before anything is applied.
@@ -146,15 +167,26 @@ impl Refusal {
 pub struct Admitted {
     id: u64,
     history_id: u64,
+    features: u32,
+}
+
+impl Admitted {
+    /// The stream features both sides use: those the master offered that
+    /// this slave knows. The handshake reply names them.
+    pub fn features(&self) -> u32 {
+        self.features
+    }
 }
 
 impl SlaveState {
     /// A slave of the master at `master_addr` that treats a divergent
-    /// master as `on_divergence` says.
-    pub fn new(master_addr: &str, on_divergence: OnDivergence) -> Self {
+    /// master as `on_divergence` says, and probes it every
+    /// `probe_interval` (at least 1 ms).
+    pub fn new(master_addr: &str, on_divergence: OnDivergence, probe_interval: Duration) -> Self {
         SlaveState {
             on_divergence,
             master_addr: master_addr.to_string(),
+            probe_interval: probe_interval.max(Duration::from_millis(1)),
             ..SlaveState::default()
         }
     }
@@ -197,6 +229,7 @@ impl SlaveState {
         Ok(Admitted {
             id,
             history_id: claim.history.id,
+            features: claim.features & FEATURE_COMMIT_NOTICES,
         })
     }
 
@@ -304,6 +337,33 @@ impl SlaveState {
             .waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The send instant of the newest probe whose answer this slave shows
+    /// (see [`freshness`](super::freshness)): its data holds every write
+    /// the master had made durable then. `None` until one is answered.
+    pub(crate) fn fresh_since(&self) -> Option<Instant> {
+        self.freshness.fresh_since()
+    }
+
+    /// The staleness this slave can prove now, if any.
+    pub fn staleness_bound(&self) -> Option<Duration> {
+        self.freshness.bound()
+    }
+
+    /// The master's newest durable seq this slave has heard of.
+    pub fn master_durable_seq(&self) -> u64 {
+        self.freshness.master_durable()
+    }
+
+    /// Asks for a probe now: a read needs a fresher proof than the last.
+    pub(crate) fn want_probe(&self) {
+        self.freshness.want_probe();
+    }
+
+    /// How often the slave probes its master when no read asks.
+    pub fn probe_interval(&self) -> Duration {
+        self.probe_interval
     }
 
     /// Whether a master is connected now.

@@ -6,7 +6,7 @@
 //! A leaf module: it knows the request and the store's op, nothing of the
 //! server.
 
-use duokv_protocol::{ReadAfter, Request};
+use duokv_protocol::{MaxStaleness, ReadAfter, Request};
 use duokv_storage::WriteOp;
 
 /// A request, as the handler dispatches it.
@@ -16,8 +16,16 @@ pub(crate) enum Command<'r> {
     Write(WriteOp<'r>),
     /// Read the value of a key.
     Read(&'r [u8]),
-    /// Read the value of a key once a write is visible.
-    ReadAfter(&'r [u8], ReadAfter),
+    /// Read the value of a key under conditions: once a write is visible
+    /// (`after`), once the data is provably fresh enough (`fresh`).
+    ReadWhen {
+        /// The key.
+        key: &'r [u8],
+        /// The write that must be visible first.
+        after: Option<ReadAfter>,
+        /// The staleness the data may have at most.
+        fresh: Option<MaxStaleness>,
+    },
     /// Answer with the times the ping was received and answered.
     Ping,
     /// Answer with the server's facts.
@@ -32,11 +40,16 @@ impl<'r> Command<'r> {
             Request::Update { key, value } => Command::Write(WriteOp::Update { key, value }),
             Request::Put { key, value } => Command::Write(WriteOp::Put { key, value }),
             Request::Delete { key } => Command::Write(WriteOp::Delete { key }),
-            Request::Read { key, after: None } => Command::Read(key),
             Request::Read {
                 key,
-                after: Some(after),
-            } => Command::ReadAfter(key, *after),
+                after: None,
+                fresh: None,
+            } => Command::Read(key),
+            Request::Read { key, after, fresh } => Command::ReadWhen {
+                key,
+                after: *after,
+                fresh: *fresh,
+            },
             Request::Ping => Command::Ping,
             Request::Info => Command::Info,
         }

@@ -54,6 +54,12 @@ struct ReplyState {
 }
 
 impl DeferredReplies {
+    /// Whether the client asked for tokens in its handshake: its replies
+    /// carry history ids and read points.
+    pub(crate) fn tokens(&self) -> bool {
+        self.tokens
+    }
+
     /// For the connection on `stream` (a clone of it is kept to send on);
     /// `tokens` as the client's handshake asked.
     pub(crate) fn new(

@@ -177,6 +177,7 @@ impl<'a> Handler<'a> {
         let claim = MasterClaim {
             history: replication::master_history(fields),
             addr: stream_fields.master_addr,
+            features: stream_fields.features,
         };
         let admitted = match state.admit(
             &self.shared.store,
@@ -277,8 +278,10 @@ impl<'a> Handler<'a> {
                     return ControlFlow::Continue(());
                 }
             },
-            Command::Read(key) => reply::value(shared.store.get_with_seq(key)),
-            Command::ReadAfter(key, after) => super::read_after::answer(shared, key, after),
+            Command::Read(key) => super::read::answer(shared, key, None, None, deferred.tokens()),
+            Command::ReadWhen { key, after, fresh } => {
+                super::read::answer(shared, key, after, fresh, deferred.tokens())
+            }
             Command::Ping => reply::pong(received_ns),
             Command::Info => reply::info(super::info::facts(shared)),
         };

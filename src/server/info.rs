@@ -82,7 +82,7 @@ fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
 fn slave_facts(shared: &Shared, state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
     facts.push(("master".to_string(), master_addr.to_string()));
     let applied = shared.store.last_seq();
-    let visible = super::read_after::visible_seq(&shared.store);
+    let visible = super::read::visible_seq(&shared.store);
     facts.push(("applied_seq".to_string(), applied.to_string()));
     facts.push(("visible_seq".to_string(), visible.to_string()));
     let waiting = state.reads_waiting();

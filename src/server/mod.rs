@@ -35,8 +35,8 @@
 //! - `deferred`: a write's reply, sent by the thread that commits it (or,
 //!   in sync mode, by the one that sees the slave's ack).
 //! - `info`: the facts of the `Info` reply.
-//! - `read_after`: reads that carry a write token, which may wait for the
-//!   write to become visible (and what "visible" means).
+//! - `read`: reads, plain or under conditions (after a write token, under
+//!   a staleness bound), which may wait; what "visible" means.
 //! - `shutdown`: the shutdown flag and the registry of open connections.
 //!
 //! No module imports one that imports it back: `config`, `command`,
@@ -51,7 +51,7 @@ mod deferred;
 mod handler;
 mod info;
 mod node;
-mod read_after;
+mod read;
 mod reply;
 mod shared;
 mod shutdown;

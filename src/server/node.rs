@@ -57,8 +57,9 @@ impl Node {
             RoleConfig::Slave {
                 master_addr,
                 on_divergence,
+                probe_interval,
             } => Node::Slave {
-                state: SlaveState::new(master_addr, *on_divergence),
+                state: SlaveState::new(master_addr, *on_divergence, *probe_interval),
                 master_addr: master_addr.clone(),
             },
         })

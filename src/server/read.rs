@@ -1,71 +1,153 @@
-//! Reads that carry a write token (`Read` with `after`, `PROTOCOL.md`
-//! 5.2): answered once the token's write is visible on this node, after
-//! waiting for it up to the reader's deadline, or refused with a code the
-//! client can act on: `NotYetVisible` (with this node's visible seq: read
-//! the master instead) or `UnknownHistory` (waiting cannot help).
+//! Reads, plain or under conditions (`PROTOCOL.md` 5.2), and the read
+//! point a session keeps.
 //!
-//! What "visible" means is [`visible_seq`]'s alone. Today it is what the
-//! store has applied; a later step makes it "durable on the master", and
-//! only that function changes.
+//! - `after` (a write token): answered once the token's write is visible
+//!   on this node, after waiting for it up to the reader's deadline, or
+//!   refused with a code the client can act on: `NotYetVisible` (with this
+//!   node's visible seq: read the master instead) or `UnknownHistory`
+//!   (waiting cannot help).
+//! - `fresh` (a staleness bound): answered once this node can prove that
+//!   its data is at most that old, or refused with `TooStale` and the bound
+//!   it could prove. A master's (or standalone node's) data is the newest
+//!   there is: bound 0. A slave proves its bound from its probes (see
+//!   [`SlaveState::fresh_since`]); a read that needs a fresher proof asks
+//!   for a probe at once rather than wait for the next one.
 //!
-//! A waiting read sleeps on the slave's applied signal (see
-//! [`SlaveState::wait_applied`]) in its connection's own thread: no lock
-//! is held, no thread is started, nothing spins.
+//! "Visible" is [`visible_seq`]'s alone: on a slave, what the master has
+//! said is durable there and the slave has applied (the commit index).
+//!
+//! A waiting read sleeps on the slave's signal (see
+//! [`SlaveState::wait_applied`]) in its connection's own thread: no lock is
+//! held, no thread is started, nothing spins.
 
 use std::time::{Duration, Instant};
 
-use duokv_protocol::{ReadAfter, Response};
+use duokv_protocol::{MaxStaleness, ReadAfter, ReadPoint, Response};
 use duokv_storage::{Kinship, Store};
 
 use super::node::Node;
 use super::reply;
 use super::shared::Shared;
-use crate::replication::SlaveState;
 
-/// The longest a read waits for its write, whatever it asks: the server's
+/// The longest a read waits, whatever it asks: the server's
 /// `--idle-timeout` caps it too, so a waiting read never holds a
 /// connection longer than an idle one may stay open.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// The newest sequence number a read on this node can be sure to see:
-/// today, the last one the store applied (on a slave, the last batch of
-/// the master's stream it applied).
+/// The newest sequence number a read on this node can be sure to see: the
+/// store's newest visible one. On a slave that is what the master has said
+/// is durable and the slave has applied; nothing above it is ever shown.
 pub(crate) fn visible_seq(store: &Store) -> u64 {
     store.last_seq()
 }
 
-/// The answer to a read of `key` after the write `after`.
-pub(crate) fn answer(shared: &Shared, key: &[u8], after: ReadAfter) -> Response {
-    let store = &shared.store;
-    if let Some(refusal) = unknown_history(store, after) {
-        return refusal;
-    }
-    let wait = Duration::from_millis(u64::from(after.wait_ms))
+/// A read of `key`, with the conditions it carries; with `tokens` (the
+/// client's handshake asked for them) the value carries the read point.
+pub(crate) fn answer(
+    shared: &Shared,
+    key: &[u8],
+    after: Option<ReadAfter>,
+    fresh: Option<MaxStaleness>,
+    tokens: bool,
+) -> Response {
+    let waits = [after.map(|a| a.wait_ms), fresh.map(|f| f.wait_ms)];
+    let wait_ms = waits.into_iter().flatten().max().unwrap_or(0);
+    let wait = Duration::from_millis(u64::from(wait_ms))
         .min(MAX_WAIT)
         .min(shared.config.idle_timeout);
+    let deadline = Instant::now() + wait;
+    if let Some(after) = after
+        && let Some(refusal) = wait_for_write(shared, after, deadline, wait)
+    {
+        return refusal;
+    }
+    let value = match fresh {
+        None => shared.store.get_with_seq(key),
+        Some(fresh) => match read_fresh(shared, key, fresh, deadline, wait) {
+            Ok(found) => found,
+            Err(refusal) => return refusal,
+        },
+    };
+    let mut response = reply::value(value);
+    if tokens && let Response::Value { at, .. } = &mut response {
+        // Read after the value: the visible seq covers whatever it saw.
+        *at = Some(ReadPoint {
+            history: shared.store.history_id(),
+            visible_seq: visible_seq(&shared.store),
+        });
+    }
+    response
+}
+
+/// Waits until the write `after` is visible; `None` once it is, else the
+/// refusal to answer with.
+fn wait_for_write(
+    shared: &Shared,
+    after: ReadAfter,
+    deadline: Instant,
+    wait: Duration,
+) -> Option<Response> {
+    let store = &shared.store;
+    if let Some(refusal) = unknown_history(store, after) {
+        return Some(refusal);
+    }
     if let Node::Slave { state, .. } = &shared.node {
-        wait_visible(shared, state, after, Instant::now() + wait);
+        state.wait_applied(
+            || visible_seq(store) >= after.seq || shared.shutdown.is_requested(),
+            deadline,
+        );
         // A full resync to another history may have come meanwhile.
         if let Some(refusal) = unknown_history(store, after) {
-            return refusal;
+            return Some(refusal);
         }
     }
     // On a master (or standalone node) a write it acknowledged is visible
     // already: nothing there wakes a waiting read, so it does not wait.
     let visible = visible_seq(store);
-    if visible < after.seq {
-        return reply::not_yet_visible(visible, after, wait);
-    }
-    reply::value(store.get_with_seq(key))
+    (visible < after.seq).then(|| reply::not_yet_visible(visible, after, wait))
 }
 
-/// Sleeps until the write `after` is visible, the deadline passes, or the
-/// server stops.
-fn wait_visible(shared: &Shared, state: &SlaveState, after: ReadAfter, deadline: Instant) {
-    state.wait_applied(
-        || visible_seq(&shared.store) >= after.seq || shared.shutdown.is_requested(),
-        deadline,
-    );
+/// The value of `key` once this node can prove its data at most
+/// `fresh.max_staleness_us` old, or the `TooStale` refusal at the
+/// deadline.
+///
+/// The proof is taken before the value and measured after it: the slave's
+/// data held everything the master had made durable at `since` when the
+/// read began, so it did when it was read, and the value is at most
+/// `since.elapsed()` old when it is answered.
+fn read_fresh(
+    shared: &Shared,
+    key: &[u8],
+    fresh: MaxStaleness,
+    deadline: Instant,
+    wait: Duration,
+) -> Result<duokv_storage::Result<Option<(u64, Vec<u8>)>>, Response> {
+    let Node::Slave { state, .. } = &shared.node else {
+        return Ok(shared.store.get_with_seq(key));
+    };
+    let max = Duration::from_micros(u64::from(fresh.max_staleness_us));
+    let fresh_enough = || {
+        state
+            .fresh_since()
+            .is_some_and(|since| since.elapsed() <= max)
+    };
+    loop {
+        if let Some(since) = state.fresh_since() {
+            let found = shared.store.get_with_seq(key);
+            if since.elapsed() <= max {
+                return Ok(found);
+            }
+        }
+        if Instant::now() >= deadline || shared.shutdown.is_requested() {
+            let bound = state.fresh_since().map(|since| since.elapsed());
+            return Err(reply::too_stale(bound, max, wait, state.connected()));
+        }
+        state.want_probe();
+        state.wait_applied(
+            || fresh_enough() || shared.shutdown.is_requested(),
+            deadline,
+        );
+    }
 }
 
 /// The refusal of a token whose write this node's log cannot hold: one of

@@ -22,10 +22,12 @@ pub(crate) fn value(found: storage::Result<Option<(u64, Vec<u8>)>>) -> Response 
         Ok(Some((seq, value))) => Response::Value {
             value: Some(value),
             seq,
+            at: None,
         },
         Ok(None) => Response::Value {
             value: None,
             seq: 0,
+            at: None,
         },
         Err(e) => storage_error(&e),
     }
@@ -79,6 +81,34 @@ pub(crate) fn not_yet_visible(visible_seq: u64, after: ReadAfter, waited: Durati
             "write {:016x}:{} is not visible on this replica after {waited:?}: it is at seq \
              {visible_seq}; read the master, or retry",
             after.history, after.seq
+        ),
+    )
+}
+
+/// The answer to a read whose staleness bound `max` could not be proven
+/// within `waited`: the bound this node could prove, if any, and why.
+pub(crate) fn too_stale(
+    bound: Option<Duration>,
+    max: Duration,
+    waited: Duration,
+    connected: bool,
+) -> Response {
+    let bound_us = bound.map_or(u64::MAX, |b| {
+        u64::try_from(b.as_micros()).unwrap_or(u64::MAX)
+    });
+    let proven = match bound {
+        Some(bound) => format!("it can prove {bound:?}"),
+        None => "it can prove no bound: it has not heard from its master".to_string(),
+    };
+    let link = if connected {
+        ""
+    } else {
+        " (its master is not connected)"
+    };
+    Response::error(
+        ErrorCode::TooStale { bound_us },
+        format!(
+            "this replica cannot prove its data at most {max:?} old after {waited:?}:              {proven}{link}; read the master, or retry"
         ),
     )
 }

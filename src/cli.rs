@@ -112,8 +112,9 @@ pub struct ServerArgs {
     #[argh(option)]
     replica: Option<String>,
 
-    /// master only: sync (a write is answered once the slave acknowledged
-    /// it; default) or async (answered once the master applied it)
+    /// master only: sync (a write is answered once durable on both;
+    /// default), sync-visible (once also visible to readers on the slave,
+    /// like PostgreSQL's remote_apply) or async (once durable on the master)
     #[argh(option, default = "ReplicationMode::Sync")]
     replication: ReplicationMode,
 
@@ -180,6 +181,11 @@ pub struct ServerArgs {
     /// for tests: run this server's clock off by MS milliseconds
     #[argh(option, default = "0", hidden_help)]
     clock_offset_ms: i64,
+
+    /// for tests: once FILE exists, the next data sync loses what it would
+    /// have made durable (a power cut) and never returns
+    #[argh(option, hidden_help)]
+    test_power_cut_when: Option<PathBuf>,
 
     /// write one CSV line per write event (received, applied, visible, forwarded,
     /// acked, replied) to this file

@@ -74,6 +74,7 @@ pub mod doctest;
 pub mod duration;
 pub mod error;
 pub mod event_log;
+mod power_cut;
 pub mod replica_set;
 mod replication;
 mod server;

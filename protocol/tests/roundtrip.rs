@@ -558,4 +558,37 @@ fn the_replication_examples_of_protocol_md_are_exact() {
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05
         ]
     );
+    // Section 7.9: a commit notice through write 5, and probe 1.
+    let commit = common::replication_frame(Replication::Commit { seq: 5, probe: 0 });
+    let mut expected = vec![0x00, 0x00, 0x00, 0x19, 0x47];
+    expected.extend_from_slice(&5u64.to_be_bytes());
+    expected.extend_from_slice(&5u64.to_be_bytes());
+    expected.extend_from_slice(&0u64.to_be_bytes());
+    assert_eq!(commit.to_bytes().unwrap(), expected);
+    let probe = common::replication_frame(Replication::Probe { id: 1 });
+    let mut expected = vec![0x00, 0x00, 0x00, 0x11, 0x48];
+    expected.extend_from_slice(&0u64.to_be_bytes());
+    expected.extend_from_slice(&1u64.to_be_bytes());
+    assert_eq!(probe.to_bytes().unwrap(), expected);
+}
+
+#[test]
+fn the_max_staleness_example_of_protocol_md_is_exact() {
+    // Section 5.2: at most 5 ms stale, waiting up to 50 ms, after key `k`.
+    let read = Frame::request(
+        1,
+        Request::Read {
+            key: b"k".to_vec(),
+            after: None,
+            fresh: Some(duokv_protocol::MaxStaleness {
+                max_staleness_us: 5_000,
+                wait_ms: 50,
+            }),
+        },
+    );
+    let bytes = read.to_bytes().unwrap();
+    assert_eq!(
+        bytes[bytes.len() - 11..],
+        [0x02, 0x00, 0x08, 0x00, 0x00, 0x13, 0x88, 0x00, 0x00, 0x00, 0x32]
+    );
 }

@@ -26,6 +26,16 @@
 //! new history each time it starts (see `duokv_storage::history`), so such
 //! a slave is told apart and resynced, never continued.
 //!
+//! **Commit notices** (`PROTOCOL.md` 7.9), when the slave takes them up in
+//! the handshake: the store tells the replicator each time its durable seq
+//! moves, and the sender passes it on as `Commit`, after the appends it
+//! covers; it answers each of the slave's `Probe`s with a `Commit` naming
+//! the probe and the durable seq read once the probe has arrived. The
+//! slave shows a write only once a `Commit` covers it, so it never shows a
+//! write this master could still lose, and it proves its staleness bound
+//! from the probes' answers. It reports what it shows with `Visible`, on
+//! which `--replication sync-visible` writes wait.
+//!
 //! Nothing blocks on the link: a batch only goes on a bounded channel.
 //! While the slave is away, or if the channel overflows, queued writes are
 //! dropped and the log, which has them all, is read instead when the link
@@ -41,8 +51,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use duokv_protocol::{
-    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    NodeRole, ReplicatedOp, Replication, Role, StreamFields,
+    self as protocol, FEATURE_COMMIT_NOTICES, Frame, Handshake, HandshakeFields, HandshakeReply,
+    HandshakeStatus, Message, NodeRole, ReplicatedOp, Replication, Role, StreamFields,
 };
 use duokv_storage::{self as storage, ObservePoint, Store};
 use log::{debug, error, info, warn};
@@ -109,6 +119,12 @@ pub struct LinkStatus {
     pub up: bool,
     /// Every write up to this seq is applied on the slave.
     pub acked_seq: u64,
+    /// Every write up to this seq is visible to readers on the slave.
+    pub visible_seq: u64,
+    /// Every write up to this seq is durable on this master.
+    pub durable_seq: u64,
+    /// Whether the slave takes commit notices (the session's handshake).
+    pub commit_notices: bool,
     /// How long the oldest write the slave has not acknowledged has waited.
     pub lag: Duration,
     /// Successful connections to the slave.
@@ -128,9 +144,20 @@ pub struct LinkStatus {
 
 /// A write for the sender.
 #[derive(Debug)]
-struct Outgoing {
+struct OutgoingWrite {
     seq: u64,
     op: ReplicatedOp,
+}
+
+/// What the sender is given to send.
+#[derive(Debug)]
+enum Outgoing {
+    /// A run of written records.
+    Writes(Vec<OutgoingWrite>),
+    /// The store is durable through this seq.
+    Durable(u64),
+    /// The slave's probe of this id, to answer.
+    Probe(u64),
 }
 
 /// State the writers, the sender and the ack reader share.
@@ -147,7 +174,7 @@ struct Link {
     state: Mutex<LinkState>,
     /// Where the store's batches go to the sender; taken on stop, which
     /// ends the sender's wait.
-    queue: Mutex<Option<Sender<Vec<Outgoing>>>>,
+    queue: Mutex<Option<Sender<Outgoing>>>,
     /// Wakes the timeout thread to stop.
     timer: Condvar,
     stop: AtomicBool,
@@ -159,6 +186,12 @@ struct LinkState {
     up: bool,
     acked_seq: u64,
     acked_at_ns: u64,
+    /// What the slave shows (its `Visible`; its acks when it takes no
+    /// commit notices, since it then shows what it applied).
+    visible_seq: u64,
+    visible_at_ns: u64,
+    /// Whether this session's slave takes commit notices.
+    notices: bool,
     submitted: VecDeque<(u64, Instant)>,
     connects: u64,
     partial_resyncs: u64,
@@ -195,10 +228,20 @@ impl std::fmt::Debug for Awaiting {
 }
 
 impl LinkState {
-    /// Takes the waiting writes the slave's ack covers, to complete once
-    /// the lock is released.
-    fn take_covered(&mut self) -> Vec<AckCompletion> {
-        let later = self.awaiting.split_off(&(self.acked_seq + 1));
+    /// The newest seq a sync write of `mode` may be answered at, and when
+    /// the slave said so.
+    fn covered(&self, mode: ReplicationMode) -> (u64, u64) {
+        match mode {
+            ReplicationMode::SyncVisible => (self.visible_seq, self.visible_at_ns),
+            ReplicationMode::Sync | ReplicationMode::Async => (self.acked_seq, self.acked_at_ns),
+        }
+    }
+
+    /// Takes the waiting writes the slave's ack (or, in `sync-visible`
+    /// mode, its `Visible`) covers, to complete once the lock is released.
+    fn take_covered(&mut self, mode: ReplicationMode) -> Vec<AckCompletion> {
+        let (covered, _) = self.covered(mode);
+        let later = self.awaiting.split_off(&(covered + 1));
         Self::completions(std::mem::replace(&mut self.awaiting, later))
     }
 
@@ -282,6 +325,15 @@ impl Replicator {
         if !observing {
             return Err(std::io::Error::other("the store already has a write observer").into());
         }
+        let durable_link = Arc::downgrade(&link);
+        let watching = link.store.observe_durable(Box::new(move |seq| {
+            if let Some(link) = durable_link.upgrade() {
+                link.enqueue(Outgoing::Durable(seq));
+            }
+        }));
+        if !watching {
+            return Err(std::io::Error::other("the store already has a durable observer").into());
+        }
         let thread_link = link.clone();
         let sender = std::thread::Builder::new()
             .name("replication".into())
@@ -315,12 +367,10 @@ impl Replicator {
     pub fn when_acked(&self, seq: u64, done: AckCompletion) {
         let settings = &self.link.settings;
         let mut state = self.link.lock();
-        if state.acked_seq >= seq {
-            let outcome = AckOutcome::Acked {
-                at_ns: state.acked_at_ns,
-            };
+        let (covered, at_ns) = state.covered(settings.mode);
+        if covered >= seq {
             drop(state);
-            return done(outcome);
+            return done(AckOutcome::Acked { at_ns });
         }
         if settings.fallback_async && !state.up {
             state.fall_back(&settings.replica);
@@ -341,6 +391,9 @@ impl Replicator {
             mode: self.link.settings.mode,
             up: state.up,
             acked_seq: state.acked_seq,
+            visible_seq: state.visible_seq,
+            durable_seq: self.link.store.durable_seq(),
+            commit_notices: state.notices,
             lag: state
                 .submitted
                 .front()
@@ -413,14 +466,21 @@ impl Link {
         }
         let batch = records
             .into_iter()
-            .map(|record| Outgoing {
+            .map(|record| OutgoingWrite {
                 seq: record.seq,
                 op: wire::to_wire(record.op),
             })
             .collect();
+        self.enqueue(Outgoing::Writes(batch));
+    }
+
+    /// Hands `item` to the sender. Never blocks: on a full queue the
+    /// sender is told to catch up from the log instead (and to send the
+    /// durable seq then).
+    fn enqueue(&self, item: Outgoing) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let Some(queue) = queue.as_ref() else { return };
-        match queue.try_send(batch) {
+        match queue.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 if !self.overflowed.swap(true, Ordering::SeqCst) {
@@ -438,6 +498,11 @@ impl Link {
         if seq > state.acked_seq {
             state.acked_seq = seq;
             state.acked_at_ns = at_ns;
+        }
+        if !state.notices && seq > state.visible_seq {
+            // A slave without commit notices shows what it applied.
+            state.visible_seq = seq;
+            state.visible_at_ns = at_ns;
         }
         while state.submitted.front().is_some_and(|(s, _)| *s <= seq) {
             state.submitted.pop_front();
@@ -457,7 +522,20 @@ impl Link {
                 self.settings.replica
             );
         }
-        let covered = state.take_covered();
+        let covered = state.take_covered(self.settings.mode);
+        drop(state);
+        complete(covered, AckOutcome::Acked { at_ns });
+    }
+
+    /// The slave shows every write up to `seq` to its readers.
+    fn on_visible(&self, seq: u64) {
+        let at_ns = now_ns();
+        let mut state = self.lock();
+        if seq > state.visible_seq {
+            state.visible_seq = seq;
+            state.visible_at_ns = at_ns;
+        }
+        let covered = state.take_covered(self.settings.mode);
         drop(state);
         complete(covered, AckOutcome::Acked { at_ns });
     }
@@ -465,17 +543,21 @@ impl Link {
     /// A session to the slave began on `stream`; the slave holds writes up
     /// to `slave_last_seq`, of this history or not. The sync writes that
     /// covers are complete.
-    fn set_up(&self, stream: TcpStream, slave_last_seq: u64, same_history: bool) {
+    fn set_up(&self, stream: TcpStream, slave_last_seq: u64, same_history: bool, notices: bool) {
         let mut state = self.lock();
         state.up = true;
         state.backoff = Duration::ZERO;
         state.connects += 1;
         state.stream = Some(stream);
+        state.notices = notices;
         if same_history && slave_last_seq <= self.store.last_seq() {
             state.acked_seq = slave_last_seq;
+            if !notices {
+                state.visible_seq = slave_last_seq;
+            }
         }
-        let covered = state.take_covered();
-        let at_ns = state.acked_at_ns;
+        let covered = state.take_covered(self.settings.mode);
+        let (_, at_ns) = state.covered(self.settings.mode);
         drop(state);
         complete(covered, AckOutcome::Acked { at_ns });
     }
@@ -554,7 +636,7 @@ fn run_timer(link: &Link) {
 
 /// The sender thread: connect, serve the session, wait out the backoff,
 /// repeat until stopped.
-fn run_sender(link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) {
+fn run_sender(link: &Arc<Link>, queue: &Receiver<Outgoing>) {
     let mut backoff = MIN_BACKOFF;
     while !link.stopping() {
         let why = match Session::open(link) {
@@ -595,6 +677,8 @@ struct Session {
     slave_last_seq: u64,
     /// Whether the slave's log is a prefix of this history.
     same_history: bool,
+    /// Whether the slave takes commit notices.
+    notices: bool,
 }
 
 impl Session {
@@ -604,7 +688,7 @@ impl Session {
         let stream = dial(addr)?;
         let mut writer = BufWriter::with_capacity(256 * 1024, stream.try_clone()?);
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-        let history = handshake(link, writer.get_mut(), &mut reader)?;
+        let (history, notices) = handshake(link, writer.get_mut(), &mut reader)?;
         let (last_seq, replication_id) = read_hello(&mut reader)?;
         let same_history = replication_id == history;
         if !same_history {
@@ -616,24 +700,30 @@ impl Session {
         // The ack reader blocks without a timeout: the link may be idle for
         // as long as there are no writes; stop cuts it with a shutdown.
         stream.set_read_timeout(None)?;
-        link.set_up(stream, last_seq, same_history);
-        info!("replication link to slave {addr} up; the slave holds writes up to seq {last_seq}");
+        link.set_up(stream, last_seq, same_history, notices);
+        info!(
+            "replication link to slave {addr} up; the slave holds writes up to seq {last_seq}; \
+             commit notices {}",
+            if notices { "on" } else { "off: an older slave" }
+        );
         Ok(Session {
             writer,
             reader,
             slave_last_seq: last_seq,
             same_history,
+            notices,
         })
     }
 
     /// Catches the slave up, then forwards live writes until the link or
     /// the master stops. Returns why it ended.
-    fn run(self, link: &Arc<Link>, queue: &Receiver<Vec<Outgoing>>) -> String {
+    fn run(self, link: &Arc<Link>, queue: &Receiver<Outgoing>) -> String {
         let Session {
             mut writer,
             reader,
             slave_last_seq,
             same_history,
+            notices,
         } = self;
         let broken = Arc::new(AtomicBool::new(false));
         let acks = {
@@ -646,14 +736,13 @@ impl Session {
             Ok(acks) => acks,
             Err(e) => return format!("cannot start the ack reader: {e}"),
         };
-        let result = forward(
+        let sending = Sending {
             link,
             queue,
-            &mut writer,
-            slave_last_seq,
-            same_history,
-            &broken,
-        );
+            notices,
+            commit_sent: 0,
+        };
+        let result = sending.forward(&mut writer, slave_last_seq, same_history, &broken);
         let _ = writer.get_ref().shutdown(Shutdown::Both);
         let ended = acks.join().ok().flatten();
         // What the slave said (a resync request, a close) explains a
@@ -684,14 +773,15 @@ fn dial(addr: &str) -> crate::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Says this is the replication stream, with the master's history and the
-/// auth token, and checks that a slave accepted it. Returns the history ID
-/// sent.
+/// Says this is the replication stream, with the master's history, the
+/// auth token and the features it offers, and checks that a slave
+/// accepted it. Returns the history ID sent and whether the slave takes
+/// commit notices.
 fn handshake(
     link: &Link,
     stream: &mut TcpStream,
     reader: &mut BufReader<TcpStream>,
-) -> crate::Result<u64> {
+) -> crate::Result<(u64, bool)> {
     let addr = &link.settings.replica;
     // A replica stream's handshake carries the master's history ID, so
     // that an empty slave can join it (see PROTOCOL.md).
@@ -703,7 +793,7 @@ fn handshake(
     };
     let stream_fields = StreamFields {
         master_addr: Some(link.listen_addr.clone()),
-        features: 0,
+        features: FEATURE_COMMIT_NOTICES,
     };
     let mut hello =
         Handshake::with_fields(Role::Replica, &fields).map_err(protocol::Error::from)?;
@@ -726,7 +816,7 @@ fn handshake(
             reason: format!("{addr} is a {:?}, not a slave", reply.node_role).to_lowercase(),
         });
     }
-    Ok(history)
+    Ok((history, reply.features() & FEATURE_COMMIT_NOTICES != 0))
 }
 
 /// The slave's `Hello`: the last seq it holds, and its history ID.
@@ -755,6 +845,14 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
                 message: Message::Replication(Replication::Ack { seq }),
                 ..
             })) => link.on_ack(seq),
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::Visible { seq }),
+                ..
+            })) => link.on_visible(seq),
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::Probe { id }),
+                ..
+            })) => link.enqueue(Outgoing::Probe(id)),
             Ok(Some(Frame {
                 message: Message::Replication(Replication::ResyncRequest { reason }),
                 ..
@@ -788,135 +886,197 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
     why
 }
 
-/// The sending half of a session: catch-up, then the live stream.
-fn forward(
-    link: &Link,
-    queue: &Receiver<Vec<Outgoing>>,
-    writer: &mut BufWriter<TcpStream>,
-    slave_last_seq: u64,
-    same_history: bool,
-    broken: &AtomicBool,
-) -> crate::Result<()> {
-    let resync = std::mem::take(&mut link.lock().resync_requested);
-    let mut next = if resync || !same_history {
-        send_snapshot(link, writer)?
-    } else {
-        catch_up(link, writer, slave_last_seq)?
-    };
-    let mut waiting: BTreeMap<u64, ReplicatedOp> = BTreeMap::new();
-    let mut gap_since: Option<Instant> = None;
-    loop {
-        if link.stopping() || broken.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        if link.overflowed.swap(false, Ordering::SeqCst) {
-            while queue.try_recv().is_ok() {}
-            waiting.clear();
-            next = catch_up_live(link, writer, next - 1)?;
-            continue;
-        }
-        match queue.recv_timeout(Duration::from_millis(50)) {
-            Ok(first) => {
-                for item in std::iter::once(first).chain(queue.try_iter()).flatten() {
-                    if item.seq >= next {
-                        waiting.insert(item.seq, item.op);
+/// The sending half of a session: catch-up, then the live stream, with
+/// commit notices when the slave takes them.
+struct Sending<'a> {
+    link: &'a Link,
+    queue: &'a Receiver<Outgoing>,
+    notices: bool,
+    /// The durable seq the last `Commit` named.
+    commit_sent: u64,
+}
+
+impl Sending<'_> {
+    /// Catches the slave up, then forwards what the queue brings until the
+    /// link or the master stops.
+    fn forward(
+        mut self,
+        writer: &mut BufWriter<TcpStream>,
+        slave_last_seq: u64,
+        same_history: bool,
+        broken: &AtomicBool,
+    ) -> crate::Result<()> {
+        let link = self.link;
+        let resync = std::mem::take(&mut link.lock().resync_requested);
+        let mut next = if resync || !same_history {
+            self.send_snapshot(writer)?
+        } else {
+            self.catch_up(writer, slave_last_seq)?
+        };
+        self.send_commit(writer, link.store.durable_seq(), 0)?;
+        writer.flush()?;
+        let mut waiting: BTreeMap<u64, ReplicatedOp> = BTreeMap::new();
+        let mut gap_since: Option<Instant> = None;
+        loop {
+            if link.stopping() || broken.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if link.overflowed.swap(false, Ordering::SeqCst) {
+                while self.queue.try_recv().is_ok() {}
+                waiting.clear();
+                next = self.catch_up_live(writer, next - 1)?;
+                self.send_commit(writer, link.store.durable_seq(), 0)?;
+                continue;
+            }
+            let mut durable = None;
+            let mut probes = Vec::new();
+            match self.queue.recv_timeout(Duration::from_millis(50)) {
+                Ok(first) => {
+                    for item in std::iter::once(first).chain(self.queue.try_iter()) {
+                        match item {
+                            Outgoing::Writes(writes) => {
+                                for write in writes.into_iter().filter(|w| w.seq >= next) {
+                                    waiting.insert(write.seq, write.op);
+                                }
+                            }
+                            Outgoing::Durable(seq) => durable = durable.max(Some(seq)),
+                            Outgoing::Probe(id) => probes.push(id),
+                        }
                     }
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        let mut sent = false;
-        while let Some(op) = waiting.remove(&next) {
-            send_append(link, writer, next, op)?;
-            next += 1;
-            sent = true;
-        }
-        if sent {
-            writer.flush()?;
-        }
-        if waiting.is_empty() {
-            gap_since = None;
-        } else if gap_since.get_or_insert_with(Instant::now).elapsed() > GAP_PATIENCE {
-            // A write never came through the queue: the log has it.
-            debug!("seq {next} missing from the queue; reading the log");
-            next = catch_up_live(link, writer, next - 1)?;
-            waiting.retain(|&seq, _| seq >= next);
-            gap_since = None;
+            let mut sent = false;
+            while let Some(op) = waiting.remove(&next) {
+                send_append(link, writer, next, op)?;
+                next += 1;
+                sent = true;
+            }
+            if let Some(seq) = durable {
+                sent |= self.send_commit(writer, seq, 0)?;
+            }
+            for id in probes {
+                // Read after the probe arrived: see `PROTOCOL.md` 7.9.
+                sent |= self.send_commit(writer, link.store.durable_seq(), id)?;
+            }
+            if sent {
+                writer.flush()?;
+            }
+            if waiting.is_empty() {
+                gap_since = None;
+            } else if gap_since.get_or_insert_with(Instant::now).elapsed() > GAP_PATIENCE {
+                // A write never came through the queue: the log has it.
+                debug!("seq {next} missing from the queue; reading the log");
+                next = self.catch_up_live(writer, next - 1)?;
+                waiting.retain(|&seq, _| seq >= next);
+                gap_since = None;
+            }
         }
     }
-}
 
-/// [`catch_up`] in the middle of a session, from `since`, the last seq
-/// sent. Records are sent before they are durable (and visible to the
-/// log's readers), so the log may not have reached `since` yet: then there
-/// is nothing to read, and the records still to come arrive as usual.
-fn catch_up_live(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
-    if since > link.store.last_seq() {
-        return Ok(since + 1);
-    }
-    catch_up(link, writer, since)
-}
-
-/// Sends every record after `since` from the log, or a snapshot if the log
-/// no longer has them all (or never had them: a slave ahead of the master
-/// holds writes the master lost). Returns the next seq to send.
-fn catch_up(link: &Link, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
-    let records = match link.store.records_since(since) {
-        Ok(records) => records,
-        Err(e @ (storage::Error::Compacted { .. } | storage::Error::UnknownSeq { .. })) => {
-            info!("slave {} needs a full resync: {e}", link.settings.replica);
-            return send_snapshot(link, writer);
+    /// Writes a `Commit` of `seq` answering `probe` (0: none) into the
+    /// buffer, if the slave takes them and it says something new: a probe
+    /// is always answered, a plain notice only when the seq moved. Returns
+    /// whether it wrote one.
+    fn send_commit(
+        &mut self,
+        writer: &mut BufWriter<TcpStream>,
+        seq: u64,
+        probe: u64,
+    ) -> crate::Result<bool> {
+        if !self.notices || (probe == 0 && seq <= self.commit_sent) {
+            return Ok(false);
         }
-        Err(e) => return Err(e.into()),
-    };
-    let until = records.until();
-    let mut count = 0u64;
-    for record in records {
-        let record = record?;
-        send_append(link, writer, record.seq, wire::to_wire(record.op))?;
-        count += 1;
+        self.commit_sent = self.commit_sent.max(seq);
+        let commit = Replication::Commit { seq, probe };
+        protocol::write_frame(writer, &wire::frame(seq, commit))?;
+        Ok(true)
     }
-    writer.flush()?;
-    if count > 0 {
-        link.lock().partial_resyncs += 1;
-        info!(
-            "caught slave {} up from the log: {count} writes, seq {} to {until}",
-            link.settings.replica,
-            since + 1
-        );
-    }
-    Ok(until.max(since) + 1)
-}
 
-/// Sends a full snapshot. Returns the next seq to send.
-fn send_snapshot(link: &Link, writer: &mut BufWriter<TcpStream>) -> crate::Result<u64> {
-    let snapshot = link.store.snapshot();
-    let seq = snapshot.seq();
-    let entries = snapshot.size_hint().0 as u64;
-    info!(
-        "sending slave {} a full snapshot: {entries} keys as of seq {seq}",
-        link.settings.replica
-    );
-    let begin = Replication::SnapshotBegin {
-        seq,
-        replication_id: link.store.history_id(),
-        entries,
-    };
-    protocol::write_frame(writer, &wire::frame(seq, begin))?;
-    for entry in snapshot {
-        let entry = entry?;
-        let frame = Replication::SnapshotEntry {
-            seq: entry.seq,
-            key: entry.key,
-            value: entry.value,
+    /// [`catch_up`](Self::catch_up) in the middle of a session, from
+    /// `since`, the last seq sent. Records are sent before they are durable
+    /// (and visible to the log's readers), so the log may not have reached
+    /// `since` yet: then there is nothing to read, and the records still to
+    /// come arrive as usual.
+    fn catch_up_live(
+        &mut self,
+        writer: &mut BufWriter<TcpStream>,
+        since: u64,
+    ) -> crate::Result<u64> {
+        if since > self.link.store.last_seq() {
+            return Ok(since + 1);
+        }
+        self.catch_up(writer, since)
+    }
+
+    /// Sends every record after `since` from the log, or a snapshot if the
+    /// log no longer has them all (or never had them: a slave ahead of the
+    /// master holds writes the master lost). Returns the next seq to send.
+    fn catch_up(&mut self, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
+        let link = self.link;
+        let records = match link.store.records_since(since) {
+            Ok(records) => records,
+            Err(e @ (storage::Error::Compacted { .. } | storage::Error::UnknownSeq { .. })) => {
+                info!("slave {} needs a full resync: {e}", link.settings.replica);
+                return self.send_snapshot(writer);
+            }
+            Err(e) => return Err(e.into()),
         };
-        protocol::write_frame(writer, &wire::frame(entry.seq, frame))?;
+        let until = records.until();
+        let mut count = 0u64;
+        for record in records {
+            let record = record?;
+            send_append(link, writer, record.seq, wire::to_wire(record.op))?;
+            count += 1;
+        }
+        writer.flush()?;
+        if count > 0 {
+            link.lock().partial_resyncs += 1;
+            info!(
+                "caught slave {} up from the log: {count} writes, seq {} to {until}",
+                link.settings.replica,
+                since + 1
+            );
+        }
+        Ok(until.max(since) + 1)
     }
-    protocol::write_frame(writer, &wire::frame(seq, Replication::SnapshotEnd { seq }))?;
-    writer.flush()?;
-    link.lock().full_resyncs += 1;
-    Ok(seq + 1)
+
+    /// Sends a full snapshot. Returns the next seq to send.
+    ///
+    /// The store is synced once the snapshot is taken, before it is sent:
+    /// under `--fsync every` its newest records may not be durable yet,
+    /// and the slave shows a snapshot's contents at once.
+    fn send_snapshot(&mut self, writer: &mut BufWriter<TcpStream>) -> crate::Result<u64> {
+        let link = self.link;
+        let snapshot = link.store.snapshot();
+        link.store.sync()?;
+        let seq = snapshot.seq();
+        let entries = snapshot.size_hint().0 as u64;
+        info!(
+            "sending slave {} a full snapshot: {entries} keys as of seq {seq}",
+            link.settings.replica
+        );
+        let begin = Replication::SnapshotBegin {
+            seq,
+            replication_id: link.store.history_id(),
+            entries,
+        };
+        protocol::write_frame(writer, &wire::frame(seq, begin))?;
+        for entry in snapshot {
+            let entry = entry?;
+            let frame = Replication::SnapshotEntry {
+                seq: entry.seq,
+                key: entry.key,
+                value: entry.value,
+            };
+            protocol::write_frame(writer, &wire::frame(entry.seq, frame))?;
+        }
+        protocol::write_frame(writer, &wire::frame(seq, Replication::SnapshotEnd { seq }))?;
+        writer.flush()?;
+        link.lock().full_resyncs += 1;
+        Ok(seq + 1)
+    }
 }
 
 /// Writes one `Append` into the buffer (flushed by the caller).

@@ -44,10 +44,24 @@ impl std::fmt::Display for Forward {
 /// How a master replicates its writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationMode {
-    /// The client's reply waits for the slave's acknowledgement.
+    /// The client's reply waits for the slave's acknowledgement: the write
+    /// is durable on both. It becomes visible on the slave a commit notice
+    /// later (read it there with its token to be sure to see it).
     Sync,
+    /// The client's reply also waits until the write is visible to readers
+    /// on the slave (PostgreSQL's `remote_apply`): a read on the slave
+    /// right after the reply sees it, at the price of the commit notice's
+    /// trip.
+    SyncVisible,
     /// The client's reply is sent once the master applied the write.
     Async,
+}
+
+impl ReplicationMode {
+    /// Whether a write's reply waits for the slave.
+    pub fn is_sync(self) -> bool {
+        matches!(self, ReplicationMode::Sync | ReplicationMode::SyncVisible)
+    }
 }
 
 impl std::str::FromStr for ReplicationMode {
@@ -56,8 +70,9 @@ impl std::str::FromStr for ReplicationMode {
     fn from_str(text: &str) -> Result<Self, String> {
         match text {
             "sync" => Ok(ReplicationMode::Sync),
+            "sync-visible" => Ok(ReplicationMode::SyncVisible),
             "async" => Ok(ReplicationMode::Async),
-            _ => Err(format!("`{text}`: use sync or async")),
+            _ => Err(format!("`{text}`: use sync, sync-visible or async")),
         }
     }
 }
@@ -66,6 +81,7 @@ impl std::fmt::Display for ReplicationMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ReplicationMode::Sync => "sync",
+            ReplicationMode::SyncVisible => "sync-visible",
             ReplicationMode::Async => "async",
         })
     }

@@ -35,7 +35,7 @@
 //! a bounded read needs a fresher proof): see [`freshness`](super::freshness).
 //! With an older master the slave shows each batch once applied.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -376,7 +376,8 @@ impl SlaveState {
 }
 
 /// Serves an [admitted](SlaveState::admit) replication stream from the
-/// master until it ends.
+/// master until it ends. With commit notices, a prober thread sends the
+/// stream's probes meanwhile.
 pub fn serve_stream<R: Read>(
     store: &Store,
     state: &SlaveState,
@@ -386,30 +387,77 @@ pub fn serve_stream<R: Read>(
     admitted: Admitted,
 ) {
     let id = admitted.id;
+    let notices = admitted.features & FEATURE_COMMIT_NOTICES != 0;
     info!(
-        "replication stream from master {peer}; this store holds writes up to seq {}",
-        store.last_seq()
+        "replication stream from master {peer}; this store holds writes up to seq {} (visible \
+         up to {}); commit notices {}",
+        store.applied_seq(),
+        store.last_seq(),
+        if notices {
+            "on"
+        } else {
+            "off: an older master"
+        }
     );
+    let writer = StreamWriter {
+        stream,
+        one_at_a_time: Mutex::new(()),
+    };
     let applier = Applier {
         store,
         state,
         events,
-        writer: stream,
+        writer: &writer,
         reader,
         peer,
         master_history: admitted.history_id,
+        notices,
         halted: false,
         pending: None,
+        commits: Vec::new(),
+        shown: store.last_seq(),
+        held_keys: VecDeque::new(),
     };
-    if let Err(e) = apply_stream(applier) {
-        warn!(
+    let ended = std::thread::scope(|scope| {
+        if notices {
+            state.freshness.start();
+            let prober = std::thread::Builder::new()
+                .name("replication-probe".into())
+                .spawn_scoped(scope, || run_prober(state, &writer));
+            if let Err(e) = prober {
+                warn!("cannot start the prober: {e}; reads with a staleness bound will be refused");
+            }
+        }
+        let ended = apply_stream(applier);
+        state.freshness.stop();
+        // The prober may be writing: cut the stream so a blocked write
+        // returns, before the scope joins it.
+        let _ = stream.shutdown(Shutdown::Both);
+        ended
+    });
+    match ended {
+        Err(e) => warn!(
             "replication stream from {peer} ended: {}",
             crate::error::chain(&e)
-        );
-    } else {
-        info!("replication stream from {peer} closed");
+        ),
+        Ok(()) => info!("replication stream from {peer} closed"),
     }
+    // Bounded reads waiting for a proof learn that none will come.
+    state.wake_reads();
     state.release(id);
+}
+
+/// The prober: a `Probe` each time one is due, until the stream ends.
+fn run_prober(state: &SlaveState, writer: &StreamWriter<'_>) {
+    while let Some(id) = state
+        .freshness
+        .next_probe(state.probe_interval, MIN_PROBE_GAP)
+    {
+        if let Err(e) = writer.send(Replication::Probe { id }) {
+            debug!("probe {id} not sent: {e}");
+            return;
+        }
+    }
 }
 
 /// Gives up a stream admitted but never served (its handshake reply could
@@ -459,7 +507,7 @@ fn join_history(
     peer: &str,
 ) -> Result<(), Refusal> {
     let own = store.history_id();
-    let last_seq = store.last_seq();
+    let last_seq = store.applied_seq();
     let theirs = master_history.id;
     if theirs == own {
         return Ok(());
@@ -517,9 +565,9 @@ fn join_history(
 fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
     let (store, peer) = (applier.store, applier.peer);
     // The stream may be idle as long as the master takes no writes.
-    applier.writer.set_read_timeout(None)?;
-    applier.send(Replication::Hello {
-        last_seq: store.last_seq(),
+    applier.writer.stream.set_read_timeout(None)?;
+    applier.writer.send(Replication::Hello {
+        last_seq: store.applied_seq(),
         replication_id: store.history_id(),
     })?;
     while let Some(frame) = applier.next_frame()? {
@@ -527,6 +575,11 @@ fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
             Message::Replication(Replication::Append { seq, op }) => {
                 let batch = applier.read_batch(seq, op)?;
                 applier.apply(&batch)?;
+                applier.take_commits()?;
+            }
+            Message::Replication(Replication::Commit { seq, probe }) if applier.notices => {
+                applier.commits.push((seq, probe));
+                applier.take_commits()?;
             }
             Message::Replication(Replication::SnapshotBegin {
                 seq,
@@ -549,23 +602,51 @@ fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
     Ok(())
 }
 
+/// The slave's half of the stream's socket, shared by the applier (acks,
+/// `Visible`) and the prober (`Probe`): one frame at a time.
+struct StreamWriter<'a> {
+    stream: &'a TcpStream,
+    one_at_a_time: Mutex<()>,
+}
+
+impl StreamWriter<'_> {
+    fn send(&self, message: Replication) -> crate::Result<()> {
+        let _turn = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = message.seq().unwrap_or(0);
+        let mut stream = self.stream;
+        protocol::write_frame(&mut stream, &wire::frame(seq, message))?;
+        stream.flush()?;
+        Ok(())
+    }
+}
+
 /// One stream's frames being applied to the store.
 struct Applier<'a, R> {
     store: &'a Store,
     /// Whose waiting reads to wake after each batch.
     state: &'a SlaveState,
     events: Option<&'a EventSink>,
-    writer: &'a TcpStream,
+    writer: &'a StreamWriter<'a>,
     reader: &'a mut BufReader<R>,
     peer: &'a str,
     /// The history id the master's handshake carried, which its snapshots
     /// must carry too.
     master_history: u64,
+    /// Both sides use commit notices: a write is shown once a `Commit`
+    /// covers it, not once applied.
+    notices: bool,
     /// A write did not follow the last one: nothing is applied until the
     /// full resync asked for arrives.
     halted: bool,
     /// A frame read while taking a batch, which is not part of it.
     pending: Option<Frame>,
+    /// `Commit`s read while taking a batch, to take once it is applied.
+    commits: Vec<(u64, u64)>,
+    /// The newest seq shown to readers, as last told to the master.
+    shown: u64,
+    /// Applied writes not yet shown, for their `visible` events (only
+    /// with an event log).
+    held_keys: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl<R: Read> Applier<'_, R> {
@@ -578,7 +659,8 @@ impl<R: Read> Applier<'_, R> {
     }
 
     /// The `Append` of `seq` and every `Append` already buffered after it,
-    /// to apply with one commit.
+    /// to apply with one commit. `Commit`s among them are kept for after
+    /// the batch, so that they do not cut it short.
     fn read_batch(&mut self, seq: u64, op: ReplicatedOp) -> crate::Result<Vec<Record>> {
         let mut batch = vec![record(seq, op, self.events)];
         while batch.len() < MAX_BATCH && Frame::check(self.reader.buffer()).is_ok() {
@@ -588,6 +670,9 @@ impl<R: Read> Applier<'_, R> {
             match next.message {
                 Message::Replication(Replication::Append { seq, op }) => {
                     batch.push(record(seq, op, self.events))
+                }
+                Message::Replication(Replication::Commit { seq, probe }) if self.notices => {
+                    self.commits.push((seq, probe));
                 }
                 _ => {
                     self.pending = Some(next);
@@ -600,22 +685,30 @@ impl<R: Read> Applier<'_, R> {
 
     /// Applies `batch` with one commit and acknowledges it; a batch that
     /// does not follow the store's last write halts the stream and asks
-    /// for a full resync instead.
+    /// for a full resync instead. Without commit notices the batch is
+    /// shown at once.
     fn apply(&mut self, batch: &[Record]) -> crate::Result<()> {
         if self.halted {
             return Ok(());
         }
         match self.store.apply_batch(batch) {
             Ok(()) => {
-                self.state.wake_reads();
                 let last = batch.last().map_or(0, |r| r.seq);
                 if let Some(events) = self.events {
                     let at_ns = now_ns();
                     for record in batch {
                         events.record_at(EventKind::Applied, record.seq, record.op.key(), at_ns);
+                        self.held_keys
+                            .push_back((record.seq, record.op.key().to_vec()));
                     }
                 }
-                self.send(Replication::Ack { seq: last })
+                self.writer.send(Replication::Ack { seq: last })?;
+                let visible = if self.notices {
+                    self.store.last_seq()
+                } else {
+                    self.store.publish_through(last)?
+                };
+                self.show(visible)
             }
             Err(storage::Error::OutOfOrder { expected, got }) => {
                 let reason = format!("expected seq {expected}, the master sent {got}");
@@ -624,12 +717,49 @@ impl<R: Read> Applier<'_, R> {
                      resync (nothing is applied until it arrives)",
                     self.peer
                 );
-                self.send(Replication::ResyncRequest { reason })?;
+                self.writer.send(Replication::ResyncRequest { reason })?;
                 self.halted = true;
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Takes the `Commit`s read so far: shows what they cover, and what
+    /// their probes' answers prove.
+    fn take_commits(&mut self) -> crate::Result<()> {
+        for (seq, probe) in std::mem::take(&mut self.commits) {
+            let visible = self.store.publish_through(seq)?;
+            if self.state.freshness.on_commit(seq, probe, visible) {
+                self.state.wake_reads();
+            }
+            self.show(visible)?;
+        }
+        Ok(())
+    }
+
+    /// Readers now see writes up to `visible`: logs them, wakes the reads
+    /// waiting, and tells the master (for its `remote_apply` writes).
+    fn show(&mut self, visible: u64) -> crate::Result<()> {
+        if visible <= self.shown {
+            return Ok(());
+        }
+        self.shown = visible;
+        if let Some(events) = self.events {
+            let at_ns = now_ns();
+            while let Some((seq, _)) = self.held_keys.front()
+                && *seq <= visible
+            {
+                let (seq, key) = self.held_keys.pop_front().expect("front exists");
+                events.record_at(EventKind::Visible, seq, &key, at_ns);
+            }
+        }
+        self.state.freshness.on_visible(visible);
+        self.state.wake_reads();
+        if self.notices {
+            self.writer.send(Replication::Visible { seq: visible })?;
+        }
+        Ok(())
     }
 
     /// Replaces the store's contents by the snapshot that follows, and
@@ -673,9 +803,13 @@ impl<R: Read> Applier<'_, R> {
             return self.refuse_snapshot(&fault);
         }
         installed?;
-        self.state.wake_reads();
+        self.state.freshness.forget();
+        self.held_keys.clear();
+        self.shown = 0;
         self.halted = false;
-        self.send(Replication::Ack { seq })?;
+        self.writer.send(Replication::Ack { seq })?;
+        let visible = self.store.last_seq();
+        self.show(visible)?;
         Ok(true)
     }
 
@@ -687,14 +821,10 @@ impl<R: Read> Applier<'_, R> {
              closing the stream",
             self.peer
         );
-        self.send(Replication::ResyncRequest {
+        self.writer.send(Replication::ResyncRequest {
             reason: format!("malformed snapshot: {fault}"),
         })?;
         Ok(false)
-    }
-
-    fn send(&mut self, message: Replication) -> crate::Result<()> {
-        send(&mut self.writer, message)
     }
 }
 
@@ -705,16 +835,6 @@ fn record(seq: u64, op: ReplicatedOp, events: Option<&EventSink>) -> Record {
         events.record(EventKind::Received, seq, op.key());
     }
     Record { seq, op }
-}
-
-fn send(writer: &mut &TcpStream, message: Replication) -> crate::Result<()> {
-    let seq = match &message {
-        Replication::Ack { seq } => *seq,
-        _ => 0,
-    };
-    protocol::write_frame(writer, &wire::frame(seq, message))?;
-    writer.flush()?;
-    Ok(())
 }
 
 /// What makes a snapshot malformed (`PROTOCOL.md` 7.1): the slave installs

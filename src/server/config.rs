@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// The shared secret every peer (client or master) must present in its
     /// handshake, if any; a master also sends it to its slave.
     pub auth_token: Option<AuthToken>,
+    /// For tests: once this file exists, the store's next data sync loses
+    /// what it would have made durable, as a power cut would, and never
+    /// returns (the hidden `--test-power-cut-when` flag).
+    pub test_power_cut_when: Option<PathBuf>,
 }
 
 /// What part a server plays.
@@ -85,6 +89,7 @@ impl ServerConfig {
             event_log: None,
             compaction: CompactionPolicy::default(),
             auth_token: None,
+            test_power_cut_when: None,
         }
     }
 }

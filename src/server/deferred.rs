@@ -30,7 +30,7 @@ use super::reply;
 use super::shared::Shared;
 use crate::clock::now_ns;
 use crate::event_log::EventKind;
-use crate::replication::{AckOutcome, ReplicationMode, Replicator};
+use crate::replication::{AckOutcome, Replicator};
 
 /// One connection's deferred reply, if any is outstanding.
 #[derive(Debug)]
@@ -218,7 +218,7 @@ fn durable(
         history: 0,
     };
     let replicator = match shared.node.replicator() {
-        Some(replicator) if replicator.mode() == ReplicationMode::Sync => replicator,
+        Some(replicator) if replicator.mode().is_sync() => replicator,
         // A standalone node or an async master answers now.
         _ => return replies.send_receipt(shared, request_id, receipt, &key),
     };

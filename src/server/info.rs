@@ -59,7 +59,10 @@ fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
     fact("forward", replicator.settings().forward.to_string());
     fact("replica", status.replica.clone());
     fact("link", if status.up { "up" } else { "down" }.to_string());
+    fact("durable_seq", status.durable_seq.to_string());
     fact("slave_acked_seq", status.acked_seq.to_string());
+    fact("slave_visible_seq", status.visible_seq.to_string());
+    fact("commit_notices", status.commit_notices.to_string());
     fact(
         "lag_records",
         last_seq.saturating_sub(status.acked_seq).to_string(),
@@ -76,15 +79,27 @@ fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
 }
 
 /// A slave's facts: its master, whether the master's stream is up, and
-/// what reads after a write token see: `applied_seq` (the last write
-/// applied), `visible_seq` (the last such a read can see; today the same)
-/// and `reads_waiting` (reads waiting for a write to become visible).
+/// what its readers see: `applied_seq` (the last write applied and durable
+/// here), `visible_seq` (the last one readers see: the master has said it
+/// is durable there), `master_durable_seq` (the newest durable seq the
+/// master has named), `staleness_bound_ms` (how stale the data can be
+/// proven at most, now; `none` before the first answered probe),
+/// `probe_interval_ms` and `reads_waiting` (reads waiting for a write or
+/// a proof).
 fn slave_facts(shared: &Shared, state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
     facts.push(("master".to_string(), master_addr.to_string()));
-    let applied = shared.store.last_seq();
+    let applied = shared.store.applied_seq();
     let visible = super::read::visible_seq(&shared.store);
     facts.push(("applied_seq".to_string(), applied.to_string()));
     facts.push(("visible_seq".to_string(), visible.to_string()));
+    let durable = state.master_durable_seq();
+    facts.push(("master_durable_seq".to_string(), durable.to_string()));
+    let bound = state
+        .staleness_bound()
+        .map_or("none".to_string(), |b| format!("{:.3}", b.as_secs_f64() * 1e3));
+    facts.push(("staleness_bound_ms".to_string(), bound));
+    let interval = state.probe_interval().as_secs_f64() * 1e3;
+    facts.push(("probe_interval_ms".to_string(), format!("{interval:.3}")));
     let waiting = state.reads_waiting();
     facts.push(("reads_waiting".to_string(), waiting.to_string()));
     let link = if state.connected() { "up" } else { "down" };

@@ -120,13 +120,19 @@ pub struct Server {
 impl Server {
     /// Opens the store in `config.data_dir` and binds `config.listen`.
     pub fn bind(config: ServerConfig) -> crate::Result<Server> {
-        let store = Arc::new(Store::open(
-            &config.data_dir,
-            Options::default()
-                .sync(config.fsync)
-                .compaction(Some(config.compaction)),
-        )?);
-        if !matches!(config.role, RoleConfig::Slave { .. }) {
+        // A slave shows a write only once its master has said it is
+        // durable there: its store holds the rest (`PROTOCOL.md` 7.9).
+        let slave = matches!(config.role, RoleConfig::Slave { .. });
+        let mut options = Options::default()
+            .sync(config.fsync)
+            .compaction(Some(config.compaction))
+            .gate_visibility(slave);
+        if let Some(trigger) = &config.test_power_cut_when {
+            let cut = crate::power_cut::PowerCut::when_exists(trigger.clone());
+            options = options.fault_injector(Arc::new(cut));
+        }
+        let store = Arc::new(Store::open(&config.data_dir, options)?);
+        if !slave {
             // A node that takes writes starts a new history each time it
             // starts: a slave that holds writes this store lost in a crash
             // (sent before they were synced here) is then told apart.

@@ -17,6 +17,18 @@
 //! so no older value is left for them to hide. The output's header records
 //! the newest sequence number among the inputs (its horizon): catch-up from
 //! below it is refused, since records were dropped.
+//!
+//! **Held records** (a gated store's records above its publish limit, see
+//! the `keydir` module) are in no index entry, so a compaction that took
+//! their segment as an input would drop them. The rule: while any record is
+//! held, the inputs are the segments **below the oldest held record's
+//! segment**, and step 1 does not roll (that segment, or a later one, is
+//! the active one). Held records are the newest of the log, so every record
+//! of those inputs is published, and the segments kept (the oldest held
+//! record's and every later one) are all newer than the output, which
+//! replaces only the inputs. If the only input is a compacted segment whose
+//! id plus one is already taken (the held record's segment), there is
+//! nothing to gain and the compaction does nothing.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -24,8 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use log::info;
+use log::{info, warn};
 
+use crate::committed::CommittedGuard;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::format::{self, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, SegmentKind};
@@ -157,10 +170,22 @@ type Moved = (Vec<u8>, Location, Location);
 /// Step 1 of a compaction: rolls the active segment, holding the gate so
 /// that no round is between its write and its publish. Returns the id of
 /// the new active segment (every older one is an input) and the output's
-/// horizon.
+/// horizon. While records are held it does not roll: it returns the id of
+/// the oldest held record's segment (see the module docs).
 fn roll_inputs(shared: &Shared, commit: &GroupCommit) -> Result<(u64, u64)> {
     let _gate = commit.hold_gate();
     let mut writer = commit.lock_writer();
+    {
+        let keydir = shared.read_keydir();
+        if let Some(first_held) = keydir.first_held_segment() {
+            let horizon = keydir
+                .segments
+                .range(..first_held)
+                .map(|(_, slot)| slot.last_seq)
+                .fold(keydir.horizon, u64::max);
+            return Ok((first_held, horizon));
+        }
+    }
     let written_seq = writer.written_seq();
     commit.roll(shared, &mut writer)?;
     Ok((
@@ -170,7 +195,8 @@ fn roll_inputs(shared: &Shared, commit: &GroupCommit) -> Result<(u64, u64)> {
 }
 
 /// The segments below `first_kept`, and the index entries that point into
-/// them, oldest record first.
+/// them, oldest record first; none if the output's id (the newest input's
+/// plus one) is taken.
 fn live_below(shared: &Shared, first_kept: u64) -> (Vec<Arc<Segment>>, Vec<Live>) {
     let (inputs, mut live) = {
         let keydir = shared.read_keydir();
@@ -179,6 +205,12 @@ fn live_below(shared: &Shared, first_kept: u64) -> (Vec<Arc<Segment>>, Vec<Live>
             .range(..first_kept)
             .map(|(_, slot)| slot.segment.clone())
             .collect();
+        if inputs
+            .last()
+            .is_some_and(|newest| keydir.segments.contains_key(&(newest.id + 1)))
+        {
+            return (Vec::new(), Vec::new());
+        }
         let live: Vec<Live> = keydir
             .entries
             .iter()
@@ -380,10 +412,12 @@ impl Compactor {
         // Wait until no write is staged or in flight, then hold the writer
         // so that none starts until the switch is done.
         let (_gate, mut writer) = commit.pause();
+        let mut committed = lower_limit(shared, seq)?;
         // Above every existing segment, the active one included, so that
         // once renamed into place it replaces them all.
         let id = writer.active_id() + 1;
-        let (written, mut keydir) = write_snapshot(&shared.dir, id, seq, entries)?;
+        let limit = committed.as_ref().map_or(u64::MAX, |_| seq);
+        let (written, mut keydir) = write_snapshot(&shared.dir, id, seq, limit, entries)?;
         let temp_path = shared.dir.join(segment::temp_file_name(id));
         let final_path = shared.dir.join(segment::file_name(id));
         commit_output(
@@ -409,6 +443,13 @@ impl Compactor {
         drop(visible);
         writer.restart(active, seq);
         drop(writer);
+        if let Some(file) = &mut committed
+            && file.limit() != seq
+            && let Err(e) = file.store(seq, false)
+        {
+            // The snapshot's horizon keeps the limit at `seq` on reopen.
+            warn!("after installing a snapshot as of seq {seq}: {e}");
+        }
 
         for slot in old.segments.values() {
             slot.segment.remove()?;
@@ -423,16 +464,36 @@ impl Compactor {
     }
 }
 
+/// Locks a gated store's `COMMITTED` file for a snapshot install as of
+/// `seq`, first lowering the limit it holds to `seq`, durably, if it is
+/// higher: a crash after the install's commit point must not find the old
+/// limit, which would show records the new log holds that its master has
+/// not declared durable. (Raising it needs no such care: on reopen the
+/// limit is never below the snapshot's horizon, `seq`.) `None` in an
+/// ungated store.
+fn lower_limit(shared: &Shared, seq: u64) -> Result<Option<CommittedGuard<'_>>> {
+    let Some(committed) = &shared.committed else {
+        return Ok(None);
+    };
+    let mut file = committed.lock();
+    if file.limit() > seq {
+        file.store(seq, true)?;
+    }
+    Ok(Some(file))
+}
+
 /// Writes a snapshot's entries to the `.tmp` file of segment `id`, and
-/// returns it with their index. On failure the file is removed.
+/// returns it with their index, whose publish limit is `limit`. On failure
+/// the file is removed.
 fn write_snapshot(
     dir: &Path,
     id: u64,
     seq: u64,
+    limit: u64,
     entries: &mut dyn Iterator<Item = Result<SnapshotEntry>>,
 ) -> Result<(Written, Keydir)> {
     let mut output = Output::create(dir, id, seq)?;
-    let mut keydir = Keydir::default();
+    let mut keydir = Keydir::new(limit);
     if let Err(e) = write_entries(&mut output, &mut keydir, seq, entries) {
         // Nothing is committed: the old contents stay, the output goes.
         let _ = fs::remove_file(&output.temp_path);

@@ -30,6 +30,16 @@
 //! `Update`, `Delete`) that rests on a record written but not yet published
 //! waits for that record's batch before it answers.
 //!
+//! **Held records**: in a store whose visibility is gated
+//! ([`Options::gate_visibility`](crate::Options::gate_visibility)) step 3
+//! hands each record to the index, which publishes it only if its sequence
+//! number is at or below the publish limit and otherwise holds it until
+//! [`Store::publish_through`](crate::Store::publish_through) raises the
+//! limit (see the `keydir` module). The round is the same either way: the
+//! record is written and synced at once and its writers are answered once
+//! it is durable, visible or held. A check rests on held records as on
+//! published ones: they are in the log, and will be visible.
+//!
 //! **Observers**: a [`WriteObserver`] is given each run of records at the
 //! [`ObservePoint`] it asked for, right after the `pwrite` (a master
 //! forwards them to its slave while it syncs) or once they are durable. The
@@ -67,7 +77,7 @@ use crate::format::{
     BATCH_HEADER_LEN, BatchHeader, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN,
     SegmentHeader, SegmentKind,
 };
-use crate::keydir::{Location, SegmentSlot};
+use crate::keydir::{Location, SegmentSlot, Written};
 use crate::lock::lock;
 use crate::options::Sync;
 use crate::record::{Op, Record, check_limits};
@@ -259,7 +269,7 @@ impl GroupCommit {
         }
         let (present, pending) = match writer.unpublished_state(write.key) {
             Some((present, batch)) => (present, Some(batch)),
-            None => (shared.read_keydir().entries.contains_key(write.key), None),
+            None => (shared.read_keydir().holds_value(write.key), None),
         };
         let refusal = match (write.expect, present) {
             (Expect::Absent, true) => Error::AlreadyExists,
@@ -486,15 +496,16 @@ impl GroupCommit {
         }
     }
 
-    /// Makes written records visible to readers, in order, and asks for a
-    /// compaction when the policy says so.
+    /// Makes written records visible to readers, in order, or holds them
+    /// behind the publish limit of a gated store; asks for a compaction
+    /// when the policy says so.
     fn publish(&self, shared: &Shared, written: Vec<Written>) {
         if written.is_empty() {
             return;
         }
         let mut keydir = shared.write_keydir();
         for record in written {
-            keydir.publish(&record.key, record.kind, record.location);
+            keydir.admit(record);
         }
         shared.compact_if_due(&keydir);
     }
@@ -547,14 +558,6 @@ struct Buffered {
     buf_offset: usize,
     len: u32,
     seq: u64,
-}
-
-/// A record written to a file but not yet visible to readers.
-#[derive(Debug)]
-struct Written {
-    key: Vec<u8>,
-    kind: RecordKind,
-    location: Location,
 }
 
 /// What a leader wrote and is syncing: published once synced.

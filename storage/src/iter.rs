@@ -21,11 +21,19 @@ pub use crate::record::Record;
 /// The records above a sequence number, oldest first, from
 /// [`Store::records_since`](crate::Store::records_since).
 ///
-/// It yields what the log held when it was made; records written after
-/// that are not included. An error ends the iteration.
+/// It yields what the log held when it was made, up to [`until`]
+/// (the store's last visible record); records written after that, and a
+/// gated store's held records, are not included. An error ends the
+/// iteration.
+///
+/// [`until`]: RecordsSince::until
 pub struct RecordsSince {
     since: u64,
     until: u64,
+    /// The seq of the last record yielded, or `since`: the iteration ends
+    /// once it reaches `until`, even in the middle of a batch (a gated
+    /// store may publish part of one).
+    last: u64,
     segments: VecDeque<(Arc<Segment>, u64)>,
     current: Option<(Arc<Segment>, RecordScanner<BufReader<PositionalReader>>)>,
     failed: bool,
@@ -45,6 +53,7 @@ impl RecordsSince {
         RecordsSince {
             since,
             until,
+            last: since,
             segments: segments.into(),
             current: None,
             failed: false,
@@ -62,7 +71,7 @@ impl Iterator for RecordsSince {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
+        if self.failed || self.last >= self.until {
             return None;
         }
         loop {
@@ -88,6 +97,7 @@ impl Iterator for RecordsSince {
                         },
                         RecordKind::Delete => Op::Delete { key },
                     };
+                    self.last = record.header.seq;
                     return Some(Ok(Record {
                         seq: record.header.seq,
                         op,

@@ -4,8 +4,24 @@
 //! that a reader takes a record's location and the file holding it under
 //! one lock: a segment that compaction removes stays readable through the
 //! `Arc` the reader holds.
+//!
+//! # Held records
+//!
+//! In a store whose visibility is gated
+//! ([`Options::gate_visibility`](crate::Options::gate_visibility)) a
+//! record written to the log reaches `entries` only once its sequence
+//! number is at or below the keydir's `limit` (a slave's master has
+//! declared it durable). Until then it is **held**: kept, in sequence
+//! order, in `held`, where no reader looks, and counted in no figure
+//! (`published_seq`, `live_bytes`, a segment slot's `end`, `record_bytes`
+//! or `last_seq`). Raising the limit publishes the held records at or
+//! below it, oldest first, so a later record is never visible before an
+//! earlier one. Records come in sequence order and every held one is above
+//! the limit, so the held records are always the newest of the log: a
+//! suffix of it. In an ungated store the limit is `u64::MAX` and nothing is
+//! ever held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::format::RecordKind;
@@ -18,6 +34,15 @@ pub(crate) struct Location {
     pub(crate) offset: u64,
     pub(crate) len: u32,
     pub(crate) seq: u64,
+}
+
+/// A record written to a file, not visible to readers yet: in flight in a
+/// group-commit round, or held behind the publish limit.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub(crate) key: Vec<u8>,
+    pub(crate) kind: RecordKind,
+    pub(crate) location: Location,
 }
 
 /// An open segment and what the index knows of it.
@@ -45,7 +70,7 @@ impl SegmentSlot {
 }
 
 /// The index and the segment table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Keydir {
     pub(crate) entries: HashMap<Vec<u8>, Location>,
     pub(crate) segments: BTreeMap<u64, SegmentSlot>,
@@ -55,9 +80,79 @@ pub(crate) struct Keydir {
     pub(crate) published_seq: u64,
     /// Records at or below this sequence number may have been compacted away.
     pub(crate) horizon: u64,
+    /// The publish limit: records above it are held. `u64::MAX` in an
+    /// ungated store.
+    pub(crate) limit: u64,
+    /// Records written above `limit`, oldest first (see the module docs).
+    pub(crate) held: VecDeque<Written>,
 }
 
 impl Keydir {
+    /// An empty index whose publish limit is `limit`.
+    pub(crate) fn new(limit: u64) -> Keydir {
+        Keydir {
+            entries: HashMap::new(),
+            segments: BTreeMap::new(),
+            live_bytes: 0,
+            published_seq: 0,
+            horizon: 0,
+            limit,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Takes a record just made durable: publishes it if the limit allows,
+    /// else holds it. Records come in sequence order.
+    pub(crate) fn admit(&mut self, record: Written) {
+        if record.location.seq <= self.limit {
+            self.publish(&record.key, record.kind, record.location);
+        } else {
+            debug_assert!(
+                self.held
+                    .back()
+                    .is_none_or(|h| h.location.seq < record.location.seq)
+            );
+            self.held.push_back(record);
+        }
+    }
+
+    /// Raises the publish limit to `limit` (a lower value changes nothing)
+    /// and publishes the held records it now reaches, oldest first.
+    pub(crate) fn raise_limit(&mut self, limit: u64) {
+        self.limit = self.limit.max(limit);
+        while self
+            .held
+            .front()
+            .is_some_and(|held| held.location.seq <= self.limit)
+        {
+            if let Some(record) = self.held.pop_front() {
+                self.publish(&record.key, record.kind, record.location);
+            }
+        }
+    }
+
+    /// The newest sequence number written to the log and published or
+    /// held: where the log ends for replication.
+    pub(crate) fn applied_seq(&self) -> u64 {
+        self.held
+            .back()
+            .map_or(self.published_seq, |held| held.location.seq)
+    }
+
+    /// Whether the newest write to `key` that is published or held leaves
+    /// it present: what a write's check rests on.
+    pub(crate) fn holds_value(&self, key: &[u8]) -> bool {
+        match self.held.iter().rev().find(|held| held.key == key) {
+            Some(held) => held.kind == RecordKind::Put,
+            None => self.entries.contains_key(key),
+        }
+    }
+
+    /// The id of the segment holding the oldest held record, if any is
+    /// held: compaction takes only segments below it.
+    pub(crate) fn first_held_segment(&self) -> Option<u64> {
+        self.held.front().map(|held| held.location.segment)
+    }
     /// Makes one record visible: the key now maps to it, or is gone.
     pub(crate) fn publish(&mut self, key: &[u8], kind: RecordKind, location: Location) {
         if let Some(slot) = self.segments.get_mut(&location.segment) {
@@ -84,9 +179,18 @@ impl Keydir {
         }
     }
 
-    /// Recovery's version of [`publish`](Self::publish): the segment's
-    /// figures are kept by the caller, and a key is hashed once.
+    /// Recovery's version of [`admit`](Self::admit): the segment's
+    /// figures are kept by the caller, and a key is hashed once. A record
+    /// above the limit is held.
     pub(crate) fn load(&mut self, key: Vec<u8>, kind: RecordKind, location: Location) {
+        if location.seq > self.limit {
+            self.held.push_back(Written {
+                key,
+                kind,
+                location,
+            });
+            return;
+        }
         let old = match kind {
             RecordKind::Put => {
                 self.live_bytes += u64::from(location.len);

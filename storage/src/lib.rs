@@ -47,6 +47,32 @@
 //! every live key instead, and the slave replaces its contents with it
 //! through [`Store::install_snapshot`].
 //!
+//! A master forwards each batch before its own sync, so a slave may hold
+//! writes its master then loses in a power cut. A slave that must show
+//! only what its master has declared durable opens its store with
+//! [`Options::gate_visibility`]: applied records are written and synced at
+//! once but **held** from readers until [`Store::publish_through`] raises
+//! the publish limit to them (the master's commit index).
+//! [`Store::applied_seq`] says where the log ends, held records included.
+//!
+//! ```
+//! use duokv_storage::{Op, Options, Record, Store};
+//!
+//! # fn main() -> Result<(), duokv_storage::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let slave = Store::open(dir.path(), Options::default().gate_visibility(true))?;
+//! let op = Op::Put { key: b"user:1".to_vec(), value: b"ada".to_vec() };
+//! slave.apply_batch(&[Record { seq: 1, op }])?; // written and synced
+//! assert_eq!(slave.get(b"user:1")?, None); // but held
+//! assert_eq!((slave.last_seq(), slave.applied_seq()), (0, 1));
+//!
+//! // The master says its log is durable through seq 1.
+//! assert_eq!(slave.publish_through(1)?, 1);
+//! assert_eq!(slave.get(b"user:1")?, Some(b"ada".to_vec()));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Durability
 //!
 //! Chosen with [`Sync`] in [`Options`]; see the [`options`] module for what
@@ -79,7 +105,9 @@
 //! - `shared`: what every part of a store reads: its directory, options,
 //!   index (behind its lock) and history.
 //! - [`iter`]: [`RecordsSince`] and [`Snapshot`], reading the log back out.
-//! - `keydir`: the in-memory index and the table of open segments.
+//! - `keydir`: the in-memory index, the records it holds back from readers
+//!   in a gated store, and the table of open segments.
+//! - `committed`: a gated store's `COMMITTED` file, its publish limit.
 //! - `segment`: segment files, their names, reading records back.
 //! - `tail`: [`TailCut`] and the rule that decides what of the newest
 //!   segment recovery may cut, shared by recovery and the repair report.
@@ -99,12 +127,15 @@
 //!
 //! A store's directory holds `LOCK` (held with `flock` while open, so a
 //! second open fails with [`Error::Locked`]), `HISTORY` (the store's history
-//! ID, [`Store::history_id`]) and segment files named by a twenty-digit id,
+//! ID, [`Store::history_id`]), in a store whose visibility is gated
+//! `COMMITTED` (the publish limit, [`Store::publish_limit`]), and segment
+//! files named by a twenty-digit id,
 //! `00000000000000000002.seg`. Log segments have even ids; a compacted
 //! segment has an odd id and replaces every segment below it.
 
 #![forbid(unsafe_code)]
 
+mod committed;
 mod compaction;
 pub mod error;
 pub mod fault;

@@ -67,17 +67,19 @@ pub struct Options {
     sync: Sync,
     segment_size: u64,
     compaction: Option<CompactionPolicy>,
+    gated: bool,
     faults: Faults,
 }
 
 impl Default for Options {
     /// `Sync::Always`, 64 MiB segments, automatic compaction with the
-    /// default policy.
+    /// default policy, visibility not gated.
     fn default() -> Self {
         Options {
             sync: Sync::Always,
             segment_size: 64 * 1024 * 1024,
             compaction: Some(CompactionPolicy::default()),
+            gated: false,
             faults: Faults::default(),
         }
     }
@@ -104,6 +106,19 @@ impl Options {
         self
     }
 
+    /// Gates what readers see behind a publish limit: a record is written
+    /// (and synced, as the policy says) at once, but reaches readers only
+    /// once [`Store::publish_through`](crate::Store::publish_through) has
+    /// raised the limit to its sequence number. Until then it is *held*.
+    /// A slave turns it on so that its readers see only what its master
+    /// has declared durable. The limit is kept in the store's `COMMITTED`
+    /// file (see `FORMAT.md`). Off by default: an ungated store shows
+    /// every record once it is durable, and writes no such file.
+    pub fn gate_visibility(mut self, on: bool) -> Self {
+        self.gated = on;
+        self
+    }
+
     /// Makes appends and syncs go through `injector` first, for fault
     /// tests (see [`FaultInjector`]).
     pub fn fault_injector(mut self, injector: Arc<dyn FaultInjector>) -> Self {
@@ -124,6 +139,12 @@ impl Options {
     /// The segment roll-over size in bytes.
     pub fn segment_size_limit(&self) -> u64 {
         self.segment_size
+    }
+
+    /// Whether readers see a record only once the publish limit reaches it
+    /// (see [`gate_visibility`](Self::gate_visibility)).
+    pub fn visibility_gated(&self) -> bool {
+        self.gated
     }
 
     /// The automatic compaction policy, if any.

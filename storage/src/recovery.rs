@@ -17,6 +17,11 @@
 //!    a torn tail and is cut. Any other damage is [`Error::Corrupt`]
 //!    naming the file and offset (and, in its message, the repair
 //!    command). `FORMAT.md` gives the reasons.
+//! 5. In a gated store, records above the publish limit are held (see the
+//!    `keydir` module): loaded in order, shown to no reader, counted in no
+//!    segment figure. The limit is never below the newest compacted
+//!    segment's horizon: what a compaction or a snapshot install wrote was
+//!    visible (or declared durable) already.
 
 use std::fs;
 use std::io::{BufReader, Seek, SeekFrom};
@@ -49,11 +54,13 @@ pub(crate) struct Recovered {
 }
 
 /// Rebuilds the store in `dir`. `durable` says whether to sync what
-/// recovery changes (false only for `Sync::Never`).
+/// recovery changes (false only for `Sync::Never`); records above `limit`
+/// are held (`u64::MAX` in an ungated store).
 pub(crate) fn recover(
     dir: &Path,
     segment_size: u64,
     durable: bool,
+    limit: u64,
     faults: &Faults,
 ) -> Result<Recovered> {
     let (ids, mut changed_dir) = list_segments(dir)?;
@@ -64,10 +71,17 @@ pub(crate) fn recover(
         segment::sync_dir(dir, faults)?;
     }
 
-    let (mut keydir, last_seq, cut) = load_segments(segments, durable)?;
-    keydir.published_seq = last_seq;
+    let compacted = segments.iter().map(|s| s.horizon).max().unwrap_or(0);
+    let limit = limit.max(compacted);
+    let Loaded {
+        mut keydir,
+        last_seq,
+        cut,
+        newest_end,
+    } = load_segments(segments, durable, limit)?;
+    keydir.published_seq = last_seq.min(limit);
 
-    let (active, active_len) = active_segment(dir, &mut keydir, segment_size, faults)?;
+    let (active, active_len) = active_segment(dir, &mut keydir, newest_end, segment_size, faults)?;
     info!(
         "opened {}: {} keys, {} segments, last seq {}",
         dir.display(),
@@ -75,6 +89,13 @@ pub(crate) fn recover(
         keydir.segments.len(),
         last_seq
     );
+    if !keydir.held.is_empty() {
+        info!(
+            "{}: holding {} records above the publish limit {limit}",
+            dir.display(),
+            keydir.held.len()
+        );
+    }
     Ok(Recovered {
         keydir,
         active,
@@ -150,11 +171,13 @@ fn remove_replaced(segments: &mut Vec<Segment>) -> Result<bool> {
 }
 
 /// The segment new records are appended to, and its length: the newest
-/// segment if it is a log segment under `segment_size`, else a new one,
-/// added to `keydir`.
+/// segment (whose records end at `newest_end`, held ones included) if it
+/// is a log segment under `segment_size`, else a new one, added to
+/// `keydir`.
 fn active_segment(
     dir: &Path,
     keydir: &mut Keydir,
+    newest_end: u64,
     segment_size: u64,
     faults: &Faults,
 ) -> Result<(Arc<Segment>, u64)> {
@@ -163,10 +186,10 @@ fn active_segment(
         // new segment of the current one.
         slot.segment.kind == SegmentKind::Log
             && slot.segment.version == FORMAT_VERSION
-            && slot.end < segment_size
+            && newest_end < segment_size
     });
     if let Some(slot) = reusable {
-        return Ok((slot.segment.clone(), slot.end));
+        return Ok((slot.segment.clone(), newest_end));
     }
     let id = keydir
         .segments
@@ -202,15 +225,27 @@ enum Scanned {
     Expect(usize),
 }
 
-/// Scans `segments` in order into a new index and returns it with the last
-/// sequence number. One thread reads and checks the records while this one
-/// inserts them: reading and hashing overlap.
-fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64, Option<TailCut>)> {
+/// What [`load_segments`] found.
+struct Loaded {
+    /// The index, records above the limit held.
+    keydir: Keydir,
+    /// The last sequence number, held records included.
+    last_seq: u64,
+    /// What was cut off the newest segment, if anything.
+    cut: Option<TailCut>,
+    /// Where the records of the newest segment end, held ones included.
+    newest_end: u64,
+}
+
+/// Scans `segments` in order into a new index whose publish limit is
+/// `limit`. One thread reads and checks the records while this one inserts
+/// them: reading and hashing overlap.
+fn load_segments(segments: Vec<Segment>, durable: bool, limit: u64) -> Result<Loaded> {
     let total_bytes: u64 = segments.iter().map(|s| s.len()).sum::<Result<u64>>()?;
     let (sender, receiver) = crossbeam_channel::bounded::<Scanned>(8);
     std::thread::scope(|scope| {
-        let scanning = scope.spawn(move || scan_log(segments, durable, total_bytes, sender));
-        let mut keydir = Keydir::default();
+        let scanning = scope.spawn(move || scan_log(segments, durable, limit, total_bytes, sender));
+        let mut keydir = Keydir::new(limit);
         for message in receiver {
             match message {
                 Scanned::Records(records) => {
@@ -225,29 +260,38 @@ fn load_segments(segments: Vec<Segment>, durable: bool) -> Result<(Keydir, u64, 
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         let mut cut = None;
+        let mut newest_end = SEGMENT_HEADER_LEN as u64;
         for (segment, scan) in scans {
             cut = cut.or(scan.cut);
+            newest_end = scan.end;
             keydir.horizon = keydir.horizon.max(segment.horizon);
             keydir.segments.insert(
                 segment.id,
                 SegmentSlot {
                     segment,
-                    end: scan.end,
+                    end: scan.shown_end,
                     record_bytes: scan.record_bytes,
                     last_seq: scan.last_seq,
                 },
             );
         }
-        Ok((keydir, last_seq, cut))
+        Ok(Loaded {
+            keydir,
+            last_seq,
+            cut,
+            newest_end,
+        })
     })
 }
 
 /// The scanning thread of [`load_segments`]: reads and checks every record
 /// of `segments` in order and sends them to the indexing thread, with a
-/// guess of how many keys are still to come.
+/// guess of how many keys are still to come. The figures of each segment
+/// count only the records at or below `limit`.
 fn scan_log(
     segments: Vec<Segment>,
     durable: bool,
+    limit: u64,
     total_bytes: u64,
     sender: Sender<Scanned>,
 ) -> Result<ScannedLog> {
@@ -262,6 +306,7 @@ fn scan_log(
             &segment,
             i + 1 == count,
             durable,
+            limit,
             &mut last_seq,
             &mut |key, kind, location| {
                 batch.push((key.to_vec(), kind, location));
@@ -292,13 +337,18 @@ fn scan_log(
 /// Every segment with what its scan found, and the last sequence number.
 type ScannedLog = (Vec<(Arc<Segment>, SegmentScan)>, u64);
 
-/// What scanning one segment found.
+/// What scanning one segment found. `end` and `records` count every
+/// record; the figures of its slot (`shown_end`, `record_bytes`,
+/// `last_seq`) only those at or below the publish limit.
 struct SegmentScan {
     /// Where its last valid record (of its last whole batch) ends.
     end: u64,
     records: u64,
-    /// Bytes of those records, batch headers left out.
+    /// Where its last record at or below the limit ends.
+    shown_end: u64,
+    /// Bytes of the records at or below the limit, batch headers left out.
     record_bytes: u64,
+    /// The seq of its last record at or below the limit; 0 if none.
     last_seq: u64,
     /// What was cut off its end, if it was the newest segment.
     cut: Option<TailCut>,
@@ -317,6 +367,7 @@ fn scan_segment(
     segment: &Arc<Segment>,
     is_newest: bool,
     durable: bool,
+    limit: u64,
     last_seq: &mut u64,
     sink: &mut impl FnMut(&[u8], RecordKind, Location),
 ) -> Result<SegmentScan> {
@@ -331,6 +382,7 @@ fn scan_segment(
     let mut scanned = SegmentScan {
         end: SEGMENT_HEADER_LEN as u64,
         records: 0,
+        shown_end: SEGMENT_HEADER_LEN as u64,
         record_bytes: 0,
         last_seq: 0,
         cut: None,
@@ -338,6 +390,7 @@ fn scan_segment(
     let mut batch = PendingBatch {
         records: Vec::new(),
         read_seq: *last_seq,
+        limit,
     };
     loop {
         match scanner.next_record() {
@@ -345,7 +398,6 @@ fn scan_segment(
                 let seq = batch.take(segment, &record)?;
                 if !framed || record.ends_batch {
                     batch.index_into(&mut scanned, sink);
-                    scanned.last_seq = seq;
                     *last_seq = seq;
                 }
             }
@@ -382,6 +434,9 @@ struct PendingBatch {
     records: Vec<Pending>,
     /// The last seq read, pending records included.
     read_seq: u64,
+    /// The publish limit: records above it are held, and left out of the
+    /// segment's figures.
+    limit: u64,
 }
 
 impl PendingBatch {
@@ -417,10 +472,15 @@ impl PendingBatch {
         sink: &mut impl FnMut(&[u8], RecordKind, Location),
     ) {
         for record in self.records.drain(..) {
-            sink(&record.key, record.kind, record.location);
+            let location = record.location;
+            sink(&record.key, record.kind, location);
             scanned.records += 1;
-            scanned.record_bytes += u64::from(record.location.len);
-            scanned.end = record.location.offset + u64::from(record.location.len);
+            scanned.end = location.offset + u64::from(location.len);
+            if location.seq <= self.limit {
+                scanned.shown_end = scanned.end;
+                scanned.record_bytes += u64::from(location.len);
+                scanned.last_seq = location.seq;
+            }
         }
     }
 }

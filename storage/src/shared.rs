@@ -1,6 +1,6 @@
 //! [`Shared`]: what every part of a store reads and the write path
-//! publishes to: the directory, the options, the index readers see, and the
-//! history the log belongs to.
+//! publishes to: the directory, the options, the index readers see, the
+//! history the log belongs to, and (in a gated store) the `COMMITTED` file.
 //!
 //! The store, its group commit and its compaction each take a `&Shared`
 //! instead of reaching into one another: this module imports none of them.
@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crossbeam_channel::Sender;
 
+use crate::committed::Committed;
 use crate::error::Result;
 use crate::history::History;
 use crate::keydir::Keydir;
@@ -24,10 +25,13 @@ pub(crate) struct Shared {
     /// The options the store was opened with.
     pub(crate) options: Options,
     /// What readers see. Under `Sync::Always` a record enters it only once
-    /// it is durable.
+    /// it is durable; in a gated store, only once the publish limit reaches
+    /// it.
     keydir: RwLock<Keydir>,
     /// The history (see the `history` module).
     history: Mutex<History>,
+    /// The `COMMITTED` file, in a store whose visibility is gated.
+    pub(crate) committed: Option<Committed>,
     /// Asks the background thread for a compaction.
     compaction_wanted: Sender<()>,
 }
@@ -38,6 +42,7 @@ impl Shared {
         options: Options,
         keydir: Keydir,
         history: History,
+        committed: Option<Committed>,
         compaction_wanted: Sender<()>,
     ) -> Shared {
         Shared {
@@ -45,6 +50,7 @@ impl Shared {
             options,
             keydir: RwLock::new(keydir),
             history: Mutex::new(history),
+            committed,
             compaction_wanted,
         }
     }

@@ -7,16 +7,34 @@
 //! and owns the threads that drive them.
 //!
 //! Locks, and the order they are taken in (never the reverse):
-//! `compacting` → `flush_gate` → `writer` → `keydir`.
+//! `compacting` → `flush_gate` → `writer` → `committed` → `keydir`.
 //! - `compacting` (the compactor's) lets one compaction or snapshot
 //!   install run at a time.
 //! - `writer` (a mutex of the group commit) serialises appends: sequence
 //!   numbers, the buffer, the active segment.
+//! - `committed` (a gated store's `COMMITTED` file) serialises changes of
+//!   the publish limit, so the file ends with the limit the index has.
 //! - `keydir` (a read-write lock of the shared state) is what readers see.
 //!   Under `Sync::Always` a record enters it only once it is durable.
 //! - `flush_gate` is held by a group-commit leader from its write to its
 //!   publish, and by compaction while it picks its inputs, so compaction
 //!   never misses a record that is written but not yet published.
+//!
+//! # Gated visibility
+//!
+//! A slave's master forwards each batch before its own `fdatasync`, so the
+//! slave may durably hold writes its master then loses. In a store opened
+//! with [`Options::gate_visibility`] a record written to the log is
+//! synced and acknowledged as in any store, but reaches readers only once
+//! [`Store::publish_through`] has raised the **publish limit** to its
+//! sequence number (the master has declared it durable). Until then it is
+//! **held** in the index, out of every reader's sight ([`Store::get`],
+//! [`Store::last_seq`], [`Store::records_since`], [`Store::snapshot`],
+//! [`Store::stats`]); [`Store::applied_seq`] says where the log ends,
+//! held records included. Held records are published oldest first. The
+//! limit is kept in the `COMMITTED` file (the `committed` module), so a
+//! restarted store holds again what it held; compaction leaves the
+//! segments of held records alone (the `compaction` module).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -27,6 +45,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use log::error;
 
+use crate::committed::{self, Committed, Stored};
 use crate::compaction::{Compactor, Step};
 use crate::error::{Error, Result};
 use crate::format::RecordKind;
@@ -35,7 +54,7 @@ use crate::history::History;
 use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
 use crate::options::{Options, Sync};
 use crate::record::Record;
-use crate::recovery;
+use crate::recovery::{self, Recovered};
 use crate::repair::TailCut;
 use crate::shared::Shared;
 
@@ -101,6 +120,9 @@ pub struct Stats {
     pub segment_files: u64,
     /// The newest sequence number readers can see.
     pub last_seq: u64,
+    /// The newest sequence number in the log: `last_seq`, or above it in a
+    /// gated store holding records ([`Store::applied_seq`]).
+    pub applied_seq: u64,
     /// Compactions run since the store was opened.
     pub compactions: u64,
     /// Group-commit syncs since the store was opened (`Sync::Always`):
@@ -185,17 +207,27 @@ impl Store {
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
         let durable = options.sync_policy() != Sync::Never;
-        let recovered = recovery::recover(
+        let stored = match options.visibility_gated() {
+            true => Some(committed::read(&dir)?),
+            false => None,
+        };
+        let mut recovered = recovery::recover(
             &dir,
             options.segment_size_limit(),
             durable,
+            stored.map_or(u64::MAX, Stored::limit),
             options.faults(),
         )?;
+        let committed = match stored {
+            Some(stored) => Some(open_committed(&dir, stored, &mut recovered, &options)?),
+            None => None,
+        };
         let history = crate::history::load_or_create(&dir, options.faults())?;
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
+        let keydir = recovered.keydir;
         let inner = Arc::new(Inner {
-            shared: Shared::new(dir, options, recovered.keydir, history, compaction_wanted),
+            shared: Shared::new(dir, options, keydir, history, committed, compaction_wanted),
             commit: GroupCommit::new(
                 recovered.active,
                 recovered.active_len,
@@ -327,7 +359,8 @@ impl Store {
     /// Performs one write like [`write`](Self::write) without waiting for
     /// it: returns once the write is staged, and calls `done` with its
     /// sequence number once it is durable (as the sync policy says) and
-    /// visible to readers, or with the error that failed it. `done` runs on
+    /// visible to readers (or held, in a gated store), or with the error
+    /// that failed it. `done` runs on
     /// whichever thread commits the write (this one, another writer's, or
     /// the store's committer thread): keep it short and never call back into
     /// the store's write path from it. Writes are numbered in the order
@@ -342,8 +375,10 @@ impl Store {
     }
 
     /// Writes a record whose sequence number a master gave: a slave applies
-    /// the master's stream with it. `seq` must be the store's last plus one,
-    /// else [`Error::OutOfOrder`] and nothing is written.
+    /// the master's stream with it. `seq` must be the store's last plus one
+    /// (its [`applied_seq`](Self::applied_seq)), else [`Error::OutOfOrder`]
+    /// and nothing is written. In a gated store the record is held until
+    /// the publish limit reaches it ([`publish_through`](Self::publish_through)).
     pub fn apply(&self, seq: u64, op: &Op) -> Result<()> {
         let (kind, key, value) = op.parts();
         let write = Write {
@@ -404,12 +439,14 @@ impl Store {
     /// Takes a master's `history` (its ID and ancestors) before applying
     /// its log from where this store's ends. Allowed when this store's log
     /// is a prefix of that history's: the store is empty, of the same
-    /// history, or of an ancestor that ended at or after this store's last
-    /// sequence number (see [`History::has_prefix`]). Anything else would
+    /// history, or of an ancestor that ended at or after this store's
+    /// [`applied_seq`](Self::applied_seq) (see [`History::has_prefix`]). Anything else would
     /// splice two histories: [`Error::OtherHistory`], and only
     /// [`install_snapshot`](Self::install_snapshot) replaces the contents.
     pub fn adopt_history(&self, history: &History) -> Result<()> {
-        let last_seq = self.last_seq();
+        // Where the log ends, held records included: they are what a
+        // master's log must continue.
+        let last_seq = self.applied_seq();
         let own = self.history_id();
         if last_seq != 0 && !history.has_prefix(own, last_seq) {
             return Err(Error::OtherHistory {
@@ -481,9 +518,54 @@ impl Store {
     }
 
     /// The newest sequence number readers can see; it survives restarts
-    /// (0 for a new store).
+    /// (0 for a new store). In a gated store, records above it may be in
+    /// the log, held: see [`applied_seq`](Self::applied_seq).
     pub fn last_seq(&self) -> u64 {
         self.inner.shared.read_keydir().published_seq
+    }
+
+    /// The newest sequence number written to the log and visible or held:
+    /// where the log ends, and where a master's stream continues it. Equal
+    /// to [`last_seq`](Self::last_seq) in an ungated store.
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.shared.read_keydir().applied_seq()
+    }
+
+    /// The publish limit of a gated store: records above it are held. It
+    /// survives restarts (the `COMMITTED` file). `u64::MAX` in an ungated
+    /// store.
+    pub fn publish_limit(&self) -> u64 {
+        self.inner.shared.read_keydir().limit
+    }
+
+    /// Raises the publish limit of a gated store to `seq` (a lower value
+    /// changes nothing): the master has declared its log durable through
+    /// `seq`. Every held record at or below the limit becomes visible,
+    /// oldest first, and records applied later at or below it are visible
+    /// once durable, as in an ungated store. Returns the newest sequence
+    /// number readers can see ([`last_seq`](Self::last_seq)).
+    ///
+    /// The limit is written to the `COMMITTED` file without a sync: a
+    /// crash may leave an older limit there, which only holds back more
+    /// records after a restart, never shows one the master lost. A failed
+    /// write is an [`Error::Io`]; the records are visible all the same.
+    /// In an ungated store it does nothing but return `last_seq`.
+    pub fn publish_through(&self, seq: u64) -> Result<u64> {
+        let shared = &self.inner.shared;
+        let Some(committed) = &shared.committed else {
+            return Ok(self.last_seq());
+        };
+        let mut file = committed.lock();
+        let last_seq = {
+            let mut keydir = shared.write_keydir();
+            keydir.raise_limit(seq);
+            shared.compact_if_due(&keydir);
+            keydir.published_seq
+        };
+        if seq > file.limit() {
+            file.store(seq, false)?;
+        }
+        Ok(last_seq)
     }
 
     /// The records with a sequence number above `since`, oldest first, as
@@ -539,6 +621,7 @@ impl Store {
             dead_bytes: keydir.dead_bytes(),
             segment_files: keydir.segments.len() as u64,
             last_seq: keydir.published_seq,
+            applied_seq: keydir.applied_seq(),
             compactions: self.inner.compactor.count(),
             syncs: self.inner.commit.syncs(),
         }
@@ -586,6 +669,22 @@ impl Drop for Store {
             error!("final sync on close: {e}");
         }
     }
+}
+
+/// Opens a gated store's `COMMITTED` file, found as `stored` (created with
+/// the recovered last seq if missing), and sets the recovered index's
+/// publish limit from it: never below the newest compacted segment's
+/// horizon, since what a compaction or a snapshot wrote was shown already.
+fn open_committed(
+    dir: &Path,
+    stored: Stored,
+    recovered: &mut Recovered,
+    options: &Options,
+) -> Result<Committed> {
+    let committed = Committed::open(dir, stored, recovered.last_seq, options.faults())?;
+    let keydir = &mut recovered.keydir;
+    keydir.limit = committed.lock().limit().max(keydir.horizon);
+    Ok(committed)
 }
 
 impl Background {

@@ -285,6 +285,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.frame_timeout = args.frame_timeout;
     config.drain_timeout = args.drain_timeout;
     config.event_log = args.event_log.clone();
+    config.test_power_cut_when = args.test_power_cut_when.clone();
     config.compaction = CompactionPolicy {
         min_dead_bytes: args.compact_min_dead_bytes,
         dead_ratio: args.compact_dead_ratio.clamp(0.0, 1.0),

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use common::{
     DEADLINE, FakeMaster, Pair, ServerProcess, info_value, info_value_opt, last_seq, poll,
 };
+use duokv::client::WriteReceipt;
 use duokv::replica_set::{ReadFrom, ReplicaSet};
 use duokv::{Client, Error};
 
@@ -86,6 +87,23 @@ fn assert_identical(pair: &Pair, expected: &Expected) {
     let on_slave = dump(&pair.slave, expected);
     assert_eq!(&on_master, expected, "the master's contents");
     assert_eq!(&on_slave, expected, "the slave's contents");
+}
+
+/// Asserts that `key` reads as `value` on `client` once the write of
+/// `receipt` is visible there: on a slave, a write is shown once the
+/// master's commit notice covers it, which may come just after the reply
+/// to a sync write (`PROTOCOL.md` 7.9).
+fn assert_reads_after(client: &mut Client, receipt: &WriteReceipt, key: &str, value: Option<&str>) {
+    let token = receipt.token().expect("a write token");
+    let got = client
+        .read_after(key, token, DEADLINE)
+        .unwrap_or_else(|e| panic!("read {key} after {token}: {e}"));
+    assert_eq!(
+        got.as_deref(),
+        value.map(str::as_bytes),
+        "key {key} on {} after {token}",
+        client.addr()
+    );
 }
 
 /// Asserts that `key` reads as `value` on `client`.
@@ -187,15 +205,21 @@ impl Writer {
     }
 }
 
-/// Sync replication: every acknowledged put, update and delete through the
-/// master is already readable from the slave, and its receipt says when the
-/// slave's ack came (`replicated_ns`, before `replied_ns`).
+/// `--replication sync-visible`: every acknowledged put, update and
+/// delete through the master is already readable from the slave, and its
+/// receipt says when the slave said so (`replicated_ns`, before
+/// `replied_ns`).
 #[test]
-fn sync_writes_are_on_the_slave_when_acknowledged() {
-    let pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+fn sync_visible_writes_are_on_the_slave_when_acknowledged() {
+    let pair = Pair::start(
+        &["--fsync", "never", "--replication", "sync-visible"],
+        &["--fsync", "never"],
+    );
     pair.wait_link_up();
     let mut master = pair.master.client();
     let mut slave = pair.slave.client();
+    assert_eq!(info_value(&mut master, "replication"), "sync-visible");
+    assert_eq!(info_value(&mut master, "commit_notices"), "true");
 
     for i in 0..50u64 {
         let key = format!("k{}", i % 10);
@@ -221,7 +245,30 @@ fn sync_writes_are_on_the_slave_when_acknowledged() {
     }
     assert_eq!(last_seq(&mut slave), 50);
     assert_eq!(fact_u64(&mut master, "slave_acked_seq"), 50);
+    assert_eq!(fact_u64(&mut master, "slave_visible_seq"), 50);
     assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
+}
+
+/// Plain sync replication: every acknowledged write is durable on both
+/// replicas (the slave's ack covers it when the reply comes), and readable
+/// on the slave with its token, which waits for the master's commit
+/// notice if it has not arrived yet.
+#[test]
+fn sync_writes_are_durable_on_both_when_acknowledged() {
+    let pair = Pair::start(&[], &[]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut slave = pair.slave.client();
+    for i in 0..30u64 {
+        let key = format!("k{}", i % 10);
+        let receipt = master.put(&key, format!("v{i}")).expect("sync write");
+        assert!(
+            fact_u64(&mut master, "slave_acked_seq") >= receipt.seq,
+            "the slave's ack covers a sync write when it is answered"
+        );
+        assert!(fact_u64(&mut slave, "applied_seq") >= receipt.seq);
+        assert_reads_after(&mut slave, &receipt, &key, Some(&format!("v{i}")));
+    }
 }
 
 /// `--forward durable`: the master hands a write to the slave only once it
@@ -240,7 +287,7 @@ fn forward_durable_still_replicates_every_sync_write() {
         let key = format!("d{}", i % 7);
         let receipt = master.put(&key, format!("v{i}")).expect("sync write");
         assert_ne!(receipt.server.replicated_ns, 0, "{receipt:?}");
-        assert_reads(&mut slave, &key, Some(&format!("v{i}")));
+        assert_reads_after(&mut slave, &receipt, &key, Some(&format!("v{i}")));
     }
     assert_eq!(last_seq(&mut slave), 30);
 
@@ -416,7 +463,7 @@ fn master_restart(kill: bool) {
         let (key, value) = (format!("after{i}"), format!("v{i}"));
         let receipt = master.put(&key, &value).expect("write after the restart");
         assert_ne!(receipt.server.replicated_ns, 0, "{receipt:?}");
-        assert_reads(&mut slave, &key, Some(&value));
+        assert_reads_after(&mut slave, &receipt, &key, Some(&value));
     }
     assert_eq!(fact_u64(&mut master, "full_resyncs"), 0);
 }
@@ -618,10 +665,11 @@ fn slave_redirects_writes_to_the_master() {
     assert_eq!(receipt.seq, 1);
     assert_eq!(set.master().addr(), pair.master.addr());
     assert_reads(&mut master, "k", Some("v"));
-    assert_reads(&mut slave, "k", Some("v"));
-    set.update("k", "v2")
+    assert_reads_after(&mut slave, &receipt, "k", Some("v"));
+    let receipt = set
+        .update("k", "v2")
         .expect("update, now on the master directly");
-    assert_reads(&mut slave, "k", Some("v2"));
+    assert_reads_after(&mut slave, &receipt, "k", Some("v2"));
 }
 
 /// One parsed event log: per seq, per event name, the timestamps.
@@ -690,7 +738,7 @@ fn check_events(
 
 /// After 30 sync writes and a clean SIGTERM of both, the master's event log
 /// has every write with `received, applied, forwarded, acked, replied` and
-/// the slave's with `received, applied`, each once, in the order that
+/// the slave's with `received, applied, visible`, each once, in the order that
 /// replication guarantees, under the `event,seq,key,unix_ns` header.
 #[test]
 fn event_logs_trace_every_write() {
@@ -709,6 +757,12 @@ fn event_logs_trace_every_write() {
         keys.insert(receipt.seq, key);
     }
     drop(master);
+    // The last commit notice may follow the last reply.
+    let mut slave = pair.slave.client();
+    poll("the slave to show every write", || {
+        (fact_u64(&mut slave, "visible_seq") == 30).then_some(())
+    });
+    drop(slave);
 
     pair.master.sigterm();
     assert!(pair.master.wait_exit(DEADLINE).success());
@@ -734,8 +788,8 @@ fn event_logs_trace_every_write() {
         "slave",
         &read_events(&pair.slave_events()),
         &keys,
-        &["received", "applied"],
-        &[("received", "applied")],
+        &["received", "applied", "visible"],
+        &[("received", "applied"), ("applied", "visible")],
     );
 }
 
@@ -744,7 +798,10 @@ fn event_logs_trace_every_write() {
 /// `ReadFrom::Either` (with the master killed, every other read fails).
 #[test]
 fn replica_set_reads_from_slave_or_either() {
-    let mut pair = Pair::start(&["--fsync", "never"], &["--fsync", "never"]);
+    let mut pair = Pair::start(
+        &["--fsync", "never", "--replication", "sync-visible"],
+        &["--fsync", "never"],
+    );
     pair.wait_link_up();
     let mut from_slave =
         ReplicaSet::new(pair.master.addr(), pair.slave.addr()).read_from(ReadFrom::Slave);

@@ -77,7 +77,8 @@ impl Freshness {
     }
 
     /// Probes sent and not yet answered.
-    pub(crate) fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.lock().in_flight.len()
     }
 

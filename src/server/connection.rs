@@ -95,6 +95,16 @@ impl<'a> Connection<'a> {
         HandshakeReply::with_reason(status, node_role, reason).write_to(&mut self.stream)
     }
 
+    /// Accepts a replication stream, saying what this node is and which
+    /// of the stream features the master offered it takes up.
+    pub(crate) fn write_stream_acceptance(
+        &mut self,
+        node_role: NodeRole,
+        features: u32,
+    ) -> Result<(), protocol::Error> {
+        HandshakeReply::with_features(node_role, features).write_to(&mut self.stream)
+    }
+
     /// Answers the handshake with `status`, saying what this node is.
     pub(crate) fn write_handshake_reply(
         &mut self,

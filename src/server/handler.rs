@@ -196,7 +196,13 @@ impl<'a> Handler<'a> {
                 return;
             }
         };
-        if self.answer_handshake(HandshakeStatus::Ok).is_err() {
+        let role = self.shared.node.role();
+        let features = admitted.features();
+        if self
+            .connection
+            .write_stream_acceptance(role, features)
+            .is_err()
+        {
             replication::slave::release(state, admitted);
             return;
         }

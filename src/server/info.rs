@@ -94,9 +94,9 @@ fn slave_facts(shared: &Shared, state: &SlaveState, master_addr: &str, facts: &m
     facts.push(("visible_seq".to_string(), visible.to_string()));
     let durable = state.master_durable_seq();
     facts.push(("master_durable_seq".to_string(), durable.to_string()));
-    let bound = state
-        .staleness_bound()
-        .map_or("none".to_string(), |b| format!("{:.3}", b.as_secs_f64() * 1e3));
+    let bound = state.staleness_bound().map_or("none".to_string(), |b| {
+        format!("{:.3}", b.as_secs_f64() * 1e3)
+    });
     facts.push(("staleness_bound_ms".to_string(), bound));
     let interval = state.probe_interval().as_secs_f64() * 1e3;
     facts.push(("probe_interval_ms".to_string(), format!("{interval:.3}")));

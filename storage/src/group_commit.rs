@@ -88,6 +88,10 @@ use crate::shared::Shared;
 /// [`ObservePoint`] says: see [`Store::observe_writes`](crate::Store::observe_writes).
 pub type WriteObserver = Box<dyn Fn(Vec<Record>) + Send + std::marker::Sync>;
 
+/// Told the store's newest durable sequence number each time it moves:
+/// see [`Store::observe_durable`](crate::Store::observe_durable).
+pub type DurableObserver = Box<dyn Fn(u64) + Send + std::marker::Sync>;
+
 /// When a [`WriteObserver`] is given a run of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObservePoint {
@@ -109,6 +113,20 @@ impl std::fmt::Debug for ObserverSlot {
             Some((at, _)) => write!(f, "ObserverSlot({at:?})"),
             None => f.write_str("ObserverSlot(empty)"),
         }
+    }
+}
+
+/// Where a store keeps its [`DurableObserver`], if it has one.
+struct DurableSlot(OnceLock<DurableObserver>);
+
+impl std::fmt::Debug for DurableSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "set"
+        } else {
+            "empty"
+        };
+        write!(f, "DurableSlot({state})")
     }
 }
 
@@ -139,6 +157,10 @@ pub(crate) struct GroupCommit {
     flush_gate: Mutex<()>,
     /// Told of every run of records once written (`observe_writes`).
     observer: ObserverSlot,
+    /// The newest seq known durable (`Store::durable_seq`).
+    durable_seq: AtomicU64,
+    /// Told each time `durable_seq` moves (`observe_durable`).
+    durable_observer: DurableSlot,
     /// Set by the first failed sync; the store refuses writes from then on.
     poisoned: AtomicBool,
     /// Group-commit syncs so far.
@@ -160,6 +182,8 @@ impl GroupCommit {
             writer: Mutex::new(Writer::new(active, offset, last_seq)),
             flush_gate: Mutex::new(()),
             observer: ObserverSlot(OnceLock::new()),
+            durable_seq: AtomicU64::new(last_seq),
+            durable_observer: DurableSlot(OnceLock::new()),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             commit_wanted,
@@ -197,6 +221,27 @@ impl GroupCommit {
         self.observer.0.set((at, observer)).is_ok()
     }
 
+    /// Sets the store's one durable observer; `false` if it has one.
+    pub(crate) fn set_durable_observer(&self, observer: DurableObserver) -> bool {
+        self.durable_observer.0.set(observer).is_ok()
+    }
+
+    /// The newest seq known durable.
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::SeqCst)
+    }
+
+    /// Every record up to `seq` is durable: tells the durable observer if
+    /// that moves the durable seq.
+    fn note_durable(&self, seq: u64) {
+        let before = self.durable_seq.fetch_max(seq, Ordering::SeqCst);
+        if seq > before
+            && let Some(observer) = self.durable_observer.0.get()
+        {
+            observer(seq);
+        }
+    }
+
     /// Group-commit syncs since the store was opened.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
@@ -215,14 +260,23 @@ impl GroupCommit {
     /// Forces the active segment to disk, whatever the policy. A failure
     /// poisons the store, as every failed sync does.
     pub(crate) fn sync(&self) -> Result<()> {
-        let active = self.lock_writer().active.clone();
-        active.sync_data().inspect_err(|e| self.poison(e))
+        // Every record written so far is in this segment or in one synced
+        // when it was closed.
+        let (active, written) = {
+            let writer = self.lock_writer();
+            (writer.active.clone(), writer.written_seq())
+        };
+        active.sync_data().inspect_err(|e| self.poison(e))?;
+        self.note_durable(written);
+        Ok(())
     }
 
     /// Syncs the active segment of `writer`, which the caller holds; a
     /// failure poisons the store.
     pub(crate) fn sync_active(&self, writer: &Writer) -> Result<()> {
-        writer.active.sync_data().inspect_err(|e| self.poison(e))
+        writer.active.sync_data().inspect_err(|e| self.poison(e))?;
+        self.note_durable(writer.written_seq());
+        Ok(())
     }
 
     /// The buffered records, for the observer, if there is one.
@@ -369,6 +423,12 @@ impl GroupCommit {
             // No sync here: written is as durable as this policy makes it.
             let records = self.observe(ObservePoint::Written, records);
             self.observe(ObservePoint::Durable, records);
+            if shared.options.sync_policy() == Sync::Never
+                && let Some(last) = written.last()
+            {
+                // The policy promises no more than the write itself.
+                self.note_durable(last.location.seq);
+            }
             self.publish(shared, written);
             if writer.offset >= shared.options.segment_size_limit() {
                 self.roll_logged(shared, &mut writer);
@@ -449,6 +509,7 @@ impl GroupCommit {
             }
         };
         let segment = writer.active.clone();
+        let last_written = written.last().map(|record| record.location.seq);
         writer.in_flight = Some(InFlight {
             records: written,
             batch: batch.clone(),
@@ -462,6 +523,9 @@ impl GroupCommit {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         if synced.is_ok() {
             self.observe(ObservePoint::Durable, records);
+            if let Some(last) = last_written {
+                self.note_durable(last);
+            }
         }
 
         let mut writer = self.lock_writer();
@@ -527,6 +591,7 @@ impl GroupCommit {
             self.poison(&e);
             return Err(e);
         }
+        self.note_durable(writer.written_seq());
         let id = segment::next_log_id(writer.active.id);
         let header = SegmentHeader {
             kind: SegmentKind::Log,

@@ -164,4 +164,4 @@ pub use iter::{RecordsSince, Snapshot, SnapshotEntry};
 pub use options::{CompactionPolicy, Options, Sync};
 pub use record::{Op, Record};
 pub use repair::TailCut;
-pub use store::{ObservePoint, Stats, Store, WriteObserver, WriteOp};
+pub use store::{DurableObserver, ObservePoint, Stats, Store, WriteObserver, WriteOp};

@@ -58,7 +58,7 @@ use crate::recovery::{self, Recovered};
 use crate::repair::TailCut;
 use crate::shared::Shared;
 
-pub use crate::group_commit::{ObservePoint, WriteObserver};
+pub use crate::group_commit::{DurableObserver, ObservePoint, WriteObserver};
 #[doc(no_inline)]
 pub use crate::record::Op;
 
@@ -515,6 +515,28 @@ impl Store {
     /// per store; a second call returns `false` and changes nothing.
     pub fn observe_writes(&self, at: ObservePoint, observer: WriteObserver) -> bool {
         self.inner.commit.set_observer(at, observer)
+    }
+
+    /// Calls `observer` with the store's newest durable sequence number
+    /// each time it moves (see [`durable_seq`](Self::durable_seq)): a
+    /// master passes it on to its slave, which shows a write only once its
+    /// master has made it durable. Called from whichever thread synced
+    /// (a group-commit leader, the background sync of `Sync::Every`), so
+    /// values may arrive out of order from two threads: keep the largest,
+    /// keep it short, and never call back into the store's write path. One
+    /// durable observer per store; a second call returns `false` and
+    /// changes nothing.
+    pub fn observe_durable(&self, observer: DurableObserver) -> bool {
+        self.inner.commit.set_durable_observer(observer)
+    }
+
+    /// The newest sequence number known durable: every record up to it is
+    /// synced. Under `Sync::Always` that is every record readers see; under
+    /// `Sync::Every`, what the last periodic (or explicit) sync covered;
+    /// under `Sync::Never`, which promises nothing, every record written.
+    /// On open, the log's last record (what recovery found on disk).
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.commit.durable_seq()
     }
 
     /// The newest sequence number readers can see; it survives restarts

@@ -11,7 +11,7 @@
 //! # Layout
 //!
 //! - [`client`]: [`Client`], CRUD as methods over one connection, and its
-//!   [`ClientBuilder`].
+//!   [`ClientBuilder`]; reads under conditions ([`ReadWhen`]).
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and
 //!   a slave used as one store: writes to the master, reads by choice.
 //! - `server` (private): [`Server`], one thread per connection over blocking
@@ -79,7 +79,7 @@ mod replication;
 mod server;
 pub mod token;
 
-pub use client::{Client, ClientBuilder, Pong, WriteReceipt};
+pub use client::{Client, ClientBuilder, Pong, ReadOutcome, ReadWhen, WriteReceipt};
 pub use duokv_protocol as protocol;
 pub use duokv_storage as storage;
 pub use error::{Error, Result};

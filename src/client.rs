@@ -7,7 +7,8 @@
 //!
 //! Reads can carry conditions ([`ReadWhen`]): a write the replica must
 //! show first (a [`Token`]), and how stale its data may be at most. Both
-//! are how a slave is read safely.
+//! are how a slave is read safely; a [`Session`](crate::Session) sets them
+//! for every read so that a caller need not.
 
 use std::io::{BufReader, ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};

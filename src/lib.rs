@@ -12,6 +12,8 @@
 //!
 //! - [`client`]: [`Client`], CRUD as methods over one connection, and its
 //!   [`ClientBuilder`]; reads under conditions ([`ReadWhen`]).
+//! - [`session`]: [`Session`], read-your-writes and monotonic reads across
+//!   replicas: the newest token seen, sent with every read.
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and
 //!   a slave used as one store: writes to the master, reads by choice.
 //! - `server` (private): [`Server`], one thread per connection over blocking
@@ -77,6 +79,7 @@ pub mod event_log;
 pub mod replica_set;
 mod replication;
 mod server;
+pub mod session;
 pub mod token;
 
 pub use client::{Client, ClientBuilder, Pong, ReadOutcome, ReadWhen, WriteReceipt};
@@ -86,4 +89,5 @@ pub use error::{Error, Result};
 pub use replication::slave::OnDivergence;
 pub use replication::{Forward, MasterSettings, ReplicationMode};
 pub use server::{RoleConfig, Server, ServerConfig, ShutdownHandle};
+pub use session::Session;
 pub use token::{ParseTokenError, Token};

@@ -15,7 +15,8 @@
 //! - [`session`]: [`Session`], read-your-writes and monotonic reads across
 //!   replicas: the newest token seen, sent with every read.
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and
-//!   a slave used as one store: writes to the master, reads by choice.
+//!   a slave used as one store: writes to the master, reads by choice,
+//!   session reads that fall back to the master.
 //! - `server` (private): [`Server`], one thread per connection over blocking
 //!   `std::net`, with a connection cap and a graceful shutdown; configured
 //!   by [`ServerConfig`] and [`RoleConfig`].

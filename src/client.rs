@@ -4,6 +4,11 @@
 //! connection breaks, the call that saw it fails, and the next call dials
 //! again: a write is never sent twice behind the caller's back, since the
 //! first may have been applied.
+//!
+//! Reads can carry conditions ([`ReadWhen`]): a write the replica must
+//! show first (a [`Token`]), and how stale its data may be at most. Both
+//! are how a slave is read safely; a [`Session`](crate::Session) sets them
+//! for every read so that a caller need not.
 
 use std::io::{BufReader, ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -14,8 +19,8 @@ use crate::clock::now_ns;
 use crate::token::Token;
 
 use duokv_protocol::{
-    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    NodeRole, ReadAfter, Request, Response, Role,
+    self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus,
+    MaxStaleness, Message, NodeRole, ReadAfter, ReadPoint, Request, Response, Role,
 };
 
 use crate::error::{Error, Result};
@@ -86,6 +91,145 @@ impl Pong {
     /// half the round trip.
     pub fn error_bound(&self) -> Duration {
         self.round_trip / 2
+    }
+}
+
+/// The conditions of a read ([`Client::read_when`]), chained
+/// builder-style from [`ReadWhen::new`], a plain read.
+///
+/// - `after`: answer once this write is visible on the replica (read your
+///   writes), else [`Error::NotYetVisible`] or [`Error::UnknownHistory`].
+/// - `max_staleness`: answer only if the replica can prove its data at
+///   most this old (a master always can), else [`Error::TooStale`]. From
+///   1 us to `u32::MAX` us (about 71 minutes), whole microseconds (the
+///   rest is dropped); outside that range the read fails with
+///   [`Error::BadRequest`] before anything is sent.
+/// - `wait`: how long the replica may wait for either condition (whole
+///   milliseconds; the server caps it at 60 s and at its idle timeout).
+///
+/// ```
+/// use std::time::Duration;
+/// use duokv::ReadWhen;
+///
+/// let when = ReadWhen::new()
+///     .max_staleness(Duration::from_millis(5))
+///     .wait(Duration::from_millis(50));
+/// assert_eq!(when.after, None);
+/// assert_eq!(when.max_staleness, Some(Duration::from_millis(5)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadWhen {
+    /// The write the replica must show first, if any.
+    pub after: Option<Token>,
+    /// How old the replica's data may be at most, if bounded.
+    pub max_staleness: Option<Duration>,
+    /// How long the replica may wait for the conditions (0: not at all).
+    pub wait: Duration,
+}
+
+impl ReadWhen {
+    /// A plain read: no condition, no wait.
+    pub fn new() -> ReadWhen {
+        ReadWhen::default()
+    }
+
+    /// Answer once the write `token` is visible on the replica.
+    pub fn after(mut self, token: impl Into<Option<Token>>) -> ReadWhen {
+        self.after = token.into();
+        self
+    }
+
+    /// Answer only with data provably at most `max_staleness` old.
+    pub fn max_staleness(mut self, max_staleness: impl Into<Option<Duration>>) -> ReadWhen {
+        self.max_staleness = max_staleness.into();
+        self
+    }
+
+    /// Let the replica wait up to `wait` for the conditions.
+    pub fn wait(mut self, wait: Duration) -> ReadWhen {
+        self.wait = wait;
+        self
+    }
+
+    /// The request for `key` under these conditions, or
+    /// [`Error::BadRequest`] for a staleness bound the wire cannot carry.
+    fn request(&self, key: &[u8]) -> Result<Request> {
+        let wait_ms = u32::try_from(self.wait.as_millis()).unwrap_or(u32::MAX);
+        let fresh = self
+            .max_staleness
+            .map(|max| {
+                staleness_us(max).map(|max_staleness_us| MaxStaleness {
+                    max_staleness_us,
+                    wait_ms,
+                })
+            })
+            .transpose()?;
+        Ok(Request::Read {
+            key: key.to_vec(),
+            after: self.after.map(|token| ReadAfter {
+                history: token.history,
+                seq: token.seq,
+                wait_ms,
+            }),
+            fresh,
+        })
+    }
+}
+
+/// A staleness bound in whole microseconds as the wire carries it (a u32),
+/// or why it cannot be: under 1 us (only a master could ever prove it:
+/// read the master) or over `u32::MAX` us.
+fn staleness_us(max: Duration) -> Result<u32> {
+    u32::try_from(max.as_micros())
+        .ok()
+        .filter(|&us| us >= 1)
+        .ok_or_else(|| Error::BadRequest {
+            message: format!(
+                "a max staleness of {max:?} is out of range: give 1us to {:?}",
+                Duration::from_micros(u64::from(u32::MAX))
+            ),
+        })
+}
+
+/// What a [`Client::read_when`] returned: the value, the seq of the write
+/// that set it, and where the replica stood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The value, or `None` if the key has none.
+    pub value: Option<Vec<u8>>,
+    /// The seq of the write that set the value; 0 if the key has none.
+    pub seq: u64,
+    /// The replica's history and newest visible seq when it read the key;
+    /// `None` from a server too old to send them.
+    pub at: Option<ReadPoint>,
+}
+
+impl ReadOutcome {
+    /// The token a later read must be `after` not to go back in time:
+    /// `(history, seq)` of the value read, or `(history, visible_seq)` when
+    /// the key was absent, so that an observed delete is never undone;
+    /// `None` without a read point.
+    ///
+    /// ```
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// client.put("a", "1")?;
+    /// client.put("b", "2")?;
+    /// let read = client.read_when("a", &duokv::ReadWhen::new())?;
+    /// assert_eq!(read.token().map(|t| t.seq), Some(1));
+    /// let absent = client.read_when("c", &duokv::ReadWhen::new())?;
+    /// assert_eq!(absent.token().map(|t| t.seq), Some(2)); // all it saw
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
+    pub fn token(&self) -> Option<Token> {
+        self.at.map(|at| Token {
+            history: at.history,
+            seq: if self.value.is_some() {
+                self.seq
+            } else {
+                at.visible_seq
+            },
+        })
     }
 }
 
@@ -254,17 +398,55 @@ impl Client {
     /// # Ok::<(), duokv::Error>(())
     /// ```
     pub fn read_with_seq(&mut self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
-        match self.call(Request::Read {
-            key: key.as_ref().to_vec(),
-            after: None,
-            fresh: None,
-        })? {
-            Response::Value {
-                value: Some(value),
-                seq,
-                ..
-            } => Ok(Some((seq, value))),
-            Response::Value { value: None, .. } => Ok(None),
+        let outcome = self.read_when(key, &ReadWhen::new())?;
+        Ok(outcome.value.map(|value| (outcome.seq, value)))
+    }
+
+    /// The value of `key` once the replica meets the conditions `when`
+    /// (see [`ReadWhen`]), with the seq that set it and the replica's read
+    /// point; the general read the others are made of.
+    ///
+    /// Fails with [`Error::NotYetVisible`] or [`Error::UnknownHistory`]
+    /// when the replica cannot show `when.after` (in time, or ever), with
+    /// [`Error::TooStale`] when it cannot prove `when.max_staleness` in
+    /// time: read the master instead. Fails with [`Error::BadRequest`],
+    /// before anything is sent, for a staleness bound under 1 us or over
+    /// `u32::MAX` us. The reply's read timeout is extended by `when.wait`
+    /// for this call.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// use duokv::ReadWhen;
+    ///
+    /// let token = client.put("k", "v")?.token().expect("a server with tokens");
+    /// let when = ReadWhen::new()
+    ///     .after(token)
+    ///     .max_staleness(Duration::from_millis(5))
+    ///     .wait(Duration::from_millis(100));
+    /// let read = client.read_when("k", &when)?;
+    /// assert_eq!((read.value, read.seq), (Some(b"v".to_vec()), token.seq));
+    /// assert_eq!(read.at.map(|at| at.visible_seq), Some(1));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
+    pub fn read_when(&mut self, key: impl AsRef<[u8]>, when: &ReadWhen) -> Result<ReadOutcome> {
+        let request = when.request(key.as_ref())?;
+        let reply = if when.wait.is_zero() {
+            self.call(request)
+        } else {
+            self.ensure_connected()?;
+            let timeout = self
+                .config
+                .read_timeout
+                .map(|t| t.saturating_add(when.wait));
+            self.set_read_timeout(timeout)?;
+            let reply = self.call(request);
+            self.set_read_timeout(self.config.read_timeout)?;
+            reply
+        };
+        match reply? {
+            Response::Value { value, seq, at } => Ok(ReadOutcome { value, seq, at }),
             _ => Err(Error::UnexpectedReply {
                 expected: "a value",
             }),
@@ -274,7 +456,8 @@ impl Client {
     /// The value of `key` as of the write `token` or later: the replica
     /// answers once that write is visible there, waiting up to `wait` for
     /// it (the server caps the wait at 60 s, and at its idle timeout). The
-    /// way to read your own writes on a slave.
+    /// way to read your own writes on a slave; [`read_when`](Self::read_when)
+    /// with [`ReadWhen::after`].
     ///
     /// Fails with [`Error::NotYetVisible`] if the write is still not
     /// visible after the wait, with the replica's visible seq (read the
@@ -297,25 +480,40 @@ impl Client {
         token: Token,
         wait: Duration,
     ) -> Result<Option<Vec<u8>>> {
-        let request = Request::Read {
-            key: key.as_ref().to_vec(),
-            after: Some(ReadAfter {
-                history: token.history,
-                seq: token.seq,
-                wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-            }),
-            fresh: None,
-        };
-        self.ensure_connected()?;
-        self.set_read_timeout(self.config.read_timeout.map(|t| t.saturating_add(wait)))?;
-        let reply = self.call(request);
-        self.set_read_timeout(self.config.read_timeout)?;
-        match reply? {
-            Response::Value { value, .. } => Ok(value),
-            _ => Err(Error::UnexpectedReply {
-                expected: "a value",
-            }),
-        }
+        let when = ReadWhen::new().after(token).wait(wait);
+        Ok(self.read_when(key, &when)?.value)
+    }
+
+    /// The value of `key` if the replica can prove its data at most
+    /// `max_staleness` old, waiting up to `wait` for the proof; a master
+    /// (or standalone server) always can, at once.
+    /// [`read_when`](Self::read_when) with [`ReadWhen::max_staleness`].
+    ///
+    /// Fails with [`Error::TooStale`], with the bound the replica could
+    /// prove (`u64::MAX` us: none, as on a slave without its master), when
+    /// it cannot after the wait: read the master, or retry. Fails with
+    /// [`Error::BadRequest`], before anything is sent, when
+    /// `max_staleness` is under 1 us or over `u32::MAX` us.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let server = duokv::doctest::server();
+    /// # let mut client = duokv::Client::connect(server.addr())?;
+    /// client.put("k", "v")?;
+    /// let value = client.read_fresh("k", Duration::from_millis(5), Duration::from_millis(50))?;
+    /// assert_eq!(value, Some(b"v".to_vec()));
+    /// let zero = client.read_fresh("k", Duration::ZERO, Duration::ZERO);
+    /// assert!(matches!(zero, Err(duokv::Error::BadRequest { .. })));
+    /// # Ok::<(), duokv::Error>(())
+    /// ```
+    pub fn read_fresh(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        max_staleness: Duration,
+        wait: Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        let when = ReadWhen::new().max_staleness(max_staleness).wait(wait);
+        Ok(self.read_when(key, &when)?.value)
     }
 
     /// Sets the open connection's read timeout, if one is open.
@@ -586,5 +784,95 @@ fn timeout_or(error: protocol::Error, addr: &str) -> Error {
             }
         }
         _ => Error::Protocol(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_bounds_outside_the_wire_range_are_refused() {
+        assert_eq!(staleness_us(Duration::from_micros(1)).ok(), Some(1));
+        assert_eq!(staleness_us(Duration::from_millis(5)).ok(), Some(5_000));
+        assert_eq!(staleness_us(Duration::from_nanos(1_999)).ok(), Some(1));
+        let max = Duration::from_micros(u64::from(u32::MAX));
+        assert_eq!(staleness_us(max).ok(), Some(u32::MAX));
+        for refused in [
+            Duration::ZERO,
+            Duration::from_nanos(999),
+            max + Duration::from_micros(1),
+        ] {
+            assert!(
+                matches!(staleness_us(refused), Err(Error::BadRequest { .. })),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_become_the_read_extensions() {
+        let token = Token { history: 7, seq: 3 };
+        let when = ReadWhen::new()
+            .after(token)
+            .max_staleness(Duration::from_millis(5))
+            .wait(Duration::from_millis(40));
+        assert_eq!(
+            when.request(b"k").ok(),
+            Some(Request::Read {
+                key: b"k".to_vec(),
+                after: Some(ReadAfter {
+                    history: 7,
+                    seq: 3,
+                    wait_ms: 40
+                }),
+                fresh: Some(MaxStaleness {
+                    max_staleness_us: 5_000,
+                    wait_ms: 40
+                }),
+            })
+        );
+        assert_eq!(
+            ReadWhen::new().request(b"k").ok(),
+            Some(Request::Read {
+                key: b"k".to_vec(),
+                after: None,
+                fresh: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_read_token_is_the_value_seq_or_all_the_replica_showed() {
+        let at = Some(ReadPoint {
+            history: 9,
+            visible_seq: 20,
+        });
+        let found = ReadOutcome {
+            value: Some(b"v".to_vec()),
+            seq: 12,
+            at,
+        };
+        assert_eq!(
+            found.token(),
+            Some(Token {
+                history: 9,
+                seq: 12
+            })
+        );
+        let absent = ReadOutcome {
+            value: None,
+            seq: 0,
+            at,
+        };
+        assert_eq!(
+            absent.token(),
+            Some(Token {
+                history: 9,
+                seq: 20
+            })
+        );
+        let old_server = ReadOutcome { at: None, ..found };
+        assert_eq!(old_server.token(), None);
     }
 }

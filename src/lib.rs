@@ -11,9 +11,12 @@
 //! # Layout
 //!
 //! - [`client`]: [`Client`], CRUD as methods over one connection, and its
-//!   [`ClientBuilder`].
+//!   [`ClientBuilder`]; reads under conditions ([`ReadWhen`]).
+//! - [`session`]: [`Session`], read-your-writes and monotonic reads across
+//!   replicas: the newest token seen, sent with every read.
 //! - [`replica_set`]: [`ReplicaSet`](replica_set::ReplicaSet), a master and
-//!   a slave used as one store: writes to the master, reads by choice.
+//!   a slave used as one store: writes to the master, reads by choice,
+//!   session reads that fall back to the master.
 //! - `server` (private): [`Server`], one thread per connection over blocking
 //!   `std::net`, with a connection cap and a graceful shutdown; configured
 //!   by [`ServerConfig`] and [`RoleConfig`].
@@ -78,13 +81,15 @@ mod power_cut;
 pub mod replica_set;
 mod replication;
 mod server;
+pub mod session;
 pub mod token;
 
-pub use client::{Client, ClientBuilder, Pong, WriteReceipt};
+pub use client::{Client, ClientBuilder, Pong, ReadOutcome, ReadWhen, WriteReceipt};
 pub use duokv_protocol as protocol;
 pub use duokv_storage as storage;
 pub use error::{Error, Result};
 pub use replication::slave::OnDivergence;
 pub use replication::{Forward, MasterSettings, ReplicationMode};
 pub use server::{RoleConfig, Server, ServerConfig, ShutdownHandle};
+pub use session::Session;
 pub use token::{ParseTokenError, Token};

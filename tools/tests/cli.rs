@@ -339,3 +339,39 @@ fn get_after_a_put_token_reads_the_write_on_the_slave() {
     let output = duokv(&["get", "k", "--after", "not-a-token", "--addr", &slave]);
     assert!(!output.status.success(), "{output:?}");
 }
+
+/// `get --max-staleness` on a standalone server (whose data is the newest
+/// there is) prints the value at once; a bound the wire cannot carry fails
+/// before anything is sent, even with no server to send it to.
+#[test]
+fn get_with_max_staleness_answers_on_a_standalone_server() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    assert_receipt(&duokv(&["put", "k", "v", "--addr", &addr]), 1);
+    let started = std::time::Instant::now();
+    assert_prints(
+        &duokv(&[
+            "get",
+            "k",
+            "--max-staleness",
+            "5ms",
+            "--wait",
+            "5s",
+            "--addr",
+            &addr,
+        ]),
+        "v\n",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the standalone server waited: {:?}",
+        started.elapsed()
+    );
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let output = duokv(&["get", "k", "--max-staleness", "0ms", "--addr", &nobody]);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr(&output).starts_with("error: bad request: a max staleness of 0ns is out of range"),
+        "{output:?}"
+    );
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::duration::parse_duration;
-use duokv::{Client, Token, WriteReceipt};
+use duokv::{Client, ReadWhen, Token, WriteReceipt};
 use duokv_tools::bench::BenchConfig;
 use duokv_tools::demo::DemoConfig;
 use duokv_tools::load::LoadConfig;
@@ -105,9 +105,14 @@ struct Get {
     /// --wait), then fails with "not yet visible" (read the master)
     #[argh(option)]
     after: Option<Token>,
-    /// with --after, how long the replica may wait for the write, e.g.
-    /// 100ms or 2s; 0 answers at once; the server caps it at 60 s and at
-    /// its --idle-timeout (default 1s)
+    /// answer only if the replica can prove its data at most this old,
+    /// e.g. 5ms (1us to about 71m; a master always can); a replica that
+    /// cannot within --wait fails with "too stale" (read the master)
+    #[argh(option, from_str_fn(parse_duration))]
+    max_staleness: Option<Duration>,
+    /// with --after or --max-staleness, how long the replica may wait for
+    /// them, e.g. 100ms or 2s; 0 answers at once; the server caps it at
+    /// 60 s and at its --idle-timeout (default 1s)
     #[argh(
         option,
         default = "Duration::from_secs(1)",
@@ -360,12 +365,13 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
     let connect = |addr: String| Client::builder(addr).auth_token(token.clone()).connect();
     Ok(match command {
         Command::Get(c) => {
-            let mut client = connect(c.addr)?;
-            let value = match c.after {
-                Some(token) => client.read_after(&c.key, token, c.wait)?,
-                None => client.read(&c.key)?,
-            };
-            match value {
+            let when = ReadWhen::new()
+                .after(c.after)
+                .max_staleness(c.max_staleness)
+                .wait(c.wait);
+            // Dialled by the read, after it checked the bound it sends.
+            let mut client = Client::builder(c.addr).auth_token(token.clone()).build();
+            match client.read_when(&c.key, &when)?.value {
                 Some(value) => String::from_utf8_lossy(&value).into_owned(),
                 None => return Err(duokv::Error::NotFound.into()),
             }

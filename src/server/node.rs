@@ -30,8 +30,9 @@ pub(crate) enum Node {
     /// Applies its master's stream; serves reads, refuses writes.
     Slave {
         /// Which stream from the master is current, and what to do with a
-        /// master of another history.
-        state: SlaveState,
+        /// master of another history, and what it can prove of its
+        /// staleness (boxed: it is by far the largest variant).
+        state: Box<SlaveState>,
         /// The master's client address, sent to clients that write here.
         master_addr: String,
     },
@@ -59,7 +60,11 @@ impl Node {
                 on_divergence,
                 probe_interval,
             } => Node::Slave {
-                state: SlaveState::new(master_addr, *on_divergence, *probe_interval),
+                state: Box::new(SlaveState::new(
+                    master_addr,
+                    *on_divergence,
+                    *probe_interval,
+                )),
                 master_addr: master_addr.clone(),
             },
         })

@@ -107,6 +107,9 @@ fn wait_for_write(
     (visible < after.seq).then(|| reply::not_yet_visible(visible, after, wait))
 }
 
+/// What a read of the store found: the seq and value, or nothing.
+type Found = duokv_storage::Result<Option<(u64, Vec<u8>)>>;
+
 /// The value of `key` once this node can prove its data at most
 /// `fresh.max_staleness_us` old, or the `TooStale` refusal at the
 /// deadline.
@@ -121,7 +124,7 @@ fn read_fresh(
     fresh: MaxStaleness,
     deadline: Instant,
     wait: Duration,
-) -> Result<duokv_storage::Result<Option<(u64, Vec<u8>)>>, Response> {
+) -> Result<Found, Response> {
     let Node::Slave { state, .. } = &shared.node else {
         return Ok(shared.store.get_with_seq(key));
     };

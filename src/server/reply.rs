@@ -108,7 +108,8 @@ pub(crate) fn too_stale(
     Response::error(
         ErrorCode::TooStale { bound_us },
         format!(
-            "this replica cannot prove its data at most {max:?} old after {waited:?}:              {proven}{link}; read the master, or retry"
+            "this replica cannot prove its data at most {max:?} old after {waited:?}: \
+             {proven}{link}; read the master, or retry"
         ),
     )
 }

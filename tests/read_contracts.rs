@@ -353,3 +353,75 @@ fn a_slave_never_shows_a_write_its_master_lost_in_a_power_cut() {
         "the slave held a write of the old history past the new one's start"
     );
 }
+
+/// On a real pair, a read on the slave with a staleness bound is served
+/// once the slave can prove the bound (it probes its master at once when
+/// it needs a fresher proof), and returns a value at least as new as every
+/// write acknowledged longer than the bound before the read began. With
+/// its master frozen (SIGSTOP: the socket stays open, nothing answers) the
+/// proof ages: the read waits out its wait and is refused with `TooStale`
+/// and the bound it could prove; once the master runs again it is served.
+/// With the master gone, the refusal says so.
+#[test]
+fn bounded_reads_on_a_slave_are_served_within_the_bound_and_refused_past_it() {
+    let mut pair = Pair::start(&["--replication", "async"], &[]);
+    pair.wait_link_up();
+    let mut master = pair.master.client();
+    let mut slave = pair.slave.client();
+    let bound = Duration::from_millis(1);
+    for i in 0..20 {
+        let value = format!("v{i}");
+        master.put("k", &value).expect("write");
+        let acked = Instant::now();
+        loop {
+            let began = Instant::now();
+            let got = slave
+                .read_fresh("k", bound, DEADLINE)
+                .expect("a 1 ms bound is provable on loopback");
+            if began.duration_since(acked) > bound {
+                assert_eq!(got, Some(value.clone().into_bytes()), "read {i}");
+                break;
+            }
+        }
+    }
+    let proven: f64 = info_value(&mut slave, "staleness_bound_ms")
+        .parse()
+        .expect("a bound in ms");
+    assert!(proven < 1_000.0, "{proven} ms");
+
+    pair.master.signal("SIGSTOP");
+    let wait = Duration::from_millis(100);
+    let (bound_us, took) = poll("a bounded read to be refused", || {
+        let began = Instant::now();
+        match slave.read_when(
+            "k",
+            &duokv::ReadWhen::new()
+                .max_staleness(Duration::from_millis(30))
+                .wait(wait),
+        ) {
+            Ok(_) => None,
+            Err(Error::TooStale { bound_us, .. }) => Some((bound_us, began.elapsed())),
+            Err(e) => panic!("a bounded read on the slave: {e}"),
+        }
+    });
+    assert!(bound_us >= 30_000 && bound_us != u64::MAX, "{bound_us} us");
+    assert!(took >= wait, "refused after its wait, not before: {took:?}");
+    pair.master.signal("SIGCONT");
+    poll("a bounded read to be served again", || {
+        slave
+            .read_fresh("k", Duration::from_millis(30), Duration::from_millis(100))
+            .ok()
+    });
+
+    pair.master.sigkill();
+    pair.master.wait_exit(DEADLINE);
+    let message = poll("the refusal to say the master is gone", || {
+        match slave.read_fresh("k", Duration::from_millis(30), Duration::ZERO) {
+            Err(Error::TooStale { message, .. }) if message.contains("not connected") => {
+                Some(message)
+            }
+            _ => None,
+        }
+    });
+    assert!(message.contains("read the master"), "{message}");
+}

@@ -418,7 +418,18 @@ pub fn serve_stream<R: Read>(
         shown: store.last_seq(),
         held_keys: VecDeque::new(),
     };
+    let hello = Replication::Hello {
+        last_seq: store.applied_seq(),
+        replication_id: store.history_id(),
+    };
+    // The stream may be idle as long as the master takes no writes.
+    let said_hello = stream
+        .set_read_timeout(None)
+        .map_err(crate::Error::from)
+        .and_then(|()| writer.send(hello));
     let ended = std::thread::scope(|scope| {
+        said_hello?;
+        // Only after the `Hello`, which must be the stream's first frame.
         if notices {
             state.freshness.start();
             let prober = std::thread::Builder::new()
@@ -560,16 +571,10 @@ fn join_history(
     }
 }
 
-/// Says where this store ends, then applies the master's frames until the
+/// Applies the master's frames, after the slave's `Hello`, until the
 /// stream ends (`Ok`) or fails.
 fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
-    let (store, peer) = (applier.store, applier.peer);
-    // The stream may be idle as long as the master takes no writes.
-    applier.writer.stream.set_read_timeout(None)?;
-    applier.writer.send(Replication::Hello {
-        last_seq: store.applied_seq(),
-        replication_id: store.history_id(),
-    })?;
+    let peer = applier.peer;
     while let Some(frame) = applier.next_frame()? {
         match frame.message {
             Message::Replication(Replication::Append { seq, op }) => {
@@ -702,12 +707,14 @@ impl<R: Read> Applier<'_, R> {
                             .push_back((record.seq, record.op.key().to_vec()));
                     }
                 }
-                self.writer.send(Replication::Ack { seq: last })?;
+                // Without commit notices the batch is shown before it is
+                // acknowledged, as before them.
                 let visible = if self.notices {
                     self.store.last_seq()
                 } else {
                     self.store.publish_through(last)?
                 };
+                self.writer.send(Replication::Ack { seq: last })?;
                 self.show(visible)
             }
             Err(storage::Error::OutOfOrder { expected, got }) => {
@@ -725,17 +732,22 @@ impl<R: Read> Applier<'_, R> {
         }
     }
 
-    /// Takes the `Commit`s read so far: shows what they cover, and what
-    /// their probes' answers prove.
+    /// Takes the `Commit`s read so far: shows what the newest covers (one
+    /// publish, however many came), and what their probes' answers prove.
     fn take_commits(&mut self) -> crate::Result<()> {
-        for (seq, probe) in std::mem::take(&mut self.commits) {
-            let visible = self.store.publish_through(seq)?;
-            if self.state.freshness.on_commit(seq, probe, visible) {
-                self.state.wake_reads();
-            }
-            self.show(visible)?;
+        let commits = std::mem::take(&mut self.commits);
+        let Some(newest) = commits.iter().map(|&(seq, _)| seq).max() else {
+            return Ok(());
+        };
+        let visible = self.store.publish_through(newest)?;
+        let mut proven = false;
+        for (seq, probe) in commits {
+            proven |= self.state.freshness.on_commit(seq, probe, visible);
         }
-        Ok(())
+        if proven {
+            self.state.wake_reads();
+        }
+        self.show(visible)
     }
 
     /// Readers now see writes up to `visible`: logs them, wakes the reads

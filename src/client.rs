@@ -462,7 +462,7 @@ impl Client {
     /// Fails with [`Error::NotYetVisible`] if the write is still not
     /// visible after the wait, with the replica's visible seq (read the
     /// master instead), and with [`Error::UnknownHistory`] if the replica
-    /// does not continue the token's history (waiting cannot help). The
+    /// does not continue the token's history after the wait. The
     /// reply's read timeout is extended by `wait` for this call.
     ///
     /// ```

@@ -214,6 +214,9 @@ impl SlaveState {
             return Err(refusal);
         }
         *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // The store may follow a new history now: reads waiting for a
+        // token of it can look again.
+        self.wake_reads();
         let clone = stream
             .try_clone()
             .map_err(|e| Refusal::Malformed(format!("the slave cannot take the stream: {e}")))?;

@@ -4,8 +4,9 @@
 //! - `after` (a write token): answered once the token's write is visible
 //!   on this node, after waiting for it up to the reader's deadline, or
 //!   refused with a code the client can act on: `NotYetVisible` (with this
-//!   node's visible seq: read the master instead) or `UnknownHistory`
-//!   (waiting cannot help).
+//!   node's visible seq: read the master instead) or `UnknownHistory` (the
+//!   node does not continue the token's history, even after the wait: a
+//!   slave waits for a restarted master's new history too).
 //! - `fresh` (a staleness bound): answered once this node can prove that
 //!   its data is at most that old, or refused with `TooStale` and the bound
 //!   it could prove. A master's (or standalone node's) data is the newest
@@ -88,18 +89,21 @@ fn wait_for_write(
     wait: Duration,
 ) -> Option<Response> {
     let store = &shared.store;
-    if let Some(refusal) = unknown_history(store, after) {
-        return Some(refusal);
-    }
     if let Node::Slave { state, .. } = &shared.node {
+        // A token of a history the slave does not know may be of its
+        // master's next one (the master restarted, and the slave has not
+        // reconnected yet): it waits for that as for the write itself.
         state.wait_applied(
-            || visible_seq(store) >= after.seq || shared.shutdown.is_requested(),
+            || {
+                (unknown_history(store, after).is_none() && visible_seq(store) >= after.seq)
+                    || shared.shutdown.is_requested()
+            },
             deadline,
         );
-        // A full resync to another history may have come meanwhile.
-        if let Some(refusal) = unknown_history(store, after) {
-            return Some(refusal);
-        }
+    }
+    // Also after the wait: a full resync to another history may have come.
+    if let Some(refusal) = unknown_history(store, after) {
+        return Some(refusal);
     }
     // On a master (or standalone node) a write it acknowledged is visible
     // already: nothing there wakes a waiting read, so it does not wait.

@@ -8,7 +8,10 @@
 //! `Append` frames, each batch as soon as it is written and while the
 //! master's own `fdatasync` runs; the slave applies them to its store with
 //! the master's sequence numbers and acknowledges with cumulative `Ack`s
-//! ("everything up to seq N is applied and durable").
+//! ("everything up to seq N is applied and durable"). It shows them to its
+//! readers only once the master's `Commit` says they are durable there
+//! too (the commit index), and proves how stale its data can be from the
+//! answers to its `Probe`s (`PROTOCOL.md` 7.9).
 //!
 //! - [`master`]: the [`Replicator`] a master runs: the link, catch-up from
 //!   the log, full resync by snapshot, and the wait for acks of sync mode.
@@ -23,7 +26,8 @@
 //!   this module only declares and re-exports, so no import goes round.
 //!
 //! **Sync mode**: a client's write is answered only once it is durable on
-//! the master and the slave's ack covers it (or `--sync-timeout` passes:
+//! the master and the slave's ack covers it (in `sync-visible` mode, once
+//! the slave's `Visible` does) (or `--sync-timeout` passes:
 //! `ReplicaUnavailable`; the write is durable on the master and reaches the
 //! slave when it is back). Writers share the link: their writes are
 //! pipelined and one ack releases many. **Async mode**: a write is answered

@@ -18,19 +18,22 @@
 //!
 //! # Which token is newer
 //!
-//! Two tokens of one history are ordered by seq. Tokens of two histories
-//! are not comparable by seq: a master that restarts forks a new history
-//! that continues the old one up to the last write it still holds, and
-//! numbers its next writes from there, possibly below seqs of the old
-//! history that it lost in a crash (none of them acknowledged by a sync
-//! pair; possibly seen by a reader). So a token of another history
-//! replaces the kept one: the newest observation wins. A replica that
-//! answers a read after a token continues its history, so the history of
-//! what it answers is that one or a later one; keeping the newer history
-//! is what lets the next read go on. Keeping the old token instead would
-//! make every later read fail with [`Error::UnknownHistory`] on a replica
-//! that lost the write: that is reported once, by the read that finds it
-//! (then [`Session::reset`] starts over).
+//! Two tokens of one history are ordered by seq. A token of another
+//! history is the newer observation: a replica that answers a read after
+//! a token continues its history, so what it answers is of that history
+//! or a later one (a master that restarts forks a new history that
+//! continues the old one up to the last write it still holds). The
+//! session then keeps the new history with **the higher of the two
+//! seqs**: the new history holds the kept write at its own seq (if the
+//! master kept it), so a read after `(new, max)` still shows it, even on a
+//! slave that has just joined the new history and is catching up.
+//! Keeping the new token's lower seq alone would let such a slave answer
+//! without the session's own write. If the master lost the kept write in
+//! a crash (never acknowledged to a sync pair), no replica will show it;
+//! the higher seq then only makes the next read wait for the new
+//! history to reach it. Keeping the old history instead would make every
+//! later read fail with [`Error::UnknownHistory`]; [`Session::reset`]
+//! starts over.
 //!
 //! [`Error::UnknownHistory`]: crate::Error::UnknownHistory
 
@@ -123,8 +126,8 @@ impl Session {
     }
 
     /// Keeps `token` if it is newer than the one kept: a higher seq of the
-    /// same history, or any token of another history (see the module's
-    /// docs for why).
+    /// same history; of another history, that history with the higher of
+    /// the two seqs (see the module's docs for why).
     ///
     /// ```
     /// let mut session = duokv::Session::new();
@@ -132,21 +135,29 @@ impl Session {
     /// session.observe("aa:3".parse()?);
     /// assert_eq!(session.token(), Some("aa:5".parse()?)); // not back in time
     /// session.observe("bb:2".parse()?);
-    /// assert_eq!(session.token(), Some("bb:2".parse()?)); // a new history
+    /// assert_eq!(session.token(), Some("bb:5".parse()?)); // a new history, seq kept
+    /// session.observe("bb:7".parse()?);
+    /// assert_eq!(session.token(), Some("bb:7".parse()?));
     /// # Ok::<(), duokv::ParseTokenError>(())
     /// ```
     pub fn observe(&mut self, token: Token) {
-        let newer = match self.token {
-            Some(kept) if kept.history == token.history => token.seq > kept.seq,
-            Some(kept) => {
-                log::debug!("session: history {token} replaces {kept}");
-                true
+        self.token = Some(match self.token {
+            Some(kept) if kept.history == token.history => {
+                if token.seq > kept.seq {
+                    token
+                } else {
+                    kept
+                }
             }
-            None => true,
-        };
-        if newer {
-            self.token = Some(token);
-        }
+            Some(kept) => {
+                log::debug!("session: history {token} follows {kept}");
+                Token {
+                    history: token.history,
+                    seq: token.seq.max(kept.seq),
+                }
+            }
+            None => token,
+        });
     }
 
     /// Forgets the token: the next read asks for no write first. For a
@@ -238,13 +249,17 @@ mod tests {
     }
 
     #[test]
-    fn another_history_replaces_the_kept_token_even_with_a_lower_seq() {
+    fn another_history_takes_over_without_lowering_the_seq() {
         let mut session = Session::new();
         session.observe(token(1, 100));
-        session.observe(token(2, 95));
-        assert_eq!(session.token(), Some(token(2, 95)));
+        // A restarted master's history, read at a key written long ago:
+        // the session's own write (seq 100) must still be asked for.
+        session.observe(token(2, 1));
+        assert_eq!(session.token(), Some(token(2, 100)));
         session.observe(token(2, 90));
-        assert_eq!(session.token(), Some(token(2, 95)));
+        assert_eq!(session.token(), Some(token(2, 100)));
+        session.observe(token(3, 120));
+        assert_eq!(session.token(), Some(token(3, 120)));
         session.reset();
         assert_eq!(session.token(), None);
     }

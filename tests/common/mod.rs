@@ -509,6 +509,32 @@ impl Pair {
     }
 }
 
+/// The rows of the event log at `path` so far. Unlike
+/// [`duokv::event_log::read`], a torn last line (one with no newline) is
+/// left out rather than refused: a SIGKILLed server may have written part
+/// of one, since its buffered writer can flush in the middle of a line,
+/// and a torn line can even parse (a timestamp cut short). A missing file
+/// has no rows (a server killed before its log was created).
+pub fn read_events_so_far(path: &Path) -> Vec<duokv::event_log::EventRow> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    let mut rows = Vec::new();
+    for (number, line) in whole.lines().enumerate() {
+        if (number == 0 && line == duokv::event_log::HEADER) || line.trim().is_empty() {
+            continue;
+        }
+        let row = duokv::event_log::EventRow::from_csv(line).unwrap_or_else(|| {
+            panic!(
+                "{}: line {} is not an event: {line}",
+                path.display(),
+                number + 1
+            )
+        });
+        rows.push(row);
+    }
+    rows
+}
+
 /// The master's event log, in the pair's directory.
 const MASTER_EVENTS: &str = "master-events.csv";
 /// The slave's event log, in the pair's directory.

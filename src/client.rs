@@ -199,8 +199,9 @@ pub struct ReadOutcome {
     pub value: Option<Vec<u8>>,
     /// The seq of the write that set the value; 0 if the key has none.
     pub seq: u64,
-    /// The replica's history and newest visible seq when it read the key;
-    /// `None` from a server too old to send them.
+    /// The replica's history, and its newest visible seq just after it
+    /// read the key (an upper bound of what the read saw); `None` from a
+    /// server too old to send them.
     pub at: Option<ReadPoint>,
 }
 

@@ -170,7 +170,9 @@ impl ReadAfter {
 pub struct ReadPoint {
     /// The replica's history id.
     pub history: u64,
-    /// The newest seq visible on the replica when it read the key.
+    /// The newest seq visible on the replica just after it read the key:
+    /// at least what the read could see (visible seqs only grow), possibly
+    /// more, which only makes a token taken from it ask for more.
     pub visible_seq: u64,
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::duration::parse_duration;
 use duokv::{Client, ReadWhen, Token, WriteReceipt};
-use duokv_tools::bench::BenchConfig;
+use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
 use duokv_tools::load::LoadConfig;
 use duokv_tools::stats::StatsArgs;
@@ -273,13 +273,25 @@ struct Bench {
     #[argh(option)]
     slave_events: Option<PathBuf>,
     /// how long the reader probe waits for a write to show on the slave
-    /// (default 5s)
+    /// (default 5s); with --probe-read after or fresh:D, the wait its read
+    /// asks the slave for (capped by the slave's --idle-timeout)
     #[argh(
         option,
         default = "Duration::from_secs(5)",
         from_str_fn(parse_duration)
     )]
     probe_patience: Duration,
+    /// how the reader probe reads the slave after each commit: poll (plain
+    /// reads until the write shows; default), after (one read after the
+    /// write's token) or fresh:D (one read at most D stale, e.g. fresh:5ms);
+    /// the last two write OUT/probe.csv: whether each read had to wait,
+    /// how long it took, whether it was refused
+    #[argh(option, default = "ProbeRead::Poll")]
+    probe_read: ProbeRead,
+    /// where the reader probe reads instead of the slave (e.g. the master,
+    /// to compare)
+    #[argh(option)]
+    probe_addr: Option<String>,
     /// where this client runs, for the run's metadata (default local)
     #[argh(option, default = "String::from(\"local\")")]
     client_host: String,
@@ -418,6 +430,8 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.slave_events = c.slave_events;
             config.client_host = c.client_host;
             config.probe_patience = c.probe_patience;
+            config.probe_read = c.probe_read;
+            config.probe_addr = c.probe_addr;
             config.auth_token = token.clone();
             let outcome = duokv_tools::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();

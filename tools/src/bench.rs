@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::conditional;
 use crate::error::{Error, Result};
 use crate::run_dir::{self, ClientRow, ClockOffsets, ClockProbe, ProbeOutcome, ProbeRow, RunMeta};
 use duokv::auth::AuthToken;
@@ -116,9 +117,9 @@ impl FromStr for ProbeRead {
 /// `250us`, `1s`.
 fn duration_text(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1_000 == 0 {
+    } else if us.is_multiple_of(1_000) {
         format!("{}ms", us / 1_000)
     } else {
         format!("{us}us")
@@ -461,47 +462,19 @@ fn client_alive(client: &mut Client) -> bool {
     client.ping().is_ok()
 }
 
-/// Reads write `index` once under `when`, asked in two steps so the probe
-/// knows whether the slave had to wait: first without a wait (answered:
-/// the condition held on arrival), and if that is refused as not yet
-/// visible or too stale, again with `when`'s wait. The server says nothing
-/// of whether it waited, so this is the only exact way to tell from the
-/// client; it costs a waited read one extra round trip, which its time
-/// includes.
+/// Reads write `index` once under `when`, asked at once and then with the
+/// wait if refused (see [`conditional`](crate::conditional)).
 fn read_once(client: &mut Client, key: &str, index: u64, when: &ReadWhen) -> ProbeRow {
-    let started = Instant::now();
-    let at_once = ReadWhen {
-        wait: Duration::ZERO,
-        ..*when
-    };
-    let (outcome, value) = match client.read_when(key, &at_once) {
-        Ok(read) => (ProbeOutcome::AtOnce, read.value),
-        Err(duokv::Error::NotYetVisible { .. } | duokv::Error::TooStale { .. }) => {
-            match client.read_when(key, when) {
-                Ok(read) => (ProbeOutcome::Waited, read.value),
-                Err(e) => (refusal(&e), None),
-            }
-        }
-        Err(e) => (refusal(&e), None),
-    };
+    let asked = conditional::read(client, key, when);
     ProbeRow {
         write: index,
-        outcome,
-        read_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-        saw_write: value
+        outcome: asked.outcome,
+        read_ns: u64::try_from(asked.elapsed.as_nanos()).unwrap_or(u64::MAX),
+        saw_write: asked
+            .value
             .as_deref()
             .and_then(write_index)
             .is_some_and(|v| v >= index),
-    }
-}
-
-/// The outcome a failed conditional read stands for.
-fn refusal(error: &duokv::Error) -> ProbeOutcome {
-    match error {
-        duokv::Error::NotYetVisible { .. } => ProbeOutcome::NotYetVisible,
-        duokv::Error::TooStale { .. } => ProbeOutcome::TooStale,
-        duokv::Error::UnknownHistory { .. } => ProbeOutcome::UnknownHistory,
-        _ => ProbeOutcome::Failed,
     }
 }
 

@@ -21,7 +21,7 @@ use duokv::duration::parse_duration;
 use duokv::{Client, ReadWhen, Token, WriteReceipt};
 use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
-use duokv_tools::load::LoadConfig;
+use duokv_tools::load::{LoadConfig, ReadConditions};
 use duokv_tools::stats::StatsArgs;
 
 /// The duokv command-line client.
@@ -233,6 +233,35 @@ struct Load {
     /// bytes per written value (default 100)
     #[argh(option, default = "100")]
     value_size: usize,
+    /// send the reads to this server instead (e.g. the slave, while --addr
+    /// is the master)
+    #[argh(option)]
+    read_addr: Option<String>,
+    /// more clients that only read, beside the --clients that follow
+    /// --writes (default 0)
+    #[argh(option, default = "0")]
+    readers: usize,
+    /// each read is of the client's own last write, after its token (read
+    /// your writes); the report says how many were answered at once, after
+    /// waiting, or refused
+    #[argh(switch)]
+    read_after: bool,
+    /// each read asks for data at most this old, e.g. 5ms; the report says
+    /// how many were answered at once, after waiting, or refused
+    #[argh(option, from_str_fn(parse_duration))]
+    read_max_staleness: Option<Duration>,
+    /// how long the replica may wait for a read's conditions, e.g. 20ms
+    /// (default 1s; the server caps it at its --idle-timeout)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    read_wait: Duration,
+    /// sample the read server's staleness_bound_ms (a slave's info) this
+    /// often during the run, e.g. 10ms, and report its p50/p99
+    #[argh(option, from_str_fn(parse_duration))]
+    sample_every: Option<Duration>,
     /// print the report as JSON
     #[argh(switch)]
     json: bool,
@@ -413,6 +442,14 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 keys: c.keys,
                 value_size: c.value_size,
                 auth_token: token.clone(),
+                read_addr: c.read_addr,
+                readers: c.readers,
+                read_when: ReadConditions {
+                    after: c.read_after,
+                    max_staleness: c.read_max_staleness,
+                    wait: c.read_wait,
+                },
+                sample_every: c.sample_every,
             })?;
             if json {
                 report.to_json()

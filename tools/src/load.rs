@@ -29,7 +29,7 @@
 //!
 //! Each conditional read is asked at once and, if refused as not yet
 //! visible or too stale, again with the wait (see
-//! [`conditional`](crate::conditional)), so the report can say per read
+//! [`conditional`]), so the report can say per read
 //! whether it was answered at once, after waiting, or refused
 //! ([`ReadOutcomes`]). A refusal is an answer, not an error: it is counted
 //! there, not in `errors` nor in `ops`. `readers` more clients may only

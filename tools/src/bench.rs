@@ -13,17 +13,25 @@
 //!   with the smallest round trip is kept; offset `((t2-t1)+(t3-t4))/2`,
 //!   error bound RTT/2.
 //! - **Reader probe**: a second thread, with its own connection to the
-//!   slave, polls the slave after each commit until it returns that write's
-//!   value (or a later one): the visibility delay, on the client's clock
-//!   alone, as Bermbach and Tai measured S3.
+//!   slave, reads the slave after each commit ([`ProbeRead`]). By default it
+//!   polls until the slave returns that write's value (or a later one): the
+//!   visibility delay, on the client's clock alone, as Bermbach and Tai
+//!   measured S3. With `after` it instead reads once after the write's
+//!   token, and with `fresh:D` once under a staleness bound D, the way a
+//!   client of the read contracts does (`PROTOCOL.md` 5.2), and records
+//!   per write whether the read had to wait, how long it took and whether
+//!   it was refused (`probe.csv`).
 //!
-//! It writes `client.csv` and `run.json` into the run directory (see
+//! It writes `client.csv`, `run.json` and, for a conditional probe,
+//! `probe.csv` into the run directory (see
 //! [`run_dir`](mod@crate::run_dir)); the replicas' event logs are gathered by
 //! path when given, or by whoever ran the replicas (`duokv demo`, the
 //! deployer).
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,14 +39,92 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::conditional;
 use crate::error::{Error, Result};
-use crate::run_dir::{self, ClientRow, ClockOffsets, ClockProbe, RunMeta};
-use duokv::Client;
+use crate::run_dir::{self, ClientRow, ClockOffsets, ClockProbe, ProbeOutcome, ProbeRow, RunMeta};
 use duokv::auth::AuthToken;
 use duokv::clock::now_ns;
+use duokv::duration::parse_duration;
+use duokv::{Client, ReadWhen, Token};
 
 /// Pings per clock estimate; the fastest is kept.
 const CLOCK_PROBES: usize = 16;
+
+/// How the reader probe reads the slave after each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeRead {
+    /// Plain reads, one after the other, until the write's value (or a
+    /// later one) shows, up to the probe's patience: when a reader that
+    /// knows nothing of tokens first sees the write.
+    #[default]
+    Poll,
+    /// One read with `after` = the write's token: the slave answers once
+    /// the write is visible there (read your writes).
+    After,
+    /// One read with `max_staleness` = this bound: the slave answers once
+    /// it can prove its data at most that old, which need not hold the
+    /// write (`saw_write` says whether it did).
+    Fresh(Duration),
+}
+
+impl ProbeRead {
+    /// The conditions of the read of write `token`, with `wait`; `None` for
+    /// the polling probe.
+    pub fn conditions(self, token: Option<Token>, wait: Duration) -> Option<ReadWhen> {
+        match self {
+            ProbeRead::Poll => None,
+            ProbeRead::After => Some(ReadWhen::new().after(token).wait(wait)),
+            ProbeRead::Fresh(max) => Some(ReadWhen::new().max_staleness(max).wait(wait)),
+        }
+    }
+}
+
+/// `poll`, `after` or `fresh:5ms`, as `--probe-read` takes it.
+impl fmt::Display for ProbeRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeRead::Poll => f.write_str("poll"),
+            ProbeRead::After => f.write_str("after"),
+            ProbeRead::Fresh(max) => write!(f, "fresh:{}", duration_text(*max)),
+        }
+    }
+}
+
+impl FromStr for ProbeRead {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<ProbeRead, String> {
+        match text {
+            "poll" => Ok(ProbeRead::Poll),
+            "after" => Ok(ProbeRead::After),
+            _ => match text.strip_prefix("fresh:") {
+                Some(bound) => {
+                    let max = parse_duration(bound)?;
+                    if max < Duration::from_micros(1) {
+                        return Err(format!("a staleness bound of {bound} is under 1us"));
+                    }
+                    Ok(ProbeRead::Fresh(max))
+                }
+                None => Err(format!(
+                    "unknown probe read `{text}`: use poll, after or fresh:DURATION (e.g. fresh:5ms)"
+                )),
+            },
+        }
+    }
+}
+
+/// A duration as the shortest text `parse_duration` reads back: `5ms`,
+/// `250us`, `1s`.
+fn duration_text(d: Duration) -> String {
+    let us = d.as_micros();
+    if us.is_multiple_of(1_000_000) {
+        format!("{}s", us / 1_000_000)
+    } else if us.is_multiple_of(1_000) {
+        format!("{}ms", us / 1_000)
+    } else {
+        format!("{us}us")
+    }
+}
 
 /// What `duokv bench` runs.
 #[derive(Debug, Clone)]
@@ -57,8 +143,15 @@ pub struct BenchConfig {
     pub out: PathBuf,
     /// Where the client runs, for the metadata.
     pub client_host: String,
-    /// How long the reader probe waits for a write to show on the slave.
+    /// How long the reader probe waits for a write to show on the slave;
+    /// with a conditional [`ProbeRead`], the wait its read asks for (the
+    /// server caps it at its idle timeout).
     pub probe_patience: Duration,
+    /// How the reader probe reads.
+    pub probe_read: ProbeRead,
+    /// Where the reader probe reads; `None` for the slave. The master, to
+    /// compare a read there with one on the slave.
+    pub probe_addr: Option<String>,
     /// The master's event log, to copy into the run directory when done.
     pub master_events: Option<PathBuf>,
     /// The slave's event log, likewise.
@@ -86,6 +179,8 @@ impl BenchConfig {
             out: out.into(),
             client_host: "local".into(),
             probe_patience: Duration::from_secs(5),
+            probe_read: ProbeRead::Poll,
+            probe_addr: None,
             master_events: None,
             slave_events: None,
             progress: true,
@@ -148,7 +243,10 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
         let start_unix_ns = now_ns();
         let row = match master.put(&config.key, &value) {
             Ok(receipt) => {
-                let _ = probe_tx.send((i, receipt.committed_ns));
+                let _ = probe_tx.send(Committed {
+                    index: i,
+                    token: receipt.token(),
+                });
                 ClientRow {
                     write: i,
                     write_id: receipt.seq,
@@ -175,10 +273,10 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
         rows.push(row);
     }
     drop(probe_tx);
-    let visible = prober.join().map_err(|_| Error::Failed {
+    let probed = prober.join().map_err(|_| Error::Failed {
         message: "the reader probe panicked".into(),
     })?;
-    for (i, at) in visible {
+    for (i, at) in probed.visible {
         if let Some(row) = rows.get_mut(i as usize) {
             row.visible_unix_ns = Some(at);
         }
@@ -189,6 +287,9 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     // What was measured is saved first: a replica that died during the run
     // must not cost the rows of the others.
     run_dir::save_client_rows(&config.out, &rows)?;
+    if config.probe_read != ProbeRead::Poll {
+        run_dir::save_probe_rows(&config.out, &probed.reads)?;
+    }
     let mut notes = Vec::new();
     let mut probe_after =
         |client: &mut Client, before: ClockProbe, name: &str| match probe_clock(client) {
@@ -227,14 +328,17 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
             after: slave_after,
         }),
         notes,
+        probe_read: Some(config.probe_read.to_string()),
     };
     meta.save(&config.out)?;
     let last_seq = rows.iter().map(|r| r.write_id).max().unwrap_or(0);
     if let Some(path) = &config.master_events {
-        gather_events(path, &config.out.join(run_dir::MASTER_EVENTS), last_seq)?;
+        let to = config.out.join(run_dir::MASTER_EVENTS);
+        gather_events(path, &to, last_seq, &["replied"])?;
     }
     if let Some(path) = &config.slave_events {
-        gather_events(path, &config.out.join(run_dir::SLAVE_EVENTS), last_seq)?;
+        let to = config.out.join(run_dir::SLAVE_EVENTS);
+        gather_events(path, &to, last_seq, &["visible", "applied"])?;
     }
     Ok(BenchOutcome {
         dir: config.out.clone(),
@@ -272,44 +376,106 @@ pub fn probe_clock(client: &mut Client) -> Result<ClockProbe> {
     })
 }
 
-/// The reader probe: for each committed write `(index, commit)`, polls the
-/// slave until it holds that write's value or a later one. Returns when the
-/// channel closes, with `(index, visible_unix_ns)` of the writes it saw.
+/// A write the reader probe is to look for.
+struct Committed {
+    /// Its index in the run.
+    index: u64,
+    /// Its token; `None` from a server too old to send one.
+    token: Option<Token>,
+}
+
+/// What the reader probe found.
+#[derive(Default)]
+struct Probed {
+    /// `(index, unix_ns)`: when the probe first saw each write it saw.
+    visible: Vec<(u64, u64)>,
+    /// One row per conditional read (none for the polling probe).
+    reads: Vec<ProbeRow>,
+}
+
+/// The reader probe: for each committed write, reads the slave (or
+/// `probe_addr`) as `probe_read` says. Returns when the channel closes.
 fn start_reader_probe(
     config: &BenchConfig,
-    commits: Receiver<(u64, u64)>,
-) -> Result<JoinHandle<Vec<(u64, u64)>>> {
-    let mut client = Client::builder(config.slave.clone())
+    commits: Receiver<Committed>,
+) -> Result<JoinHandle<Probed>> {
+    let addr = config.probe_addr.clone().unwrap_or(config.slave.clone());
+    let mut client = Client::builder(addr)
         .read_timeout(Duration::from_secs(5))
         .auth_token(config.auth_token.clone())
         .connect()?;
     let key = config.key.clone();
     let patience = config.probe_patience;
+    let read = config.probe_read;
     let thread = std::thread::Builder::new()
         .name("reader-probe".into())
         .spawn(move || {
-            let mut seen = Vec::new();
+            let mut probed = Probed::default();
             let mut reachable = true;
-            for (index, _commit) in commits {
-                let deadline = Instant::now() + patience;
-                while reachable && Instant::now() < deadline {
-                    match client.read(&key) {
-                        Ok(Some(value)) if write_index(&value).is_some_and(|v| v >= index) => {
-                            seen.push((index, now_ns()));
-                            break;
+            for committed in commits {
+                if !reachable {
+                    continue;
+                }
+                let index = committed.index;
+                match read.conditions(committed.token, patience) {
+                    None => match poll_until_seen(&mut client, &key, index, patience) {
+                        Some(at) => probed.visible.push((index, at)),
+                        None => reachable = client_alive(&mut client),
+                    },
+                    Some(when) => {
+                        let row = read_once(&mut client, &key, index, &when);
+                        if row.saw_write {
+                            probed.visible.push((index, now_ns()));
                         }
-                        // Not there yet: re-poll at once, the delay being
-                        // measured is often well under a millisecond.
-                        Ok(_) => {}
-                        // The slave is gone: later writes cannot show there
-                        // either; stop waiting instead of timing out on each.
-                        Err(_) => reachable = false,
+                        reachable = row.outcome != ProbeOutcome::Failed;
+                        probed.reads.push(row);
                     }
                 }
             }
-            seen
+            probed
         })?;
     Ok(thread)
+}
+
+/// Polls `key` until it holds write `index`'s value or a later one, up to
+/// `patience`; the client's clock when it did.
+fn poll_until_seen(client: &mut Client, key: &str, index: u64, patience: Duration) -> Option<u64> {
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        match client.read(key) {
+            Ok(Some(value)) if write_index(&value).is_some_and(|v| v >= index) => {
+                return Some(now_ns());
+            }
+            // Not there yet: re-poll at once, the delay being measured is
+            // often well under a millisecond.
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Whether the probe's server still answers: a slave that is gone cannot
+/// show later writes either, so the probe stops waiting instead of timing
+/// out on each.
+fn client_alive(client: &mut Client) -> bool {
+    client.ping().is_ok()
+}
+
+/// Reads write `index` once under `when`, asked at once and then with the
+/// wait if refused (see [`conditional`](crate::conditional)).
+fn read_once(client: &mut Client, key: &str, index: u64, when: &ReadWhen) -> ProbeRow {
+    let asked = conditional::read(client, key, when);
+    ProbeRow {
+        write: index,
+        outcome: asked.outcome,
+        read_ns: u64::try_from(asked.elapsed.as_nanos()).unwrap_or(u64::MAX),
+        saw_write: asked
+            .value
+            .as_deref()
+            .and_then(write_index)
+            .is_some_and(|v| v >= index),
+    }
 }
 
 /// The write index a bench value names (`w-17` is 17).
@@ -322,17 +488,28 @@ fn write_index(value: &[u8]) -> Option<u64> {
 }
 
 /// Copies a replica's event log into the run directory once it holds the
-/// events of the run's last write (it is flushed in the background).
-fn gather_events(from: &Path, to: &Path, last_seq: u64) -> Result<()> {
+/// last event of the run's last write (it is flushed in the background):
+/// the first of `last_kinds` the log has any line of (a slave from before
+/// commit notices logs no `visible`), at `last_seq` or above. Gives up
+/// after 5 s and copies what there is: a replica that died has no more.
+fn gather_events(from: &Path, to: &Path, last_seq: u64, last_kinds: &[&str]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(from).map_err(|source| Error::File {
             path: from.to_path_buf(),
             source,
         })?;
+        let events = || text.lines().filter_map(|line| line.split_once(','));
+        let last_kind = last_kinds
+            .iter()
+            .find(|kind| events().any(|(k, _)| k == **kind));
         let complete = last_seq == 0
-            || text.lines().any(|line| {
-                line.split(',').nth(1).and_then(|s| s.parse::<u64>().ok()) >= Some(last_seq)
+            || last_kind.is_some_and(|kind| {
+                events().any(|(k, rest)| {
+                    k == *kind
+                        && rest.split(',').next().and_then(|s| s.parse::<u64>().ok())
+                            >= Some(last_seq)
+                })
             });
         if complete || Instant::now() >= deadline {
             return std::fs::write(to, text).map_err(|source| Error::File {
@@ -420,5 +597,33 @@ mod tests {
         assert_eq!(write_index(b"w-17"), Some(17));
         assert_eq!(write_index(b"x-17"), None);
         assert_eq!(write_index(b"w-"), None);
+    }
+
+    #[test]
+    fn probe_reads_parse_and_print_back() {
+        for text in ["poll", "after", "fresh:5ms", "fresh:250us", "fresh:1s"] {
+            let read: ProbeRead = text.parse().unwrap();
+            assert_eq!(read.to_string(), text);
+        }
+        assert_eq!(
+            "fresh:5ms".parse::<ProbeRead>(),
+            Ok(ProbeRead::Fresh(Duration::from_millis(5)))
+        );
+        assert!("fresh:0ms".parse::<ProbeRead>().is_err());
+        assert!("fresh:".parse::<ProbeRead>().is_err());
+        assert!("later".parse::<ProbeRead>().is_err());
+        let token = Token { history: 9, seq: 4 };
+        let wait = Duration::from_millis(20);
+        assert_eq!(ProbeRead::Poll.conditions(Some(token), wait), None);
+        let after = ProbeRead::After.conditions(Some(token), wait).unwrap();
+        assert_eq!(
+            (after.after, after.max_staleness, after.wait),
+            (Some(token), None, wait)
+        );
+        let fresh = ProbeRead::Fresh(Duration::from_millis(5))
+            .conditions(Some(token), wait)
+            .unwrap();
+        assert_eq!(fresh.after, None);
+        assert_eq!(fresh.max_staleness, Some(Duration::from_millis(5)));
     }
 }

@@ -12,6 +12,9 @@
 //! - [`bench`](mod@bench): the seed's test client behind `duokv bench`: one
 //!   update a second to one key, each write's start and commit timestamps,
 //!   the replicas' clocks probed before and after.
+//! - [`conditional`]: a read under conditions (after a write, under a
+//!   staleness bound), asked so that the client knows whether the replica
+//!   had to wait; the bench's probe and the load generator use it.
 //! - [`run_dir`]: the files of a measured run (`run.json`, `client.csv`,
 //!   the event logs), shared by `duokv bench`, `duokv stats` and the
 //!   deployer.
@@ -38,19 +41,15 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use duokv_tools::load::{self, LoadConfig, Target};
+//! use duokv_tools::load::{self, LoadConfig};
 //!
 //! # fn main() -> duokv_tools::Result<()> {
 //! # let server = duokv::doctest::server();
 //! let report = load::run(LoadConfig {
-//!     addr: server.addr(),
-//!     target: Target::Duokv,
-//!     clients: 2,
-//!     duration: Duration::from_millis(200),
 //!     write_ratio: 0.5,
 //!     keys: 100,
 //!     value_size: 16,
-//!     auth_token: None,
+//!     ..LoadConfig::new(server.addr(), 2, Duration::from_millis(200))
 //! })?;
 //! assert!(report.ops > 0);
 //! println!("{}", report.to_text());
@@ -59,6 +58,7 @@
 //! ```
 
 pub mod bench;
+pub mod conditional;
 pub mod demo;
 #[cfg(feature = "deploy")]
 pub mod deploy;

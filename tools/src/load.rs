@@ -14,6 +14,28 @@
 //! [`Client`], a Redis write a `SET` through a [`RespClient`], optionally
 //! followed by `WAIT 1 <ms>` so that it counts only once a replica has it,
 //! as a duokv write does under synchronous replication.
+//!
+//! # Reads under the read contracts (duokv only)
+//!
+//! Reads can go to another server than writes (`read_addr`: the slave,
+//! while the writes go to the master) and carry conditions
+//! ([`ReadConditions`], `PROTOCOL.md` 5.2):
+//!
+//! - `after`: each client reads the key of its own last write, after that
+//!   write's token (read your writes); a client's reads before its first
+//!   write are plain;
+//! - `max_staleness`: the replica answers only if it can prove its data at
+//!   most that old.
+//!
+//! Each conditional read is asked at once and, if refused as not yet
+//! visible or too stale, again with the wait (see
+//! [`conditional`]), so the report can say per read
+//! whether it was answered at once, after waiting, or refused
+//! ([`ReadOutcomes`]). A refusal is an answer, not an error: it is counted
+//! there, not in `errors` nor in `ops`. `readers` more clients may only
+//! read, beside the `clients` that follow the mix; and the read server's
+//! `staleness_bound_ms` can be sampled from its `info` during the run
+//! ([`BoundSamples`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,10 +45,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::conditional;
 use crate::error::{Error, Result};
 use crate::resp::RespClient;
-use duokv::Client;
+use crate::run_dir::ProbeOutcome;
 use duokv::auth::AuthToken;
+use duokv::{Client, ReadWhen, Token};
 
 /// Which kind of server a load run drives.
 ///
@@ -109,6 +133,98 @@ pub struct LoadConfig {
     /// written to a report.
     #[serde(skip)]
     pub auth_token: Option<AuthToken>,
+    /// Where reads go (e.g. the slave); `None` for `addr` (duokv only).
+    pub read_addr: Option<String>,
+    /// More clients that only read, beside the `clients` that follow
+    /// `write_ratio`.
+    pub readers: usize,
+    /// The conditions every read carries (duokv only).
+    pub read_when: ReadConditions,
+    /// Sample the read server's `staleness_bound_ms` (a slave's `info`)
+    /// this often during the run; `None`: not at all.
+    pub sample_every: Option<Duration>,
+}
+
+impl LoadConfig {
+    /// `clients` closed-loop clients against the duokv server at `addr`
+    /// for `duration`, all writes, over 10 000 keys, 100-byte values, plain
+    /// reads where they read; set the other fields to change that.
+    pub fn new(addr: impl Into<String>, clients: usize, duration: Duration) -> LoadConfig {
+        LoadConfig {
+            addr: addr.into(),
+            target: Target::Duokv,
+            clients,
+            duration,
+            write_ratio: 1.0,
+            keys: 10_000,
+            value_size: 100,
+            auth_token: None,
+            read_addr: None,
+            readers: 0,
+            read_when: ReadConditions::default(),
+            sample_every: None,
+        }
+    }
+
+    /// Refuses settings that cannot be run as asked ([`Error::Usage`]).
+    pub fn check(&self) -> Result<()> {
+        let usage = |message: &str| {
+            Err(Error::Usage {
+                message: message.into(),
+            })
+        };
+        let contracts =
+            self.read_addr.is_some() || !self.read_when.is_plain() || self.sample_every.is_some();
+        if contracts && self.target != Target::Duokv {
+            return usage(
+                "--read-addr, --read-after, --read-max-staleness and --sample-every need --target duokv",
+            );
+        }
+        if self.read_when.after && self.write_ratio <= 0.0 {
+            return usage("--read-after reads each client's own last write: give --writes above 0");
+        }
+        if self.read_when.after && self.readers > 0 && self.read_when.max_staleness.is_none() {
+            return usage(
+                "--readers only read, so they have no write to read --read-after; \
+                 give them --read-max-staleness, or drop --readers",
+            );
+        }
+        if self.clients + self.readers == 0 {
+            return usage("no clients: give --clients or --readers above 0");
+        }
+        Ok(())
+    }
+}
+
+/// The conditions a load's reads carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ReadConditions {
+    /// Read the client's own last write, after its token.
+    pub after: bool,
+    /// Answer only with data provably at most this old.
+    pub max_staleness: Option<Duration>,
+    /// How long the replica may wait for the conditions.
+    pub wait: Duration,
+}
+
+impl ReadConditions {
+    /// Whether reads carry no condition.
+    pub fn is_plain(&self) -> bool {
+        !self.after && self.max_staleness.is_none()
+    }
+
+    /// The conditions of a read after `token` (the client's last write),
+    /// or `None` for a plain read: no condition applies (`after` alone,
+    /// before the client's first write).
+    fn when(&self, token: Option<Token>) -> Option<ReadWhen> {
+        let after = if self.after { token } else { None };
+        (after.is_some() || self.max_staleness.is_some()).then(|| {
+            ReadWhen::new()
+                .after(after)
+                .max_staleness(self.max_staleness)
+                .wait(self.wait)
+        })
+    }
 }
 
 /// Latency figures of one kind of operation, in microseconds.
@@ -131,7 +247,8 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
-    fn of(histogram: &Histogram<u64>) -> Self {
+    /// The figures of a histogram of nanoseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Self {
         let us = |ns: u64| ns as f64 / 1e3;
         LatencySummary {
             count: histogram.len(),
@@ -160,8 +277,92 @@ pub struct LoadReport {
     pub first_error: Option<String>,
     /// Writes.
     pub writes: LatencySummary,
-    /// Reads.
+    /// Reads answered (with or without conditions).
     pub reads: LatencySummary,
+    /// How the conditional reads ended; `None` when reads carry no
+    /// condition.
+    pub read_outcomes: Option<ReadOutcomes>,
+    /// The read server's `staleness_bound_ms` as sampled; `None` unless
+    /// asked for.
+    pub staleness_bound: Option<BoundSamples>,
+}
+
+/// How a run's conditional reads ended: answered at once (the condition
+/// held when the read arrived), answered after waiting, or refused; with
+/// the latency of each kind.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReadOutcomes {
+    /// Reads sent with a condition (answered, refused or failed).
+    pub conditional: u64,
+    /// Reads sent without one (with `after` alone, before a client's first
+    /// write).
+    pub plain: u64,
+    /// Answered when asked without a wait.
+    pub at_once: LatencySummary,
+    /// Refused when asked at once, answered when asked with the wait; the
+    /// latency covers both asks.
+    pub waited: LatencySummary,
+    /// Refused after the wait (or at once, for an unknown history).
+    pub refused: LatencySummary,
+    /// Refusals that were `NotYetVisible`.
+    pub not_yet_visible: u64,
+    /// Refusals that were `TooStale`.
+    pub too_stale: u64,
+    /// Refusals that were `UnknownHistory`.
+    pub unknown_history: u64,
+    /// Conditional reads that failed otherwise (also in `errors`).
+    pub failed: u64,
+}
+
+impl ReadOutcomes {
+    /// `part` as a share of the conditional reads, 0 to 1.
+    pub fn share(&self, part: u64) -> f64 {
+        if self.conditional == 0 {
+            0.0
+        } else {
+            part as f64 / self.conditional as f64
+        }
+    }
+}
+
+/// The read server's `staleness_bound_ms`, sampled from its `info`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BoundSamples {
+    /// How often it was sampled.
+    pub every: Duration,
+    /// Samples with a bound.
+    pub samples: u64,
+    /// Samples of `none` (no proof yet) or without the fact (not a slave),
+    /// or whose `info` failed.
+    pub without: u64,
+    /// Median, ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99_ms: Option<f64>,
+    /// Largest, ms.
+    pub max_ms: Option<f64>,
+}
+
+impl BoundSamples {
+    /// The figures of the bounds sampled (ms), with `without` samples that
+    /// had none.
+    fn of(every: Duration, bounds: &[f64], without: u64) -> BoundSamples {
+        let mut sorted = bounds.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        // Nearest rank, as the histograms' percentiles are.
+        let rank = |q: f64| {
+            let n = sorted.len();
+            (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+        };
+        BoundSamples {
+            every,
+            samples: sorted.len() as u64,
+            without,
+            p50_ms: rank(0.50),
+            p99_ms: rank(0.99),
+            max_ms: sorted.last().copied(),
+        }
+    }
 }
 
 impl LoadReport {
@@ -181,8 +382,7 @@ impl LoadReport {
     pub fn to_text(&self) -> String {
         let c = &self.config;
         let mut text = format!(
-            "{} clients, {:.0}% writes, {} keys, {}-byte values, {:.1} s against {} ({})\n\
-             throughput: {:.0} ops/s ({} ops, {} errors)\n",
+            "{} clients, {:.0}% writes, {} keys, {}-byte values, {:.1} s against {} ({})\n",
             c.clients,
             c.write_ratio * 100.0,
             c.keys,
@@ -190,6 +390,35 @@ impl LoadReport {
             self.elapsed.as_secs_f64(),
             c.addr,
             c.target,
+        );
+        if c.readers > 0 || c.read_addr.is_some() || !c.read_when.is_plain() {
+            let mut conditions = Vec::new();
+            if c.read_when.after {
+                conditions.push("after the client's last write".to_string());
+            }
+            if let Some(max) = c.read_when.max_staleness {
+                conditions.push(format!("at most {max:?} stale"));
+            }
+            if !conditions.is_empty() {
+                conditions.push(format!("waiting up to {:?}", c.read_when.wait));
+            }
+            text += &format!(
+                "reads on {}{}{}\n",
+                c.read_addr.as_deref().unwrap_or(&c.addr),
+                if c.readers > 0 {
+                    format!(", and by {} more clients that only read", c.readers)
+                } else {
+                    String::new()
+                },
+                if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", conditions.join(", "))
+                }
+            );
+        }
+        text += &format!(
+            "throughput: {:.0} ops/s ({} ops, {} errors)\n",
             self.ops_per_sec(),
             self.ops,
             self.errors
@@ -201,6 +430,50 @@ impl LoadReport {
                     s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us, s.mean_us, s.count
                 );
             }
+        }
+        if let Some(o) = &self.read_outcomes {
+            let share = |n: u64| format!("{n} ({:.1}%)", o.share(n) * 100.0);
+            let refused = o.not_yet_visible + o.too_stale + o.unknown_history;
+            text += &format!(
+                "conditional reads: {}: answered at once {}, after waiting {}, refused {} \
+                 ({} not yet visible, {} too stale, {} unknown history), failed {}; \
+                 {} plain reads\n",
+                o.conditional,
+                share(o.at_once.count),
+                share(o.waited.count),
+                share(refused),
+                o.not_yet_visible,
+                o.too_stale,
+                o.unknown_history,
+                o.failed,
+                o.plain
+            );
+            for (name, s) in [
+                ("at once", &o.at_once),
+                ("waited", &o.waited),
+                ("refused", &o.refused),
+            ] {
+                if s.count > 0 {
+                    text += &format!(
+                        "  {name:<8} latency µs: p50 {:.1}  p99 {:.1}  max {:.1}  ({} reads)\n",
+                        s.p50_us, s.p99_us, s.max_us, s.count
+                    );
+                }
+            }
+        }
+        if let Some(b) = &self.staleness_bound {
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            text += &format!(
+                "staleness_bound_ms of {}, sampled every {:?}: p50 {}  p99 {}  max {}  \
+                 ({} samples, {} without a bound)\n",
+                c.read_addr.as_deref().unwrap_or(&c.addr),
+                b.every,
+                ms(b.p50_ms),
+                ms(b.p99_ms),
+                ms(b.max_ms),
+                b.samples,
+                b.without
+            );
         }
         if let Some(error) = &self.first_error {
             text += &format!("first error: {error}\n");
@@ -215,6 +488,75 @@ struct Tally {
     reads: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
+    /// Conditional reads, by how they ended.
+    outcomes: Outcomes,
+}
+
+/// Conditional reads by how they ended: a latency histogram per kind.
+struct Outcomes {
+    plain: u64,
+    at_once: Histogram<u64>,
+    waited: Histogram<u64>,
+    refused: Histogram<u64>,
+    not_yet_visible: u64,
+    too_stale: u64,
+    unknown_history: u64,
+    failed: u64,
+}
+
+impl Outcomes {
+    fn new() -> Outcomes {
+        Outcomes {
+            plain: 0,
+            at_once: histogram(),
+            waited: histogram(),
+            refused: histogram(),
+            not_yet_visible: 0,
+            too_stale: 0,
+            unknown_history: 0,
+            failed: 0,
+        }
+    }
+
+    fn add(&mut self, other: &Outcomes) {
+        self.plain += other.plain;
+        self.at_once.add(&other.at_once).expect("same bounds");
+        self.waited.add(&other.waited).expect("same bounds");
+        self.refused.add(&other.refused).expect("same bounds");
+        self.not_yet_visible += other.not_yet_visible;
+        self.too_stale += other.too_stale;
+        self.unknown_history += other.unknown_history;
+        self.failed += other.failed;
+    }
+
+    fn record(&mut self, outcome: ProbeOutcome, nanos: u64) {
+        match outcome {
+            ProbeOutcome::AtOnce => self.at_once.saturating_record(nanos),
+            ProbeOutcome::Waited => self.waited.saturating_record(nanos),
+            ProbeOutcome::NotYetVisible => self.not_yet_visible += 1,
+            ProbeOutcome::TooStale => self.too_stale += 1,
+            ProbeOutcome::UnknownHistory => self.unknown_history += 1,
+            ProbeOutcome::Failed => self.failed += 1,
+        }
+        if outcome.refused() {
+            self.refused.saturating_record(nanos);
+        }
+    }
+
+    fn summary(&self) -> ReadOutcomes {
+        let refused = self.refused.len();
+        ReadOutcomes {
+            conditional: self.at_once.len() + self.waited.len() + refused + self.failed,
+            plain: self.plain,
+            at_once: LatencySummary::of(&self.at_once),
+            waited: LatencySummary::of(&self.waited),
+            refused: LatencySummary::of(&self.refused),
+            not_yet_visible: self.not_yet_visible,
+            too_stale: self.too_stale,
+            unknown_history: self.unknown_history,
+            failed: self.failed,
+        }
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -225,7 +567,13 @@ fn histogram() -> Histogram<u64> {
 /// One client thread's connection: the only part of the loop that knows
 /// the target.
 enum Connection {
-    Duokv(Client),
+    Duokv {
+        /// Writes, and reads without `read_addr`.
+        client: Client,
+        /// Reads, with `read_addr` (boxed: a client is large, and most
+        /// runs have none).
+        reader: Option<Box<Client>>,
+    },
     Redis {
         client: RespClient,
         wait: Option<u32>,
@@ -238,11 +586,20 @@ impl Connection {
     /// than every operation of it.
     fn open(config: &LoadConfig) -> Result<Connection> {
         Ok(match config.target {
-            Target::Duokv => Connection::Duokv(
-                Client::builder(config.addr.clone())
-                    .auth_token(config.auth_token.clone())
-                    .connect()?,
-            ),
+            Target::Duokv => {
+                let connect = |addr: &str| {
+                    Client::builder(addr)
+                        .auth_token(config.auth_token.clone())
+                        .connect()
+                };
+                Connection::Duokv {
+                    client: connect(&config.addr)?,
+                    reader: match config.read_addr.as_deref() {
+                        Some(addr) => Some(Box::new(connect(addr)?)),
+                        None => None,
+                    },
+                }
+            }
             Target::Redis { wait } => {
                 let mut client = RespClient::connect(config.addr.clone())?;
                 client.ping()?;
@@ -251,16 +608,17 @@ impl Connection {
         })
     }
 
-    fn write(&mut self, key: &str, value: &[u8]) -> Result<()> {
+    /// Writes `value` to `key`; the write's token, from duokv.
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<Option<Token>> {
         match self {
-            Connection::Duokv(client) => Ok(client.put(key, value).map(|_| ())?),
+            Connection::Duokv { client, .. } => Ok(client.put(key, value)?.token()),
             Connection::Redis { client, wait } => {
                 client.set(key, value)?;
                 match *wait {
                     Some(ms) if client.wait(1, u64::from(ms))? < 1 => {
                         Err(Error::NoReplicaAck { ms })
                     }
-                    _ => Ok(()),
+                    _ => Ok(None),
                 }
             }
         }
@@ -268,27 +626,53 @@ impl Connection {
 
     fn read(&mut self, key: &str) -> Result<()> {
         match self {
-            Connection::Duokv(client) => Ok(client.read(key).map(|_| ())?),
+            Connection::Duokv { client, reader } => {
+                let reader = reader.as_deref_mut().unwrap_or(client);
+                Ok(reader.read(key).map(|_| ())?)
+            }
             Connection::Redis { client, .. } => Ok(client.get(key).map(|_| ())?),
+        }
+    }
+
+    /// Reads `key` under `when`, asked at once and then with the wait (see
+    /// [`conditional`]); duokv only (the config is checked before).
+    fn read_when(&mut self, key: &str, when: &ReadWhen) -> conditional::Asked {
+        match self {
+            Connection::Duokv { client, reader } => {
+                conditional::read(reader.as_deref_mut().unwrap_or(client), key, when)
+            }
+            Connection::Redis { .. } => {
+                unreachable!("LoadConfig::check refuses conditions for Redis")
+            }
         }
     }
 }
 
-/// Runs the load and reports. Fails only if a client cannot connect at the
-/// start; errors during the run are counted.
+/// Runs the load and reports. Fails if the config cannot be run
+/// ([`LoadConfig::check`]) or a client cannot connect at the start; errors
+/// during the run are counted.
 pub fn run(config: LoadConfig) -> Result<LoadReport> {
-    let clients = config.clients.max(1);
-    let mut connections = Vec::with_capacity(clients);
-    for _ in 0..clients {
+    config.check()?;
+    let total = config.clients + config.readers;
+    let mut connections = Vec::with_capacity(total);
+    for _ in 0..total {
         connections.push(Connection::open(&config)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let sampler = config
+        .sample_every
+        .map(|every| start_sampler(&config, every, stop.clone()))
+        .transpose()?;
     let started = Instant::now();
     let threads: Vec<_> = connections
         .into_iter()
         .enumerate()
         .map(|(i, client)| {
-            let (config, stop) = (config.clone(), stop.clone());
+            let (mut config, stop) = (config.clone(), stop.clone());
+            if i >= config.clients {
+                // A reader: reads only.
+                config.write_ratio = 0.0;
+            }
             std::thread::Builder::new()
                 .name(format!("load-{i}"))
                 .spawn(move || client_loop(client, &config, i as u64, &stop))
@@ -298,6 +682,7 @@ pub fn run(config: LoadConfig) -> Result<LoadReport> {
     stop.store(true, Ordering::Relaxed);
     let mut writes = histogram();
     let mut reads = histogram();
+    let mut outcomes = Outcomes::new();
     let (mut errors, mut first_error) = (0, None);
     for thread in threads {
         let tally = thread.join().map_err(|_| Error::Failed {
@@ -305,19 +690,61 @@ pub fn run(config: LoadConfig) -> Result<LoadReport> {
         })?;
         writes.add(&tally.writes).expect("same histogram bounds");
         reads.add(&tally.reads).expect("same histogram bounds");
+        outcomes.add(&tally.outcomes);
         errors += tally.errors;
         first_error = first_error.or(tally.first_error);
     }
     let elapsed = started.elapsed();
+    let staleness_bound = match sampler {
+        Some(thread) => Some(thread.join().map_err(|_| Error::Failed {
+            message: "the info sampler panicked".into(),
+        })?),
+        None => None,
+    };
     Ok(LoadReport {
         ops: writes.len() + reads.len(),
         errors,
         first_error,
         writes: LatencySummary::of(&writes),
         reads: LatencySummary::of(&reads),
+        read_outcomes: (!config.read_when.is_plain()).then(|| outcomes.summary()),
+        staleness_bound,
         elapsed,
         config,
     })
+}
+
+/// Samples the read server's `staleness_bound_ms` every `every` until
+/// `stop`, on a connection of its own.
+fn start_sampler(
+    config: &LoadConfig,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<BoundSamples>> {
+    let addr = config.read_addr.clone().unwrap_or(config.addr.clone());
+    let mut client = Client::builder(addr)
+        .auth_token(config.auth_token.clone())
+        .connect()?;
+    Ok(std::thread::Builder::new()
+        .name("load-sampler".into())
+        .spawn(move || {
+            let (mut bounds, mut without) = (Vec::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                let bound = client.info().ok().and_then(|facts| {
+                    facts
+                        .into_iter()
+                        .find(|(name, _)| name == "staleness_bound_ms")
+                        .and_then(|(_, value)| value.parse::<f64>().ok())
+                });
+                match bound {
+                    Some(ms) => bounds.push(ms),
+                    None => without += 1,
+                }
+                // The sampling pace, not a synchronisation.
+                std::thread::sleep(every);
+            }
+            BoundSamples::of(every, &bounds, without)
+        })?)
 }
 
 fn client_loop(mut client: Connection, config: &LoadConfig, seed: u64, stop: &AtomicBool) -> Tally {
@@ -326,18 +753,50 @@ fn client_loop(mut client: Connection, config: &LoadConfig, seed: u64, stop: &At
         reads: histogram(),
         errors: 0,
         first_error: None,
+        outcomes: Outcomes::new(),
     };
     let mut rng = XorShift::new(seed);
     let value = vec![b'x'; config.value_size];
     let keys = config.keys.max(1);
     let write_threshold = (config.write_ratio.clamp(0.0, 1.0) * u32::MAX as f64) as u64;
+    // This client's last write: its key and token, for reads `after` it.
+    let mut last_write: Option<(String, Option<Token>)> = None;
     while !stop.load(Ordering::Relaxed) {
-        let key = format!("key-{}", rng.next() % keys);
+        let mut key = format!("key-{}", rng.next() % keys);
         let is_write = (rng.next() & u64::from(u32::MAX)) < write_threshold;
+        let when = if is_write {
+            None
+        } else {
+            let token = last_write.as_ref().and_then(|(_, token)| *token);
+            let when = config.read_when.when(token);
+            if config.read_when.after
+                && let Some((last, Some(_))) = &last_write
+            {
+                key.clone_from(last);
+            }
+            when
+        };
         let started = Instant::now();
         let outcome = if is_write {
-            client.write(&key, &value)
+            client.write(&key, &value).map(|token| {
+                last_write = Some((key.clone(), token));
+            })
+        } else if let Some(when) = &when {
+            let asked = client.read_when(&key, when);
+            let nanos = u64::try_from(asked.elapsed.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            tally.outcomes.record(asked.outcome, nanos);
+            match asked.error {
+                Some(e) => Err(e.into()),
+                None if asked.outcome.answered() => Ok(()),
+                // Refused: counted in the outcomes, neither an op nor an error.
+                None => continue,
+            }
         } else {
+            if !config.read_when.is_plain() {
+                tally.outcomes.plain += 1;
+            }
             client.read(&key)
         };
         let nanos = u64::try_from(started.elapsed().as_nanos())

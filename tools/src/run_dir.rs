@@ -8,6 +8,9 @@
 //!   client.csv          one ClientRow per write, header first
 //!   master-events.csv   the master's --event-log (see event_log)
 //!   slave-events.csv    the slave's --event-log
+//!   probe.csv           one ProbeRow per write the reader probe read with
+//!                       a condition (`duokv bench --probe-read after` or
+//!                       `fresh:D`); absent for the default polling probe
 //! ```
 //!
 //! Every timestamp is UNIX nanoseconds on the clock of the machine that
@@ -29,6 +32,10 @@ pub const CLIENT_CSV: &str = "client.csv";
 pub const MASTER_EVENTS: &str = "master-events.csv";
 /// The name of the slave's event log in a run directory.
 pub const SLAVE_EVENTS: &str = "slave-events.csv";
+/// The name of the reader probe's per-write file.
+pub const PROBE_CSV: &str = "probe.csv";
+/// The header of `probe.csv`.
+pub const PROBE_HEADER: &str = "write,outcome,read_ns,saw_write";
 /// The header of `client.csv`.
 pub const CLIENT_HEADER: &str =
     "write,write_id,value,start_unix_ns,commit_unix_ns,latency_ns,visible_unix_ns,error";
@@ -87,6 +94,12 @@ pub struct RunMeta {
     /// Free-form facts (e.g. the deployer's host checks).
     #[serde(default)]
     pub notes: Vec<(String, String)>,
+    /// How the reader probe read the slave: `poll` (plain reads until the
+    /// write shows), `after` (one read after the write's token) or
+    /// `fresh:D` (one read under a staleness bound D); `None` in runs from
+    /// before the choice, which polled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_read: Option<String>,
 }
 
 impl RunMeta {
@@ -190,6 +203,152 @@ impl ClientRow {
     }
 }
 
+/// How the reader probe's conditional read of one write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    /// Answered when asked without a wait: the condition held on arrival.
+    AtOnce,
+    /// Refused when asked without a wait, answered when asked again with
+    /// one: the read had to wait for the write or for a proof.
+    Waited,
+    /// Refused after the wait: the write was still not visible.
+    NotYetVisible,
+    /// Refused after the wait: the staleness bound could not be proven.
+    TooStale,
+    /// Refused: the slave does not continue the token's history.
+    UnknownHistory,
+    /// The read failed otherwise (connection lost, ...).
+    Failed,
+}
+
+impl ProbeOutcome {
+    /// Every outcome, in report order.
+    pub const ALL: [ProbeOutcome; 6] = [
+        ProbeOutcome::AtOnce,
+        ProbeOutcome::Waited,
+        ProbeOutcome::NotYetVisible,
+        ProbeOutcome::TooStale,
+        ProbeOutcome::UnknownHistory,
+        ProbeOutcome::Failed,
+    ];
+
+    /// The name in `probe.csv`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeOutcome::AtOnce => "at_once",
+            ProbeOutcome::Waited => "waited",
+            ProbeOutcome::NotYetVisible => "not_yet_visible",
+            ProbeOutcome::TooStale => "too_stale",
+            ProbeOutcome::UnknownHistory => "unknown_history",
+            ProbeOutcome::Failed => "failed",
+        }
+    }
+
+    /// Whether the slave answered with a value.
+    pub fn answered(self) -> bool {
+        matches!(self, ProbeOutcome::AtOnce | ProbeOutcome::Waited)
+    }
+
+    /// Whether the slave refused the read under its condition.
+    pub fn refused(self) -> bool {
+        matches!(
+            self,
+            ProbeOutcome::NotYetVisible | ProbeOutcome::TooStale | ProbeOutcome::UnknownHistory
+        )
+    }
+}
+
+impl std::str::FromStr for ProbeOutcome {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<ProbeOutcome, String> {
+        ProbeOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == name)
+            .ok_or_else(|| format!("unknown probe outcome `{name}`"))
+    }
+}
+
+/// One row of `probe.csv`: the reader probe's conditional read of one
+/// write on the slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRow {
+    /// The write's index in the run (the `write` of its `client.csv` row).
+    pub write: u64,
+    /// How the read ended.
+    pub outcome: ProbeOutcome,
+    /// From the first ask to the final answer, on the client's monotonic
+    /// clock: one round trip when answered at once, two and the slave's
+    /// wait otherwise.
+    pub read_ns: u64,
+    /// Whether the value read was this write's or a later one's.
+    pub saw_write: bool,
+}
+
+impl ProbeRow {
+    /// The row as a CSV line (no newline).
+    pub fn to_csv(&self) -> String {
+        format!(
+            "{},{},{},{}",
+            self.write,
+            self.outcome.as_str(),
+            self.read_ns,
+            u8::from(self.saw_write)
+        )
+    }
+
+    /// Parses a line written by [`to_csv`](Self::to_csv).
+    pub fn from_csv(line: &str) -> Option<ProbeRow> {
+        let mut fields = line.split(',');
+        let row = ProbeRow {
+            write: fields.next()?.parse().ok()?,
+            outcome: fields.next()?.parse().ok()?,
+            read_ns: fields.next()?.parse().ok()?,
+            saw_write: match fields.next()? {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            },
+        };
+        fields.next().is_none().then_some(row)
+    }
+}
+
+/// Writes `DIR/probe.csv`.
+pub fn save_probe_rows(dir: &Path, rows: &[ProbeRow]) -> Result<()> {
+    let mut text = String::from(PROBE_HEADER);
+    text.push('\n');
+    for row in rows {
+        text.push_str(&row.to_csv());
+        text.push('\n');
+    }
+    let path = dir.join(PROBE_CSV);
+    fs::write(&path, text).map_err(|source| Error::File { path, source })
+}
+
+/// Reads `DIR/probe.csv`; `None` if the run has none (a polling probe, or a
+/// run from before the probe could read with conditions).
+pub fn load_probe_rows(dir: &Path) -> Result<Option<Vec<ProbeRow>>> {
+    let path = dir.join(PROBE_CSV);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::File { path, source }),
+    };
+    let mut rows = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if number == 0 || line.trim().is_empty() {
+            continue;
+        }
+        rows.push(ProbeRow::from_csv(line).ok_or_else(|| Error::BadFile {
+            path: path.clone(),
+            reason: format!("line {} is not a probe row: {line}", number + 1),
+        })?);
+    }
+    Ok(Some(rows))
+}
+
 /// Writes `DIR/client.csv`.
 pub fn save_client_rows(dir: &Path, rows: &[ClientRow]) -> Result<()> {
     let path = dir.join(CLIENT_CSV);
@@ -257,5 +416,31 @@ mod tests {
             ..row
         };
         assert_eq!(ClientRow::from_csv(&failed.to_csv()), Some(failed));
+    }
+
+    #[test]
+    fn probe_rows_round_trip_and_refuse_garbage() {
+        for outcome in ProbeOutcome::ALL {
+            let row = ProbeRow {
+                write: 7,
+                outcome,
+                read_ns: 81_234,
+                saw_write: outcome.answered(),
+            };
+            assert_eq!(ProbeRow::from_csv(&row.to_csv()), Some(row));
+        }
+        assert_eq!(ProbeRow::from_csv("7,waited,100,2"), None);
+        assert_eq!(ProbeRow::from_csv("7,later,100,1"), None);
+        assert_eq!(ProbeRow::from_csv("7,waited,100,1,x"), None);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_probe_rows(dir.path()).unwrap(), None);
+        let rows = [ProbeRow {
+            write: 0,
+            outcome: ProbeOutcome::TooStale,
+            read_ns: 5,
+            saw_write: false,
+        }];
+        save_probe_rows(dir.path(), &rows).unwrap();
+        assert_eq!(load_probe_rows(dir.path()).unwrap(), Some(rows.to_vec()));
     }
 }

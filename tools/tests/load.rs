@@ -151,6 +151,165 @@ fn load_drives_redis_with_wait_for_a_replica() {
     drop(replica);
 }
 
+/// A number at a JSON pointer of a report.
+fn number(report: &Value, pointer: &str) -> u64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no count at {pointer} in {report:#}"))
+}
+
+/// Read your writes on the slave: each client writes to the master and
+/// reads its own last write on the slave after its token. Every such read
+/// is answered, at once or after waiting, none refused, none failed; the
+/// counts add up to the reads.
+#[test]
+fn load_reads_its_own_writes_on_the_slave() {
+    let pair = Pair::start(
+        &["--replication", "async", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let (master, slave) = (pair.master.addr(), pair.slave.addr());
+    let report = load(&[
+        "--addr",
+        &master,
+        "--read-addr",
+        &slave,
+        "--read-after",
+        "--read-wait",
+        "1s",
+        "--clients",
+        "4",
+        "--duration",
+        "1s",
+        "--writes",
+        "0.5",
+        "--keys",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(report["config"]["read_addr"], slave.as_str(), "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let o = |name: &str| number(&report, &format!("/read_outcomes/{name}"));
+    let answered = o("at_once/count") + o("waited/count");
+    assert!(o("conditional") > 100, "{report:#}");
+    assert_eq!(answered, o("conditional"), "{report:#}");
+    assert_eq!(
+        (
+            o("not_yet_visible"),
+            o("too_stale"),
+            o("unknown_history"),
+            o("failed")
+        ),
+        (0, 0, 0, 0),
+        "{report:#}"
+    );
+    // At most one plain read per client, before its first write.
+    assert!(o("plain") <= 4, "{report:#}");
+    assert_eq!(
+        number(&report, "/reads/count"),
+        answered + o("plain"),
+        "{report:#}"
+    );
+}
+
+/// Bounded staleness on the slave under write load on the master, from
+/// clients that only read, with the slave's proven bound sampled: a bound
+/// of 1 us is never provable (a proof is at least a probe's round trip
+/// old), so every read is refused as too stale and none is an op; a bound
+/// of 10 s is always provable, so none is refused. The samples are the
+/// slave's `staleness_bound_ms`: there, and above zero.
+#[test]
+fn load_reads_under_a_staleness_bound_and_samples_the_bound() {
+    let pair = Pair::start(
+        &["--replication", "async", "--fsync", "never"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let (master, slave) = (pair.master.addr(), pair.slave.addr());
+    let bounded = |bound: &str| {
+        load(&[
+            "--addr",
+            &master,
+            "--clients",
+            "2",
+            "--writes",
+            "1.0",
+            "--readers",
+            "2",
+            "--read-addr",
+            &slave,
+            "--read-max-staleness",
+            bound,
+            "--read-wait",
+            "5ms",
+            "--sample-every",
+            "10ms",
+            "--duration",
+            "1s",
+            "--json",
+        ])
+    };
+
+    let never = bounded("1us");
+    let o = |report: &Value, name: &str| number(report, &format!("/read_outcomes/{name}"));
+    assert!(o(&never, "too_stale") > 10, "{never:#}");
+    assert_eq!(
+        o(&never, "too_stale"),
+        o(&never, "conditional"),
+        "{never:#}"
+    );
+    assert_eq!(
+        o(&never, "refused/count"),
+        o(&never, "too_stale"),
+        "{never:#}"
+    );
+    assert_eq!(number(&never, "/reads/count"), 0, "{never:#}");
+    assert!(number(&never, "/writes/count") > 10, "{never:#}");
+    assert_eq!(number(&never, "/errors"), 0, "{never:#}");
+    let samples = number(&never, "/staleness_bound/samples");
+    assert!(samples > 10, "{never:#}");
+    let p50 = never["staleness_bound"]["p50_ms"].as_f64().unwrap_or(0.0);
+    assert!(p50 > 0.0, "{never:#}");
+
+    let always = bounded("10s");
+    assert!(o(&always, "conditional") > 10, "{always:#}");
+    assert_eq!(
+        o(&always, "at_once/count") + o(&always, "waited/count"),
+        o(&always, "conditional"),
+        "{always:#}"
+    );
+    assert_eq!(o(&always, "refused/count"), 0, "{always:#}");
+}
+
+/// Settings that cannot be run as asked are refused before any load.
+#[test]
+fn load_refuses_read_conditions_it_cannot_honour() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--target", "redis", "--read-after", "--writes", "0.5"],
+            "need --target duokv",
+        ),
+        (&["--read-after", "--writes", "0"], "give --writes above 0"),
+        (
+            &["--read-after", "--writes", "0.5", "--readers", "2"],
+            "--readers only read",
+        ),
+    ];
+    for (args, message) in cases {
+        // No server: the check comes before any connection.
+        let output = run_with_deadline(
+            Command::new(env!("CARGO_BIN_EXE_duokv"))
+                .args(["load", "--addr", "127.0.0.1:1"])
+                .args(args),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} ran");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
 /// A `redis-server` child on a free loopback port, with no persistence and
 /// its files in a temporary directory; killed and reaped when dropped, its
 /// log printed if the test panicked.

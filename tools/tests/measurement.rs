@@ -123,15 +123,23 @@ fn client_rows(dir: &Path) -> Vec<Row> {
 
 /// The seqs of the `applied` events in an event log, in file order.
 fn applied_seqs(path: &Path) -> Vec<u64> {
-    applied_events(path)
-        .into_iter()
-        .map(|(seq, _)| seq)
-        .collect()
+    event_seqs(path, "applied")
+}
+
+/// The seqs of the `kind` events in an event log, in file order.
+fn event_seqs(path: &Path, kind: &str) -> Vec<u64> {
+    events(path, kind).into_iter().map(|(seq, _)| seq).collect()
 }
 
 /// The `(seq, unix_ns)` of the `applied` events in an event log, in file
 /// order; the header must be the documented one.
 fn applied_events(path: &Path) -> Vec<(u64, u64)> {
+    events(path, "applied")
+}
+
+/// The `(seq, unix_ns)` of the `kind` events in an event log, in file
+/// order; the header must be the documented one.
+fn events(path: &Path, kind: &str) -> Vec<(u64, u64)> {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         !text.is_empty(),
@@ -141,7 +149,7 @@ fn applied_events(path: &Path) -> Vec<(u64, u64)> {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some(EVENTS_HEADER), "{}", path.display());
     lines
-        .filter(|line| line.starts_with("applied,"))
+        .filter(|line| line.starts_with(&format!("{kind},")))
         .map(|line| {
             let fields: Vec<&str> = line.split(',').collect();
             assert_eq!(fields.len(), 4, "{}: {line}", path.display());
@@ -509,11 +517,16 @@ fn a_slave_killed_halfway_is_reported_missing() {
     let last = rows.last().expect("rows");
     assert_eq!(last.visible_ns, None, "the dead slave showed {last:?}");
 
-    let on_slave: BTreeSet<u64> = applied_seqs(&out.path().join("slave-events.csv"))
-        .into_iter()
-        .collect();
+    let slave_log = out.path().join("slave-events.csv");
+    let on_slave: BTreeSet<u64> = applied_seqs(&slave_log).into_iter().collect();
     let missing = ids.iter().filter(|id| !on_slave.contains(id)).count();
     assert!(missing > 0, "the slave's log has every write: {on_slave:?}");
+    // The two-clock staleness ends when the slave showed a write to its
+    // readers: a write it applied but had not shown when it died is
+    // missing there too.
+    let shown: BTreeSet<u64> = event_seqs(&slave_log, "visible").into_iter().collect();
+    assert!(shown.is_subset(&on_slave), "{shown:?} vs {on_slave:?}");
+    let not_shown = ids.iter().filter(|id| !shown.contains(id)).count();
 
     let report = success(&duokv(&["stats", arg(out.path())]));
     let section = run_section(&report, out.path());
@@ -521,10 +534,14 @@ fn a_slave_killed_halfway_is_reported_missing() {
         let (count, absent) = table_row(&section, label);
         assert_eq!(
             (count, absent),
-            (COUNT as usize - missing, missing),
+            (COUNT as usize - not_shown, not_shown),
             "`{label}` (count, missing):\n{report}"
         );
     }
+    assert!(
+        report.contains("ends at the slave's `visible` events"),
+        "{report}"
+    );
     let note = format!(
         "{missing} of {COUNT} committed writes have no apply event on the slave: \
          the slave missed them"
@@ -698,4 +715,145 @@ fn bench_and_stats_correct_a_skewed_slave_clock() {
         .as_f64()
         .unwrap_or_else(|| panic!("no mean: {raw:#}"));
     assert!(mean.abs() < 50.0, "corrected two-clock staleness {raw:#}");
+}
+
+/// Reads `DIR/probe.csv` by hand: the exact header, then `(write, outcome,
+/// read_ns, saw_write)` per line.
+fn probe_rows(dir: &Path) -> Vec<(u64, String, u64, bool)> {
+    let path = dir.join("probe.csv");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("write,outcome,read_ns,saw_write"),
+        "{}",
+        path.display()
+    );
+    lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 4, "{}: {line}", path.display());
+            let number = |i: usize| -> u64 {
+                fields[i]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("field {i} of {line:?} is not a number"))
+            };
+            assert!(matches!(fields[3], "0" | "1"), "{line}");
+            (
+                number(0),
+                fields[1].to_string(),
+                number(2),
+                fields[3] == "1",
+            )
+        })
+        .collect()
+}
+
+/// `duokv bench` with each `--probe-read` against an async pair, and
+/// `duokv stats` on the runs:
+///
+/// - `after`: one read per write after its token; every read is answered
+///   (at once or after waiting) and holds its write, and the stats share
+///   them out and measure the slave's applied-to-visible gap for every
+///   write;
+/// - `fresh:1us`: a bound no slave can prove (its proof is at least a
+///   probe's round trip old), so every read is refused as too stale after
+///   its wait, and said so;
+/// - `after` on the master (`--probe-addr`): a master shows what it
+///   acknowledged, so every read is answered at once;
+/// - `poll` (the default): no `probe.csv`, as before.
+#[test]
+fn bench_probe_reads_with_conditions_and_stats_share_them_out() {
+    const COUNT: usize = 20;
+    let pair = Pair::start(
+        &["--fsync", "never", "--replication", "async"],
+        &["--fsync", "never"],
+    );
+    pair.wait_link_up();
+    let root = tempfile::tempdir().expect("create a temporary dir");
+    let bench = |name: &str, count: usize, extra: &[&str]| {
+        let out = root.path().join(name);
+        let mut args = vec![
+            "bench".to_string(),
+            "--master".into(),
+            pair.master.addr(),
+            "--slave".into(),
+            pair.slave.addr(),
+            "--count".into(),
+            count.to_string(),
+            "--interval".into(),
+            "5ms".into(),
+            "--out".into(),
+            arg(&out).into(),
+            "--master-events".into(),
+            arg(&pair.master_events()).into(),
+            "--slave-events".into(),
+            arg(&pair.slave_events()).into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        success(&duokv(&args));
+        out
+    };
+
+    let after = bench("after", COUNT, &["--probe-read", "after"]);
+    assert_eq!(run_json(&after)["probe_read"], "after");
+    let rows = probe_rows(&after);
+    assert_eq!(rows.len(), COUNT, "{rows:?}");
+    for (i, (write, outcome, read_ns, saw)) in rows.iter().enumerate() {
+        assert_eq!(*write, i as u64);
+        assert!(matches!(outcome.as_str(), "at_once" | "waited"), "{rows:?}");
+        assert!(*saw && *read_ns > 0, "{rows:?}");
+    }
+    let client = client_rows(&after);
+    assert!(client.iter().all(|r| r.visible_ns.is_some()), "{client:#?}");
+    let at_once = rows.iter().filter(|r| r.1 == "at_once").count();
+
+    let report = success(&duokv(&["stats", arg(&after), "--no-charts"]));
+    let expected = format!("reader probe, --probe-read after: {COUNT} reads");
+    assert!(report.contains(&expected), "no `{expected}`:\n{report}");
+    let json = success(&duokv(&["stats", arg(&after), "--json", "--no-charts"]));
+    let doc: Value = serde_json::from_str(&json).expect("stats --json");
+    let run = &doc["runs"][0];
+    assert_eq!(run["slave_event"], "visible", "{run:#}");
+    assert_eq!(run["probe"]["reads"], COUNT, "{run:#}");
+    assert_eq!(run["probe"]["at_once_time"]["count"], at_once, "{run:#}");
+    assert_eq!(run["probe"]["refused_share"], 0.0, "{run:#}");
+    let gap = &run["slave_applied_to_visible"];
+    assert_eq!(gap["count"], COUNT, "{gap:#}");
+    assert!(gap["min"].as_f64() >= Some(0.0), "{gap:#}");
+
+    let fresh = bench(
+        "fresh",
+        4,
+        &["--probe-read", "fresh:1us", "--probe-patience", "20ms"],
+    );
+    let rows = probe_rows(&fresh);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for (_, outcome, read_ns, saw) in &rows {
+        assert_eq!(outcome, "too_stale", "{rows:?}");
+        assert!(!saw && *read_ns >= 20_000_000, "{rows:?}");
+    }
+    let report = success(&duokv(&["stats", arg(&fresh), "--no-charts"]));
+    assert!(
+        report.contains("refused 4 (100.0%)") && report.contains("0 not yet visible, 4 too stale"),
+        "{report}"
+    );
+
+    let master = bench(
+        "master",
+        5,
+        &["--probe-read", "after", "--probe-addr", &pair.master.addr()],
+    );
+    let rows = probe_rows(&master);
+    assert!(
+        rows.len() == 5 && rows.iter().all(|r| r.1 == "at_once" && r.3),
+        "{rows:?}"
+    );
+
+    let poll = bench("poll", 3, &[]);
+    assert!(!poll.join("probe.csv").exists());
+    assert_eq!(run_json(&poll)["probe_read"], "poll");
+    let report = success(&duokv(&["stats", arg(&poll), "--no-charts"]));
+    assert!(!report.contains("reader probe,"), "{report}");
 }

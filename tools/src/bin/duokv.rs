@@ -19,9 +19,9 @@ use std::time::Duration;
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::duration::parse_duration;
 use duokv::{Client, ReadWhen, Token, WriteReceipt};
-use duokv_tools::bench::BenchConfig;
+use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
-use duokv_tools::load::LoadConfig;
+use duokv_tools::load::{LoadConfig, ReadConditions};
 use duokv_tools::stats::StatsArgs;
 
 /// The duokv command-line client.
@@ -233,6 +233,35 @@ struct Load {
     /// bytes per written value (default 100)
     #[argh(option, default = "100")]
     value_size: usize,
+    /// send the reads to this server instead (e.g. the slave, while --addr
+    /// is the master)
+    #[argh(option)]
+    read_addr: Option<String>,
+    /// more clients that only read, beside the --clients that follow
+    /// --writes (default 0)
+    #[argh(option, default = "0")]
+    readers: usize,
+    /// each read is of the client's own last write, after its token (read
+    /// your writes); the report says how many were answered at once, after
+    /// waiting, or refused
+    #[argh(switch)]
+    read_after: bool,
+    /// each read asks for data at most this old, e.g. 5ms; the report says
+    /// how many were answered at once, after waiting, or refused
+    #[argh(option, from_str_fn(parse_duration))]
+    read_max_staleness: Option<Duration>,
+    /// how long the replica may wait for a read's conditions, e.g. 20ms
+    /// (default 1s; the server caps it at its --idle-timeout)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    read_wait: Duration,
+    /// sample the read server's staleness_bound_ms (a slave's info) this
+    /// often during the run, e.g. 10ms, and report its p50/p99
+    #[argh(option, from_str_fn(parse_duration))]
+    sample_every: Option<Duration>,
     /// print the report as JSON
     #[argh(switch)]
     json: bool,
@@ -273,13 +302,25 @@ struct Bench {
     #[argh(option)]
     slave_events: Option<PathBuf>,
     /// how long the reader probe waits for a write to show on the slave
-    /// (default 5s)
+    /// (default 5s); with --probe-read after or fresh:D, the wait its read
+    /// asks the slave for (capped by the slave's --idle-timeout)
     #[argh(
         option,
         default = "Duration::from_secs(5)",
         from_str_fn(parse_duration)
     )]
     probe_patience: Duration,
+    /// how the reader probe reads the slave after each commit: poll (plain
+    /// reads until the write shows; default), after (one read after the
+    /// write's token) or fresh:D (one read at most D stale, e.g. fresh:5ms);
+    /// the last two write OUT/probe.csv: whether each read had to wait,
+    /// how long it took, whether it was refused
+    #[argh(option, default = "ProbeRead::Poll")]
+    probe_read: ProbeRead,
+    /// where the reader probe reads instead of the slave (e.g. the master,
+    /// to compare)
+    #[argh(option)]
+    probe_addr: Option<String>,
     /// where this client runs, for the run's metadata (default local)
     #[argh(option, default = "String::from(\"local\")")]
     client_host: String,
@@ -401,6 +442,14 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 keys: c.keys,
                 value_size: c.value_size,
                 auth_token: token.clone(),
+                read_addr: c.read_addr,
+                readers: c.readers,
+                read_when: ReadConditions {
+                    after: c.read_after,
+                    max_staleness: c.read_max_staleness,
+                    wait: c.read_wait,
+                },
+                sample_every: c.sample_every,
             })?;
             if json {
                 report.to_json()
@@ -418,6 +467,8 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.slave_events = c.slave_events;
             config.client_host = c.client_host;
             config.probe_patience = c.probe_patience;
+            config.probe_read = c.probe_read;
+            config.probe_addr = c.probe_addr;
             config.auth_token = token.clone();
             let outcome = duokv_tools::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();

@@ -4,7 +4,7 @@
 //!
 //! - `latency.svg` (per run): latency of each write over the run;
 //! - `staleness.svg` (per run): the staleness measures of each write, one
-//!   series each;
+//!   series each, and the slave's applied-to-visible gap;
 //! - `cdf.svg`: the cumulative distribution of latency and of staleness
 //!   (two clocks, as the assignment defines it), one curve per run given.
 //!   The same comparison is written into *every* run directory given, so a
@@ -94,6 +94,7 @@ pub fn staleness_chart(run: &RunSummary, path: &Path) -> Result<()> {
             Measure::StalenessSeed,
             Measure::StalenessMaster,
             Measure::StalenessReader,
+            Measure::NoticeGap,
         ],
     )
 }

@@ -15,20 +15,38 @@
 //! - **latency**: commit minus start on the client's monotonic clock
 //!   (`latency_ns`).
 //! - **staleness, two clocks**: as the assignment defines it, the time the
-//!   *last* replica applied the write minus the commit time. The apply times
-//!   are on the replicas' clocks, the commit on the client's; each apply time
-//!   is moved onto the client's clock with the offset measured by the clock
-//!   probes in `run.json` (see [`to_client_ns`]). Reported *raw* (negative
-//!   when the last replica applied the write before the client saw the
-//!   commit, as in sync mode) and as the assignment defines it (*seed*,
-//!   clamped at zero).
+//!   *last* replica applied the write minus the commit time. On the master
+//!   that is its `applied` event (durable there, which is also when its
+//!   readers see it); on the slave, its `visible` event: a slave applies a
+//!   write at once but shows it to readers only once its master's commit
+//!   notice says the write is durable there (`PROTOCOL.md` 7.9), and until
+//!   then a reader of the slave is as stale as if it had not applied it.
+//!   A slave log without any `visible` event (from a build before commit
+//!   notices) is measured to its `applied` events, as it was then
+//!   ([`RunSummary::slave_event`] says which). The times are on the
+//!   replicas' clocks, the commit on the client's; each is moved onto the
+//!   client's clock with the offset measured by the clock probes in
+//!   `run.json` (see [`to_client_ns`]). Reported *raw* (negative when the
+//!   last replica applied the write before the client saw the commit, as in
+//!   sync mode) and as the assignment defines it (*seed*, clamped at zero).
+//! - **slave, applied to visible**: the slave's `visible` event minus its
+//!   `applied` event for the same write, both on the slave's clock: what
+//!   the commit notice adds to staleness. Absent for logs without `visible`
+//!   events.
 //! - **staleness, master clock**: the master's `replied` to its `acked`
 //!   event for the same write, both on the master's clock, like PostgreSQL's
 //!   `replay_lag`: an upper bound on the slave's lag that needs no clock
 //!   synchronisation. Negative in sync mode, where the ack comes before the
 //!   reply.
-//! - **staleness, reader**: when a reader polling the slave first saw the
-//!   value minus the commit, both on the client's clock.
+//! - **staleness, reader**: when the bench's reader probe first saw the
+//!   value on the slave minus the commit, both on the client's clock. With
+//!   the polling probe (the default) that is the first plain read that
+//!   returned it; with a conditional probe (`--probe-read after`) the
+//!   answer of its one read, when that read returned the write.
+//!
+//! A run whose probe read with conditions also has a `probe.csv`, summed
+//! up in a [`ProbeSummary`]: the share of reads answered at once, after
+//! waiting, or refused, and how long they took.
 //!
 //! # Error bounds
 //!
@@ -55,7 +73,7 @@ use serde::Serialize;
 use statrs::statistics::{Data, Max, Min, OrderStatistics, Statistics};
 
 use super::Run;
-use crate::run_dir::{ClockOffsets, RunMeta};
+use crate::run_dir::{ClockOffsets, ProbeOutcome, ProbeRow, RunMeta};
 use duokv::event_log::{EventKind, EventRow};
 
 /// Nanoseconds per millisecond, for the conversions.
@@ -75,16 +93,20 @@ pub enum Measure {
     StalenessMaster,
     /// Visible to a reader on the slave minus commit, on the client's clock.
     StalenessReader,
+    /// The slave's `visible` minus its `applied` event for the write, on
+    /// its clock: the commit notice's share of the staleness.
+    NoticeGap,
 }
 
 impl Measure {
     /// Every measure, in report order.
-    pub const ALL: [Measure; 5] = [
+    pub const ALL: [Measure; 6] = [
         Measure::Latency,
         Measure::StalenessRaw,
         Measure::StalenessSeed,
         Measure::StalenessMaster,
         Measure::StalenessReader,
+        Measure::NoticeGap,
     ];
 
     /// The row label in the report and the series name in the charts.
@@ -95,6 +117,7 @@ impl Measure {
             Measure::StalenessSeed => "staleness, two clocks (seed: >= 0)",
             Measure::StalenessMaster => "staleness, master clock (reply to ack)",
             Measure::StalenessReader => "staleness, reader (commit to visible)",
+            Measure::NoticeGap => "slave: applied to visible (notice)",
         }
     }
 
@@ -106,6 +129,7 @@ impl Measure {
             Measure::StalenessSeed => "staleness_two_clocks_seed",
             Measure::StalenessMaster => "staleness_master_clock",
             Measure::StalenessReader => "staleness_reader",
+            Measure::NoticeGap => "slave_applied_to_visible",
         }
     }
 }
@@ -185,6 +209,8 @@ pub struct WriteSample {
     pub staleness_master: Option<f64>,
     /// See [`Measure::StalenessReader`].
     pub staleness_reader: Option<f64>,
+    /// See [`Measure::NoticeGap`].
+    pub notice_gap: Option<f64>,
 }
 
 impl WriteSample {
@@ -196,6 +222,7 @@ impl WriteSample {
             Measure::StalenessSeed => self.staleness_seed,
             Measure::StalenessMaster => self.staleness_master,
             Measure::StalenessReader => self.staleness_reader,
+            Measure::NoticeGap => self.notice_gap,
         }
     }
 }
@@ -272,6 +299,13 @@ pub struct RunSummary {
     pub staleness_master_clock: Summary,
     /// See [`Measure::StalenessReader`].
     pub staleness_reader: Summary,
+    /// See [`Measure::NoticeGap`].
+    pub slave_applied_to_visible: Summary,
+    /// The slave's event the two-clock staleness ends at: `visible`, or
+    /// `applied` for a log without `visible` events (an older build).
+    pub slave_event: &'static str,
+    /// The reader probe's conditional reads (`probe.csv`), if it made any.
+    pub probe: Option<ProbeSummary>,
     /// What is missing or unusual, one sentence each (for the report).
     pub notes: Vec<String>,
     /// The per-write values behind the summaries, in write order (for the
@@ -289,12 +323,84 @@ impl RunSummary {
             Measure::StalenessSeed => &self.staleness_two_clocks_seed,
             Measure::StalenessMaster => &self.staleness_master_clock,
             Measure::StalenessReader => &self.staleness_reader,
+            Measure::NoticeGap => &self.slave_applied_to_visible,
         }
     }
 
     /// The per-write values of `measure`, `None` where absent.
     pub fn values(&self, measure: Measure) -> Vec<Option<f64>> {
         self.samples.iter().map(|s| s.value(measure)).collect()
+    }
+}
+
+/// The reader probe's conditional reads of a run (`probe.csv`): how many
+/// the slave answered at once, after waiting, or refused, and how long
+/// they took (milliseconds, on the client's monotonic clock).
+///
+/// "At once" and "after waiting" are as the probe asked (see
+/// [`ProbeOutcome`]): first without a wait, then, if refused, with one; a
+/// waited read's time includes the first ask's round trip.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeSummary {
+    /// Reads made (one per write the probe read).
+    pub reads: usize,
+    /// How many ended each way, in [`ProbeOutcome::ALL`]'s order.
+    pub outcomes: Vec<(ProbeOutcome, usize)>,
+    /// Share of reads answered at once, 0 to 1.
+    pub at_once_share: f64,
+    /// Share of reads that had to wait and were then answered.
+    pub waited_share: f64,
+    /// Share of reads the slave refused (not yet visible, too stale,
+    /// unknown history).
+    pub refused_share: f64,
+    /// Reads whose value was the write's or a later one's.
+    pub saw_write: usize,
+    /// The time of every read.
+    pub read_time: Summary,
+    /// The time of the reads answered at once.
+    pub at_once_time: Summary,
+    /// The time of the reads answered after waiting: the wait.
+    pub waited_time: Summary,
+    /// The time of the refused reads.
+    pub refused_time: Summary,
+}
+
+impl ProbeSummary {
+    /// The summary of a run's probe rows.
+    pub fn of(rows: &[ProbeRow]) -> ProbeSummary {
+        let reads = rows.len();
+        let count =
+            |keep: &dyn Fn(ProbeOutcome) -> bool| rows.iter().filter(|r| keep(r.outcome)).count();
+        let share = |n: usize| {
+            if reads == 0 {
+                0.0
+            } else {
+                n as f64 / reads as f64
+            }
+        };
+        let times = |keep: &dyn Fn(ProbeOutcome) -> bool| {
+            let values: Vec<f64> = rows
+                .iter()
+                .filter(|r| keep(r.outcome))
+                .map(|r| r.read_ns as f64 / NS_PER_MS)
+                .collect();
+            Summary::of(&values, 0, None)
+        };
+        ProbeSummary {
+            reads,
+            outcomes: ProbeOutcome::ALL
+                .into_iter()
+                .map(|o| (o, count(&|x| x == o)))
+                .collect(),
+            at_once_share: share(count(&|o| o == ProbeOutcome::AtOnce)),
+            waited_share: share(count(&|o| o == ProbeOutcome::Waited)),
+            refused_share: share(count(&ProbeOutcome::refused)),
+            saw_write: rows.iter().filter(|r| r.saw_write).count(),
+            read_time: times(&|_| true),
+            at_once_time: times(&|o| o == ProbeOutcome::AtOnce),
+            waited_time: times(&|o| o == ProbeOutcome::Waited),
+            refused_time: times(&ProbeOutcome::refused),
+        }
     }
 }
 
@@ -375,6 +481,8 @@ fn ms(a: i128, b: i128) -> f64 {
 struct Absent {
     master_applied: usize,
     slave_applied: usize,
+    slave_visible: usize,
+    notice_gap: usize,
     replied: usize,
     acked: usize,
     visible: usize,
@@ -390,6 +498,15 @@ pub fn summarize(run: &Run) -> RunSummary {
     let slave_events = run.slave_events.as_deref();
     let master_applied = first_events(master_events, EventKind::Applied);
     let slave_applied = first_events(slave_events, EventKind::Applied);
+    let slave_visible = first_events(slave_events, EventKind::Visible);
+    // A log with `visible` events is from a slave that shows writes on its
+    // master's notice: staleness ends there. Older logs have none.
+    let by_visible = !slave_visible.is_empty();
+    let slave_shown = if by_visible {
+        &slave_visible
+    } else {
+        &slave_applied
+    };
     let replied = first_events(master_events, EventKind::Replied);
     let acked = first_events(master_events, EventKind::Acked);
     let master_clock = meta.master_clock.as_ref();
@@ -416,9 +533,18 @@ pub fn summarize(run: &Run) -> RunSummary {
         sample.latency = Some(row.latency_ns as f64 / NS_PER_MS);
 
         let on_master = master_applied.get(&row.write_id);
-        let on_slave = slave_applied.get(&row.write_id);
+        let applied_on_slave = slave_applied.get(&row.write_id);
+        let visible_on_slave = slave_visible.get(&row.write_id);
         absent.master_applied += usize::from(on_master.is_none());
-        absent.slave_applied += usize::from(on_slave.is_none());
+        absent.slave_applied += usize::from(applied_on_slave.is_none());
+        absent.slave_visible += usize::from(visible_on_slave.is_none());
+        match (applied_on_slave, visible_on_slave) {
+            (Some(&applied), Some(&visible)) => {
+                sample.notice_gap = Some(ms(i128::from(visible), i128::from(applied)));
+            }
+            _ => absent.notice_gap += 1,
+        }
+        let on_slave = slave_shown.get(&row.write_id);
         if let (Some(&m), Some(&s)) = (on_master, on_slave) {
             let last = to_client_ns(master_clock, m).max(to_client_ns(slave_clock, s));
             let raw = ms(last, commit);
@@ -460,8 +586,17 @@ pub fn summarize(run: &Run) -> RunSummary {
     let seed = summary(Measure::StalenessSeed, absent.two_clocks, bound);
     let master = summary(Measure::StalenessMaster, absent.master_clock, None);
     let reader = summary(Measure::StalenessReader, absent.visible, None);
+    let notice_gap = summary(Measure::NoticeGap, absent.notice_gap, None);
 
-    let notes = notes(run, committed, failed, &absent, &samples, &first_error);
+    let notes = notes(
+        run,
+        committed,
+        failed,
+        by_visible,
+        &absent,
+        &samples,
+        &first_error,
+    );
     RunSummary {
         dir: run.dir.clone(),
         meta: meta.clone(),
@@ -478,6 +613,9 @@ pub fn summarize(run: &Run) -> RunSummary {
         staleness_two_clocks_seed: seed,
         staleness_master_clock: master,
         staleness_reader: reader,
+        slave_applied_to_visible: notice_gap,
+        slave_event: if by_visible { "visible" } else { "applied" },
+        probe: run.probe.as_deref().map(ProbeSummary::of),
         notes,
         samples,
     }
@@ -488,6 +626,7 @@ fn notes(
     run: &Run,
     committed: usize,
     failed: usize,
+    by_visible: bool,
     absent: &Absent,
     samples: &[WriteSample],
     first_error: &Option<String>,
@@ -537,11 +676,26 @@ fn notes(
         notes.push(format!(
             "no {SLAVE_EVENTS}: the two-clock staleness cannot be measured"
         ));
-    } else if absent.slave_applied > 0 {
-        notes.push(format!(
-            "{} have no apply event on the slave: the slave missed them",
-            of(absent.slave_applied)
-        ));
+    } else {
+        if absent.slave_applied > 0 {
+            notes.push(format!(
+                "{} have no apply event on the slave: the slave missed them",
+                of(absent.slave_applied)
+            ));
+        }
+        if !by_visible {
+            notes.push(format!(
+                "{SLAVE_EVENTS} has no visible events (a slave from before commit \
+                 notices): staleness ends at the slave's apply events, and the \
+                 applied-to-visible gap is not measured"
+            ));
+        } else if absent.slave_visible > absent.slave_applied {
+            notes.push(format!(
+                "{} were applied on the slave but have no visible event: its readers \
+                 never saw them while it logged",
+                of(absent.slave_visible - absent.slave_applied)
+            ));
+        }
     }
     if absent.visible > 0 {
         notes.push(format!(
@@ -597,6 +751,7 @@ mod tests {
             client: rows,
             master_events: Some(master),
             slave_events: Some(slave),
+            probe: None,
         }
     }
 
@@ -632,7 +787,8 @@ mod tests {
     }
 
     /// The assignment's example: start 0, commit 2, first replica 2,
-    /// second 5: staleness 3 (here in milliseconds).
+    /// second 5: staleness 3 (here in milliseconds). The second replica,
+    /// the slave, applied the write at 4.5 and showed it at 5.
     #[test]
     fn the_seed_example() {
         let mut rows = vec![client_row(0, 1, T0, T0 + 2 * MS, None)];
@@ -644,7 +800,10 @@ mod tests {
                 event("replied", 1, T0 + 2 * MS),
                 event("acked", 1, T0 + 5 * MS),
             ],
-            vec![event("applied", 1, T0 + 5 * MS)],
+            vec![
+                event("applied", 1, T0 + 4 * MS + MS / 2),
+                event("visible", 1, T0 + 5 * MS),
+            ],
         );
         let zero = probes(0, 0, T0, 0, 0, T0 + SECOND);
         r.meta.master_clock = Some(zero);
@@ -657,7 +816,106 @@ mod tests {
         assert_eq!(s.samples[0].staleness_reader, Some(3.0));
         assert_eq!(s.staleness_two_clocks_seed.mean, Some(3.0));
         assert_eq!(s.staleness_two_clocks_seed.error_bound, Some(0.0));
+        assert_eq!(s.samples[0].notice_gap, Some(0.5));
+        assert_eq!(s.slave_event, "visible");
         assert!(s.notes.is_empty(), "{:?}", s.notes);
+    }
+
+    /// A slave applies a write before the client has its commit but shows
+    /// it only on its master's notice: staleness ends at `visible`, and the
+    /// gap is the notice's cost. A write applied but never shown is
+    /// missing from the staleness, and said so.
+    #[test]
+    fn staleness_ends_when_the_slave_shows_the_write() {
+        let rows = vec![
+            client_row(0, 1, T0, T0 + 2 * MS, None),
+            client_row(1, 2, T0 + SECOND, T0 + SECOND + 2 * MS, None),
+            client_row(2, 3, T0 + 2 * SECOND, T0 + 2 * SECOND + 2 * MS, None),
+        ];
+        let master = (1..=3)
+            .map(|seq| event("applied", seq, T0 + (seq - 1) * SECOND + MS))
+            .collect();
+        let slave = vec![
+            event("applied", 1, T0 + MS + MS / 2),
+            event("visible", 1, T0 + 3 * MS),
+            event("applied", 2, T0 + SECOND + MS),
+            event("visible", 2, T0 + SECOND + 2 * MS + MS / 4),
+            event("applied", 3, T0 + 2 * SECOND + MS),
+        ];
+        let s = summarize(&run(rows, master, slave));
+        assert_eq!(s.slave_event, "visible");
+        assert_eq!(s.samples[0].staleness_raw, Some(1.0));
+        assert_eq!(s.samples[1].staleness_raw, Some(0.25));
+        assert_eq!(s.samples[2].staleness_raw, None);
+        assert_eq!(s.samples[0].notice_gap, Some(1.5));
+        assert_eq!(s.samples[1].notice_gap, Some(1.25));
+        let gap = &s.slave_applied_to_visible;
+        assert_eq!((gap.count, gap.missing, gap.max), (2, 1, Some(1.5)));
+        assert_eq!(s.staleness_two_clocks_raw.missing, 1);
+        assert!(
+            s.notes.iter().any(|n| n
+                == "1 of 3 committed writes were applied on the slave but have no visible \
+                    event: its readers never saw them while it logged"),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    /// A slave log from before commit notices has no `visible` event: the
+    /// staleness ends at its apply events, as it did, and the gap is not
+    /// measured rather than taken as zero.
+    #[test]
+    fn older_slave_logs_are_measured_to_their_apply_events() {
+        let rows = vec![client_row(0, 1, T0, T0 + 2 * MS, None)];
+        let r = run(
+            rows,
+            vec![event("applied", 1, T0 + MS)],
+            vec![event("applied", 1, T0 + 4 * MS)],
+        );
+        let s = summarize(&r);
+        assert_eq!(s.slave_event, "applied");
+        assert_eq!(s.samples[0].staleness_raw, Some(2.0));
+        let gap = &s.slave_applied_to_visible;
+        assert_eq!((gap.count, gap.missing, gap.mean), (0, 1, None));
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.starts_with("slave-events.csv has no visible events")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn probe_reads_are_shared_out_by_outcome() {
+        let row = |write, outcome, read_us: u64, saw_write| ProbeRow {
+            write,
+            outcome,
+            read_ns: read_us * 1_000,
+            saw_write,
+        };
+        let rows = [
+            row(0, ProbeOutcome::AtOnce, 100, true),
+            row(1, ProbeOutcome::AtOnce, 300, true),
+            row(2, ProbeOutcome::Waited, 1_000, true),
+            row(3, ProbeOutcome::TooStale, 20_000, false),
+            row(4, ProbeOutcome::AtOnce, 200, false),
+        ];
+        let p = ProbeSummary::of(&rows);
+        assert_eq!(p.reads, 5);
+        assert!(close(p.at_once_share, 0.6));
+        assert!(close(p.waited_share, 0.2));
+        assert!(close(p.refused_share, 0.2));
+        assert_eq!(p.saw_write, 3);
+        assert_eq!(p.at_once_time.count, 3);
+        assert_eq!(p.at_once_time.p50, Some(0.2));
+        assert_eq!(p.waited_time.max, Some(1.0));
+        assert_eq!(p.refused_time.max, Some(20.0));
+        assert_eq!(p.read_time.count, 5);
+        assert!(p.outcomes.contains(&(ProbeOutcome::TooStale, 1)));
+        assert!(p.outcomes.contains(&(ProbeOutcome::NotYetVisible, 0)));
+        let none = ProbeSummary::of(&[]);
+        assert_eq!((none.reads, none.waited_share), (0, 0.0));
     }
 
     /// Sync mode: the slave applied (and acked) before the client saw the

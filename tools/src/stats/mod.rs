@@ -45,7 +45,7 @@ pub mod report;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::run_dir::{self, ClientRow, RunMeta};
+use crate::run_dir::{self, ClientRow, ProbeRow, RunMeta};
 use duokv::event_log::{self, EventRow};
 
 pub use compute::{Measure, RunSummary, Summary, WriteSample, summarize};
@@ -74,6 +74,8 @@ pub struct Run {
     pub master_events: Option<Vec<EventRow>>,
     /// `slave-events.csv`; `None` if the file is not there.
     pub slave_events: Option<Vec<EventRow>>,
+    /// `probe.csv`; `None` if the file is not there (a polling probe).
+    pub probe: Option<Vec<ProbeRow>>,
 }
 
 /// Reads a run directory. `run.json` and `client.csv` must be there; an
@@ -95,6 +97,7 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Run> {
         client: run_dir::load_client_rows(dir)?,
         master_events: events(run_dir::MASTER_EVENTS)?,
         slave_events: events(run_dir::SLAVE_EVENTS)?,
+        probe: run_dir::load_probe_rows(dir)?,
     })
 }
 
@@ -155,6 +158,7 @@ pub(crate) mod tests {
             master_clock: None,
             slave_clock: None,
             notes: vec![],
+            probe_read: None,
         }
     }
 
@@ -203,8 +207,9 @@ pub(crate) mod tests {
     }
 
     /// Writes a run directory of `count` writes in `mode`, the event logs
-    /// through [`EventLog`] as the servers write them. The slave's events
-    /// stop after `slave_writes` writes.
+    /// through [`EventLog`] as the servers write them (the slave shows each
+    /// write 0.2 ms after applying it). The slave's events stop after
+    /// `slave_writes` writes.
     pub(crate) fn write_run_dir(dir: &Path, mode: &str, count: u64, slave_writes: u64) {
         const MS: u64 = 1_000_000;
         let t0 = 1_700_000_000_000_000_000u64;
@@ -249,6 +254,12 @@ pub(crate) mod tests {
                     slave_at - MS / 10 + 500 * MS,
                 );
                 s.record_at(EventKind::Applied, seq, b"bench", slave_at + 500 * MS);
+                s.record_at(
+                    EventKind::Visible,
+                    seq,
+                    b"bench",
+                    slave_at + MS / 5 + 500 * MS,
+                );
                 m.record_at(EventKind::Acked, seq, b"bench", slave_at + MS / 5);
                 row.visible_unix_ns = Some(slave_at.max(commit) + MS);
             }

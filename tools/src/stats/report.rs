@@ -12,8 +12,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::compute::{ClockEstimate, Measure, RunSummary, Summary};
+use super::compute::{ClockEstimate, Measure, ProbeSummary, RunSummary, Summary};
 use crate::error::{Error, Result};
+use crate::run_dir::ProbeOutcome;
 
 /// The characters of a sparkline, lowest to highest.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -142,6 +143,15 @@ fn run_report(out: &mut String, run: &RunSummary) {
 
     out.push('\n');
     table(out, run);
+    let _ = writeln!(
+        out,
+        "(two-clock staleness ends at the slave's `{}` events)",
+        run.slave_event
+    );
+    if let Some(probe) = &run.probe {
+        out.push('\n');
+        probe_report(out, probe, meta.probe_read.as_deref().unwrap_or("unknown"));
+    }
 
     if !run.notes.is_empty() {
         out.push_str("\nnotes\n");
@@ -220,6 +230,78 @@ fn table(out: &mut String, run: &RunSummary) {
             ms(s.p50, W),
             ms(s.p90, W),
             ms(s.p99, W),
+        );
+    }
+}
+
+/// A count and its share of `total`, as `12 (6.0%)`.
+fn share(count: usize, total: usize) -> String {
+    let percent = if total == 0 {
+        0.0
+    } else {
+        count as f64 * 100.0 / total as f64
+    };
+    format!("{count} ({percent:.1}%)")
+}
+
+/// The reader probe's conditional reads: how they ended, and their times.
+fn probe_report(out: &mut String, probe: &ProbeSummary, read: &str) {
+    const W: usize = 9;
+    let n = probe.reads;
+    let count = |outcome| {
+        probe
+            .outcomes
+            .iter()
+            .find(|(o, _)| *o == outcome)
+            .map_or(0, |(_, c)| *c)
+    };
+    let refused: usize = probe
+        .outcomes
+        .iter()
+        .filter(|(o, _)| o.refused())
+        .map(|(_, c)| c)
+        .sum();
+    let _ = writeln!(
+        out,
+        "reader probe, --probe-read {read}: {n} reads (asked at once, then with a wait if refused)"
+    );
+    let _ = writeln!(
+        out,
+        "  answered at once {}, after waiting {}, refused {}, failed {}; {} saw the write",
+        share(count(ProbeOutcome::AtOnce), n),
+        share(count(ProbeOutcome::Waited), n),
+        share(refused, n),
+        count(ProbeOutcome::Failed),
+        share(probe.saw_write, n)
+    );
+    if refused > 0 {
+        let _ = writeln!(
+            out,
+            "  refused: {} not yet visible, {} too stale, {} unknown history",
+            count(ProbeOutcome::NotYetVisible),
+            count(ProbeOutcome::TooStale),
+            count(ProbeOutcome::UnknownHistory)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<24} {:>6} {:>W$} {:>W$} {:>W$} {:>W$}",
+        "read time (ms)", "count", "min", "p50", "p99", "max"
+    );
+    for (label, s) in [
+        ("all reads", &probe.read_time),
+        ("answered at once", &probe.at_once_time),
+        ("answered after waiting", &probe.waited_time),
+        ("refused", &probe.refused_time),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {label:<24} {:>6} {} {} {} {}",
+            s.count,
+            ms(s.min, W),
+            ms(s.p50, W),
+            ms(s.p99, W),
+            ms(s.max, W)
         );
     }
 }
@@ -352,6 +434,7 @@ mod tests {
             client: rows,
             master_events: Some(master),
             slave_events: Some(slave),
+            probe: None,
         })
     }
 
@@ -405,6 +488,61 @@ mod tests {
             .find(|l| l.starts_with("latency"))
             .unwrap();
         assert_eq!(latency.split_whitespace().count(), 1 + 2 * 3, "{latency}");
+    }
+
+    #[test]
+    fn the_report_shares_out_the_probe_reads() {
+        use crate::run_dir::ProbeRow;
+        let mut run = fixture();
+        run.meta.probe_read = Some("after".into());
+        let rows: Vec<ProbeRow> = (0..4)
+            .map(|write| ProbeRow {
+                write,
+                outcome: if write == 3 {
+                    ProbeOutcome::NotYetVisible
+                } else if write == 2 {
+                    ProbeOutcome::Waited
+                } else {
+                    ProbeOutcome::AtOnce
+                },
+                read_ns: (write + 1) * 1_000_000,
+                saw_write: write != 3,
+            })
+            .collect();
+        run.probe = Some(crate::stats::compute::ProbeSummary::of(&rows));
+        let text = text(std::slice::from_ref(&run), &[]);
+        assert!(
+            text.contains("reader probe, --probe-read after: 4 reads"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "answered at once 2 (50.0%), after waiting 1 (25.0%), refused 1 (25.0%), \
+                 failed 0; 3 (75.0%) saw the write"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("refused: 1 not yet visible, 0 too stale"),
+            "{text}"
+        );
+        let waited = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("answered after waiting "))
+            .unwrap();
+        let fields: Vec<&str> = waited.split_whitespace().collect();
+        assert_eq!(
+            fields[3..],
+            ["1", "3.000", "3.000", "3.000", "3.000"],
+            "{waited}"
+        );
+        assert!(
+            text.contains("ends at the slave's `applied` events"),
+            "{text}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&json(&[run], &[]).unwrap()).unwrap();
+        assert_eq!(doc["runs"][0]["probe"]["waited_share"], 0.25);
+        assert_eq!(doc["runs"][0]["slave_event"], "applied");
     }
 
     #[test]

@@ -632,6 +632,57 @@ impl Client {
         }
     }
 
+    /// Asks this server, a master, for a planned switchover: it stops
+    /// taking writes, waits up to `timeout` for its slave to show its last
+    /// write, hands the role over, and becomes the new master's slave.
+    /// Returns the facts of what happened (`new_master`, `term`, `seq`,
+    /// `history_id`, `write_window_ms`). A slave that cannot catch up in
+    /// time gives [`Error::ReplicaUnavailable`]: rolled back, nothing
+    /// changed. The reply's read timeout is extended by `timeout`.
+    pub fn failover(&mut self, timeout: Duration) -> Result<Vec<(String, String)>> {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        self.admin(Request::Failover { timeout_ms }, timeout)
+    }
+
+    /// Asks this server, a slave whose master is gone, to become a master
+    /// at once, replicating to `replica` (its old master when `None`) in
+    /// `mode`; `force` promotes it even while its master is connected.
+    /// Returns the facts of what happened (`term`, `seq`, `history_id`,
+    /// `replica`, `promote_ms`).
+    pub fn promote(
+        &mut self,
+        replica: Option<&str>,
+        mode: crate::ReplicationMode,
+        force: bool,
+    ) -> Result<Vec<(String, String)>> {
+        let mode = match mode {
+            crate::ReplicationMode::Sync => duokv_protocol::ModeCode::Sync,
+            crate::ReplicationMode::SyncVisible => duokv_protocol::ModeCode::SyncVisible,
+            crate::ReplicationMode::Async => duokv_protocol::ModeCode::Async,
+        };
+        let request = Request::Promote {
+            replica: replica.unwrap_or_default().to_string(),
+            mode,
+            force,
+        };
+        self.admin(request, Duration::from_secs(10))
+    }
+
+    /// Sends a role change and reads its facts, with the read timeout
+    /// extended by `patience`.
+    fn admin(&mut self, request: Request, patience: Duration) -> Result<Vec<(String, String)>> {
+        self.ensure_connected()?;
+        self.set_read_timeout(self.config.read_timeout.map(|t| t.saturating_add(patience)))?;
+        let reply = self.call(request);
+        self.set_read_timeout(self.config.read_timeout)?;
+        match reply? {
+            Response::Info(pairs) => Ok(pairs),
+            _ => Err(Error::UnexpectedReply {
+                expected: "the facts of a role change",
+            }),
+        }
+    }
+
     fn write(&mut self, request: Request) -> Result<WriteReceipt> {
         self.ensure_connected()?;
         let started = Instant::now();

@@ -64,6 +64,13 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// The master is handing its role over (a planned switchover) and
+    /// takes no writes for a moment: retry; the new master is named by the
+    /// `NotMaster` that follows.
+    SwitchingOver {
+        /// The server's explanation.
+        message: String,
+    },
     /// A read's staleness bound could not be proven on the replica within
     /// the read's wait: read the master, or retry.
     TooStale {
@@ -153,6 +160,7 @@ impl fmt::Display for Error {
             Error::NotYetVisible { message, .. } => write!(f, "not yet visible: {message}"),
             Error::UnknownHistory { message } => write!(f, "unknown history: {message}"),
             Error::TooStale { message, .. } => write!(f, "too stale: {message}"),
+            Error::SwitchingOver { message } => write!(f, "switching over: {message}"),
             Error::UnknownCode { code, message } => write!(f, "server error {code}: {message}"),
             Error::Unauthorized { addr } => write!(
                 f,
@@ -227,6 +235,7 @@ impl Error {
             },
             Code::UnknownHistory => Error::UnknownHistory { message },
             Code::TooStale { bound_us } => Error::TooStale { bound_us, message },
+            Code::SwitchingOver => Error::SwitchingOver { message },
             Code::Unknown(code) => Error::UnknownCode { code, message },
         }
     }

@@ -80,6 +80,7 @@ pub mod event_log;
 mod power_cut;
 pub mod replica_set;
 mod replication;
+mod role_record;
 mod server;
 pub mod session;
 pub mod token;

@@ -1510,7 +1510,17 @@ fn a_token_of_a_restarted_masters_new_history_waits_on_the_slave() {
     pair.master.sigkill();
     pair.slave.signal("SIGSTOP");
     pair.master.restart();
-    let after = pair.master.client().put("k", "new").expect("a write");
+    // A restarted master takes writes once it has heard from its slave's
+    // side (it may have been replaced meanwhile): here, once its dial to
+    // the frozen slave times out; until then it answers SwitchingOver.
+    let mut master = pair.master.client();
+    let after = poll("the restarted master to take a write", || {
+        match master.put("k", "new") {
+            Ok(receipt) => Some(receipt),
+            Err(Error::SwitchingOver { .. }) => None,
+            Err(e) => panic!("a write to the restarted master: {e}"),
+        }
+    });
     let token = after.token().unwrap();
     assert_ne!(
         token.history,

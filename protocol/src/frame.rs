@@ -445,8 +445,8 @@ mod tests {
     #[test]
     fn unknown_kind_is_reported_early() {
         assert_eq!(
-            Frame::check(&[0, 0, 0, 9, 0x4A]),
-            Err(FrameError::UnknownKind(0x4A))
+            Frame::check(&[0, 0, 0, 9, 0x4C]),
+            Err(FrameError::UnknownKind(0x4C))
         );
         assert_eq!(
             Frame::check(&[0, 0, 0, 9, 0x00]),

@@ -184,6 +184,11 @@ pub const MAX_REASON_LEN: usize = 1024;
 const REPLY_TAG_REASON: u8 = 1;
 /// Reply field tag of the stream features a slave takes up (u32).
 const REPLY_TAG_FEATURES: u8 = 2;
+/// Reply field tag of the term a refusing node follows or leads (u64).
+const REPLY_TAG_TERM: u8 = 3;
+/// Reply field tag of the address of the master a refusing node knows
+/// (itself, when it is one), UTF-8.
+const REPLY_TAG_MASTER: u8 = 4;
 
 /// The first message a connecting peer sends.
 ///
@@ -359,6 +364,45 @@ impl HandshakeReply {
             extra,
             ..HandshakeReply::new(status, node_role)
         }
+    }
+
+    /// A refusal of a replication stream from a stale master: this node
+    /// follows (or, as a master, leads) `term`, whose master is at
+    /// `master`. The refused master, of a lower term, learns that it was
+    /// replaced and by whom (reply fields 3 and 4, beside the reason).
+    pub fn stale_master(
+        status: HandshakeStatus,
+        node_role: NodeRole,
+        reason: &str,
+        term: u64,
+        master: &str,
+    ) -> Self {
+        let mut reply = HandshakeReply::with_reason(status, node_role, reason);
+        handshake_fields::put_field(&mut reply.extra, REPLY_TAG_TERM, &term.to_be_bytes());
+        let master = &master.as_bytes()[..master.len().min(crate::MAX_MASTER_ADDR_LEN)];
+        handshake_fields::put_field(&mut reply.extra, REPLY_TAG_MASTER, master);
+        reply
+    }
+
+    /// The term a refusing node named (reply field 3), if any.
+    pub fn term(&self) -> Option<u64> {
+        self.field(REPLY_TAG_TERM)
+            .and_then(|value| <[u8; 8]>::try_from(value).ok())
+            .map(u64::from_be_bytes)
+    }
+
+    /// The master a refusing node named (reply field 4), if any.
+    pub fn master(&self) -> Option<String> {
+        self.field(REPLY_TAG_MASTER)
+            .and_then(|value| String::from_utf8(value.to_vec()).ok())
+    }
+
+    /// The value of reply field `tag`, if present and the fields decode.
+    fn field(&self, tag: u8) -> Option<&[u8]> {
+        handshake_fields::Fields::new(&self.extra)
+            .map_while(Result::ok)
+            .find(|field| field.tag == tag)
+            .map(|field| field.value)
     }
 
     /// An acceptance of a replication stream by a slave that takes up

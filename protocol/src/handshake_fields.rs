@@ -38,7 +38,7 @@ const TAG_HISTORY_ID: u8 = 1;
 const TAG_AUTH_TOKEN: u8 = 2;
 const TAG_ANCESTORS: u8 = 3;
 const TAG_MASTER_ADDR: u8 = 4;
-/// Tag 5 is kept for the master's term (`PROTOCOL.md` 7.8).
+const TAG_TERM: u8 = 5;
 const TAG_FEATURES: u8 = 6;
 
 /// The longest master address, in bytes.
@@ -174,6 +174,10 @@ pub struct StreamFields {
     /// [`FEATURE_COMMIT_NOTICES`](crate::FEATURE_COMMIT_NOTICES)); 0 (and
     /// no field) for none. Unknown bits are ignored.
     pub features: u32,
+    /// Tag 5: the master's term, a u64 that only grows from one master to
+    /// the next (`PROTOCOL.md` 7.8); 0 (and no field) for a master that
+    /// was never promoted, and for older masters.
+    pub term: u64,
 }
 
 impl StreamFields {
@@ -188,6 +192,9 @@ impl StreamFields {
         }
         if self.features != 0 {
             put_field(&mut extra, TAG_FEATURES, &self.features.to_be_bytes());
+        }
+        if self.term != 0 {
+            put_field(&mut extra, TAG_TERM, &self.term.to_be_bytes());
         }
         Ok(extra)
     }
@@ -212,6 +219,11 @@ impl StreamFields {
             } else if tag == TAG_FEATURES {
                 fields.features =
                     features(value).ok_or_else(|| malformed("features are not 4 bytes"))?;
+            } else if tag == TAG_TERM {
+                let bytes: [u8; 8] = value
+                    .try_into()
+                    .map_err(|_| malformed("term is not 8 bytes"))?;
+                fields.term = u64::from_be_bytes(bytes);
             }
         }
         Ok(fields)
@@ -387,6 +399,7 @@ mod tests {
         let stream = StreamFields {
             master_addr: Some("1.2.3.4:5".into()),
             features: crate::FEATURE_COMMIT_NOTICES,
+            term: 7,
         };
         let mut extra = HandshakeFields {
             history_id: Some(9),

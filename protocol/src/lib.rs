@@ -113,7 +113,7 @@ pub use handshake_fields::{
     MAX_MASTER_ADDR_LEN, StreamFields,
 };
 pub use message::{
-    ErrorCode, Kind, MaxStaleness, ReadAfter, ReadPoint, Request, Response, WriteReceipt,
+    ErrorCode, Kind, MaxStaleness, ModeCode, ReadAfter, ReadPoint, Request, Response, WriteReceipt,
 };
 pub use replication::{FEATURE_COMMIT_NOTICES, ReplicatedOp, Replication};
 

@@ -45,6 +45,10 @@ pub enum Kind {
     Ping = 0x06,
     /// [`Request::Info`].
     Info = 0x07,
+    /// [`Request::Failover`].
+    Failover = 0x08,
+    /// [`Request::Promote`].
+    Promote = 0x09,
     /// [`Replication::Hello`](crate::Replication::Hello).
     Hello = 0x40,
     /// [`Replication::Append`](crate::Replication::Append).
@@ -65,6 +69,10 @@ pub enum Kind {
     Probe = 0x48,
     /// [`Replication::Visible`](crate::Replication::Visible).
     Visible = 0x49,
+    /// [`Replication::Handover`](crate::Replication::Handover).
+    Handover = 0x4A,
+    /// [`Replication::TookOver`](crate::Replication::TookOver).
+    TookOver = 0x4B,
     /// [`Response::Value`].
     Value = 0x80,
     /// [`Response::Written`].
@@ -81,13 +89,13 @@ impl Kind {
     /// Kind bytes of client requests.
     pub const REQUESTS: RangeInclusive<u8> = 0x01..=0x3F;
     /// Kind bytes of the replication stream (master to slave and back);
-    /// `0x4A..=0x7F` are free for later replication messages.
+    /// `0x4C..=0x7F` are free for later replication messages.
     pub const REPLICATION: RangeInclusive<u8> = 0x40..=0x7F;
     /// Kind bytes of responses.
     pub const RESPONSES: RangeInclusive<u8> = 0x80..=0xFF;
 
     /// Every kind this version knows, in byte order.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 26] = [
         Kind::Create,
         Kind::Read,
         Kind::Update,
@@ -95,6 +103,8 @@ impl Kind {
         Kind::Put,
         Kind::Ping,
         Kind::Info,
+        Kind::Failover,
+        Kind::Promote,
         Kind::Hello,
         Kind::Append,
         Kind::Ack,
@@ -105,6 +115,8 @@ impl Kind {
         Kind::Commit,
         Kind::Probe,
         Kind::Visible,
+        Kind::Handover,
+        Kind::TookOver,
         Kind::Value,
         Kind::Written,
         Kind::Pong,
@@ -254,6 +266,56 @@ pub enum Request {
     Ping,
     /// Ask for the server's state. Answered by [`Response::Info`].
     Info,
+    /// Asks a master for a planned switchover (`PROTOCOL.md` 7.10): it
+    /// stops taking writes, waits until its slave shows its last write,
+    /// hands the role over and becomes the new master's slave. Answered by
+    /// [`Response::Info`] with what happened (the new master, the term,
+    /// the write window), or an error after a rollback.
+    Failover {
+        /// How long the master waits for its slave before it rolls back.
+        timeout_ms: u32,
+    },
+    /// Asks a slave to become a master at once (its master is gone):
+    /// `PROTOCOL.md` 7.10. Answered by [`Response::Info`].
+    Promote {
+        /// The replica the new master replicates to; empty for the master
+        /// it followed.
+        replica: String,
+        /// The new master's replication: [`ModeCode`].
+        mode: ModeCode,
+        /// Promote even while its master is connected (two masters then
+        /// run for a moment; the old one is fenced by the new term).
+        force: bool,
+    },
+}
+
+/// A replication mode on the wire: the byte of [`Request::Promote`] and
+/// [`Replication::Handover`](crate::Replication::Handover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ModeCode {
+    /// 1: a write is answered once durable on both replicas.
+    Sync = 1,
+    /// 2: once also visible on the slave.
+    SyncVisible = 2,
+    /// 3: once durable on the master.
+    Async = 3,
+}
+
+impl ModeCode {
+    /// The mode of a byte; `None` for any other.
+    pub fn from_u8(byte: u8) -> Option<ModeCode> {
+        [ModeCode::Sync, ModeCode::SyncVisible, ModeCode::Async]
+            .into_iter()
+            .find(|mode| *mode as u8 == byte)
+    }
+
+    /// Reads a mode byte, refusing any other value as malformed.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<ModeCode, FrameError> {
+        let at = r.position();
+        let byte = r.u8()?;
+        ModeCode::from_u8(byte).ok_or_else(|| r.malformed_at(at, "mode is not 1, 2 or 3"))
+    }
 }
 
 impl Request {
@@ -267,6 +329,8 @@ impl Request {
             Request::Put { .. } => Kind::Put,
             Request::Ping => Kind::Ping,
             Request::Info => Kind::Info,
+            Request::Failover { .. } => Kind::Failover,
+            Request::Promote { .. } => Kind::Promote,
         }
     }
 
@@ -278,7 +342,9 @@ impl Request {
             | Request::Update { key, .. }
             | Request::Delete { key }
             | Request::Put { key, .. } => Some(key),
-            Request::Ping | Request::Info => None,
+            Request::Ping | Request::Info | Request::Failover { .. } | Request::Promote { .. } => {
+                None
+            }
         }
     }
 
@@ -321,6 +387,20 @@ impl Request {
             }
             Request::Delete { key } => put_key(dst, key),
             Request::Ping | Request::Info => Ok(()),
+            Request::Failover { timeout_ms } => {
+                put_u32(dst, *timeout_ms);
+                Ok(())
+            }
+            Request::Promote {
+                replica,
+                mode,
+                force,
+            } => {
+                put_str(dst, replica)?;
+                put_u8(dst, *mode as u8);
+                put_u8(dst, u8::from(*force));
+                Ok(())
+            }
         }
     }
 
@@ -348,6 +428,24 @@ impl Request {
             },
             Kind::Ping => Request::Ping,
             Kind::Info => Request::Info,
+            Kind::Failover => Request::Failover {
+                timeout_ms: r.u32()?,
+            },
+            Kind::Promote => {
+                let replica = r.string()?;
+                let mode = ModeCode::read(r)?;
+                let at = r.position();
+                let force = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(r.malformed_at(at, "force is neither 0 nor 1")),
+                };
+                Request::Promote {
+                    replica,
+                    mode,
+                    force,
+                }
+            }
             Kind::Value | Kind::Written | Kind::Pong | Kind::InfoReply | Kind::Error => {
                 return Ok(None);
             }
@@ -360,7 +458,9 @@ impl Request {
             | Kind::ResyncRequest
             | Kind::Commit
             | Kind::Probe
-            | Kind::Visible => return Ok(None),
+            | Kind::Visible
+            | Kind::Handover
+            | Kind::TookOver => return Ok(None),
         };
         Ok(Some(request))
     }
@@ -563,6 +663,8 @@ impl Response {
             | Kind::Put
             | Kind::Ping
             | Kind::Info
+            | Kind::Failover
+            | Kind::Promote
             | Kind::Hello
             | Kind::Append
             | Kind::Ack
@@ -572,7 +674,9 @@ impl Response {
             | Kind::ResyncRequest
             | Kind::Commit
             | Kind::Probe
-            | Kind::Visible => return Ok(None),
+            | Kind::Visible
+            | Kind::Handover
+            | Kind::TookOver => return Ok(None),
         };
         Ok(Some(response))
     }
@@ -678,6 +782,10 @@ pub enum ErrorCode {
     /// not continue (neither its own nor an ancestor, or an ancestor that
     /// ended before the write): waiting cannot help; read the master.
     UnknownHistory,
+    /// 13: the master is handing its role over (a planned switchover):
+    /// it takes no writes for a moment; retry, and follow the `NotMaster`
+    /// that comes once the new master is known.
+    SwitchingOver,
     /// 12: a read's `fresh` bound could not be proven within the read's
     /// wait: the replica's data may be older than asked; read the master,
     /// or retry.
@@ -718,6 +826,7 @@ impl ErrorCode {
             ErrorCode::NotYetVisible { .. } => ErrorCode::NOT_YET_VISIBLE,
             ErrorCode::UnknownHistory => 11,
             ErrorCode::TooStale { .. } => ErrorCode::TOO_STALE,
+            ErrorCode::SwitchingOver => 13,
             ErrorCode::Unknown(n) => *n,
         }
     }
@@ -734,6 +843,7 @@ impl ErrorCode {
             8 => ErrorCode::ShuttingDown,
             9 => ErrorCode::Internal,
             11 => ErrorCode::UnknownHistory,
+            13 => ErrorCode::SwitchingOver,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -770,6 +880,7 @@ impl fmt::Display for ErrorCode {
                 write!(f, "not yet visible (the replica is at seq {visible_seq})")
             }
             ErrorCode::UnknownHistory => f.write_str("unknown history"),
+            ErrorCode::SwitchingOver => f.write_str("switching over"),
             ErrorCode::TooStale { bound_us: u64::MAX } => {
                 f.write_str("too stale (the replica can prove no bound)")
             }
@@ -867,7 +978,7 @@ mod tests {
             previous = kind.as_u8();
         }
         assert_eq!(Kind::from_u8(0), None);
-        for byte in 0x4A..=0x7F {
+        for byte in 0x4C..=0x7F {
             assert_eq!(Kind::from_u8(byte), None);
         }
     }
@@ -890,6 +1001,7 @@ mod tests {
             (ErrorCode::ShuttingDown, 8),
             (ErrorCode::Internal, 9),
             (ErrorCode::UnknownHistory, 11),
+            (ErrorCode::SwitchingOver, 13),
             (ErrorCode::Unknown(0), 0),
             (ErrorCode::Unknown(4242), 4242),
         ];

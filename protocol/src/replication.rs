@@ -78,9 +78,9 @@
 //! [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN), both checked before anything is
 //! copied; strings are UTF-8; bytes left after a body are malformed.
 
-use crate::codec::{Reader, put_str, put_u8, put_u64};
+use crate::codec::{Reader, put_str, put_u8, put_u32, put_u64};
 use crate::error::FrameError;
-use crate::message::{Kind, key, put_key, put_value, value};
+use crate::message::{Kind, ModeCode, key, put_key, put_value, value};
 
 /// One write of the master's log, as carried by [`Replication::Append`].
 ///
@@ -241,6 +241,30 @@ pub enum Replication {
         /// The slave's newest visible seq.
         seq: u64,
     },
+    /// `0x4A`, master to slave, in a planned switchover (`PROTOCOL.md`
+    /// 7.10): the master takes no more writes, and the slave, which shows
+    /// every write up to `seq`, is to become the master of `term`,
+    /// replicating to this master with `mode`.
+    Handover {
+        /// The master's last write; the slave must show exactly this far.
+        seq: u64,
+        /// The new master's term, above every term before.
+        term: u64,
+        /// How the new master replicates.
+        mode: ModeCode,
+        /// Its sync timeout, in milliseconds.
+        sync_timeout_ms: u32,
+    },
+    /// `0x4B`, slave to master: the answer to `Handover`. With `history`
+    /// other than 0 the slave is now the master of the handover's term,
+    /// its new history continuing the old one through `seq`; with 0 it
+    /// refused (it does not show exactly `seq`), and nothing changed.
+    TookOver {
+        /// The seq the slave shows.
+        seq: u64,
+        /// The new master's history id; 0 for a refusal.
+        history: u64,
+    },
 }
 
 /// Bit 0 of the stream's feature fields (`PROTOCOL.md` 7.9): the master
@@ -263,6 +287,8 @@ impl Replication {
             Replication::Commit { .. } => Kind::Commit,
             Replication::Probe { .. } => Kind::Probe,
             Replication::Visible { .. } => Kind::Visible,
+            Replication::Handover { .. } => Kind::Handover,
+            Replication::TookOver { .. } => Kind::TookOver,
         }
     }
 
@@ -284,7 +310,9 @@ impl Replication {
             | Replication::SnapshotEntry { seq, .. }
             | Replication::SnapshotEnd { seq }
             | Replication::Commit { seq, .. }
-            | Replication::Visible { seq } => Some(*seq),
+            | Replication::Visible { seq }
+            | Replication::Handover { seq, .. }
+            | Replication::TookOver { seq, .. } => Some(*seq),
             Replication::Hello { .. }
             | Replication::ResyncRequest { .. }
             | Replication::Probe { .. } => None,
@@ -316,6 +344,21 @@ impl Replication {
             Replication::Commit { seq, probe } => {
                 put_u64(dst, *seq);
                 put_u64(dst, *probe);
+            }
+            Replication::Handover {
+                seq,
+                term,
+                mode,
+                sync_timeout_ms,
+            } => {
+                put_u64(dst, *seq);
+                put_u64(dst, *term);
+                put_u8(dst, *mode as u8);
+                put_u32(dst, *sync_timeout_ms);
+            }
+            Replication::TookOver { seq, history } => {
+                put_u64(dst, *seq);
+                put_u64(dst, *history);
             }
             Replication::SnapshotBegin {
                 seq,
@@ -380,6 +423,16 @@ impl Replication {
             },
             Kind::Probe => Replication::Probe { id: r.u64()? },
             Kind::Visible => Replication::Visible { seq: r.u64()? },
+            Kind::Handover => Replication::Handover {
+                seq: r.u64()?,
+                term: r.u64()?,
+                mode: ModeCode::read(r)?,
+                sync_timeout_ms: r.u32()?,
+            },
+            Kind::TookOver => Replication::TookOver {
+                seq: r.u64()?,
+                history: r.u64()?,
+            },
             Kind::Create
             | Kind::Read
             | Kind::Update
@@ -387,6 +440,8 @@ impl Replication {
             | Kind::Put
             | Kind::Ping
             | Kind::Info
+            | Kind::Failover
+            | Kind::Promote
             | Kind::Value
             | Kind::Written
             | Kind::Pong

@@ -12,8 +12,8 @@ mod common;
 
 use duokv_protocol::{
     Error, ErrorCode, Frame, FrameError, Handshake, HandshakeReply, HandshakeStatus, Kind,
-    MaxStaleness, NodeRole, ReadAfter, ReadPoint, ReplicatedOp, Replication, Request, Response,
-    Role, WriteReceipt, read_frame, write_frame,
+    MaxStaleness, ModeCode, NodeRole, ReadAfter, ReadPoint, ReplicatedOp, Replication, Request,
+    Response, Role, WriteReceipt, read_frame, write_frame,
 };
 use proptest::prelude::*;
 
@@ -48,6 +48,22 @@ fn request() -> impl Strategy<Value = Request> {
         (bytes(64), bytes(256)).prop_map(|(key, value)| Request::Put { key, value }),
         Just(Request::Ping),
         Just(Request::Info),
+        any::<u32>().prop_map(|timeout_ms| Request::Failover { timeout_ms }),
+        (any::<String>(), mode(), any::<bool>()).prop_map(|(replica, mode, force)| {
+            Request::Promote {
+                replica,
+                mode,
+                force,
+            }
+        }),
+    ]
+}
+
+fn mode() -> impl Strategy<Value = ModeCode> {
+    prop_oneof![
+        Just(ModeCode::Sync),
+        Just(ModeCode::SyncVisible),
+        Just(ModeCode::Async),
     ]
 }
 
@@ -64,10 +80,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Internal),
         any::<u64>().prop_map(|visible_seq| ErrorCode::NotYetVisible { visible_seq }),
         Just(ErrorCode::UnknownHistory),
+        Just(ErrorCode::SwitchingOver),
         any::<u64>().prop_map(|bound_us| ErrorCode::TooStale { bound_us }),
         // Only numbers this version does not know stay `Unknown`.
         any::<u16>()
-            .prop_filter("a known code", |n| !(1..=12).contains(n))
+            .prop_filter("a known code", |n| !(1..=13).contains(n))
             .prop_map(ErrorCode::Unknown),
     ]
 }
@@ -145,6 +162,15 @@ fn replication() -> impl Strategy<Value = Replication> {
         any::<(u64, u64)>().prop_map(|(seq, probe)| Replication::Commit { seq, probe }),
         any::<u64>().prop_map(|id| Replication::Probe { id }),
         any::<u64>().prop_map(|seq| Replication::Visible { seq }),
+        (any::<(u64, u64, u32)>(), mode()).prop_map(|((seq, term, sync_timeout_ms), mode)| {
+            Replication::Handover {
+                seq,
+                term,
+                mode,
+                sync_timeout_ms,
+            }
+        }),
+        any::<(u64, u64)>().prop_map(|(seq, history)| Replication::TookOver { seq, history }),
     ]
 }
 

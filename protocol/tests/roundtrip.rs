@@ -255,7 +255,7 @@ fn replication_samples_cover_every_replication_kind_and_both_ops() {
             "no sample replication message of kind {kind:?}"
         );
     }
-    assert_eq!(Kind::ALL.iter().filter(|k| k.is_replication()).count(), 10);
+    assert_eq!(Kind::ALL.iter().filter(|k| k.is_replication()).count(), 12);
     assert!(messages.iter().any(|m| matches!(
         m,
         Replication::Append {

@@ -45,14 +45,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use duokv_protocol::{
     self as protocol, FEATURE_COMMIT_NOTICES, Frame, Handshake, HandshakeFields, HandshakeReply,
-    HandshakeStatus, Message, NodeRole, ReplicatedOp, Replication, Role, StreamFields,
+    HandshakeStatus, Message, ModeCode, NodeRole, ReplicatedOp, Replication, Role, StreamFields,
 };
 use duokv_storage::{self as storage, ObservePoint, Store};
 use log::{debug, error, info, warn};
@@ -158,17 +158,25 @@ enum Outgoing {
     Durable(u64),
     /// The slave's probe of this id, to answer.
     Probe(u64),
+    /// A switchover's `Handover`, to send after the appends queued before.
+    Handover(Replication),
 }
 
 /// State the writers, the sender and the ack reader share.
 #[derive(Debug)]
 struct Link {
     settings: MasterSettings,
-    /// Sent in the handshake, for a slave that wants one.
-    auth_token: Option<AuthToken>,
-    /// The address this master listens on for clients, sent in the
-    /// handshake so that a slave can refuse a master it does not follow.
-    listen_addr: String,
+    /// Who this master is: its token, address and term, and whom to tell
+    /// when it learns it was replaced.
+    identity: MasterIdentity,
+    /// Whether writes may go ahead: `true` once the master has heard from
+    /// its slave's side once (a session, or a failed dial), `false` again
+    /// while a switchover fences it. Writers hold it shared while they
+    /// stage their write, so fencing waits for them.
+    admission: RwLock<Admission>,
+    /// Wakes writers waiting for the first contact, and a switchover
+    /// waiting for the slave.
+    changed: Condvar,
     store: Arc<Store>,
     events: Option<EventSink>,
     state: Mutex<LinkState>,
@@ -183,6 +191,9 @@ struct Link {
 
 #[derive(Debug, Default)]
 struct LinkState {
+    /// The slave's answer to a handover: the seq and its new history (0
+    /// for a refusal).
+    took_over: Option<(u64, u64)>,
     up: bool,
     acked_seq: u64,
     acked_at_ns: u64,
@@ -208,6 +219,69 @@ struct LinkState {
     /// Sync writes waiting for the slave's ack, by seq: an ack completes
     /// exactly those it covers, the timeout thread those whose time is up.
     awaiting: BTreeMap<u64, Awaiting>,
+}
+
+/// Who a master is to its slave, and whom it tells when it learns, from a
+/// slave's refusal, that another master replaced it.
+pub struct MasterIdentity {
+    /// Sent in the handshake, for a slave that wants one.
+    pub auth_token: Option<AuthToken>,
+    /// The address this master listens on for clients, sent in the
+    /// handshake so that a slave can refuse a master it does not follow.
+    pub listen_addr: String,
+    /// The term this master leads (handshake field 5): a slave that
+    /// follows a higher one refuses it.
+    pub term: u64,
+    /// Told, once, that a node of a higher term refused this master's
+    /// stream: the master must step down. Called on the replicator's own
+    /// thread: hand the work to another thread.
+    pub on_replaced: Option<Box<dyn Fn(Replaced) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for MasterIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterIdentity")
+            .field("listen_addr", &self.listen_addr)
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a master learns when a node of a higher term refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    /// The term that replaced this master's.
+    pub term: u64,
+    /// The master of that term, as the refusing node named it.
+    pub master: String,
+}
+
+/// Whether a write may go ahead on a master: [`Replicator::admit_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Not yet: the master has not heard from its slave's side since it
+    /// started (it may have been replaced while it was down).
+    #[default]
+    Starting,
+    /// Writes go ahead.
+    Open,
+    /// A switchover is under way: writes are refused, to retry.
+    Fenced,
+    /// A node of a higher term refused this master: it is stepping down.
+    Replaced,
+}
+
+/// Why a handover did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoverError {
+    /// The slave answered that it does not show exactly the seq: nothing
+    /// changed there.
+    Refused {
+        /// What the slave shows.
+        shows: u64,
+    },
+    /// No answer came: the slave may or may not have taken over.
+    Unknown(String),
 }
 
 /// What a sync write is told once its wait for the slave ends.
@@ -278,9 +352,9 @@ fn complete(writes: Vec<AckCompletion>, outcome: AckOutcome) {
 #[derive(Debug)]
 pub struct Replicator {
     link: Arc<Link>,
-    sender: Option<JoinHandle<()>>,
-    /// Ends the sync waits that pass their timeout.
-    timer: Option<JoinHandle<()>>,
+    /// The sender, and the timeout thread that ends the sync waits that
+    /// pass their timeout; taken by [`stop`](Replicator::stop).
+    threads: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
 }
 
 impl Replicator {
@@ -290,16 +364,16 @@ impl Replicator {
     /// write observer. Fails if the store has one already.
     pub fn start(
         settings: MasterSettings,
-        auth_token: Option<AuthToken>,
+        identity: MasterIdentity,
         store: Arc<Store>,
         events: Option<EventSink>,
-        listen_addr: String,
     ) -> crate::Result<Replicator> {
         let (queue, receiver) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         let link = Arc::new(Link {
             settings,
-            auth_token,
-            listen_addr,
+            identity,
+            admission: RwLock::new(Admission::Starting),
+            changed: Condvar::new(),
             store,
             events,
             state: Mutex::new(LinkState::default()),
@@ -334,19 +408,170 @@ impl Replicator {
         if !watching {
             return Err(std::io::Error::other("the store already has a durable observer").into());
         }
-        let thread_link = link.clone();
+        let replicator = Replicator {
+            link,
+            threads: Mutex::new(Vec::new()),
+        };
+        let thread_link = replicator.link.clone();
         let sender = std::thread::Builder::new()
             .name("replication".into())
             .spawn(move || run_sender(&thread_link, &receiver))?;
-        let timer_link = link.clone();
+        replicator.threads().push(("replication", sender));
+        let timer_link = replicator.link.clone();
         let timer = std::thread::Builder::new()
             .name("replication-timeout".into())
             .spawn(move || run_timer(&timer_link))?;
-        Ok(Replicator {
-            link,
-            sender: Some(sender),
-            timer: Some(timer),
-        })
+        replicator.threads().push(("replication timeout", timer));
+        Ok(replicator)
+    }
+
+    fn threads(&self) -> MutexGuard<'_, Vec<(&'static str, JoinHandle<()>)>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The term this master leads.
+    pub fn term(&self) -> u64 {
+        self.link.identity.term
+    }
+
+    /// Whether a write may go ahead now, waiting up to `patience` while
+    /// the master starts. A write that goes ahead is staged while the
+    /// returned guard lives: a switchover's fence waits for it.
+    pub fn admit_write(&self, patience: Duration) -> (Admission, RwLockReadGuard<'_, Admission>) {
+        let deadline = Instant::now() + patience;
+        loop {
+            let admission = self.link.admission();
+            if *admission != Admission::Starting || Instant::now() >= deadline {
+                return (*admission, admission);
+            }
+            drop(admission);
+            let state = self.link.lock();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = self
+                .link
+                .changed
+                .wait_timeout(state, left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Fences the master for a switchover: writes not yet staged are
+    /// refused from now on; returns once every write that went ahead is
+    /// staged, with the last seq handed out (what the slave must show).
+    pub fn fence(&self) -> u64 {
+        *self
+            .link
+            .admission
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Admission::Fenced;
+        self.link.store.handed_out_seq()
+    }
+
+    /// Lifts the fence of a switchover that rolled back.
+    pub fn unfence(&self) {
+        let mut admission = self
+            .link
+            .admission
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if *admission == Admission::Fenced {
+            *admission = Admission::Open;
+        }
+    }
+
+    /// Waits until the slave shows every write up to `seq` (and this
+    /// master has made them durable), or `deadline`; returns what the
+    /// slave shows.
+    pub fn wait_visible(&self, seq: u64, deadline: Instant) -> u64 {
+        let mut state = self.link.lock();
+        loop {
+            let durable = self.link.store.durable_seq() >= seq;
+            if (state.visible_seq >= seq && durable) || Instant::now() >= deadline {
+                return state.visible_seq;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            state = self
+                .link
+                .changed
+                .wait_timeout(state, left.min(Duration::from_millis(20)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Asks the slave, which shows every write up to `seq`, to become the
+    /// master of `term` with `mode` (a `Handover`), and waits for its
+    /// answer until `deadline`. Returns the new master's history id.
+    pub fn hand_over(
+        &self,
+        seq: u64,
+        term: u64,
+        mode: ModeCode,
+        deadline: Instant,
+    ) -> Result<u64, HandoverError> {
+        self.link.lock().took_over = None;
+        let sync_timeout_ms =
+            u32::try_from(self.link.settings.sync_timeout.as_millis()).unwrap_or(u32::MAX);
+        self.link.enqueue(Outgoing::Handover(Replication::Handover {
+            seq,
+            term,
+            mode,
+            sync_timeout_ms,
+        }));
+        let mut state = self.link.lock();
+        loop {
+            match state.took_over {
+                Some((_, history)) if history != 0 => return Ok(history),
+                Some((shows, _)) => return Err(HandoverError::Refused { shows }),
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(HandoverError::Unknown(
+                    "no answer from the slave in time".to_string(),
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            state = self
+                .link
+                .changed
+                .wait_timeout(state, left.min(Duration::from_millis(20)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops the sender and the timeout thread, closes the link, ends the
+    /// sync waits still open (`TimedOut`) and stops observing the store,
+    /// whose next master may observe it. Idempotent; called on drop too.
+    /// Never call it on one of the replicator's own threads.
+    pub fn stop(&self) {
+        self.link.stop.store(true, Ordering::SeqCst);
+        drop(
+            self.link
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        {
+            let state = self.link.lock();
+            if let Some(stream) = &state.stream {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            // Under the lock: the timeout thread checks `stop` under it too,
+            // so it is either about to see the flag or already waiting.
+            self.link.timer.notify_all();
+            self.link.changed.notify_all();
+        }
+        for (name, thread) in std::mem::take(&mut *self.threads()) {
+            if thread.join().is_err() {
+                error!("the {name} thread panicked");
+            }
+            if name == "replication timeout" {
+                let left = self.link.lock().take_all();
+                complete(left, AckOutcome::TimedOut);
+            }
+        }
+        self.link.store.stop_observing();
     }
 
     /// The replication mode.
@@ -411,41 +636,49 @@ impl Replicator {
 impl Drop for Replicator {
     /// Stops the sender and closes the link.
     fn drop(&mut self) {
-        self.link.stop.store(true, Ordering::SeqCst);
-        drop(
-            self.link
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
-        {
-            let state = self.link.lock();
-            if let Some(stream) = &state.stream {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            // Under the lock: the timeout thread checks `stop` under it too,
-            // so it is either about to see the flag or already waiting.
-            self.link.timer.notify_all();
-        }
-        if let Some(timer) = self.timer.take()
-            && timer.join().is_err()
-        {
-            error!("the replication timeout thread panicked");
-        }
-        let left = self.link.lock().take_all();
-        complete(left, AckOutcome::TimedOut);
-        if let Some(sender) = self.sender.take()
-            && sender.join().is_err()
-        {
-            error!("the replication thread panicked");
-        }
+        self.stop();
     }
 }
 
 impl Link {
     fn lock(&self) -> MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admission(&self) -> RwLockReadGuard<'_, Admission> {
+        self.admission.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first contact with the slave's side (a session, or a failed
+    /// dial that did not say this master was replaced): writes may go.
+    fn contacted(&self) {
+        let mut admission = self.admission.write().unwrap_or_else(|p| p.into_inner());
+        if *admission == Admission::Starting {
+            *admission = Admission::Open;
+            drop(admission);
+            let _guard = self.lock();
+            self.changed.notify_all();
+        }
+    }
+
+    /// A node of a higher term refused this master: writes stop for good,
+    /// and whoever started it is told, once.
+    fn replaced(&self, replaced: Replaced) {
+        let mut admission = self.admission.write().unwrap_or_else(|p| p.into_inner());
+        if *admission == Admission::Replaced {
+            return;
+        }
+        *admission = Admission::Replaced;
+        drop(admission);
+        error!(
+            "the slave's side says this master was replaced: term {} (ours is {}) is led by {}; \
+             this node stops taking writes and steps down",
+            replaced.term, self.identity.term, replaced.master
+        );
+        self.changed.notify_all();
+        if let Some(tell) = &self.identity.on_replaced {
+            tell(replaced);
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -524,6 +757,7 @@ impl Link {
         }
         let covered = state.take_covered(self.settings.mode);
         drop(state);
+        self.changed.notify_all();
         complete(covered, AckOutcome::Acked { at_ns });
     }
 
@@ -537,7 +771,14 @@ impl Link {
         }
         let covered = state.take_covered(self.settings.mode);
         drop(state);
+        self.changed.notify_all();
         complete(covered, AckOutcome::Acked { at_ns });
+    }
+
+    /// The slave answered a handover.
+    fn on_took_over(&self, seq: u64, history: u64) {
+        self.lock().took_over = Some((seq, history));
+        self.changed.notify_all();
     }
 
     /// A session to the slave began on `stream`; the slave holds writes up
@@ -639,7 +880,13 @@ fn run_timer(link: &Link) {
 fn run_sender(link: &Arc<Link>, queue: &Receiver<Outgoing>) {
     let mut backoff = MIN_BACKOFF;
     while !link.stopping() {
-        let why = match Session::open(link) {
+        let opened = Session::open(link);
+        if *link.admission() == Admission::Replaced {
+            // Stepping down: whoever started this master stops it.
+            return;
+        }
+        link.contacted();
+        let why = match opened {
             Ok(session) => {
                 let began = Instant::now();
                 let why = session.run(link, queue);
@@ -789,11 +1036,16 @@ fn handshake(
     let fields = HandshakeFields {
         history_id: Some(history),
         history_ancestors,
-        auth_token: link.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
+        auth_token: link
+            .identity
+            .auth_token
+            .as_ref()
+            .map(|t| t.as_bytes().to_vec()),
     };
     let stream_fields = StreamFields {
-        master_addr: Some(link.listen_addr.clone()),
+        master_addr: Some(link.identity.listen_addr.clone()),
         features: FEATURE_COMMIT_NOTICES,
+        term: link.identity.term,
     };
     let mut hello =
         Handshake::with_fields(Role::Replica, &fields).map_err(protocol::Error::from)?;
@@ -802,6 +1054,10 @@ fn handshake(
         .extend(stream_fields.encode().map_err(protocol::Error::from)?);
     hello.write_to(stream)?;
     let reply = HandshakeReply::read_from(reader)?;
+    if let Some(term) = reply.term().filter(|&term| term > link.identity.term) {
+        let master = reply.master().unwrap_or_else(|| addr.clone());
+        link.replaced(Replaced { term, master });
+    }
     if reply.status != HandshakeStatus::Ok {
         let status = format!("{:?}", reply.status).to_lowercase();
         return Err(crate::Error::Refused {
@@ -853,6 +1109,10 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
                 message: Message::Replication(Replication::Probe { id }),
                 ..
             })) => link.enqueue(Outgoing::Probe(id)),
+            Ok(Some(Frame {
+                message: Message::Replication(Replication::TookOver { seq, history }),
+                ..
+            })) => link.on_took_over(seq, history),
             Ok(Some(Frame {
                 message: Message::Replication(Replication::ResyncRequest { reason }),
                 ..
@@ -930,6 +1190,7 @@ impl Sending<'_> {
             }
             let mut durable = None;
             let mut probes = Vec::new();
+            let mut handover = None;
             match self.queue.recv_timeout(Duration::from_millis(50)) {
                 Ok(first) => {
                     for item in std::iter::once(first).chain(self.queue.try_iter()) {
@@ -941,6 +1202,7 @@ impl Sending<'_> {
                             }
                             Outgoing::Durable(seq) => durable = durable.max(Some(seq)),
                             Outgoing::Probe(id) => probes.push(id),
+                            Outgoing::Handover(message) => handover = Some(message),
                         }
                     }
                 }
@@ -959,6 +1221,11 @@ impl Sending<'_> {
             for id in probes {
                 // Read after the probe arrived: see `PROTOCOL.md` 7.9.
                 sent |= self.send_commit(writer, link.store.durable_seq(), id)?;
+            }
+            if let Some(message) = handover {
+                let seq = message.seq().unwrap_or(0);
+                protocol::write_frame(writer, &wire::frame(seq, message))?;
+                sent = true;
             }
             if sent {
                 writer.flush()?;

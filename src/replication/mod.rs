@@ -46,7 +46,9 @@ mod mode;
 pub mod slave;
 mod wire;
 
-pub use master::{AckOutcome, MasterSettings, Replicator};
+pub use master::{
+    AckOutcome, Admission, HandoverError, MasterIdentity, MasterSettings, Replaced, Replicator,
+};
 pub use mode::{Forward, ReplicationMode};
 pub use slave::SlaveState;
 pub use wire::master_history;

@@ -39,6 +39,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,11 @@ pub struct SlaveState {
     freshness: Freshness,
     /// How often the prober probes when no read asks.
     probe_interval: Duration,
+    /// The term it follows: masters of a lower one are refused.
+    term: AtomicU64,
+    /// The node is leaving the slave's role: no stream is admitted any
+    /// more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// What a read that waits for a write (`Read` with `after`) sleeps on: the
@@ -130,6 +136,8 @@ pub struct MasterClaim {
     pub addr: Option<String>,
     /// The stream features it offers (handshake field tag 6).
     pub features: u32,
+    /// Its term (handshake field tag 5; 0 from older masters).
+    pub term: u64,
 }
 
 /// Why a slave refuses a master's stream, before anything is applied.
@@ -142,6 +150,17 @@ pub enum Refusal {
     /// The slave follows another master, or this is not the master it was
     /// told to follow.
     Fenced(String),
+    /// The master's term is below the one this slave follows: another
+    /// master replaced it. The refusal names that term and its master, so
+    /// the stale master learns to step down.
+    Stale {
+        /// Why, for both logs.
+        reason: String,
+        /// The term this slave follows.
+        term: u64,
+        /// The master of that term.
+        master: String,
+    },
 }
 
 impl Refusal {
@@ -150,14 +169,17 @@ impl Refusal {
         match self {
             Refusal::Malformed(_) => HandshakeStatus::Malformed,
             Refusal::Diverged(_) => HandshakeStatus::Diverged,
-            Refusal::Fenced(_) => HandshakeStatus::Fenced,
+            Refusal::Fenced(_) | Refusal::Stale { .. } => HandshakeStatus::Fenced,
         }
     }
 
     /// The reason, lowercase, for both sides' logs.
     pub fn reason(&self) -> &str {
         match self {
-            Refusal::Malformed(why) | Refusal::Diverged(why) | Refusal::Fenced(why) => why,
+            Refusal::Malformed(why)
+            | Refusal::Diverged(why)
+            | Refusal::Fenced(why)
+            | Refusal::Stale { reason: why, .. } => why,
         }
     }
 }
@@ -182,13 +204,52 @@ impl SlaveState {
     /// A slave of the master at `master_addr` that treats a divergent
     /// master as `on_divergence` says, and probes it every
     /// `probe_interval` (at least 1 ms).
-    pub fn new(master_addr: &str, on_divergence: OnDivergence, probe_interval: Duration) -> Self {
+    pub fn new(
+        master_addr: &str,
+        on_divergence: OnDivergence,
+        probe_interval: Duration,
+        term: u64,
+    ) -> Self {
         SlaveState {
             on_divergence,
             master_addr: master_addr.to_string(),
             probe_interval: probe_interval.max(Duration::from_millis(1)),
+            term: AtomicU64::new(term),
             ..SlaveState::default()
         }
+    }
+
+    /// The term this slave follows.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
+    }
+
+    /// The master's address it follows.
+    pub fn master_addr(&self) -> &str {
+        &self.master_addr
+    }
+
+    /// No stream is admitted from now on; the current one goes on.
+    pub fn stop_admitting(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops following: no stream is admitted from now on, the current
+    /// one is cut, and this returns once it has ended (so that nothing is
+    /// applied after), or after `patience`. Returns whether it ended.
+    pub fn close(&self, patience: Duration) -> bool {
+        self.stop_admitting();
+        if let Some((_, stream)) = &*self.current.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let deadline = Instant::now() + patience;
+        while self.connected() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Decides whether to follow the master that sent `claim` on `stream`
@@ -206,6 +267,11 @@ impl SlaveState {
         // Under the lock: two masters dialling at once are decided one
         // after the other, the second seeing the first as connected.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Refusal::Fenced(
+                "this node is leaving the slave's role (a switchover or a promotion)".into(),
+            ));
+        }
         let decided = self
             .fence(store, current.is_some(), claim)
             .and_then(|()| join_history(store, self.on_divergence, &claim.history, peer));
@@ -213,6 +279,7 @@ impl SlaveState {
             self.note_refusal(peer, &refusal);
             return Err(refusal);
         }
+        self.follow_term(store, claim.term);
         *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // The store may follow a new history now: reads waiting for a
         // token of it can look again.
@@ -259,14 +326,53 @@ impl SlaveState {
                 self.master_addr
             )));
         }
+        let followed = self.term();
+        if claim.term < followed {
+            return Err(Refusal::Stale {
+                reason: format!(
+                    "this slave follows term {followed}, led by {}; a master of term {} was \
+                     replaced",
+                    self.master_addr, claim.term
+                ),
+                term: followed,
+                master: self.master_addr.clone(),
+            });
+        }
+        if claim.term > followed {
+            // A newer master: it takes the slave over, whatever streams.
+            return Ok(());
+        }
         let own = store.history_id();
-        if connected && own != 0 && matches!(claim.history.kinship(own), Kinship::Unrelated) {
+        let related = claim
+            .history
+            .kinship_of(&store.history(), store.applied_seq());
+        if connected && own != 0 && matches!(related, Kinship::Unrelated) {
             return Err(Refusal::Fenced(format!(
                 "this slave follows another master now (history {own:016x}); history \
                  {theirs:016x} does not continue it"
             )));
         }
         Ok(())
+    }
+
+    /// Follows `term` from now on, if it is newer, and records it in the
+    /// data dir (the `ROLE` file): a restart keeps refusing older masters.
+    fn follow_term(&self, store: &Store, term: u64) {
+        if self.term.fetch_max(term, Ordering::SeqCst) >= term {
+            return;
+        }
+        info!(
+            "following the master at {} in term {term} from now on",
+            self.master_addr
+        );
+        let record = crate::role_record::RoleRecord::slave(term, &self.master_addr);
+        if let Err(e) = crate::role_record::save(store.dir(), &record) {
+            error!(
+                "cannot record term {term} in {}: {}; a restart would forget it",
+                store.dir().display(),
+                crate::error::chain(&e)
+            );
+        }
     }
 
     /// Logs a refusal once until it changes (a refused master redials).
@@ -388,6 +494,7 @@ pub fn serve_stream<R: Read>(
     (stream, reader): (&TcpStream, &mut BufReader<R>),
     peer: &str,
     admitted: Admitted,
+    take_over: &TakeOver<'_>,
 ) {
     let id = admitted.id;
     let notices = admitted.features & FEATURE_COMMIT_NOTICES != 0;
@@ -420,6 +527,7 @@ pub fn serve_stream<R: Read>(
         commits: Vec::new(),
         shown: store.last_seq(),
         held_keys: VecDeque::new(),
+        take_over,
     };
     let hello = Replication::Hello {
         last_seq: store.applied_seq(),
@@ -534,8 +642,10 @@ fn join_history(
     if last_seq == 0 {
         return adopt();
     }
-    match master_history.kinship(own) {
-        Kinship::Current => return Ok(()),
+    // Seeing through a fork that wrote nothing: a master restarted (or a
+    // node promoted) forks a history before it writes.
+    match master_history.kinship_of(&store.history(), last_seq) {
+        Kinship::Current => return adopt(),
         Kinship::Ancestor { last_seq: end } if last_seq <= end => {
             info!(
                 "master {peer} continues this store's history {own:016x} (up to seq {end}) as \
@@ -588,6 +698,22 @@ fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
             Message::Replication(Replication::Commit { seq, probe }) if applier.notices => {
                 applier.commits.push((seq, probe));
                 applier.take_commits()?;
+            }
+            Message::Replication(Replication::Handover {
+                seq,
+                term,
+                mode,
+                sync_timeout_ms,
+            }) => {
+                let handover = Handover {
+                    seq,
+                    term,
+                    mode,
+                    sync_timeout: Duration::from_millis(u64::from(sync_timeout_ms)),
+                };
+                if applier.hand_over(&handover)? {
+                    return Ok(());
+                }
             }
             Message::Replication(Replication::SnapshotBegin {
                 seq,
@@ -655,7 +781,27 @@ struct Applier<'a, R> {
     /// Applied writes not yet shown, for their `visible` events (only
     /// with an event log).
     held_keys: VecDeque<(u64, Vec<u8>)>,
+    /// Makes this node the master, in a switchover.
+    take_over: &'a TakeOver<'a>,
 }
+
+/// A master's request that this slave take its role over (`PROTOCOL.md`
+/// 7.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handover {
+    /// The master's last write: this slave must show exactly this far.
+    pub seq: u64,
+    /// The new term.
+    pub term: u64,
+    /// How the new master is to replicate.
+    pub mode: duokv_protocol::ModeCode,
+    /// Its sync timeout.
+    pub sync_timeout: Duration,
+}
+
+/// Makes this node the master of a handover; returns its new history id,
+/// or why it could not. Given by the server, which owns the node's role.
+pub type TakeOver<'a> = dyn Fn(&Handover) -> Result<u64, String> + 'a;
 
 impl<R: Read> Applier<'_, R> {
     /// The next frame; `None` when the master closed the stream.
@@ -751,6 +897,43 @@ impl<R: Read> Applier<'_, R> {
             self.state.wake_reads();
         }
         self.show(visible)
+    }
+
+    /// Takes the master's role over if this slave shows exactly its last
+    /// write, and answers `TookOver` either way. Returns whether the stream
+    /// ends (this node is the master now).
+    fn hand_over(&mut self, handover: &Handover) -> crate::Result<bool> {
+        let (applied, shown) = (self.store.applied_seq(), self.store.last_seq());
+        let outcome = if applied == handover.seq && shown == handover.seq && !self.halted {
+            (self.take_over)(handover)
+        } else {
+            Err(format!(
+                "this slave applied seq {applied} and shows {shown}, not the master's {}",
+                handover.seq
+            ))
+        };
+        match outcome {
+            Ok(history) => {
+                info!(
+                    "took the master's role over from {} at seq {} in term {} (history \
+                     {history:016x})",
+                    self.peer, handover.seq, handover.term
+                );
+                self.writer.send(Replication::TookOver {
+                    seq: handover.seq,
+                    history,
+                })?;
+                Ok(true)
+            }
+            Err(why) => {
+                warn!("refused to take over from {}: {why}", self.peer);
+                self.writer.send(Replication::TookOver {
+                    seq: shown,
+                    history: 0,
+                })?;
+                Ok(false)
+            }
+        }
     }
 
     /// Readers now see writes up to `visible`: logs them, wakes the reads

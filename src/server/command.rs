@@ -6,7 +6,9 @@
 //! A leaf module: it knows the request and the store's op, nothing of the
 //! server.
 
-use duokv_protocol::{MaxStaleness, ReadAfter, Request};
+use std::time::Duration;
+
+use duokv_protocol::{MaxStaleness, ModeCode, ReadAfter, Request};
 use duokv_storage::WriteOp;
 
 /// A request, as the handler dispatches it.
@@ -28,6 +30,21 @@ pub(crate) enum Command<'r> {
     },
     /// Answer with the times the ping was received and answered.
     Ping,
+    /// A planned switchover, asked of a master.
+    Failover {
+        /// How long the master waits for its slave.
+        timeout: Duration,
+    },
+    /// A promotion, asked of a slave.
+    Promote {
+        /// The replica the new master replicates to; empty for the old
+        /// master.
+        replica: &'r str,
+        /// The new master's replication.
+        mode: ModeCode,
+        /// Even while the master is connected.
+        force: bool,
+    },
     /// Answer with the server's facts.
     Info,
 }
@@ -51,6 +68,18 @@ impl<'r> Command<'r> {
                 fresh: *fresh,
             },
             Request::Ping => Command::Ping,
+            Request::Failover { timeout_ms } => Command::Failover {
+                timeout: Duration::from_millis(u64::from(*timeout_ms)),
+            },
+            Request::Promote {
+                replica,
+                mode,
+                force,
+            } => Command::Promote {
+                replica,
+                mode: *mode,
+                force: *force,
+            },
             Request::Info => Command::Info,
         }
     }

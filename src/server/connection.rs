@@ -105,6 +105,14 @@ impl<'a> Connection<'a> {
         HandshakeReply::with_features(node_role, features).write_to(&mut self.stream)
     }
 
+    /// Answers the handshake with `reply`.
+    pub(crate) fn write_handshake(
+        &mut self,
+        reply: &HandshakeReply,
+    ) -> Result<(), protocol::Error> {
+        reply.write_to(&mut self.stream)
+    }
+
     /// Answers the handshake with `status`, saying what this node is.
     pub(crate) fn write_handshake_reply(
         &mut self,

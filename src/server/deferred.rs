@@ -217,7 +217,8 @@ fn durable(
         replied_ns: 0,
         history: 0,
     };
-    let replicator = match shared.node.replicator() {
+    let node = shared.node();
+    let replicator = match node.replicator() {
         Some(replicator) if replicator.mode().is_sync() => replicator,
         // A standalone node or an async master answers now.
         _ => return replies.send_receipt(shared, request_id, receipt, &key),
@@ -230,7 +231,8 @@ fn durable(
                 AckOutcome::Acked { at_ns } => at_ns,
                 AckOutcome::Degraded => 0,
                 AckOutcome::TimedOut => {
-                    let master = acked_shared.node.replicator().map(Replicator::settings);
+                    let node = acked_shared.node();
+                    let master = node.replicator().map(Replicator::settings);
                     let reply = reply::replica_unavailable(seq, master);
                     return replies.send(Frame::response(request_id, reply));
                 }

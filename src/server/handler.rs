@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use duokv_protocol::{
     self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
-    Response, Role, StreamFields,
+    NodeRole, Response, Role, StreamFields,
 };
 use log::{debug, info, warn};
 
@@ -32,8 +32,8 @@ use super::node::Node;
 use super::reply;
 use super::shared::Shared;
 use crate::clock::now_ns;
-use crate::replication::slave::MasterClaim;
-use crate::replication::{self, SlaveState};
+use crate::replication::slave::{Handover, MasterClaim, Refusal};
+use crate::replication::{self, Admission, Replaced, SlaveState};
 
 /// How long a refused connection is given to send its handshake, so that
 /// the `Busy` reply is read rather than lost to a reset.
@@ -50,7 +50,7 @@ pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
     // Read the handshake first: closing a socket with unread bytes sends a
     // reset, which can destroy the reply before the client reads it.
     let _ = Handshake::read_from(&mut reader);
-    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.node.role()).write_to(&mut &stream);
+    let _ = HandshakeReply::new(HandshakeStatus::Busy, shared.node().role()).write_to(&mut &stream);
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
@@ -93,14 +93,69 @@ impl<'a> Handler<'a> {
         let Some((role, fields, stream_fields, flags)) = self.handshake() else {
             return;
         };
-        let shared = self.shared;
-        match (role, &shared.node) {
-            (Role::Client, _) => self.serve_client(flags & Handshake::FLAG_TOKENS != 0),
+        if role == Role::Client {
+            return self.serve_client(flags & Handshake::FLAG_TOKENS != 0);
+        }
+        if role == Role::Replica {
+            self.step_down_for(&stream_fields);
+        }
+        let node = self.shared.node();
+        match (role, &*node) {
             (Role::Replica, Node::Slave { state, .. }) => {
                 self.serve_replication(state, &fields, stream_fields)
             }
+            (Role::Replica, Node::Master(replicator)) if stream_fields.term < replicator.term() => {
+                self.refuse_stale_master(replicator.term(), &stream_fields)
+            }
             (role, _) => self.refuse_role(role),
         }
+    }
+
+    /// A master's stream of a term above this master's: another node was
+    /// promoted, so this one steps down to follow it before the stream is
+    /// served.
+    fn step_down_for(&self, stream_fields: &StreamFields) {
+        let node = self.shared.node();
+        let Node::Master(replicator) = &*node else {
+            return;
+        };
+        if stream_fields.term <= replicator.term() {
+            return;
+        }
+        let master = stream_fields
+            .master_addr
+            .clone()
+            .unwrap_or_else(|| replicator.settings().replica.clone());
+        drop(node);
+        let replaced = Replaced {
+            term: stream_fields.term,
+            master,
+        };
+        warn!(
+            "{}: the master of term {} dialled this master of a lower term: stepping down",
+            self.peer, replaced.term
+        );
+        super::roles::step_down(self.shared, &replaced);
+    }
+
+    /// Tells a master of a term below this master's that it was replaced,
+    /// and by whom, so that it steps down.
+    fn refuse_stale_master(mut self, term: u64, stream_fields: &StreamFields) {
+        let reason = format!(
+            "this node is the master of term {term}; a master of term {} was replaced",
+            stream_fields.term
+        );
+        warn!("{}: refused a stale master: {reason}", self.peer);
+        let listen = self.shared.config.listen.to_string();
+        let _ = self
+            .connection
+            .write_handshake(&HandshakeReply::stale_master(
+                HandshakeStatus::Fenced,
+                NodeRole::Master,
+                &reason,
+                term,
+                &listen,
+            ));
     }
 
     /// Reads the peer's handshake and checks its token. `None` when the
@@ -150,7 +205,7 @@ impl<'a> Handler<'a> {
 
     /// Answers the handshake with `status` and this node's role.
     fn answer_handshake(&mut self, status: HandshakeStatus) -> Result<(), protocol::Error> {
-        let role = self.shared.node.role();
+        let role = self.shared.node().role();
         self.connection.write_handshake_reply(status, role)
     }
 
@@ -160,7 +215,7 @@ impl<'a> Handler<'a> {
         warn!(
             "{}: refused: role {role:?} is not served by a {:?} node",
             self.peer,
-            self.shared.node.role()
+            self.shared.node().role()
         );
         let _ = self.answer_handshake(HandshakeStatus::UnsupportedRole);
     }
@@ -178,6 +233,7 @@ impl<'a> Handler<'a> {
             history: replication::master_history(fields),
             addr: stream_fields.master_addr,
             features: stream_fields.features,
+            term: stream_fields.term,
         };
         let admitted = match state.admit(
             &self.shared.store,
@@ -186,8 +242,24 @@ impl<'a> Handler<'a> {
             &claim,
         ) {
             Ok(admitted) => admitted,
+            Err(Refusal::Stale {
+                reason,
+                term,
+                master,
+            }) => {
+                let _ = self
+                    .connection
+                    .write_handshake(&HandshakeReply::stale_master(
+                        HandshakeStatus::Fenced,
+                        NodeRole::Slave,
+                        &reason,
+                        term,
+                        &master,
+                    ));
+                return;
+            }
             Err(refusal) => {
-                let role = self.shared.node.role();
+                let role = self.shared.node().role();
                 let _ = self.connection.write_handshake_refusal(
                     refusal.status(),
                     role,
@@ -196,7 +268,7 @@ impl<'a> Handler<'a> {
                 return;
             }
         };
-        let role = self.shared.node.role();
+        let role = self.shared.node().role();
         let features = admitted.features();
         if self
             .connection
@@ -206,14 +278,22 @@ impl<'a> Handler<'a> {
             replication::slave::release(state, admitted);
             return;
         }
+        let shared = self.shared;
+        let take_over = |handover: &Handover| {
+            // Nothing is admitted after the handover: this node is leaving
+            // the slave's role on this very stream.
+            state.stop_admitting();
+            super::roles::take_over(shared, handover)
+        };
         let (stream, mut reader) = self.connection.into_replication();
         replication::slave::serve_stream(
-            &self.shared.store,
+            &shared.store,
             state,
-            self.shared.events.as_ref(),
+            shared.events.as_ref(),
             (stream, &mut reader),
             self.peer,
             admitted,
+            &take_over,
         );
     }
 
@@ -277,12 +357,37 @@ impl<'a> Handler<'a> {
         };
         let shared = self.shared;
         let response = match Command::of(&request) {
-            Command::Write(op) => match &shared.node {
-                Node::Slave { master_addr, .. } => reply::not_master(master_addr),
-                Node::Standalone | Node::Master(_) => {
-                    deferred.write(shared, frame.request_id, received_ns, op);
-                    return ControlFlow::Continue(());
+            Command::Write(op) => {
+                let node = shared.node();
+                match &*node {
+                    Node::Slave { master_addr, .. } => reply::not_master(master_addr),
+                    Node::Standalone => {
+                        deferred.write(shared, frame.request_id, received_ns, op);
+                        return ControlFlow::Continue(());
+                    }
+                    Node::Master(replicator) => {
+                        let patience = replicator.settings().sync_timeout;
+                        let (admission, _staging) = replicator.admit_write(patience);
+                        if admission != Admission::Open {
+                            reply::switching_over(admission)
+                        } else {
+                            deferred.write(shared, frame.request_id, received_ns, op);
+                            return ControlFlow::Continue(());
+                        }
+                    }
                 }
+            }
+            Command::Failover { timeout } => match super::roles::failover(shared, timeout) {
+                Ok(facts) => reply::info(facts),
+                Err(error) => error.reply(),
+            },
+            Command::Promote {
+                replica,
+                mode,
+                force,
+            } => match super::roles::promote(shared, replica, mode, force) {
+                Ok(facts) => reply::info(facts),
+                Err(error) => error.reply(),
             },
             Command::Read(key) => super::read::answer(shared, key, None, None, deferred.tokens()),
             Command::ReadWhen { key, after, fresh } => {

@@ -18,7 +18,8 @@ type Fact = (String, String);
 /// The server's facts for an `Info` request.
 pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
     let stats = shared.store.stats();
-    let role = match &shared.node {
+    let node = shared.node();
+    let role = match &*node {
         Node::Standalone => "standalone",
         Node::Master(_) => "master",
         Node::Slave { .. } => "slave",
@@ -39,11 +40,12 @@ pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
         ),
         ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
         ("history_id", format!("{:016x}", shared.store.history_id())),
+        ("term", shared.term().to_string()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), value))
     .collect();
-    match &shared.node {
+    match &*node {
         Node::Standalone => {}
         Node::Master(replicator) => master_facts(replicator, stats.last_seq, &mut facts),
         Node::Slave { state, master_addr } => slave_facts(shared, state, master_addr, &mut facts),

@@ -21,7 +21,10 @@
 //! - `config`: [`ServerConfig`] and [`RoleConfig`].
 //! - `node`: `Node`, the node's role as one enum (standalone, a master with
 //!   its replicator, a slave with its stream state), from which the wire's
-//!   `NodeRole` is read; the place a future promotion will change.
+//!   `NodeRole` is read.
+//! - `roles`: role changes while the server runs (the starting role, a
+//!   switchover, a promotion, a replaced master stepping down), and the
+//!   `ROLE` file they keep.
 //! - `shared`: `Shared`, what every connection thread shares (the config,
 //!   the node, the store, the shutdown state, the counts).
 //! - `handler`: `Handler`, one connection from its handshake to its end:
@@ -53,12 +56,13 @@ mod info;
 mod node;
 mod read;
 mod reply;
+mod roles;
 mod shared;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use duokv_storage::{Options, Store};
@@ -120,30 +124,21 @@ pub struct Server {
 impl Server {
     /// Opens the store in `config.data_dir` and binds `config.listen`.
     pub fn bind(config: ServerConfig) -> crate::Result<Server> {
-        // A slave shows a write only once its master has said it is
-        // durable there: its store holds the rest (`PROTOCOL.md` 7.9).
-        let slave = matches!(config.role, RoleConfig::Slave { .. });
+        // Every node's store is gated, since any node may become a slave
+        // while it runs: a slave shows a write only once its master has
+        // said it is durable there (`PROTOCOL.md` 7.9); a master or
+        // standalone node shows everything (its limit is the top).
         let mut options = Options::default()
             .sync(config.fsync)
             .compaction(Some(config.compaction))
-            .gate_visibility(slave);
+            .gate_visibility(true);
         if let Some(trigger) = &config.test_power_cut_when {
             let cut = crate::power_cut::PowerCut::when_exists(trigger.clone());
             options = options.fault_injector(Arc::new(cut));
         }
+        let record = crate::role_record::load(&config.data_dir)?;
+        let (role, term) = roles::starting_role(&config.role, record);
         let store = Arc::new(Store::open(&config.data_dir, options)?);
-        if !slave {
-            // A node that takes writes starts a new history each time it
-            // starts: a slave that holds writes this store lost in a crash
-            // (sent before they were synced here) is then told apart.
-            let forked = store.fork_history()?;
-            if let Some(from) = forked.ancestors.first() {
-                info!(
-                    "history {:016x} continues {:016x} after seq {}",
-                    forked.id, from.id, from.last_seq
-                );
-            }
-        }
         let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
             addr: config.listen,
             source: e,
@@ -155,10 +150,14 @@ impl Server {
             .map(EventLog::create)
             .transpose()?;
         let events = event_log.as_ref().map(EventLog::sink);
-        let node = Node::start(&config, &store, events.as_ref())?;
         info!(
-            "listening on {local} as {}, data in {}, fsync {:?}, at most {} connections, {}",
-            config.role.describe(),
+            "listening on {local} as {}{}, data in {}, fsync {:?}, at most {} connections, {}",
+            role.describe(),
+            if term > 0 {
+                format!(" in term {term}")
+            } else {
+                String::new()
+            },
             config.data_dir.display(),
             config.fsync,
             config.max_connections,
@@ -168,15 +167,15 @@ impl Server {
                 "no auth token"
             }
         );
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             config,
-            node,
+            Node::Standalone,
+            term,
             events,
             store,
-            shutdown: Shutdown::new(local),
-            connections: AtomicUsize::new(0),
-            refusing: AtomicUsize::new(0),
-        });
+            Shutdown::new(local),
+        ));
+        roles::start(&shared, &role, term)?;
         Ok(Server {
             listener,
             shared,
@@ -224,7 +223,7 @@ impl Server {
         drop(self.listener);
         info!("shutting down: no new connections; draining requests in flight");
         self.shared.shutdown.close_idle_connections();
-        if let Node::Slave { state, .. } = &self.shared.node {
+        if let Node::Slave { state, .. } = &*self.shared.node() {
             // Reads waiting for a write answer now, with what is visible.
             state.wake_reads();
         }

@@ -89,7 +89,7 @@ fn wait_for_write(
     wait: Duration,
 ) -> Option<Response> {
     let store = &shared.store;
-    if let Node::Slave { state, .. } = &shared.node {
+    if let Node::Slave { state, .. } = &*shared.node() {
         // A token of a history the slave does not know may be of its
         // master's next one (the master restarted, and the slave has not
         // reconnected yet): it waits for that as for the write itself.
@@ -129,7 +129,8 @@ fn read_fresh(
     deadline: Instant,
     wait: Duration,
 ) -> Result<Found, Response> {
-    let Node::Slave { state, .. } = &shared.node else {
+    let node = shared.node();
+    let Node::Slave { state, .. } = &*node else {
         return Ok(shared.store.get_with_seq(key));
     };
     let max = Duration::from_micros(u64::from(fresh.max_staleness_us));

@@ -13,7 +13,7 @@ use duokv_storage as storage;
 use log::warn;
 
 use crate::clock::now_ns;
-use crate::replication::MasterSettings;
+use crate::replication::{Admission, MasterSettings};
 
 /// The answer to a read: the value and the seq of the write that made it,
 /// or no value (and seq 0) for a key that is not there.
@@ -60,6 +60,24 @@ pub(crate) fn stamped(mut response: Response) -> Response {
         _ => {}
     }
     response
+}
+
+/// The answer to a write a master cannot take now: it is starting (and
+/// has not yet heard whether it was replaced), handing its role over, or
+/// stepping down. Retryable; a `NotMaster` follows once the new master is
+/// known.
+pub(crate) fn switching_over(admission: Admission) -> Response {
+    let why = match admission {
+        Admission::Starting => {
+            "this master is starting and has not heard from its slave's side yet"
+        }
+        Admission::Fenced => "this master is handing its role over to its slave",
+        Admission::Replaced | Admission::Open => "this master was replaced and is stepping down",
+    };
+    Response::error(
+        ErrorCode::SwitchingOver,
+        format!("{why}; retry in a moment (a NotMaster names the new master once it is known)"),
+    )
 }
 
 /// The answer to a write sent to a slave: where the master is.

@@ -108,6 +108,9 @@ pub enum Error {
     /// An earlier `fsync` failed, so the store no longer knows what is on
     /// disk and refuses every write until it is reopened.
     Poisoned,
+    /// A call that holds records back was made on a store opened without
+    /// gated visibility.
+    NotGated,
 }
 
 impl Error {
@@ -244,6 +247,7 @@ impl fmt::Display for Error {
                 write!(f, "{} is already open in another store", dir.display())
             }
             Error::Poisoned => write!(f, "store refuses writes after a failed sync; reopen it"),
+            Error::NotGated => write!(f, "the store was opened without gated visibility"),
         }
     }
 }

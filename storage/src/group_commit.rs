@@ -67,7 +67,7 @@
 
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crossbeam_channel::Sender;
 use log::{debug, error, warn};
@@ -104,12 +104,19 @@ pub enum ObservePoint {
     Durable,
 }
 
-/// Where a store keeps its [`WriteObserver`], if it has one.
-struct ObserverSlot(OnceLock<(ObservePoint, WriteObserver)>);
+/// Where a store keeps its [`WriteObserver`], if it has one. Replaceable:
+/// a node whose role changes at run time stops and starts observing.
+struct ObserverSlot(RwLock<Option<(ObservePoint, WriteObserver)>>);
+
+impl ObserverSlot {
+    fn read(&self) -> RwLockReadGuard<'_, Option<(ObservePoint, WriteObserver)>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl std::fmt::Debug for ObserverSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.get() {
+        match &*self.read() {
             Some((at, _)) => write!(f, "ObserverSlot({at:?})"),
             None => f.write_str("ObserverSlot(empty)"),
         }
@@ -117,11 +124,17 @@ impl std::fmt::Debug for ObserverSlot {
 }
 
 /// Where a store keeps its [`DurableObserver`], if it has one.
-struct DurableSlot(OnceLock<DurableObserver>);
+struct DurableSlot(RwLock<Option<DurableObserver>>);
+
+impl DurableSlot {
+    fn read(&self) -> RwLockReadGuard<'_, Option<DurableObserver>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl std::fmt::Debug for DurableSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.0.get().is_some() {
+        let state = if self.read().is_some() {
             "set"
         } else {
             "empty"
@@ -181,9 +194,9 @@ impl GroupCommit {
         GroupCommit {
             writer: Mutex::new(Writer::new(active, offset, last_seq)),
             flush_gate: Mutex::new(()),
-            observer: ObserverSlot(OnceLock::new()),
+            observer: ObserverSlot(RwLock::new(None)),
             durable_seq: AtomicU64::new(last_seq),
-            durable_observer: DurableSlot(OnceLock::new()),
+            durable_observer: DurableSlot(RwLock::new(None)),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             commit_wanted,
@@ -218,12 +231,41 @@ impl GroupCommit {
 
     /// Sets the store's one observer; `false` if it has one already.
     pub(crate) fn set_observer(&self, at: ObservePoint, observer: WriteObserver) -> bool {
-        self.observer.0.set((at, observer)).is_ok()
+        let mut slot = self.observer.0.write().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some((at, observer));
+        true
+    }
+
+    /// Removes both observers: once it returns, neither is called again.
+    pub(crate) fn clear_observers(&self) {
+        *self.observer.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .durable_observer
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The last sequence number handed out, written or not.
+    pub(crate) fn handed_out_seq(&self) -> u64 {
+        self.lock_writer().last_seq
     }
 
     /// Sets the store's one durable observer; `false` if it has one.
     pub(crate) fn set_durable_observer(&self, observer: DurableObserver) -> bool {
-        self.durable_observer.0.set(observer).is_ok()
+        let mut slot = self
+            .durable_observer
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(observer);
+        true
     }
 
     /// The newest seq known durable.
@@ -236,7 +278,7 @@ impl GroupCommit {
     fn note_durable(&self, seq: u64) {
         let before = self.durable_seq.fetch_max(seq, Ordering::SeqCst);
         if seq > before
-            && let Some(observer) = self.durable_observer.0.get()
+            && let Some(observer) = &*self.durable_observer.read()
         {
             observer(seq);
         }
@@ -281,13 +323,16 @@ impl GroupCommit {
 
     /// The buffered records, for the observer, if there is one.
     fn records_to_observe(&self, writer: &Writer) -> Option<Vec<Record>> {
-        self.observer.0.get().map(|_| writer.buffered_records())
+        self.observer
+            .read()
+            .as_ref()
+            .map(|_| writer.buffered_records())
     }
 
     /// Gives records to the observer if it wants them at `point`; else
     /// hands them back, for a later point.
     fn observe(&self, point: ObservePoint, records: Option<Vec<Record>>) -> Option<Vec<Record>> {
-        match (self.observer.0.get(), records) {
+        match (&*self.observer.read(), records) {
             (Some((at, observer)), Some(records)) if *at == point => {
                 if !records.is_empty() {
                     observer(records);

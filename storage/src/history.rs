@@ -105,6 +105,37 @@ impl History {
         }
     }
 
+    /// How a log of history `log` that ends at `last_seq` relates to this
+    /// history, seeing through forks that wrote nothing: a node that forks
+    /// a history each time it starts (a master) and then writes nothing
+    /// holds a log of the history it forked from, under its fork's ID. So
+    /// the log's own ID is tried, then each ancestor that ended exactly at
+    /// `last_seq`, newest first; the first kinship found is the answer
+    /// ([`Kinship::Unrelated`] if none is known).
+    pub fn kinship_of(&self, log: &History, last_seq: u64) -> Kinship {
+        let same_log = std::iter::once(log.id).chain(
+            log.ancestors
+                .iter()
+                .take_while(|ancestor| ancestor.last_seq == last_seq)
+                .map(|ancestor| ancestor.id),
+        );
+        same_log
+            .map(|id| self.kinship(id))
+            .find(|kinship| *kinship != Kinship::Unrelated)
+            .unwrap_or(Kinship::Unrelated)
+    }
+
+    /// Whether a log of history `log` that ends at `last_seq` is a prefix
+    /// of this history's log, seeing through forks that wrote nothing (see
+    /// [`kinship_of`](Self::kinship_of)).
+    pub fn has_prefix_of(&self, log: &History, last_seq: u64) -> bool {
+        match self.kinship_of(log, last_seq) {
+            Kinship::Current => true,
+            Kinship::Ancestor { last_seq: end } => last_seq <= end,
+            Kinship::Unrelated => false,
+        }
+    }
+
     /// The history that follows this one at `last_seq`, under a fresh ID.
     pub(crate) fn fork(&self, last_seq: u64) -> History {
         let mut ancestors = Vec::with_capacity(MAX_ANCESTORS);
@@ -294,6 +325,23 @@ mod tests {
         assert!(!forked.has_prefix(1, 101), "ahead of its fork");
         assert!(forked.has_prefix(middle, 250));
         assert!(!forked.has_prefix(99, 0));
+    }
+
+    #[test]
+    fn a_fork_that_wrote_nothing_is_seen_through() {
+        // A master of history 1 restarted at seq 10 (history 2, empty),
+        // while its slave was promoted at seq 10 (history 3).
+        let restarted = History::new(1).fork(10);
+        let promoted = History::new(1).fork(10);
+        assert_eq!(promoted.kinship(restarted.id), Kinship::Unrelated);
+        assert_eq!(
+            promoted.kinship_of(&restarted, 10),
+            Kinship::Ancestor { last_seq: 10 }
+        );
+        assert!(promoted.has_prefix_of(&restarted, 10));
+        // Once the restarted master wrote seq 11, its log is its own.
+        assert_eq!(promoted.kinship_of(&restarted, 11), Kinship::Unrelated);
+        assert!(!promoted.has_prefix_of(&restarted, 11));
     }
 
     #[test]

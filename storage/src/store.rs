@@ -440,7 +440,8 @@ impl Store {
     /// its log from where this store's ends. Allowed when this store's log
     /// is a prefix of that history's: the store is empty, of the same
     /// history, or of an ancestor that ended at or after this store's
-    /// [`applied_seq`](Self::applied_seq) (see [`History::has_prefix`]). Anything else would
+    /// [`applied_seq`](Self::applied_seq), seeing through forks that wrote
+    /// nothing (see [`History::has_prefix_of`]). Anything else would
     /// splice two histories: [`Error::OtherHistory`], and only
     /// [`install_snapshot`](Self::install_snapshot) replaces the contents.
     pub fn adopt_history(&self, history: &History) -> Result<()> {
@@ -448,7 +449,7 @@ impl Store {
         // master's log must continue.
         let last_seq = self.applied_seq();
         let own = self.history_id();
-        if last_seq != 0 && !history.has_prefix(own, last_seq) {
+        if last_seq != 0 && !history.has_prefix_of(&self.history(), last_seq) {
             return Err(Error::OtherHistory {
                 own,
                 last_seq,
@@ -528,6 +529,49 @@ impl Store {
     /// changes nothing.
     pub fn observe_durable(&self, observer: DurableObserver) -> bool {
         self.inner.commit.set_durable_observer(observer)
+    }
+
+    /// Removes the write observer and the durable observer: once it
+    /// returns neither is called again, and new ones may be set. A node
+    /// that stops being a master calls it.
+    pub fn stop_observing(&self) {
+        self.inner.commit.clear_observers();
+    }
+
+    /// The last sequence number handed to a write, whether its record is
+    /// written yet or not: once writers stop, what every write under way
+    /// will have reached when it is durable.
+    pub fn handed_out_seq(&self) -> u64 {
+        self.inner.commit.handed_out_seq()
+    }
+
+    /// Lowers a gated store's publish limit to what it applied, if it is
+    /// above, so that every record written from now on is held until
+    /// [`publish_through`](Self::publish_through) reaches it: a master
+    /// that becomes a slave calls it, once its own writes are done, after
+    /// which it shows only what its new master says is durable. Nothing
+    /// visible becomes hidden, and records held stay held. A lowered limit
+    /// is synced to the `COMMITTED` file before it returns, which it
+    /// returns. Fails with
+    /// [`Error::NotGated`] on a store opened without
+    /// [`Options::gate_visibility`](crate::Options::gate_visibility).
+    pub fn hold_from_now(&self) -> Result<u64> {
+        let shared = &self.inner.shared;
+        let Some(committed) = &shared.committed else {
+            return Err(Error::NotGated);
+        };
+        let mut file = committed.lock();
+        let limit = {
+            let mut keydir = shared.write_keydir();
+            // Never above what is applied, never above what it was (held
+            // records stay held).
+            keydir.limit = keydir.limit.min(keydir.applied_seq());
+            keydir.limit
+        };
+        if limit != file.limit() {
+            file.store(limit, true)?;
+        }
+        Ok(limit)
     }
 
     /// The newest sequence number known durable: every record up to it is

@@ -6,8 +6,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use duokv_protocol::{
-    ErrorCode, Frame, Kind, MaxStaleness, ReadAfter, ReadPoint, ReplicatedOp, Replication, Request,
-    Response, WriteReceipt,
+    ErrorCode, Frame, Kind, MaxStaleness, ModeCode, ReadAfter, ReadPoint, ReplicatedOp,
+    Replication, Request, Response, WriteReceipt,
 };
 
 /// Every error code this version knows, plus unknown ones.
@@ -32,7 +32,8 @@ pub fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::TooStale { bound_us: 1_234 },
         ErrorCode::TooStale { bound_us: u64::MAX },
         ErrorCode::Unknown(0),
-        ErrorCode::Unknown(13),
+        ErrorCode::SwitchingOver,
+        ErrorCode::Unknown(14),
         ErrorCode::Unknown(u16::MAX),
     ]
 }
@@ -111,6 +112,23 @@ pub fn sample_frames() -> Vec<Frame> {
             },
         ),
         Frame::request(u64::MAX, Request::Ping),
+        Frame::request(5, Request::Failover { timeout_ms: 5_000 }),
+        Frame::request(
+            6,
+            Request::Promote {
+                replica: "10.0.0.1:7070".to_string(),
+                mode: ModeCode::Async,
+                force: false,
+            },
+        ),
+        Frame::request(
+            7,
+            Request::Promote {
+                replica: String::new(),
+                mode: ModeCode::Sync,
+                force: true,
+            },
+        ),
         Frame::request(0, Request::Info),
         Frame::response(
             2,
@@ -279,6 +297,20 @@ pub fn replication_messages() -> Vec<Replication> {
         },
         Replication::Probe { id: 1 },
         Replication::Visible { seq: 45 },
+        Replication::Handover {
+            seq: 45,
+            term: 2,
+            mode: ModeCode::SyncVisible,
+            sync_timeout_ms: 2_000,
+        },
+        Replication::TookOver {
+            seq: 45,
+            history: 0x9ba3_ab20_c67f_0fc0,
+        },
+        Replication::TookOver {
+            seq: 45,
+            history: 0,
+        },
     ]
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::duration::parse_duration;
-use duokv::{Client, ReadWhen, Token, WriteReceipt};
+use duokv::{Client, ReadWhen, ReplicationMode, Token, WriteReceipt};
 use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
 use duokv_tools::load::{LoadConfig, ReadConditions};
@@ -53,6 +53,54 @@ enum Command {
     Demo(Demo),
     Server(ServerCommand),
     Repair(Repair),
+    Failover(Failover),
+    Promote(Promote),
+}
+
+/// Swap the roles of a running pair, safely: the master at --master stops
+/// taking writes, waits until its slave shows its last write (else rolls
+/// back: nothing changes), hands the role over (a new term, a history
+/// continuing the old one) and follows the new master. Prints the new
+/// master and how long writes stopped.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "failover")]
+struct Failover {
+    /// the master's address
+    #[argh(option)]
+    master: String,
+    /// how long the master waits for its slave before it rolls back
+    /// (default 5s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    timeout: Duration,
+}
+
+/// Make the slave at --addr a master at once, when its master is gone: it
+/// shows every write it holds and takes writes in a new term; the old
+/// master, when it comes back, steps down and follows it, and writes it
+/// holds that the new master never got are saved to a file in its data
+/// dir before its resync.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "promote")]
+struct Promote {
+    /// the slave's address
+    #[argh(option)]
+    addr: String,
+    /// the replica the new master replicates to (default: the old master)
+    #[argh(option)]
+    replica: Option<String>,
+    /// the new master's replication: sync, sync-visible or async (default
+    /// async: its old master is gone, and a sync master would refuse
+    /// writes until it is back)
+    #[argh(option, default = "ReplicationMode::Async")]
+    replication: ReplicationMode,
+    /// promote even while the master is connected (it is then fenced by the
+    /// new term)
+    #[argh(switch)]
+    force: bool,
 }
 
 /// Check a stopped replica's data directory for damage that recovery
@@ -503,6 +551,10 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
         Command::Server(_) | Command::Repair(_) => {
             unreachable!("main runs `duokv server` and `duokv repair` itself")
         }
+        Command::Failover(c) => facts_lines(connect(c.master)?.failover(c.timeout)?),
+        Command::Promote(c) => {
+            facts_lines(connect(c.addr)?.promote(c.replica.as_deref(), c.replication, c.force)?)
+        }
         Command::Info(c) => connect(c.addr)?
             .info()?
             .into_iter()
@@ -510,6 +562,15 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             .collect::<Vec<_>>()
             .join("\n"),
     })
+}
+
+/// Facts, one `name: value` line each.
+fn facts_lines(facts: Vec<(String, String)>) -> String {
+    facts
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A flag raised by Ctrl-C (SIGINT) or SIGTERM, so long runs stop cleanly.

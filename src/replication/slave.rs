@@ -534,6 +534,13 @@ fn join_history(
     if last_seq == 0 {
         return adopt();
     }
+    super::discarded::save_before_resync(
+        store,
+        policy == OnDivergence::Resync,
+        master_history,
+        peer,
+    )
+    .map_err(|e| Refusal::Diverged(e.reason()))?;
     match master_history.kinship(own) {
         Kinship::Current => return Ok(()),
         Kinship::Ancestor { last_seq: end } if last_seq <= end => {

@@ -31,6 +31,8 @@
 //!   `--auth-token-file`.
 //! - [`event_log`]: the per-write event log of `--event-log`, its writer
 //!   and its reader.
+//! - [`discarded_writes`]: the discarded-writes file, the writes a slave
+//!   saves before a full resync replaces them, its writer and its reader.
 //! - [`clock`]: wall-clock timestamps in UNIX nanoseconds.
 //! - [`duration`]: parsing `500ms`-style durations for command lines.
 //! - [`error`]: [`Error`], one variant per server error code plus the local
@@ -72,6 +74,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod discarded_writes;
 #[doc(hidden)]
 pub mod doctest;
 pub mod duration;

@@ -16,6 +16,8 @@
 //! - [`master`]: the [`Replicator`] a master runs: the link, catch-up from
 //!   the log, full resync by snapshot, and the wait for acks of sync mode.
 //! - [`slave`]: what a slave does with the stream.
+//! - `discarded`: saving the writes a full resync would discard before it
+//!   runs (a leaf `slave` calls).
 //! - `freshness`: what a slave can prove about how stale it is, from its
 //!   probes and its own clock (a leaf).
 //! - `mode`: [`ReplicationMode`] and [`Forward`], how a master is told to
@@ -40,6 +42,7 @@
 //! sends a full snapshot of every live key first (as Redis does a full
 //! rather than a partial resync), then streams on.
 
+mod discarded;
 mod freshness;
 pub mod master;
 mod mode;

@@ -642,6 +642,13 @@ fn join_history(
     if last_seq == 0 {
         return adopt();
     }
+    super::discarded::save_before_resync(
+        store,
+        policy == OnDivergence::Resync,
+        master_history,
+        peer,
+    )
+    .map_err(|e| Refusal::Diverged(e.reason()))?;
     // Seeing through a fork that wrote nothing: a master restarted (or a
     // node promoted) forks a history before it writes.
     match master_history.kinship_of(&store.history(), last_seq) {
@@ -656,9 +663,10 @@ fn join_history(
         Kinship::Ancestor { last_seq: end } => {
             warn!(
                 "this store holds {} writes after seq {end}, where master {peer}'s history \
-                 {own:016x} ended: the master lost them in a crash before they were durable \
-                 there (no client was told they were written); they will be replaced by a full \
-                 resync",
+                 left this store's ({own:016x}): writes that master lost in a crash before they \
+                 were durable there (never acknowledged), or, after a promotion, writes it never \
+                 received (possibly acknowledged in async mode); they were saved (see above) and \
+                 are replaced by a full resync",
                 last_seq - end
             );
             return Ok(());

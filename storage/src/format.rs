@@ -13,15 +13,20 @@ use byteorder::{ByteOrder, LittleEndian};
 pub const SEGMENT_MAGIC: [u8; 8] = *b"DUOKVLOG";
 
 /// The on-disk format version this crate writes. Version 2 frames the
-/// records of a log segment in batches, each behind a [`BatchHeader`].
-pub const FORMAT_VERSION: u32 = 2;
+/// records of a log segment in batches, each behind a [`BatchHeader`];
+/// version 3 adds to that header the wall-clock time the batch was
+/// written.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format version this crate still reads: version 1, whose
 /// log segments hold records back to back, with no batch headers.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
-/// Bytes in a batch header.
-pub const BATCH_HEADER_LEN: usize = 32;
+/// Bytes in a batch header as this crate writes it (format version 3).
+pub const BATCH_HEADER_LEN: usize = 40;
+
+/// Bytes in a batch header of format version 2, which has no write time.
+pub const BATCH_HEADER_LEN_V2: usize = 32;
 
 /// The first four bytes of every batch header.
 pub const BATCH_MAGIC: [u8; 4] = *b"DKVB";
@@ -151,9 +156,10 @@ impl SegmentHeader {
 }
 
 /// The header written before the records of one batch (one `pwrite`) in a
-/// log segment of format version 2. It tells recovery where the batch
+/// log segment of format version 2 or 3. It tells recovery where the batch
 /// begins and ends, so that any damage inside the newest batch, which may
-/// not have been synced, can be told from damage in synced data.
+/// not have been synced, can be told from damage in synced data; from
+/// version 3 on it also says when the batch was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
     /// Records in the batch (at least one).
@@ -163,6 +169,12 @@ pub struct BatchHeader {
     /// The sequence number of the batch's first record; the others follow
     /// one by one.
     pub first_seq: u64,
+    /// The wall-clock time the batch was written, in nanoseconds since the
+    /// UNIX epoch: taken by the group-commit leader just before its
+    /// `pwrite` (on a slave, when it applies the batch). `None` in a
+    /// version 2 header, and when the clock read before the epoch (stored
+    /// as 0).
+    pub written_ns: Option<u64>,
 }
 
 /// Why a batch header, or a batch, could not be read.
@@ -195,46 +207,84 @@ impl BatchProblem {
 }
 
 impl BatchHeader {
-    /// Encodes the header into its 32 bytes.
+    /// The length of a batch header in a segment of format `version`
+    /// (2 or 3; a version 1 segment has no batch headers).
+    pub fn len_for(version: u32) -> usize {
+        if version >= 3 {
+            BATCH_HEADER_LEN
+        } else {
+            BATCH_HEADER_LEN_V2
+        }
+    }
+
+    /// Encodes the header into its 40 bytes, as [`FORMAT_VERSION`].
     pub fn encode(&self) -> [u8; BATCH_HEADER_LEN] {
         let mut buf = [0u8; BATCH_HEADER_LEN];
         self.encode_into(&mut buf);
         buf
     }
 
-    /// Encodes the header into the first 32 bytes of `buf`.
+    /// Encodes the header into the first 40 bytes of `buf`, as
+    /// [`FORMAT_VERSION`].
     pub fn encode_into(&self, buf: &mut [u8]) {
-        let buf = &mut buf[..BATCH_HEADER_LEN];
+        self.encode_version_into(FORMAT_VERSION, buf);
+    }
+
+    /// Encodes the header as format `version` (2 or 3) lays it out into
+    /// the first [`len_for(version)`](Self::len_for) bytes of `buf`; tests
+    /// write older segments with it. Version 2 has no room for the time.
+    pub fn encode_version_into(&self, version: u32, buf: &mut [u8]) {
+        let len = Self::len_for(version);
+        let buf = &mut buf[..len];
         buf[0..4].copy_from_slice(&BATCH_MAGIC);
         LittleEndian::write_u32(&mut buf[4..8], self.count);
         LittleEndian::write_u64(&mut buf[8..16], self.len);
         LittleEndian::write_u64(&mut buf[16..24], self.first_seq);
-        buf[24..28].fill(0);
-        let crc = crc32fast::hash(&buf[0..28]);
-        LittleEndian::write_u32(&mut buf[28..32], crc);
+        let reserved = if len == BATCH_HEADER_LEN {
+            LittleEndian::write_u64(&mut buf[24..32], self.written_ns.unwrap_or(0));
+            32
+        } else {
+            24
+        };
+        buf[reserved..reserved + 4].fill(0);
+        let crc = crc32fast::hash(&buf[0..len - 4]);
+        LittleEndian::write_u32(&mut buf[len - 4..len], crc);
     }
 
-    /// Decodes and checks a header from the start of `buf`. A header that
-    /// passes has a non-zero count and a length that can hold that many
-    /// records.
+    /// Decodes and checks a header of [`FORMAT_VERSION`] from the start of
+    /// `buf`.
     pub fn decode(buf: &[u8]) -> Result<BatchHeader, BatchProblem> {
-        if buf.len() < BATCH_HEADER_LEN {
+        Self::decode_version(FORMAT_VERSION, buf)
+    }
+
+    /// Decodes and checks a header laid out as format `version` (2 or 3)
+    /// from the start of `buf`. A header that passes has a non-zero count
+    /// and a length that can hold that many records.
+    pub fn decode_version(version: u32, buf: &[u8]) -> Result<BatchHeader, BatchProblem> {
+        let header_len = Self::len_for(version);
+        if buf.len() < header_len {
             return Err(BatchProblem::Short);
         }
         if buf[0..4] != BATCH_MAGIC {
             return Err(BatchProblem::BadMagic);
         }
-        if crc32fast::hash(&buf[0..28]) != LittleEndian::read_u32(&buf[28..32]) {
+        let crc_at = header_len - 4;
+        if crc32fast::hash(&buf[0..crc_at]) != LittleEndian::read_u32(&buf[crc_at..header_len]) {
             return Err(BatchProblem::BadChecksum);
         }
+        let written_ns = (header_len == BATCH_HEADER_LEN)
+            .then(|| LittleEndian::read_u64(&buf[24..32]))
+            .filter(|&ns| ns != 0);
         let header = BatchHeader {
             count: LittleEndian::read_u32(&buf[4..8]),
             len: LittleEndian::read_u64(&buf[8..16]),
             first_seq: LittleEndian::read_u64(&buf[16..24]),
+            written_ns,
         };
         let fits = header.len >= u64::from(header.count) * RECORD_HEADER_LEN as u64
             && header.len <= u64::from(header.count) * MAX_RECORD_LEN as u64;
-        if header.count == 0 || !fits || buf[24..28] != [0; 4] || header.first_seq == 0 {
+        let reserved_zero = buf[crc_at - 4..crc_at] == [0; 4];
+        if header.count == 0 || !fits || !reserved_zero || header.first_seq == 0 {
             return Err(BatchProblem::BadHeader);
         }
         Ok(header)
@@ -244,6 +294,17 @@ impl BatchHeader {
     pub fn last_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count) - 1
     }
+}
+
+/// The wall-clock time now in nanoseconds since the UNIX epoch, as a batch
+/// header stores it: `None` if the clock reads before the epoch (or past
+/// the year 2554).
+pub fn now_ns() -> Option<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .filter(|&ns| ns != 0)
 }
 
 /// What a record does to its key.
@@ -513,12 +574,14 @@ mod tests {
             count: 3,
             len: 3 * 40,
             first_seq: 17,
+            written_ns: Some(1_700_000_000_123_456_789),
         };
         let bytes = header.encode();
         assert_eq!(&bytes[0..4], b"DKVB");
+        assert_eq!(&bytes[24..32], &1_700_000_000_123_456_789u64.to_le_bytes());
         assert_eq!(BatchHeader::decode(&bytes), Ok(header));
         assert_eq!(header.last_seq(), 19);
-        assert_eq!(BatchHeader::decode(&bytes[..31]), Err(BatchProblem::Short));
+        assert_eq!(BatchHeader::decode(&bytes[..39]), Err(BatchProblem::Short));
         assert_eq!(
             BatchHeader::decode(&[0; BATCH_HEADER_LEN]),
             Err(BatchProblem::BadMagic)
@@ -536,8 +599,40 @@ mod tests {
             count: 0,
             len: 0,
             first_seq: 1,
+            written_ns: None,
         }
         .encode();
         assert_eq!(BatchHeader::decode(&empty), Err(BatchProblem::BadHeader));
+    }
+
+    #[test]
+    fn version_2_batch_headers_read_without_a_time() {
+        let header = BatchHeader {
+            count: 1,
+            len: 31,
+            first_seq: 5,
+            written_ns: Some(99),
+        };
+        let mut bytes = [0u8; BATCH_HEADER_LEN_V2];
+        header.encode_version_into(2, &mut bytes);
+        let read = BatchHeader::decode_version(2, &bytes).unwrap();
+        assert_eq!(
+            read,
+            BatchHeader {
+                written_ns: None,
+                ..header
+            }
+        );
+        // A version 2 header is not a version 3 one, nor the reverse.
+        assert!(BatchHeader::decode_version(3, &bytes).is_err());
+        assert!(BatchHeader::decode_version(2, &header.encode()).is_err());
+        // A time of 0 means none.
+        let untimed = BatchHeader {
+            written_ns: None,
+            ..header
+        }
+        .encode();
+        assert_eq!(&untimed[24..32], &[0; 8]);
+        assert_eq!(BatchHeader::decode(&untimed).unwrap().written_ns, None);
     }
 }

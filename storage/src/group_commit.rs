@@ -822,7 +822,8 @@ impl Writer {
 
     /// Writes the buffer to the active segment with one positional write:
     /// the batch header (filled in here, in the room `stage` left at the
-    /// start of the buffer) and the records after it.
+    /// start of the buffer, with the wall-clock time read just before the
+    /// write) and the records after it.
     /// On failure the partial bytes are cut off again, the buffered records
     /// are dropped and their sequence numbers handed out anew, so the log
     /// never holds half a record or a gap.
@@ -836,6 +837,8 @@ impl Writer {
             count: self.buffered.len() as u32,
             len: (self.buf.len() - BATCH_HEADER_LEN) as u64,
             first_seq,
+            // The time of the write itself: one clock read per batch.
+            written_ns: crate::format::now_ns(),
         }
         .encode_into(&mut self.buf);
         if let Err(e) = self.active.write_at(&self.buf, start) {

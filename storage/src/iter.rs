@@ -1,4 +1,5 @@
-//! Reading the log back out: [`RecordsSince`] for replication catch-up and
+//! Reading the log back out: [`RecordsSince`] for replication catch-up,
+//! [`TimedRecords`] for the whole log's end with write times, and
 //! [`Snapshot`] for a full resync.
 //!
 //! Both hold `Arc`s of the segment files they read, so a compaction that
@@ -67,10 +68,9 @@ impl RecordsSince {
     }
 }
 
-impl Iterator for RecordsSince {
-    type Item = Result<Record>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl RecordsSince {
+    /// The next record with the time its batch was written.
+    fn next_timed(&mut self) -> Option<Result<(Record, Option<u64>)>> {
         if self.failed || self.last >= self.until {
             return None;
         }
@@ -82,8 +82,8 @@ impl Iterator for RecordsSince {
                     256 * 1024,
                     PositionalReader::new(segment.clone(), start, end),
                 );
-                let framed = segment.framed();
-                self.current = Some((segment, RecordScanner::new(reader, start, end, framed)));
+                let framing = segment.framing();
+                self.current = Some((segment, RecordScanner::new(reader, start, end, framing)));
             }
             let (segment, scanner) = self.current.as_mut()?;
             match scanner.next_record() {
@@ -98,10 +98,8 @@ impl Iterator for RecordsSince {
                         RecordKind::Delete => Op::Delete { key },
                     };
                     self.last = record.header.seq;
-                    return Some(Ok(Record {
-                        seq: record.header.seq,
-                        op,
-                    }));
+                    let seq = record.header.seq;
+                    return Some(Ok((Record { seq, op }, record.written_ns)));
                 }
                 Ok(None) => self.current = None,
                 Err(error) => {
@@ -115,6 +113,61 @@ impl Iterator for RecordsSince {
                 }
             }
         }
+    }
+}
+
+impl Iterator for RecordsSince {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_timed().map(|item| item.map(|(record, _)| record))
+    }
+}
+
+/// The records above a sequence number through the end of the log, held
+/// records included, each with the wall-clock time it was written: from
+/// [`Store::records_with_times_since`](crate::Store::records_with_times_since).
+///
+/// Yields `(record, written_ns)`, oldest first: `written_ns` is the time
+/// its batch was written, in nanoseconds since the UNIX epoch, or `None`
+/// when the log does not say (a segment of format version 1 or 2, or a
+/// compacted segment, whose records keep no time). An error ends the
+/// iteration.
+#[derive(Debug)]
+pub struct TimedRecords {
+    records: RecordsSince,
+    compacted_through: Option<u64>,
+}
+
+impl TimedRecords {
+    pub(crate) fn new(records: RecordsSince, compacted_through: Option<u64>) -> Self {
+        TimedRecords {
+            records,
+            compacted_through,
+        }
+    }
+
+    /// The newest sequence number this iterator can yield: the store's
+    /// [`applied_seq`](crate::Store::applied_seq) when it was made.
+    pub fn until(&self) -> u64 {
+        self.records.until()
+    }
+
+    /// `Some(horizon)` when compaction may have dropped records between
+    /// the `since` asked for and `horizon`: of those, only the ones it kept
+    /// (the newest put of each key still live, with no time) are yielded;
+    /// overwritten values and deletes are gone. `None` when every record
+    /// above `since` is yielded.
+    pub fn compacted_through(&self) -> Option<u64> {
+        self.compacted_through
+    }
+}
+
+impl Iterator for TimedRecords {
+    type Item = Result<(Record, Option<u64>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.records.next_timed()
     }
 }
 

@@ -160,7 +160,7 @@ pub use error::{Error, Field, Result};
 pub use fault::FaultInjector;
 pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use history::{Ancestor, History, Kinship};
-pub use iter::{RecordsSince, Snapshot, SnapshotEntry};
+pub use iter::{RecordsSince, Snapshot, SnapshotEntry, TimedRecords};
 pub use options::{CompactionPolicy, Options, Sync};
 pub use record::{Op, Record};
 pub use repair::TailCut;

@@ -8,7 +8,7 @@
 //!    segments left behind by a crash after the rename are removed.
 //! 3. Every record is checked (header CRC, limits, record CRC) and sequence
 //!    numbers must increase through the log.
-//! 4. In a log segment of format version 2 records come in batches, each
+//! 4. In a log segment of format version 2 or 3 records come in batches, each
 //!    behind a batch header. Damage in the final batch of the newest
 //!    segment (no valid batch header after it, no record after it that
 //!    goes back in sequence) is an unsynced batch a power cut tore: the
@@ -377,8 +377,9 @@ fn scan_segment(
     file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64))
         .map_err(|e| Error::io("seek", path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
-    let framed = segment.framed();
-    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len, framed);
+    let framing = segment.framing();
+    let framed = framing.is_some();
+    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len, framing);
     let mut scanned = SegmentScan {
         end: SEGMENT_HEADER_LEN as u64,
         records: 0,

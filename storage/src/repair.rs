@@ -248,8 +248,9 @@ fn scan_segment(
         SEGMENT_HEADER_LEN as u64,
         file_len,
     ));
-    let framed = segment.framed();
-    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len, framed);
+    let framing = segment.framing();
+    let framed = framing.is_some();
+    let mut scanner = RecordScanner::new(reader, SEGMENT_HEADER_LEN as u64, file_len, framing);
     // Where the last whole batch (or record) ends, and the records read of
     // the batch in progress.
     let (mut whole_end, mut in_batch, mut seq) = (SEGMENT_HEADER_LEN as u64, 0u64, *last_seq);
@@ -277,7 +278,8 @@ fn scan_segment(
             .file
             .read_exact_at(&mut tail, search_from.min(file_len))
             .map_err(|e| Error::io("read", path, e))?;
-        let after = segment::scan_for_frames(&tail);
+        // In a version 1 segment (no framing) no batch header is looked for.
+        let after = segment::scan_for_frames(framing.unwrap_or(0), &tail);
         // The very rule recovery applies: is this the final batch, which
         // opening the store cuts on its own?
         let final_batch = is_newest

@@ -80,12 +80,13 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Whether its records are framed in batches, each behind a batch
-    /// header: log segments of format version 2 and later. Compacted
-    /// segments hold records back to back (they are synced before they
-    /// are renamed into place, so never torn).
-    pub(crate) fn framed(&self) -> bool {
-        self.version >= 2 && self.kind == SegmentKind::Log
+    /// The format version its batch headers are laid out in, if its
+    /// records are framed in batches, each behind a batch header: log
+    /// segments of format version 2 and later. Compacted segments hold
+    /// records back to back (they are synced before they are renamed into
+    /// place, so never torn), and keep no write times.
+    pub(crate) fn framing(&self) -> Option<u32> {
+        (self.version >= 2 && self.kind == SegmentKind::Log).then_some(self.version)
     }
 
     /// Creates segment `path` with its header, under every sync policy in
@@ -330,6 +331,9 @@ pub(crate) struct ScannedRecord<'a> {
     pub(crate) value: &'a [u8],
     /// In a framed segment, whether this record ends its batch.
     pub(crate) ends_batch: bool,
+    /// When its batch was written, if its batch header says (format
+    /// version 3 log segments).
+    pub(crate) written_ns: Option<u64>,
 }
 
 /// The batch a framed scan is inside.
@@ -338,6 +342,8 @@ pub(crate) struct OpenBatch {
     /// Where its header starts.
     pub(crate) start: u64,
     pub(crate) header: BatchHeader,
+    /// Bytes of its header (its format version's).
+    header_len: u64,
     /// Records of it read so far.
     seen: u32,
 }
@@ -345,7 +351,7 @@ pub(crate) struct OpenBatch {
 impl OpenBatch {
     /// Where the batch ends, as its header says.
     pub(crate) fn end(&self) -> u64 {
-        self.start + BATCH_HEADER_LEN as u64 + self.header.len
+        self.start + self.header_len + self.header.len
     }
 }
 
@@ -358,21 +364,23 @@ pub(crate) struct RecordScanner<R> {
     offset: u64,
     end: u64,
     body: Vec<u8>,
-    framed: bool,
+    /// The format version of the batch headers, if records come in batches.
+    framing: Option<u32>,
     batch: Option<OpenBatch>,
 }
 
 impl<R: Read> RecordScanner<R> {
     /// `offset` is where `reader` starts in the file; `end` where the
-    /// records end (the file's length). `framed`: records come in batches,
-    /// each behind a [`BatchHeader`] ([`Segment::framed`]).
-    pub(crate) fn new(reader: R, offset: u64, end: u64, framed: bool) -> Self {
+    /// records end (the file's length). `framing`: records come in
+    /// batches, each behind a [`BatchHeader`] of this format version
+    /// ([`Segment::framing`]).
+    pub(crate) fn new(reader: R, offset: u64, end: u64, framing: Option<u32>) -> Self {
         RecordScanner {
             reader,
             offset,
             end,
             body: Vec::new(),
-            framed,
+            framing,
             batch: None,
         }
     }
@@ -385,11 +393,13 @@ impl<R: Read> RecordScanner<R> {
 
     /// The next record, `Ok(None)` at the end.
     pub(crate) fn next_record(&mut self) -> Result<Option<ScannedRecord<'_>>, ScanError> {
-        if self.framed && self.batch.is_none() {
+        if let Some(version) = self.framing
+            && self.batch.is_none()
+        {
             if self.offset == self.end {
                 return Ok(None);
             }
-            self.open_batch()?;
+            self.open_batch(version)?;
         }
         let offset = self.offset;
         let batch_end = self.batch.map_or(self.end, |b| b.end());
@@ -441,6 +451,7 @@ impl<R: Read> RecordScanner<R> {
         if hasher.finalize() != stored_crc {
             return Err(bad(RecordProblem::BadChecksum));
         }
+        let written_ns = self.batch.and_then(|batch| batch.header.written_ns);
         let ends_batch = self.count_in_batch(offset, &header)?;
         self.offset += u64::from(header.len);
         let (key, value) = self.body.split_at(header.key_len as usize);
@@ -450,6 +461,7 @@ impl<R: Read> RecordScanner<R> {
             key,
             value,
             ends_batch,
+            written_ns,
         }))
     }
 
@@ -479,24 +491,28 @@ impl<R: Read> RecordScanner<R> {
         Ok(ends_batch)
     }
 
-    /// Reads and checks the batch header at the scan's offset.
-    fn open_batch(&mut self) -> Result<(), ScanError> {
+    /// Reads and checks the batch header, of format `version`, at the
+    /// scan's offset.
+    fn open_batch(&mut self, version: u32) -> Result<(), ScanError> {
         let offset = self.offset;
         let left = self.end - offset;
         let bad = |problem| ScanError::Bad {
             offset,
             problem: Damage::Batch(problem),
         };
-        if left < BATCH_HEADER_LEN as u64 {
+        let header_len = BatchHeader::len_for(version);
+        if left < header_len as u64 {
             return Err(bad(BatchProblem::Short));
         }
         let mut bytes = [0u8; BATCH_HEADER_LEN];
-        self.reader.read_exact(&mut bytes).map_err(ScanError::Io)?;
-        let header = BatchHeader::decode(&bytes).map_err(bad)?;
-        self.offset += BATCH_HEADER_LEN as u64;
+        let bytes = &mut bytes[..header_len];
+        self.reader.read_exact(bytes).map_err(ScanError::Io)?;
+        let header = BatchHeader::decode_version(version, bytes).map_err(bad)?;
+        self.offset += header_len as u64;
         self.batch = Some(OpenBatch {
             start: offset,
             header,
+            header_len: header_len as u64,
             seen: 0,
         });
         Ok(())
@@ -516,12 +532,13 @@ pub(crate) struct Frames {
 }
 
 /// Looks at every offset of `bytes` (what follows damage in a framed
-/// segment) for a valid batch header and for valid records.
-pub(crate) fn scan_for_frames(bytes: &[u8]) -> Frames {
+/// segment whose batch headers are of format `version`) for a valid batch
+/// header and for valid records.
+pub(crate) fn scan_for_frames(version: u32, bytes: &[u8]) -> Frames {
     let mut found = Frames::default();
     for start in 0..bytes.len() {
         let rest = &bytes[start..];
-        if rest.len() >= BATCH_HEADER_LEN && BatchHeader::decode(rest).is_ok() {
+        if BatchHeader::decode_version(version, rest).is_ok() {
             found.batch_header = true;
         }
         if rest.len() >= RECORD_HEADER_LEN
@@ -581,7 +598,7 @@ mod tests {
         let full = bytes.len();
         format::encode_record(&mut bytes, 3, RecordKind::Put, b"b", b"22");
         bytes.truncate(bytes.len() - 1);
-        let mut scanner = RecordScanner::new(&bytes[..], 0, bytes.len() as u64, false);
+        let mut scanner = RecordScanner::new(&bytes[..], 0, bytes.len() as u64, None);
         assert_eq!(scanner.next_record().unwrap().unwrap().header.seq, 1);
         assert_eq!(scanner.next_record().unwrap().unwrap().header.seq, 2);
         match scanner.next_record() {

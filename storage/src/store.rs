@@ -36,6 +36,7 @@
 //! restarted store holds again what it held; compaction leaves the
 //! segments of held records alone (the `compaction` module).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::format::RecordKind;
 use crate::group_commit::{Expect, GroupCommit, Write};
 use crate::history::History;
-use crate::iter::{RecordsSince, Snapshot, SnapshotEntry};
+use crate::iter::{RecordsSince, Snapshot, SnapshotEntry, TimedRecords};
 use crate::options::{Options, Sync};
 use crate::record::Record;
 use crate::recovery::{self, Recovered};
@@ -661,6 +662,49 @@ impl Store {
             .map(|slot| (slot.segment.clone(), slot.end))
             .collect();
         Ok(RecordsSince::new(since, keydir.published_seq, segments))
+    }
+
+    /// The records with a sequence number above `since` through
+    /// [`applied_seq`](Self::applied_seq), **held records included**, each
+    /// with the wall-clock time its batch was written (`None` for records
+    /// of segments that keep no time: format versions 1 and 2, compacted
+    /// segments). What a node saves before a resync replaces writes its
+    /// new master's history does not hold.
+    ///
+    /// Unlike [`records_since`](Self::records_since) it does not fail when
+    /// compaction may have dropped some of them: it yields what the log
+    /// still holds, and [`TimedRecords::compacted_through`] says which
+    /// range may be incomplete. Fails with [`Error::UnknownSeq`] when
+    /// `since` is newer than the log's end.
+    pub fn records_with_times_since(&self, since: u64) -> Result<TimedRecords> {
+        let keydir = self.inner.shared.read_keydir();
+        let until = keydir.applied_seq();
+        if since > until {
+            return Err(Error::UnknownSeq {
+                since,
+                last_seq: until,
+            });
+        }
+        // Held records are in no slot's figures: their segment is read up
+        // to the end of the newest of them.
+        let mut held_ends: BTreeMap<u64, u64> = BTreeMap::new();
+        for held in &keydir.held {
+            let end = held.location.offset + u64::from(held.location.len);
+            let slot_end = held_ends.entry(held.location.segment).or_insert(0);
+            *slot_end = (*slot_end).max(end);
+        }
+        let segments = keydir
+            .segments
+            .iter()
+            .filter(|(id, slot)| slot.last_seq > since || held_ends.contains_key(id))
+            .map(|(id, slot)| {
+                let end = held_ends.get(id).map_or(slot.end, |&e| e.max(slot.end));
+                (slot.segment.clone(), end)
+            })
+            .collect();
+        let compacted_through = (since < keydir.horizon).then_some(keydir.horizon);
+        let records = RecordsSince::new(since, until, segments);
+        Ok(TimedRecords::new(records, compacted_through))
     }
 
     /// Every live key with its value and sequence number, oldest write

@@ -63,7 +63,7 @@ pub(crate) fn final_batch_cut(
         .filter(|batch| batch.start == batch_start)
         .map_or(batch_start + 1, |batch| batch.end());
     let after = tail_after(segment, search_from, file_len)?;
-    let found = segment::scan_for_frames(&after);
+    let found = segment::scan_for_frames(segment.framing().unwrap_or(0), &after);
     if found.batch_header || found.seqs.is_some_and(|(first, _)| first <= last_seq) {
         return Ok(None);
     }

@@ -193,7 +193,7 @@ proptest! {
             // One batch per record, as a lone writer's group commit makes.
             let mut record = Vec::new();
             format::encode_record(&mut record, i as u64 + 1, RecordKind::Put, format!("k{i}").as_bytes(), b"value");
-            let batch = BatchHeader { count: 1, len: record.len() as u64, first_seq: i as u64 + 1 };
+            let batch = BatchHeader { count: 1, len: record.len() as u64, first_seq: i as u64 + 1, written_ns: Some(1 + i as u64) };
             bytes.extend_from_slice(&batch.encode());
             bytes.extend_from_slice(&record);
         }

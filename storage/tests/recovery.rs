@@ -127,11 +127,12 @@ fn records_of(path: &Path) -> Vec<RecordPos> {
     let (mut batch, mut batch_end) = (offset, offset);
     while offset < bytes.len() {
         if framed && offset == batch_end {
-            let header = format::BatchHeader::decode(&bytes[offset..])
+            let header = format::BatchHeader::decode_version(version, &bytes[offset..])
                 .unwrap_or_else(|problem| panic!("{}: {problem:?} at {offset}", path.display()));
+            let header_len = format::BatchHeader::len_for(version);
             batch = offset;
-            batch_end = offset + format::BATCH_HEADER_LEN + header.len as usize;
-            offset += format::BATCH_HEADER_LEN;
+            batch_end = offset + header_len + header.len as usize;
+            offset += header_len;
         } else if !framed {
             batch = offset;
         }
@@ -625,6 +626,7 @@ fn append_batch(segment: &Path, first_seq: u64, count: u64) -> (u64, u64) {
         count: count as u32,
         len: records.len() as u64,
         first_seq,
+        written_ns: format::now_ns(),
     };
     let start = file_len(segment);
     patch_file(segment, |bytes| {
@@ -786,6 +788,86 @@ fn a_version_1_segment_still_opens() {
         .map(|r| r.unwrap().seq)
         .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
+}
+
+/// A store written by format version 2 (32-byte batch headers, no write
+/// times) still opens and reads back, its records with no time; new writes
+/// go to a new segment of version 3, whose records carry the time they
+/// were written, also after a reopen.
+#[test]
+fn a_version_2_segment_still_opens_and_reads_without_times() {
+    let dir = tempdir();
+    let header = format::SegmentHeader {
+        kind: format::SegmentKind::Log,
+        id: 2,
+        horizon: 0,
+    };
+    let mut bytes = header.encode_version(2).to_vec();
+    for (first_seq, count) in [(1u64, 2u64), (3, 1)] {
+        let mut records = Vec::new();
+        for seq in first_seq..first_seq + count {
+            let key = format!("k{}", seq - 1);
+            let value = format!("value-{}", seq - 1);
+            format::encode_record(
+                &mut records,
+                seq,
+                RecordKind::Put,
+                key.as_bytes(),
+                value.as_bytes(),
+            );
+        }
+        let batch = format::BatchHeader {
+            count: count as u32,
+            len: records.len() as u64,
+            first_seq,
+            written_ns: Some(12_345),
+        };
+        let mut header_bytes = [0u8; format::BATCH_HEADER_LEN_V2];
+        batch.encode_version_into(2, &mut header_bytes);
+        bytes.extend_from_slice(&header_bytes);
+        bytes.extend_from_slice(&records);
+    }
+    let path = dir.path().join("00000000000000000002.seg");
+    fs::write(&path, &bytes).unwrap();
+
+    let store = open_store(dir.path(), opts()).unwrap();
+    assert_distinct(&store, 3, "version 2");
+    assert!(store.tail_cut().is_none());
+    let before = now_ns();
+    assert_eq!(store.put("k3", "value-3").unwrap(), 4);
+    let after = now_ns();
+    let check = |store: &Store| {
+        let timed: Vec<(u64, Option<u64>)> = store
+            .records_with_times_since(0)
+            .unwrap()
+            .map(|r| r.map(|(record, ns)| (record.seq, ns)).unwrap())
+            .collect();
+        assert_eq!(timed.len(), 4, "{timed:?}");
+        assert!(timed[..3].iter().all(|(_, ns)| ns.is_none()), "{timed:?}");
+        let ns = timed[3].1.expect("a version 3 record has a time");
+        assert!(
+            (before..=after).contains(&ns),
+            "{before} <= {ns} <= {after}"
+        );
+    };
+    check(&store);
+    drop(store);
+    assert_eq!(
+        records_of(&path).len(),
+        3,
+        "the old segment is not appended to"
+    );
+    let store = open_store(dir.path(), opts()).unwrap();
+    assert_distinct(&store, 4, "after reopen");
+    check(&store);
+}
+
+/// The wall-clock time now, in nanoseconds since the UNIX epoch.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 // ---------------------------------------------------------------------------

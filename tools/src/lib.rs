@@ -23,6 +23,8 @@
 //! - [`demo`]: `duokv demo`, a master and a slave as child processes (this
 //!   very executable as `duokv server`) and the workload in both modes.
 //! - [`load`]: the load generator behind `duokv load`, for duokv or Redis.
+//! - [`replay`]: `duokv replay-discarded`, a slave's discarded-writes file
+//!   sent to a master as ordinary writes.
 //! - [`resp`]: [`RespClient`](resp::RespClient), a minimal blocking Redis
 //!   (RESP2) client, so that `duokv load` can drive Redis too.
 //! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
@@ -65,6 +67,7 @@ pub mod deploy;
 pub mod error;
 pub mod load;
 pub mod perf_report;
+pub mod replay;
 pub mod resp;
 pub mod run_dir;
 pub mod stats;

@@ -188,7 +188,16 @@ fn help_names_every_flag_and_subcommand() {
             .any(|line| line.trim_start().starts_with("server ")),
         "duokv --help does not list server:\n{text}"
     );
-    let subcommands = ["get", "create", "update", "put", "delete", "ping", "info"];
+    let subcommands = [
+        "get",
+        "create",
+        "update",
+        "put",
+        "delete",
+        "ping",
+        "info",
+        "replay-discarded",
+    ];
     for subcommand in subcommands {
         assert!(
             text.lines()
@@ -374,4 +383,98 @@ fn get_with_max_staleness_answers_on_a_standalone_server() {
         stderr(&output).starts_with("error: bad request: a max staleness of 0ns is out of range"),
         "{output:?}"
     );
+}
+
+/// `duokv replay-discarded FILE --addr MASTER`: a dry run prints what it
+/// would send and changes nothing; the real run sends each saved write,
+/// oldest first, as an ordinary write (new seqs), any bytes intact, and
+/// skips a delete of a key the master does not hold. A file that is not a
+/// discarded-writes file is refused before anything is sent.
+#[test]
+fn replay_discarded_sends_the_saved_writes_as_ordinary_writes() {
+    use duokv::discarded_writes;
+    use duokv::storage::{Op, Record};
+
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    assert_receipt(&duokv(&["put", "kept", "before", "--addr", &addr]), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let records = [
+        (
+            6,
+            Op::Put {
+                key: b"a".to_vec(),
+                value: b"one".to_vec(),
+            },
+        ),
+        (
+            7,
+            Op::Put {
+                key: b"b,\n".to_vec(),
+                value: vec![0, 255],
+            },
+        ),
+        (
+            8,
+            Op::Delete {
+                key: b"kept".to_vec(),
+            },
+        ),
+        (
+            9,
+            Op::Delete {
+                key: b"never".to_vec(),
+            },
+        ),
+    ];
+    let rows = records.iter().map(|(seq, op)| {
+        Ok((
+            Record {
+                seq: *seq,
+                op: op.clone(),
+            },
+            Some(1_000 + seq),
+        ))
+    });
+    let name = discarded_writes::file_name(0xabc, 6, 9, 0);
+    let file = discarded_writes::save(dir.path(), &name, rows)
+        .unwrap()
+        .path;
+    let file = file.to_str().unwrap();
+
+    let dry = duokv(&["replay-discarded", file, "--addr", &addr, "--dry-run"]);
+    assert_prints(
+        &dry,
+        &format!(
+            "would put a (3 bytes), was seq 6\n\
+             would put 0x622c0a (2 bytes), was seq 7\n\
+             would delete kept, was seq 8\n\
+             would delete never, was seq 9\n\
+             dry run: 4 writes of {file} would be sent to {addr}; nothing sent\n"
+        ),
+    );
+    let mut client = server.client();
+    assert_eq!(client.read("a").unwrap(), None);
+
+    let real = duokv(&["replay-discarded", file, "--addr", &addr]);
+    assert_prints(
+        &real,
+        &format!(
+            "put a (3 bytes), was seq 6: ok, seq 2 on {addr}\n\
+             put 0x622c0a (2 bytes), was seq 7: ok, seq 3 on {addr}\n\
+             delete kept, was seq 8: ok, seq 4 on {addr}\n\
+             delete never, was seq 9: skipped, {addr} does not hold the key\n\
+             replayed 3 writes of {file} on {addr} (1 deletes skipped)\n"
+        ),
+    );
+    assert_eq!(client.read("a").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(client.read(b"b,\n").unwrap(), Some(vec![0, 255]));
+    assert_eq!(client.read("kept").unwrap(), None);
+
+    let bad = dir.path().join("not-discarded.csv");
+    std::fs::write(&bad, "seq,op,key,value\n").unwrap();
+    let output = duokv(&["replay-discarded", bad.to_str().unwrap(), "--addr", &addr]);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(stderr(&output).contains("the header is not"), "{output:?}");
+    assert_eq!(stdout(&output), "");
 }

@@ -3,7 +3,8 @@
 //! CRUD from the shell (`duokv put KEY VALUE`), a clock probe (`duokv ping`),
 //! the server's facts (`duokv info`), a replica (`duokv server`, the same
 //! flags and code as `duokv-server`), the seed's workload (`duokv bench`,
-//! `duokv stats`, `duokv demo`) and a load generator (`duokv load`). Each
+//! `duokv stats`, `duokv demo`), a load generator (`duokv load`) and the
+//! replay of a slave's discarded writes (`duokv replay-discarded`). Each
 //! subcommand but `server` prints its result on stdout and exits 0, or
 //! prints one line `error: ...` on stderr and exits non-zero.
 
@@ -55,6 +56,7 @@ enum Command {
     Repair(Repair),
     Failover(Failover),
     Promote(Promote),
+    ReplayDiscarded(ReplayDiscarded),
 }
 
 /// Swap the roles of a running pair, safely: the master at --master stops
@@ -101,6 +103,25 @@ struct Promote {
     /// new term)
     #[argh(switch)]
     force: bool,
+}
+
+/// Send the writes of a discarded-writes file (saved by a slave before a
+/// full resync replaced them: discarded-HISTORY-FIRST-LAST-TIME.csv in its
+/// data directory) to the master at --addr as ordinary puts and deletes,
+/// oldest first, printing each. Never automatic: the master may have newer
+/// writes to the same keys. Check first with --dry-run.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "replay-discarded")]
+struct ReplayDiscarded {
+    /// the discarded-writes file
+    #[argh(positional)]
+    file: PathBuf,
+    /// the master's address
+    #[argh(option)]
+    addr: String,
+    /// print what would be sent; connect to nothing
+    #[argh(switch)]
+    dry_run: bool,
 }
 
 /// Check a stopped replica's data directory for damage that recovery
@@ -533,6 +554,11 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             charts: !c.no_charts,
         })?,
         Command::PerfReport(c) => duokv_tools::perf_report::run(&c.dir)?,
+        Command::ReplayDiscarded(c) => {
+            duokv_tools::replay::run(&c.file, &c.addr, c.dry_run, token.clone(), |line| {
+                println!("{line}");
+            })?
+        }
         Command::Demo(c) => {
             let stop = stop_flag();
             let mut config = DemoConfig::new(c.out)?;

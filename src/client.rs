@@ -320,6 +320,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of `addr` with this client's settings (timeouts, auth
+    /// token), not yet connected: how a redirect is followed.
+    pub fn to_addr(&self, addr: impl Into<String>) -> Client {
+        ClientBuilder {
+            addr: addr.into(),
+            ..self.config.clone()
+        }
+        .build()
+    }
+
     /// Connects to the server at `addr` (`host:port`) with default timeouts.
     ///
     /// ```

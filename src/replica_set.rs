@@ -3,9 +3,13 @@
 //! Writes always go to the master. Reads go where [`ReadFrom`] says: the
 //! master (always up to date), the slave (local to it, possibly stale in
 //! async mode), or either in turn. If the replica taken for the master
-//! answers a write with `NotMaster`, the set follows the address it names,
-//! once, and retries the write there: a `NotMaster` reply means nothing was
-//! written, so the retry cannot apply the write twice.
+//! answers a write with `NotMaster`, the set follows the address it names
+//! (after a switchover it names the set's slave: the two swap) and retries
+//! the write there; a master that answers `SwitchingOver` (handing its role
+//! over) is retried after a short pause, for up to [`SWITCH_PATIENCE`].
+//! Neither reply means anything was written, so a retry cannot apply the
+//! write twice. A session's tokens stay valid across a switchover: the new
+//! master's history continues the old one.
 //!
 //! A set keeps a [`Session`]: each write's token is kept, and a
 //! [`session_read`](ReplicaSet::session_read) sends the newest token as
@@ -268,24 +272,54 @@ impl ReplicaSet {
         self.session.wrote(outcome)
     }
 
-    /// Runs a write on the master, following one `NotMaster` redirect.
+    /// Runs a write on the master, following `NotMaster` redirects (a
+    /// few) and retrying `SwitchingOver` (a master handing its role over
+    /// takes no writes for a moment) with a short, growing pause, for up
+    /// to [`SWITCH_PATIENCE`]. Neither reply means anything was written,
+    /// so a retry cannot apply the write twice.
     fn on_master_once(
         &mut self,
         write: impl Fn(&mut Client) -> Result<WriteReceipt>,
     ) -> Result<WriteReceipt> {
-        match write(&mut self.master) {
-            Err(Error::NotMaster { master }) => {
-                log::info!(
-                    "{} is not the master; following it to {master}",
-                    self.master.addr()
-                );
-                self.master = Client::builder(master).build();
-                write(&mut self.master)
+        let deadline = std::time::Instant::now() + SWITCH_PATIENCE;
+        let mut pause = std::time::Duration::from_millis(2);
+        let mut redirects = 0;
+        loop {
+            match write(&mut self.master) {
+                Err(Error::NotMaster { master }) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    self.follow(master);
+                }
+                Err(Error::SwitchingOver { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                outcome => return outcome,
             }
-            outcome => outcome,
+        }
+    }
+
+    /// Makes the server at `master` the set's master. When it is the set's
+    /// slave (the two swapped roles), the old master becomes the slave.
+    fn follow(&mut self, master: String) {
+        log::info!(
+            "{} is not the master; following it to {master}",
+            self.master.addr()
+        );
+        if master == self.slave.addr() {
+            std::mem::swap(&mut self.master, &mut self.slave);
+        } else {
+            self.master = self.master.to_addr(master);
         }
     }
 }
+
+/// How long a write through the set retries a master that is switching
+/// over.
+pub const SWITCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Redirects a write follows at most.
+const MAX_REDIRECTS: usize = 3;
 
 /// Whether the slave's `error` sends a session read to the master: a
 /// refusal the master cannot give (it shows every write, and its data is

@@ -31,6 +31,10 @@
 //!   `--auth-token-file`.
 //! - [`event_log`]: the per-write event log of `--event-log`, its writer
 //!   and its reader.
+//! - `role_record` (private): the `ROLE` file, the last role change (a
+//!   switchover, a promotion, a step-down) kept across restarts.
+//! - `power_cut` (private): the hidden `--test-power-cut-when` fault, a
+//!   power cut at the store's next sync, for tests.
 //! - [`discarded_writes`]: the discarded-writes file, the writes a slave
 //!   saves before a full resync replaces them, its writer and its reader.
 //! - [`clock`]: wall-clock timestamps in UNIX nanoseconds.

@@ -1146,6 +1146,17 @@ fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool)
     why
 }
 
+/// What one turn of the sender took from its queue besides writes.
+#[derive(Debug, Default)]
+struct Round {
+    /// The newest durable seq the store reported.
+    durable: Option<u64>,
+    /// The slave's probes to answer.
+    probes: Vec<u64>,
+    /// A switchover's handover to send.
+    handover: Option<Replication>,
+}
+
 /// The sending half of a session: catch-up, then the live stream, with
 /// commit notices when the slave takes them.
 struct Sending<'a> {
@@ -1188,27 +1199,14 @@ impl Sending<'_> {
                 self.send_commit(writer, link.store.durable_seq(), 0)?;
                 continue;
             }
-            let mut durable = None;
-            let mut probes = Vec::new();
-            let mut handover = None;
-            match self.queue.recv_timeout(Duration::from_millis(50)) {
-                Ok(first) => {
-                    for item in std::iter::once(first).chain(self.queue.try_iter()) {
-                        match item {
-                            Outgoing::Writes(writes) => {
-                                for write in writes.into_iter().filter(|w| w.seq >= next) {
-                                    waiting.insert(write.seq, write.op);
-                                }
-                            }
-                            Outgoing::Durable(seq) => durable = durable.max(Some(seq)),
-                            Outgoing::Probe(id) => probes.push(id),
-                            Outgoing::Handover(message) => handover = Some(message),
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            }
+            let Some(Round {
+                durable,
+                probes,
+                handover,
+            }) = self.take_queued(&mut waiting, next)
+            else {
+                return Ok(());
+            };
             let mut sent = false;
             while let Some(op) = waiting.remove(&next) {
                 send_append(link, writer, next, op)?;
@@ -1240,6 +1238,31 @@ impl Sending<'_> {
                 gap_since = None;
             }
         }
+    }
+
+    /// Waits up to 50 ms for the queue, then takes what it holds: writes
+    /// from `next` on go to `waiting` (to send in seq order), the rest
+    /// into the round returned. `None` when the queue is closed (stop).
+    fn take_queued(&self, waiting: &mut BTreeMap<u64, ReplicatedOp>, next: u64) -> Option<Round> {
+        let mut round = Round::default();
+        let first = match self.queue.recv_timeout(Duration::from_millis(50)) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => return Some(round),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        };
+        for item in std::iter::once(first).chain(self.queue.try_iter()) {
+            match item {
+                Outgoing::Writes(writes) => {
+                    for write in writes.into_iter().filter(|w| w.seq >= next) {
+                        waiting.insert(write.seq, write.op);
+                    }
+                }
+                Outgoing::Durable(seq) => round.durable = round.durable.max(Some(seq)),
+                Outgoing::Probe(id) => round.probes.push(id),
+                Outgoing::Handover(message) => round.handover = Some(message),
+            }
+        }
+        Some(round)
     }
 
     /// Writes a `Commit` of `seq` answering `probe` (0: none) into the

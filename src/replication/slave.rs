@@ -529,15 +529,7 @@ pub fn serve_stream<R: Read>(
         held_keys: VecDeque::new(),
         take_over,
     };
-    let hello = Replication::Hello {
-        last_seq: store.applied_seq(),
-        replication_id: store.history_id(),
-    };
-    // The stream may be idle as long as the master takes no writes.
-    let said_hello = stream
-        .set_read_timeout(None)
-        .map_err(crate::Error::from)
-        .and_then(|()| writer.send(hello));
+    let said_hello = say_hello(store, &writer);
     let ended = std::thread::scope(|scope| {
         said_hello?;
         // Only after the `Hello`, which must be the stream's first frame.
@@ -567,6 +559,16 @@ pub fn serve_stream<R: Read>(
     // Bounded reads waiting for a proof learn that none will come.
     state.wake_reads();
     state.release(id);
+}
+
+/// Says where this store ends (`Hello`), the stream's first frame; the
+/// stream may then be idle as long as the master takes no writes.
+fn say_hello(store: &Store, writer: &StreamWriter<'_>) -> crate::Result<()> {
+    writer.stream.set_read_timeout(None)?;
+    writer.send(Replication::Hello {
+        last_seq: store.applied_seq(),
+        replication_id: store.history_id(),
+    })
 }
 
 /// The prober: a `Probe` each time one is due, until the stream ends.

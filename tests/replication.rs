@@ -906,7 +906,7 @@ fn a_slave_holding_writes_the_master_lost_is_resynced() {
     }
     assert!(fact_u64(&mut master, "full_resyncs") >= 1);
     assert!(
-        pair.slave.log().contains("lost them in a crash"),
+        pair.slave.log().contains("master lost in a crash"),
         "{}",
         pair.slave.log()
     );

@@ -289,7 +289,7 @@ impl Drop for Server {
 }
 
 /// A loopback address with a port that was free a moment ago.
-fn free_addr() -> Result<String> {
+pub(crate) fn free_addr() -> Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.to_string())
 }

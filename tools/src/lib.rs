@@ -22,6 +22,9 @@
 //!   a report, JSON and SVG charts.
 //! - [`demo`]: `duokv demo`, a master and a slave as child processes (this
 //!   very executable as `duokv server`) and the workload in both modes.
+//! - [`failover_bench`]: `duokv bench-failover`, writes across planned
+//!   switchovers and promotions: how long they stop, as the server and as
+//!   the clients see it, and whether an acknowledged write is lost.
 //! - [`load`]: the load generator behind `duokv load`, for duokv or Redis.
 //! - [`replay`]: `duokv replay-discarded`, a slave's discarded-writes file
 //!   sent to a master as ordinary writes.
@@ -65,6 +68,7 @@ pub mod demo;
 #[cfg(feature = "deploy")]
 pub mod deploy;
 pub mod error;
+pub mod failover_bench;
 pub mod load;
 pub mod perf_report;
 pub mod replay;

@@ -3,7 +3,8 @@
 //! CRUD from the shell (`duokv put KEY VALUE`), a clock probe (`duokv ping`),
 //! the server's facts (`duokv info`), a replica (`duokv server`, the same
 //! flags and code as `duokv-server`), the seed's workload (`duokv bench`,
-//! `duokv stats`, `duokv demo`), a load generator (`duokv load`) and the
+//! `duokv stats`, `duokv demo`), a load generator (`duokv load`), role
+//! changes under load (`duokv bench-failover`) and the
 //! replay of a slave's discarded writes (`duokv replay-discarded`). Each
 //! subcommand but `server` prints its result on stdout and exits 0, or
 //! prints one line `error: ...` on stderr and exits non-zero.
@@ -22,6 +23,7 @@ use duokv::duration::parse_duration;
 use duokv::{Client, ReadWhen, ReplicationMode, Token, WriteReceipt};
 use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
+use duokv_tools::failover_bench::{FailoverConfig, PairSource};
 use duokv_tools::load::{LoadConfig, ReadConditions};
 use duokv_tools::stats::StatsArgs;
 
@@ -48,6 +50,7 @@ enum Command {
     Ping(Ping),
     Info(Info),
     Load(Load),
+    BenchFailover(BenchFailover),
     Bench(Bench),
     Stats(Stats),
     PerfReport(PerfReport),
@@ -336,6 +339,87 @@ struct Load {
     json: bool,
 }
 
+/// Measure role changes under write load: start a master and a slave (or
+/// use --master and --slave), run --clients closed-loop writers that follow
+/// NotMaster and retry SwitchingOver, and swap the roles --switchovers
+/// times (duokv failover), then kill the master with SIGKILL and promote
+/// the slave --promotions times. Reports per change the server's write
+/// window and the longest gap between acknowledged writes the clients saw,
+/// and checks on the final master that no acknowledged write was lost.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench-failover")]
+struct BenchFailover {
+    /// planned switchovers, alternating the master (default 20)
+    #[argh(option, default = "20")]
+    switchovers: usize,
+    /// promotions after a SIGKILL of the master, each followed by a restart
+    /// of the killed node (default 0; only with a pair this tool starts)
+    #[argh(option, default = "0")]
+    promotions: usize,
+    /// concurrent writers, each with one write in flight (default 64)
+    #[argh(option, default = "64")]
+    clients: usize,
+    /// the started master's replication, and the promoted masters': sync
+    /// (default), sync-visible or async
+    #[argh(option, default = "ReplicationMode::Sync")]
+    replication: ReplicationMode,
+    /// steady load before each role change and after the last, e.g. 1s
+    /// (default 1s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    interval: Duration,
+    /// how long a master waits for its slave in a switchover before it
+    /// rolls back (default 5s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    timeout: Duration,
+    /// keys per writer (default 64)
+    #[argh(option, default = "64")]
+    keys_per_client: u64,
+    /// bytes per value, at least 24 (default 100)
+    #[argh(option, default = "100")]
+    value_size: usize,
+    /// a writer's pause before its second retry of a write, doubling from
+    /// there (default 1ms)
+    #[argh(
+        option,
+        default = "Duration::from_millis(1)",
+        from_str_fn(parse_duration)
+    )]
+    retry_pause: Duration,
+    /// a writer's longest pause between retries (default 8ms)
+    #[argh(
+        option,
+        default = "Duration::from_millis(8)",
+        from_str_fn(parse_duration)
+    )]
+    retry_pause_max: Duration,
+    /// the started servers' --fsync policy: always (default), every:MS or
+    /// never
+    #[argh(option, default = "String::from(\"always\")")]
+    fsync: String,
+    /// where the started servers' logs go (default: a temporary directory,
+    /// removed at the end)
+    #[argh(option)]
+    logs: Option<PathBuf>,
+    /// a running master's address, instead of starting a pair (with
+    /// --slave)
+    #[argh(option)]
+    master: Option<String>,
+    /// a running slave's address (with --master)
+    #[argh(option)]
+    slave: Option<String>,
+    /// print the report as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 /// Run the seed's latency/staleness workload against a master and a slave:
 /// --count updates to one key every --interval, logged per write to
 /// OUT/client.csv with OUT/run.json.
@@ -521,6 +605,41 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 sample_every: c.sample_every,
             })?;
             if json {
+                report.to_json()
+            } else {
+                report.to_text().trim_end().to_string()
+            }
+        }
+        Command::BenchFailover(c) => {
+            let stop = stop_flag();
+            let mut config = FailoverConfig::new()?;
+            config.pair = match (c.master, c.slave) {
+                (None, None) => PairSource::Spawn {
+                    server_bin: std::env::current_exe()?,
+                    server_args: vec!["server".into()],
+                    fsync: c.fsync,
+                    logs: c.logs,
+                },
+                (Some(master), Some(slave)) => PairSource::Running { master, slave },
+                _ => {
+                    return Err(duokv_tools::Error::Usage {
+                        message: "give both --master and --slave, or neither".into(),
+                    });
+                }
+            };
+            config.mode = c.replication;
+            config.clients = c.clients;
+            config.switchovers = c.switchovers;
+            config.promotions = c.promotions;
+            config.interval = c.interval;
+            config.timeout = c.timeout;
+            config.keys_per_client = c.keys_per_client;
+            config.value_size = c.value_size;
+            config.retry_pause = c.retry_pause;
+            config.retry_pause_max = c.retry_pause_max;
+            config.auth_token = token.clone();
+            let report = duokv_tools::failover_bench::run(&config, &stop)?;
+            if c.json {
                 report.to_json()
             } else {
                 report.to_text().trim_end().to_string()

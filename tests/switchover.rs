@@ -979,3 +979,72 @@ fn ten_switchovers_then_kill_storms_lose_nothing() {
         started.elapsed()
     );
 }
+
+/// A node stopped (SIGSTOP) and continued (SIGCONT) keeps its clients'
+/// idle connections: a stop is a pause, not a failure.
+#[test]
+#[ignore = "duokv bug: a server drops every idle client connection when it is stopped and \
+            continued: recv on a socket with a read timeout fails with EINTR after SIGCONT, \
+            and Connection::read_frame (src/server/connection.rs) takes it for a broken \
+            connection"]
+fn an_idle_connection_survives_a_stop_and_continue() {
+    let server = ServerProcess::start(&[]);
+    let mut client = server.client();
+    client.put("k", "v").expect("put");
+    // The scene, not a synchronisation: the connection idles, then the
+    // server pauses for a moment.
+    thread::sleep(Duration::from_millis(50));
+    server.signal("SIGSTOP");
+    thread::sleep(Duration::from_millis(50));
+    server.signal("SIGCONT");
+    let read = client.read("k");
+    assert!(
+        matches!(read.as_ref().map(|v| v.as_deref()), Ok(Some(b"v"))),
+        "a read on the connection opened before the pause: {read:?}"
+    );
+}
+
+/// A switchover whose `Handover` never reached the slave (it was stalled,
+/// then died and came back as the slave it was) ends as the failover's
+/// answer says it does: the master takes writes again once the slave
+/// accepts its stream, i.e. once it knows the slave did not take over.
+#[test]
+#[ignore = "duokv bug: after a handover with no answer (HandoverError::Unknown, \
+            src/server/roles.rs failover) the master stays fenced for good: nothing lifts \
+            Admission::Fenced when the slave accepts its stream again (Link::contacted only \
+            opens Starting), so every write gets SwitchingOver"]
+fn a_master_whose_handover_was_lost_takes_writes_again() {
+    let mut pair = Pair::start(&master_flags("async"), &[]);
+    pair.wait_link_up();
+    let mut m = pair.master.client();
+    m.put("k", "v").expect("put");
+    let mut s = pair.slave.client();
+    poll("the slave to show seq 1", || {
+        (last_seq(&mut s) == 1).then_some(())
+    });
+    drop(s);
+    pair.slave.signal("SIGSTOP");
+    // The slave shows every write: the `Handover` goes out at once, and
+    // no answer comes.
+    let answer = m.failover(Duration::from_millis(300));
+    assert!(matches!(answer, Err(Error::Internal { .. })), "{answer:?}");
+    // The stalled slave dies with the `Handover` unread, and comes back.
+    pair.slave.sigkill();
+    pair.slave.restart();
+    pair.wait_link_up();
+    let mut s = pair.slave.client();
+    assert_eq!(info_value(&mut s, "role"), "slave");
+    assert_eq!(info_value(&mut s, "term"), "0");
+    let mut m = pair.master.client();
+    assert_eq!(info_value(&mut m, "role"), "master");
+    let mut last = None;
+    let taken = (0..200).any(|_| {
+        let put = m.put("after", "the slave came back");
+        let ok = put.is_ok();
+        last = Some(put);
+        // A pace between attempts, not a synchronisation.
+        thread::sleep(Duration::from_millis(20));
+        ok
+    });
+    assert!(taken, "the master never took a write again: {last:?}");
+}

@@ -194,6 +194,11 @@ struct LinkState {
     /// The slave's answer to a handover: the seq and its new history (0
     /// for a refusal).
     took_over: Option<(u64, u64)>,
+    /// A handover was sent and never answered: the slave may or may not
+    /// have taken over. The next session tells: a slave that accepts this
+    /// master's stream did not (the fence is lifted then); one that took
+    /// over refuses it as a master of a lower term (it steps down).
+    handover_unanswered: bool,
     up: bool,
     acked_seq: u64,
     acked_at_ns: u64,
@@ -525,6 +530,7 @@ impl Replicator {
                 None => {}
             }
             if Instant::now() >= deadline {
+                state.handover_unanswered = true;
                 return Err(HandoverError::Unknown(
                     "no answer from the slave in time".to_string(),
                 ));
@@ -791,6 +797,7 @@ impl Link {
         state.connects += 1;
         state.stream = Some(stream);
         state.notices = notices;
+        let unanswered = std::mem::take(&mut state.handover_unanswered);
         if same_history && slave_last_seq <= self.store.last_seq() {
             state.acked_seq = slave_last_seq;
             if !notices {
@@ -800,7 +807,26 @@ impl Link {
         let covered = state.take_covered(self.settings.mode);
         let (_, at_ns) = state.covered(self.settings.mode);
         drop(state);
+        if unanswered {
+            self.unfence_after_unanswered_handover();
+        }
         complete(covered, AckOutcome::Acked { at_ns });
+    }
+
+    /// The slave accepted this master's stream after a handover it never
+    /// answered: it did not take over, so the fence is lifted. Called
+    /// without the state's lock (a writer holds the admission while it
+    /// stages, and may take the state's lock meanwhile).
+    fn unfence_after_unanswered_handover(&self) {
+        let mut admission = self.admission.write().unwrap_or_else(|p| p.into_inner());
+        if *admission == Admission::Fenced {
+            *admission = Admission::Open;
+            warn!(
+                "the slave {} accepted this master's stream again: it did not take over the \
+                 unanswered handover; writes resume here",
+                self.settings.replica
+            );
+        }
     }
 
     /// The session ended (or never began) for `why`; the sender waits

@@ -50,7 +50,23 @@ impl<'a> DeadlineStream<'a> {
 }
 
 impl Read for DeadlineStream<'_> {
+    /// Reads within the deadlines. A read interrupted by a signal (a
+    /// process stopped and continued: SIGSTOP, SIGCONT) is retried, with
+    /// the deadlines checked again, rather than taken for a broken
+    /// connection.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.read_once(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                outcome => return outcome,
+            }
+        }
+    }
+}
+
+impl DeadlineStream<'_> {
+    /// One read, with the socket's timeout set from the deadlines.
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let timeout = match self.deadline.get() {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -829,11 +829,12 @@ fn an_old_async_master_steps_down_and_saves_what_it_alone_held() {
 }
 
 /// A stale master whose `ROLE` file says it leads: after a switchover
-/// A -> B, B is SIGKILLed and A promoted (term 2); B restarted with its
-/// old flags (a slave's) comes back as the master of term 1 its `ROLE`
-/// file names. It cannot make A follow it: A stays the master of term 2,
-/// same history, taking writes; B's clients are refused or redirected,
-/// never acknowledged; B steps down and converges.
+/// A -> B, B is SIGKILLed and A promoted (term 2); B is restarted with its
+/// old flags (a slave's) while its `ROLE` file says it led term 1: the
+/// flags win (a slave is the safe direction), and it says so. It cannot
+/// make A follow it: A stays the master of term 2, same history, taking
+/// writes; B's clients are refused or redirected, never acknowledged; B
+/// follows A in term 2 and converges.
 #[test]
 fn a_stale_master_cannot_take_its_slave_back() {
     let mut pair = Pair::start(&master_flags("sync"), &[]);
@@ -887,7 +888,7 @@ fn a_stale_master_cannot_take_its_slave_back() {
     assert_eq!(identity(&mut on_a), a_before);
     assert!(
         pair.slave.log().contains("ROLE"),
-        "B did not say its ROLE file overrode its flags"
+        "B did not say how its flags and its ROLE file differ"
     );
     for client in [&mut on_a, &mut b_client] {
         for i in 0..10 {

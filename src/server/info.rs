@@ -40,7 +40,7 @@ pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
         ),
         ("fsync", format!("{:?}", shared.config.fsync).to_lowercase()),
         ("history_id", format!("{:016x}", shared.store.history_id())),
-        ("term", shared.term().to_string()),
+        ("term", term(shared, &node).to_string()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), value))
@@ -51,6 +51,15 @@ pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
         Node::Slave { state, master_addr } => slave_facts(shared, state, master_addr, &mut facts),
     }
     facts
+}
+
+/// The term the node leads, or, as a slave, the newest it follows (which
+/// a master of a higher term raises as it is admitted).
+fn term(shared: &Shared, node: &Node) -> u64 {
+    match node {
+        Node::Slave { state, .. } => state.term().max(shared.term()),
+        Node::Standalone | Node::Master(_) => shared.term(),
+    }
 }
 
 /// A master's facts about its link to the slave; `last_seq` is its own.

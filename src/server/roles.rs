@@ -17,7 +17,8 @@
 //! Terms only grow. A master leads the term it was promoted in (0 for one
 //! that never was); a slave follows the highest term it admitted. The
 //! `ROLE` file keeps both across restarts, so a node restarted with its old
-//! flags (a stale master) comes back in the role the last change gave it.
+//! flags (a stale master) comes back in the role the last change gave it;
+//! only flags that make it a slave win over a record that says master.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -75,13 +76,28 @@ impl std::fmt::Display for ChangeError {
     }
 }
 
-/// The role a node starts in: the one its last role change recorded in
-/// `ROLE`, if any (logged when it differs from the flags), else the
-/// flags'. Returns it with its term.
+/// The role a node starts in, with its term. Without a `ROLE` file, the
+/// flags'. With one, the safer of the two: the role its last role change
+/// recorded, unless the flags make it a slave where the record says
+/// master (a slave takes no writes, and refuses a master of another
+/// history); either way the recorded term, and a log line when the two
+/// differ.
 pub(crate) fn starting_role(flags: &RoleConfig, record: Option<RoleRecord>) -> (RoleConfig, u64) {
     let Some(record) = record else {
         return (flags.clone(), 0);
     };
+    if matches!(flags, RoleConfig::Slave { .. })
+        && matches!(record.role, RecordedRole::Master { .. })
+    {
+        warn!(
+            "the flags make this node a {}; its last role change (the ROLE file in its data \
+             dir) made it the master of term {}: it starts as the slave the flags say, the \
+             safe choice, and follows a master of that term or a later one",
+            flags.describe(),
+            record.term
+        );
+        return (flags.clone(), record.term);
+    }
     let recorded = match record.role {
         RecordedRole::Master {
             replica,

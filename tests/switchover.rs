@@ -1041,3 +1041,41 @@ fn a_master_whose_handover_was_lost_takes_writes_again() {
     });
     assert!(taken, "the master never took a write again: {last:?}");
 }
+
+/// A session keeps its guarantees across a switchover: tokens taken from
+/// the old master before it are honoured by both nodes after it (the new
+/// master's history continues the old one), and a `ReplicaSet` follows the
+/// `NotMaster` of the old master to the new one, swapping its two clients.
+#[test]
+fn a_session_keeps_its_guarantees_across_a_switchover() {
+    use duokv::replica_set::{ReadFrom, Replica, ReplicaSet};
+    let pair = Pair::start(&master_flags("async"), &[]);
+    pair.wait_link_up();
+    let (a, b) = (pair.master.addr(), pair.slave.addr());
+    let mut set = ReplicaSet::new(a.clone(), b.clone())
+        .read_from(ReadFrom::Slave)
+        .with_session(duokv::Session::new().wait(DEADLINE));
+    let before = set.put("k", "before").expect("a write on A");
+    let token = before.token().expect("a token");
+    let facts = Client::connect(a.clone())
+        .expect("connect to A")
+        .failover(Duration::from_secs(5))
+        .expect("A -> B");
+    assert_eq!(fact(&facts, "new_master"), b);
+    for addr in [&a, &b] {
+        let mut client = Client::connect(addr.clone()).expect("connect");
+        let read = client
+            .read_after("k", token, DEADLINE)
+            .unwrap_or_else(|e| panic!("a token of the old history on {addr}: {e}"));
+        assert_eq!(read, Some(b"before".to_vec()), "on {addr}");
+    }
+    // The set still takes A for the master: A's NotMaster swaps them.
+    let after = set.put("k", "after").expect("a write through the set");
+    assert_eq!(set.master().addr(), b);
+    assert_eq!(set.slave().addr(), a);
+    assert_ne!(after.token().unwrap().history, token.history);
+    // A session read on the slave (now A) waits for the set's own write.
+    let read = set.session_read("k").expect("a session read");
+    assert_eq!(read.value, Some(b"after".to_vec()));
+    assert_eq!(read.answered_by, Replica::Slave, "{read:?}");
+}

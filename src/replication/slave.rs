@@ -234,6 +234,12 @@ impl SlaveState {
         self.closed.store(true, Ordering::SeqCst);
     }
 
+    /// Admits streams again: a promotion that failed leaves the node the
+    /// slave it was.
+    pub fn admit_again(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+    }
+
     /// Stops following: no stream is admitted from now on, the current
     /// one is cut, and this returns once it has ended (so that nothing is
     /// applied after), or after `patience`. Returns whether it ended.

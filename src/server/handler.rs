@@ -283,7 +283,11 @@ impl<'a> Handler<'a> {
             // Nothing is admitted after the handover: this node is leaving
             // the slave's role on this very stream.
             state.stop_admitting();
-            super::roles::take_over(shared, handover)
+            let took_over = super::roles::take_over(shared, handover);
+            if took_over.is_err() {
+                state.admit_again();
+            }
+            took_over
         };
         let (stream, mut reader) = self.connection.into_replication();
         replication::slave::serve_stream(

@@ -288,6 +288,7 @@ pub(crate) fn promote(
     };
     let term = shared.term().max(state.term()) + 1;
     if !state.close(STREAM_PATIENCE) {
+        state.admit_again();
         return Err(ChangeError::Failed(
             "the master's stream did not end in time: not promoted".to_string(),
         ));
@@ -296,8 +297,10 @@ pub(crate) fn promote(
     let shown = shared.store.last_seq();
     let mut settings = master_settings(replica.clone(), mode_from_code(mode), SYNC_TIMEOUT);
     keep_flags(shared, &mut settings);
-    let history = become_master(shared, settings, term, true)
-        .map_err(|e| ChangeError::Failed(crate::error::chain(&e)))?;
+    let history = become_master(shared, settings, term, true).map_err(|e| {
+        state.admit_again();
+        ChangeError::Failed(crate::error::chain(&e))
+    })?;
     let took = started.elapsed();
     warn!(
         "promoted to master of term {term} at seq {applied} (history {history:016x}), \

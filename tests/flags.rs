@@ -1,5 +1,5 @@
 //! How `duokv-server` starts: a port already taken fails the start before
-//! the data dir is touched.
+//! the data dir is touched, and what a new store says.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
 
-use common::{run_with_deadline, server_command};
+use common::{ServerProcess, run_with_deadline, server_command};
 
 /// Runs the server with `args` after `--data-dir` and `--event-log` paths
 /// under `dir` that do not exist yet, to completion.
@@ -41,4 +41,20 @@ fn a_busy_port_fails_before_the_data_dir_is_created() {
         !dir.path().join("events.csv").exists(),
         "the event log was created"
     );
+}
+
+/// A new store starts a new history, said as such (not as continuing
+/// another "after seq 0"); a store with writes continues its history
+/// after its last write.
+#[test]
+fn a_new_store_says_new_history() {
+    let mut server = ServerProcess::start(&[]);
+    let log = server.log();
+    assert!(log.contains("new history"), "{log}");
+    assert!(!log.contains("after seq 0"), "{log}");
+    server.client().put("k", "v").expect("put");
+    server.sigterm();
+    server.restart();
+    let log = server.log();
+    assert!(log.contains("after seq 1"), "{log}");
 }

@@ -22,6 +22,8 @@
 //! }
 //! ```
 
+mod checks;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,29 +57,30 @@ pub struct ServerArgs {
     #[argh(option)]
     auth_token_file: Option<PathBuf>,
 
-    /// directory of the store (created if missing)
+    /// directory of the store (created if missing; a file there is refused)
     #[argh(option)]
     data_dir: PathBuf,
 
     /// when writes reach the disk: always (each write is fdatasync'ed before
     /// it is acknowledged; default), every:MS (synced in the background every
-    /// MS milliseconds) or never (left to the OS)
+    /// MS milliseconds, 1 to 86400000) or never (left to the OS)
     #[argh(option, default = "Sync::Always", from_str_fn(parse_fsync))]
     fsync: Sync,
 
-    /// connections served at once; more get a Busy reply (default 1024)
+    /// connections served at once, 1 to 1000000; more get a Busy reply
+    /// (default 1024)
     #[argh(option, default = "1024")]
     max_connections: usize,
 
-    /// the largest request frame read, in bytes (default and most 33554432,
-    /// 32 MiB: a 16 MiB value with room to spare); larger ones are refused
-    /// TooLarge from their length prefix. Client memory is bounded by about
-    /// --max-connections x this
+    /// the largest request frame read, in bytes, 64 to 33554432 (default
+    /// and most 33554432, 32 MiB: a 16 MiB value with room to spare); larger
+    /// ones are refused TooLarge from their length prefix. Client memory is
+    /// bounded by about --max-connections x this
     #[argh(option, default = "duokv_protocol::MAX_FRAME_LEN")]
     max_frame_bytes: u32,
 
     /// close a connection that sends nothing (or half a frame) for this long,
-    /// e.g. 30s or 500ms (default 300s)
+    /// 1ms to 24h, e.g. 30s or 500ms (default 300s)
     #[argh(
         option,
         default = "Duration::from_secs(300)",
@@ -86,7 +89,8 @@ pub struct ServerArgs {
     idle_timeout: Duration,
 
     /// close a connection whose frame, once begun, is not whole within this
-    /// (a peer dripping bytes to hold a thread), e.g. 10s (default 60s)
+    /// (a peer dripping bytes to hold a thread), 1ms to 24h, e.g. 10s
+    /// (default 60s)
     #[argh(
         option,
         default = "Duration::from_secs(60)",
@@ -94,7 +98,8 @@ pub struct ServerArgs {
     )]
     frame_timeout: Duration,
 
-    /// how long shutdown waits for requests in flight (default 5s)
+    /// how long shutdown waits for requests in flight, 1ms to 24h (default
+    /// 5s)
     #[argh(
         option,
         default = "Duration::from_secs(5)",
@@ -108,30 +113,27 @@ pub struct ServerArgs {
     #[argh(option, default = "String::from(\"standalone\")")]
     role: String,
 
-    /// master only: the slave's address, HOST:PORT
+    /// master only: the slave's address, HOST:PORT (not this node's own
+    /// --listen; a host name is resolved when the master dials)
     #[argh(option)]
     replica: Option<String>,
 
     /// master only: sync (a write is answered once durable on both;
     /// default), sync-visible (once also visible to readers on the slave,
     /// like PostgreSQL's remote_apply) or async (once durable on the master)
-    #[argh(option, default = "ReplicationMode::Sync")]
-    replication: ReplicationMode,
+    #[argh(option)]
+    replication: Option<ReplicationMode>,
 
     /// master, sync mode: how long a write waits for the slave before it
-    /// fails with ReplicaUnavailable (default 2s)
-    #[argh(
-        option,
-        default = "Duration::from_secs(2)",
-        from_str_fn(parse_duration)
-    )]
-    sync_timeout: Duration,
+    /// fails with ReplicaUnavailable, 1ms to 24h (default 2s)
+    #[argh(option, from_str_fn(parse_duration))]
+    sync_timeout: Option<Duration>,
 
     /// master, sync mode: what to do while the slave is away: none (writes
     /// fail with ReplicaUnavailable after --sync-timeout; default) or async
     /// (writes are acknowledged without the slave, logged loudly)
-    #[argh(option, default = "String::from(\"none\")")]
-    sync_fallback: String,
+    #[argh(option)]
+    sync_fallback: Option<String>,
 
     /// master only: when a write goes to the slave: written (default; as
     /// soon as it is in the master's log, so both replicas sync it at once:
@@ -140,12 +142,13 @@ pub struct ServerArgs {
     /// then taken away, never acknowledged) or durable (once synced on the
     /// master: the slave never holds a write the master could lose; a sync
     /// write pays both syncs one after the other)
-    #[argh(option, default = "Forward::Written")]
-    forward: Forward,
+    #[argh(option)]
+    forward: Option<Forward>,
 
-    /// slave only: the master's client address, HOST:PORT, sent to clients
-    /// that write to the slave; the only master this slave follows (a
-    /// master announcing another listen address is refused)
+    /// slave only: the master's client address, HOST:PORT (not this node's
+    /// own --listen), sent to clients that write to the slave; the only
+    /// master this slave follows (a master announcing another listen address
+    /// is refused)
     #[argh(option)]
     master_addr: Option<String>,
 
@@ -154,19 +157,15 @@ pub struct ServerArgs {
     /// mistyped data dir): refuse (default: keep the data, refuse the
     /// master's stream and tell it why) or resync (discard this store's
     /// data for a full copy of the master's, logging what was discarded)
-    #[argh(option, default = "OnDivergence::Refuse")]
-    on_divergence: OnDivergence,
+    #[argh(option)]
+    on_divergence: Option<OnDivergence>,
 
     /// slave only: how often the slave asks its master "how far are you
     /// durable?" to prove how stale its data is, for reads with a
-    /// staleness bound and `info` (default 5ms, at least 1ms); a read
-    /// that needs a fresher proof asks at once
-    #[argh(
-        option,
-        default = "crate::replication::slave::DEFAULT_PROBE_INTERVAL",
-        from_str_fn(parse_duration)
-    )]
-    probe_interval: Duration,
+    /// staleness bound and `info`, 1ms to 24h (default 5ms); a read that
+    /// needs a fresher proof asks at once
+    #[argh(option, from_str_fn(parse_duration))]
+    probe_interval: Option<Duration>,
 
     /// compact the log once its dead bytes (overwritten, deleted) pass this
     /// many (default 67108864, 64 MiB) and --compact-dead-ratio
@@ -193,12 +192,30 @@ pub struct ServerArgs {
     event_log: Option<PathBuf>,
 }
 
-/// The role from the flags, or why they do not make one.
+/// `--sync-timeout` when not given.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The role the flags make, once [`checks`] found nothing wrong with any
+/// flag; else every problem found, each naming its flag.
+fn checked_role(args: &ServerArgs) -> Result<RoleConfig, Vec<String>> {
+    let mut problems = checks::problems(args);
+    match role(args) {
+        Ok(role) if problems.is_empty() => Ok(role),
+        Ok(_) => Err(problems),
+        Err(problem) => {
+            problems.insert(0, problem);
+            Err(problems)
+        }
+    }
+}
+
+/// The role from the flags, with the defaults their help states, or why
+/// they do not make one.
 fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
-    let fallback_async = match args.sync_fallback.as_str() {
-        "none" => false,
-        "async" => true,
-        other => return Err(format!("--sync-fallback `{other}`: use none or async")),
+    let fallback_async = match args.sync_fallback.as_deref() {
+        None | Some("none") => false,
+        Some("async") => true,
+        Some(other) => return Err(format!("--sync-fallback `{other}`: use none or async")),
     };
     match args.role.as_str() {
         "standalone" => Ok(RoleConfig::Standalone),
@@ -209,10 +226,10 @@ fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
                 .ok_or("--role master needs --replica HOST:PORT")?;
             Ok(RoleConfig::Master(MasterSettings {
                 replica,
-                mode: args.replication,
-                sync_timeout: args.sync_timeout,
+                mode: args.replication.unwrap_or(ReplicationMode::Sync),
+                sync_timeout: args.sync_timeout.unwrap_or(SYNC_TIMEOUT),
                 fallback_async,
-                forward: args.forward,
+                forward: args.forward.unwrap_or(Forward::Written),
             }))
         }
         "slave" => {
@@ -222,14 +239,17 @@ fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
                 .ok_or("--role slave needs --master-addr HOST:PORT")?;
             Ok(RoleConfig::Slave {
                 master_addr,
-                on_divergence: args.on_divergence,
-                probe_interval: args.probe_interval,
+                on_divergence: args.on_divergence.unwrap_or(OnDivergence::Refuse),
+                probe_interval: args
+                    .probe_interval
+                    .unwrap_or(crate::replication::slave::DEFAULT_PROBE_INTERVAL),
             })
         }
         other => Err(format!("--role `{other}`: use standalone, master or slave")),
     }
 }
 
+/// Parses `--fsync`; [`checks`] bounds the period of `every:MS`.
 fn parse_fsync(text: &str) -> Result<Sync, String> {
     match text {
         "always" => Ok(Sync::Always),
@@ -237,7 +257,7 @@ fn parse_fsync(text: &str) -> Result<Sync, String> {
         _ => match text.strip_prefix("every:") {
             Some(ms) => ms
                 .parse::<u64>()
-                .map(|ms| Sync::Every(Duration::from_millis(ms.max(1))))
+                .map(|ms| Sync::Every(Duration::from_millis(ms)))
                 .map_err(|_| format!("`{ms}` is not a number of milliseconds")),
             None => Err(format!("`{text}`: use always, every:MS or never")),
         },
@@ -265,9 +285,19 @@ fn ensure_enough_files(max_connections: usize) {
 
 /// Runs a replica as the flags say, until SIGINT or SIGTERM stops it
 /// gracefully; the exit code is 0 after a clean stop, 2 for flags that make
-/// no replica, 1 when the server cannot start or fails. Logs through `log`:
-/// the caller sets up the logger.
+/// no replica (refused before anything is bound, opened or created, with
+/// every problem logged), 1 when the server cannot start or fails. Logs
+/// through `log`: the caller sets up the logger.
 pub fn run(args: ServerArgs) -> ExitCode {
+    let role = match checked_role(&args) {
+        Ok(role) => role,
+        Err(problems) => {
+            for problem in problems {
+                error!("{problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
     if args.clock_offset_ms != 0 {
         crate::clock::shift(args.clock_offset_ms.saturating_mul(1_000_000));
         log::warn!(
@@ -277,10 +307,8 @@ pub fn run(args: ServerArgs) -> ExitCode {
     }
     let mut config = ServerConfig::new(args.listen, args.data_dir.clone());
     config.fsync = args.fsync;
-    config.max_connections = args.max_connections.max(1);
-    config.max_frame_len = args
-        .max_frame_bytes
-        .clamp(64, duokv_protocol::MAX_FRAME_LEN);
+    config.max_connections = args.max_connections;
+    config.max_frame_len = args.max_frame_bytes;
     config.idle_timeout = args.idle_timeout;
     config.frame_timeout = args.frame_timeout;
     config.drain_timeout = args.drain_timeout;
@@ -288,7 +316,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.test_power_cut_when = args.test_power_cut_when.clone();
     config.compaction = CompactionPolicy {
         min_dead_bytes: args.compact_min_dead_bytes,
-        dead_ratio: args.compact_dead_ratio.clamp(0.0, 1.0),
+        dead_ratio: args.compact_dead_ratio,
     };
     if let Some(path) = &args.auth_token_file {
         match AuthToken::from_file(path) {
@@ -306,13 +334,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
         );
     }
     ensure_enough_files(config.max_connections);
-    config.role = match role(&args) {
-        Ok(role) => role,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    config.role = role;
 
     let server = match Server::bind(config) {
         Ok(server) => server,

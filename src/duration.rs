@@ -1,8 +1,8 @@
-//! Durations on the command line: `500ms`, `2s`, `1m`, `250us`.
+//! Durations on the command line: `500ms`, `2s`, `1m`, `1h`, `250us`.
 
 use std::time::Duration;
 
-/// Parses a number followed by a unit (`ns`, `us`, `ms`, `s`, `m`); a bare
+/// Parses a number followed by a unit (`ns`, `us`, `ms`, `s`, `m`, `h`); a bare
 /// number is seconds. Fractions are allowed (`1.5s`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -19,9 +19,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => number / 1e3,
         "" | "s" => number,
         "m" => number * 60.0,
+        "h" => number * 3600.0,
         _ => {
             return Err(format!(
-                "unknown unit `{unit}` in `{text}` (use ns, us, ms, s or m)"
+                "unknown unit `{unit}` in `{text}` (use ns, us, ms, s, m or h)"
             ));
         }
     };
@@ -39,6 +40,7 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5 parsecs").is_err());

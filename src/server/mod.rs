@@ -1,9 +1,10 @@
 //! The duokv server: a blocking TCP listener with one thread per connection.
 //!
-//! [`Server::bind`] opens the store and the listener; [`Server::run`] accepts
-//! connections until [`ShutdownHandle::shutdown`] is called (the binary calls
-//! it on SIGINT or SIGTERM), then stops accepting, lets in-flight requests
-//! finish within [`ServerConfig::drain_timeout`], and closes the store.
+//! [`Server::bind`] binds the listener and opens the store; [`Server::run`]
+//! accepts connections until [`ShutdownHandle::shutdown`] is called (the
+//! binary calls it on SIGINT or SIGTERM), then stops accepting, lets
+//! in-flight requests finish within [`ServerConfig::drain_timeout`], and
+//! closes the store.
 //!
 //! Limits that protect the server's memory and threads are all in
 //! [`ServerConfig`], each a `duokv-server` flag: `max_connections` (a
@@ -122,8 +123,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store in `config.data_dir` and binds `config.listen`.
+    /// Binds `config.listen`, then opens the store in `config.data_dir`.
+    ///
+    /// The listener comes first so that a port already taken fails before
+    /// the data dir is touched: a mistyped port leaves no store behind.
+    /// Connections that arrive while the store opens wait in the backlog.
     pub fn bind(config: ServerConfig) -> crate::Result<Server> {
+        let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
+            addr: config.listen,
+            source: e,
+        })?;
+        let local = listener.local_addr().map_err(crate::Error::Io)?;
         // Every node's store is gated, since any node may become a slave
         // while it runs: a slave shows a write only once its master has
         // said it is durable there (`PROTOCOL.md` 7.9); a master or
@@ -139,11 +149,6 @@ impl Server {
         let record = crate::role_record::load(&config.data_dir)?;
         let (role, term) = roles::starting_role(&config.role, record);
         let store = Arc::new(Store::open(&config.data_dir, options)?);
-        let listener = TcpListener::bind(config.listen).map_err(|e| crate::Error::Bind {
-            addr: config.listen,
-            source: e,
-        })?;
-        let local = listener.local_addr().map_err(crate::Error::Io)?;
         let event_log = config
             .event_log
             .as_ref()

@@ -421,11 +421,15 @@ fn fork_history(shared: &Shared) -> crate::Result<u64> {
     // or is promoted: a slave that holds writes this store lost (sent
     // before they were synced here) is then told apart.
     let forked = shared.store.fork_history()?;
-    if let Some(from) = forked.ancestors.first() {
-        info!(
+    match forked.ancestors.first() {
+        Some(from) if from.last_seq > 0 => info!(
             "history {:016x} continues {:016x} after seq {}",
             forked.id, from.id, from.last_seq
-        );
+        ),
+        _ => info!(
+            "new history {:016x}: the store holds no writes yet",
+            forked.id
+        ),
     }
     Ok(forked.id)
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deploy.sh: run the seed's latency/staleness workload on two EC2 hosts.
+# deploy.sh: run the assignment's latency/staleness workload on two EC2 hosts.
 #
 # Builds the release tools, then runs duokv-deploy against the hosts in
 # $HOSTS: a sync run and an async run of 100 updates, one a second, fetched
@@ -12,14 +12,16 @@
 #   COUNT      updates per run                 (default 100)
 #   INTERVAL   time between updates            (default 1s)
 #   CLIENT_ON  where the client runs: master, slave or local (default master)
-#   OUT        local directory for the runs    (default results/ec2-YYYY-MM-DD)
+#   OUT        local directory for the runs    (default results/ec2-YYYY-MM-DD-HHMM; a
+#              directory that holds a run is refused)
 # Arguments after the options are passed to duokv-deploy as they are, e.g.
 #   ./deploy.sh --accept-new-host-keys
 #   HOSTS=/tmp/hosts.env COUNT=20 INTERVAL=50ms ./deploy.sh
 set -euo pipefail
 
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    # The comment block at the top, up to the first line that is not one.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 0
 fi
 
@@ -43,6 +45,6 @@ exec target/release/duokv-deploy \
     --count "${COUNT:-100}" \
     --interval "${INTERVAL:-1s}" \
     --client-on "${CLIENT_ON:-master}" \
-    --out "${OUT:-results/ec2-$(date -u +%Y-%m-%d)}" \
+    --out "${OUT:-results/ec2-$(date -u +%Y-%m-%d-%H%M)}" \
     --bin-dir target/release \
     "$@"

@@ -1,4 +1,4 @@
-//! The test client behind `duokv bench`: the seed's workload of N updates
+//! The test client behind `duokv bench`: the assignment's workload of N updates
 //! to one key at a fixed interval, with every timestamp needed to compute
 //! latency and staleness afterwards.
 //!
@@ -163,7 +163,7 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// The seed's workload (100 updates, 1 s apart, key `bench`) between
+    /// The assignment's workload (100 updates, 1 s apart, key `bench`) between
     /// `master` and `slave`, written to `out`.
     pub fn new(
         master: impl Into<String>,
@@ -189,6 +189,35 @@ impl BenchConfig {
     }
 }
 
+impl BenchConfig {
+    /// Refuses settings that cannot be run as asked ([`Error::Usage`]).
+    pub fn check(&self) -> Result<()> {
+        check_workload(self.count, self.interval)?;
+        if self.probe_patience.is_zero() {
+            return Err(Error::Usage {
+                message: "--probe-patience 0: give a time above 0, e.g. 5s".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a workload of no writes or no time between them
+/// ([`Error::Usage`]); `duokv demo` checks its flags with it too.
+pub fn check_workload(count: u64, interval: Duration) -> Result<()> {
+    if count == 0 {
+        return Err(Error::Usage {
+            message: "--count 0: give at least 1 update".into(),
+        });
+    }
+    if interval.is_zero() {
+        return Err(Error::Usage {
+            message: "--interval 0: give a time above 0, e.g. 1s or 20ms".into(),
+        });
+    }
+    Ok(())
+}
+
 /// What a finished run produced.
 #[derive(Debug, Clone)]
 pub struct BenchOutcome {
@@ -203,10 +232,8 @@ pub struct BenchOutcome {
 /// Runs the workload; `stop` ends it early (Ctrl-C), keeping what was
 /// measured.
 pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
-    std::fs::create_dir_all(&config.out).map_err(|source| Error::File {
-        path: config.out.clone(),
-        source,
-    })?;
+    config.check()?;
+    run_dir::create(&config.out)?;
     let mut master = Client::builder(config.master.clone())
         .read_timeout(Duration::from_secs(30))
         .auth_token(config.auth_token.clone())

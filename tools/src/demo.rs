@@ -3,13 +3,14 @@
 //! For each replication mode (sync, then async) it starts a slave and a
 //! master as child processes on free loopback ports, with their stores in a
 //! temporary directory and their event logs in the run directory; runs the
-//! seed's workload with [`bench`](mod@crate::bench); stops both servers
+//! assignment's workload (100 updates, one a second, to one key) with [`bench`](mod@crate::bench); stops both servers
 //! gracefully (so their event logs are complete); and finally prints the
 //! `stats` report of both runs with the paths of the charts. The run
 //! directories stay under `--out` (`./duokv-demo/sync`, `./duokv-demo/async`).
 
 use std::fs::File;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,48 @@ use duokv::ReplicationMode;
 
 /// How long a server may take to come up or to stop.
 const PATIENCE: Duration = Duration::from_secs(15);
+
+/// How many lines of a replica's log an error about it shows.
+const LOG_TAIL: usize = 10;
+
+/// Refuses an `--fsync` policy the replicas would refuse, before any is
+/// started: `always`, `never` or `every:MS` (MS a whole number of
+/// milliseconds), as `duokv server --fsync` parses it.
+pub fn check_fsync(text: &str) -> Result<()> {
+    let ok = match text {
+        "always" | "never" => true,
+        _ => text
+            .strip_prefix("every:")
+            .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage {
+            message: format!("--fsync {text}: use always, never or every:MS (e.g. every:100)"),
+        })
+    }
+}
+
+/// The last `lines` lines of the file at `path`, each indented, or a note
+/// that it cannot be read.
+fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            if tail.is_empty() {
+                "  (empty)".into()
+            } else {
+                tail.iter()
+                    .map(|line| format!("  {line}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Err(e) => format!("  (cannot read it: {e})"),
+    }
+}
 
 /// What `duokv demo` runs.
 #[derive(Debug, Clone)]
@@ -47,7 +90,14 @@ pub struct DemoConfig {
 }
 
 impl DemoConfig {
-    /// The seed's workload in both modes, its replicas run by the running
+    /// Refuses settings that cannot be run as asked ([`Error::Usage`]).
+    pub fn check(&self) -> Result<()> {
+        bench::check_workload(self.count, self.interval)?;
+        check_fsync(&self.fsync)
+    }
+
+    /// The assignment's workload (100 updates, one a second, to one key)
+    /// in both modes, its replicas run by the running
     /// executable as `duokv server` (so `duokv demo` needs no binary but its
     /// own; call this from the `duokv` binary, or set `server_bin` and
     /// `server_args`).
@@ -66,6 +116,7 @@ impl DemoConfig {
 
 /// Runs the demo; returns the run directories, in mode order.
 pub fn run(config: &DemoConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
+    config.check()?;
     let data = tempfile::Builder::new()
         .prefix("duokv-demo-data-")
         .tempdir()?;
@@ -100,7 +151,9 @@ pub fn run(config: &DemoConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
         pair.stop();
         let outcome = outcome?;
         let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
-        eprintln!("   {} writes, {failed} failed", outcome.rows.len());
+        let writes = outcome.rows.len();
+        let noun = if writes == 1 { "write" } else { "writes" };
+        eprintln!("   {writes} {noun}, {failed} failed");
         dirs.push(dir);
     }
     Ok(dirs)
@@ -164,10 +217,14 @@ impl Pair {
             };
             match pair.wait_ready() {
                 Ok(()) => return Ok(pair),
-                Err(e) => {
+                Err(Start::PortTaken(e)) => {
                     warn!("the servers did not come up: {e}; trying other ports");
                     pair.stop();
                     last_error = Some(e);
+                }
+                Err(Start::Failed(e)) => {
+                    pair.stop();
+                    return Err(e);
                 }
             }
         }
@@ -177,17 +234,30 @@ impl Pair {
     }
 
     /// Polls until both answer and the master's link to the slave is up.
-    fn wait_ready(&mut self) -> Result<()> {
+    /// A replica that exits at start fails it with the end of its log;
+    /// only one that could not listen on its port is worth other ports.
+    fn wait_ready(&mut self) -> std::result::Result<(), Start> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             for server in [&mut self.master, &mut self.slave] {
-                if let Some(status) = server.child.try_wait()? {
-                    return Err(Error::Failed {
+                let exited = server
+                    .child
+                    .try_wait()
+                    .map_err(|e| Start::Failed(e.into()))?;
+                if let Some(status) = exited {
+                    let tail = log_tail(&server.log, LOG_TAIL);
+                    let error = Error::Failed {
                         message: format!(
-                            "the {} exited at start ({status}); see {}",
+                            "the {} exited at start ({status}); the end of {}:\n{tail}",
                             server.name,
                             server.log.display()
                         ),
+                    };
+                    // The server's error for a port it cannot bind.
+                    return Err(if tail.contains("cannot listen on") {
+                        Start::PortTaken(error)
+                    } else {
+                        Start::Failed(error)
                     });
                 }
             }
@@ -209,8 +279,15 @@ impl Pair {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Duokv(duokv::Error::Timeout {
-                    addr: self.master_addr.clone(),
+                return Err(Start::Failed(Error::Failed {
+                    message: format!(
+                        "the master {} and slave {} did not link up within {PATIENCE:?}; \
+                         the end of {}:\n{}",
+                        self.master_addr,
+                        self.slave_addr,
+                        self.master.log.display(),
+                        log_tail(&self.master.log, LOG_TAIL)
+                    ),
                 }));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -222,6 +299,15 @@ impl Pair {
         self.master.stop();
         self.slave.stop();
     }
+}
+
+/// Why a pair did not start.
+enum Start {
+    /// A replica could not listen on its port (taken since it was probed
+    /// free): other ports may do.
+    PortTaken(Error),
+    /// Anything else: other ports would not help.
+    Failed(Error),
 }
 
 /// One child replica (`duokv server`); killed if dropped while running.
@@ -249,6 +335,10 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
+            // A process group of its own: Ctrl-C in the terminal stops the
+            // demo, which then stops its replicas in order, rather than
+            // killing the replicas under the running workload.
+            .process_group(0)
             .spawn()
             .map_err(|source| Error::File {
                 path: config.server_bin.clone(),
@@ -292,4 +382,45 @@ impl Drop for Server {
 pub(crate) fn free_addr() -> Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policies_are_checked_as_the_server_parses_them() {
+        for ok in ["always", "never", "every:100", "every:0"] {
+            check_fsync(ok).unwrap();
+        }
+        for bad in ["sometimes", "every:", "every:1s", "ALWAYS", ""] {
+            let e = check_fsync(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--fsync {bad}: use always")), "{e}");
+        }
+    }
+
+    /// A replica that exits at start for another reason than its port fails
+    /// the demo at once, with the end of its log, and no other ports.
+    #[test]
+    fn a_replica_that_exits_at_start_shows_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DemoConfig::new(dir.path().join("out")).unwrap();
+        config.count = 1;
+        config.interval = Duration::from_millis(10);
+        config.modes = vec![ReplicationMode::Sync];
+        config.server_bin = "/bin/sh".into();
+        // `sh -c SCRIPT NAME ARGS...`: the replica's flags land in $@.
+        config.server_args = vec![
+            "-c".into(),
+            "echo 'error: the data directory is damaged' >&2; exit 3".into(),
+            "replica".into(),
+        ];
+        let started = Instant::now();
+        let e = run(&config, &AtomicBool::new(false))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exited at start"), "{e}");
+        assert!(e.contains("  error: the data directory is damaged"), "{e}");
+        assert!(started.elapsed() < PATIENCE, "{e}");
+    }
 }

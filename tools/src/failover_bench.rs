@@ -158,6 +158,12 @@ impl FailoverConfig {
                  tool starts (drop --master and --slave)",
             );
         }
+        if self.interval.is_zero() {
+            return usage("--interval 0: give a time above 0, e.g. 1s");
+        }
+        if self.timeout.is_zero() {
+            return usage("--timeout 0: give a time above 0, e.g. 5s");
+        }
         if self.value_size < 24 {
             return usage("--value-size must be at least 24 bytes (the write counter)");
         }

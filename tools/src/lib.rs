@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! - [`bench`](mod@bench): the seed's test client behind `duokv bench`: one
+//! - [`bench`](mod@bench): the assignment's test client behind `duokv bench`: one
 //!   update a second to one key, each write's start and commit timestamps,
 //!   the replicas' clocks probed before and after.
 //! - [`conditional`]: a read under conditions (after a write, under a
@@ -33,7 +33,7 @@
 //! - [`perf_report`]: `duokv perf-report`, duokv and Redis side by side from
 //!   the raw runs of `bench/compare.sh`, as a README and a chart.
 //! - `deploy` (with the `deploy` feature, which links OpenSSL):
-//!   `duokv-deploy`, the seed's workload on two SSH hosts.
+//!   `duokv-deploy`, the assignment's workload on two SSH hosts.
 //! - [`error`]: [`Error`], what the tools report.
 //! - `src/bin/duokv.rs` (the command line: CRUD, `server`, `demo`, `bench`,
 //!   `stats`, `load`, `perf-report`) and `src/bin/duokv-deploy.rs` (with the

@@ -173,6 +173,28 @@ impl LoadConfig {
                 message: message.into(),
             })
         };
+        if self.clients == 0 {
+            return usage(
+                "--clients 0: give at least 1 (to only read, give --writes 0 or --readers)",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.write_ratio) {
+            return Err(Error::Usage {
+                message: format!(
+                    "--writes {}: give a share of the operations from 0.0 to 1.0 (e.g. 0.5)",
+                    self.write_ratio
+                ),
+            });
+        }
+        if self.keys == 0 {
+            return usage("--keys 0: give at least 1");
+        }
+        if self.duration.is_zero() {
+            return usage("--duration 0: give a time above 0, e.g. 10s");
+        }
+        if self.sample_every.is_some_and(|every| every.is_zero()) {
+            return usage("--sample-every 0: give a time above 0, e.g. 10ms");
+        }
         let contracts =
             self.read_addr.is_some() || !self.read_when.is_plain() || self.sample_every.is_some();
         if contracts && self.target != Target::Duokv {
@@ -188,9 +210,6 @@ impl LoadConfig {
                 "--readers only read, so they have no write to read --read-after; \
                  give them --read-max-staleness, or drop --readers",
             );
-        }
-        if self.clients + self.readers == 0 {
-            return usage("no clients: give --clients or --readers above 0");
         }
         Ok(())
     }
@@ -366,6 +385,20 @@ impl BoundSamples {
 }
 
 impl LoadReport {
+    /// Why the run counts as failed, if it does: more of its operations
+    /// failed than succeeded (all of them, against a slave or a server that
+    /// went away). The message says how many and what the first error was.
+    pub fn failure(&self) -> Option<Error> {
+        (self.errors > self.ops).then(|| Error::Failed {
+            message: format!(
+                "{} of {} operations failed; the first: {}",
+                self.errors,
+                self.errors + self.ops,
+                self.first_error.as_deref().unwrap_or("unknown")
+            ),
+        })
+    }
+
     /// Successful operations per second.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()

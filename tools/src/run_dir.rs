@@ -15,6 +15,14 @@
 //!
 //! Every timestamp is UNIX nanoseconds on the clock of the machine that
 //! took it; durations are nanoseconds from a monotonic clock.
+//!
+//! A run directory holds one run. [`create`] refuses a directory that
+//! already holds a run's results (`run.json`, `client.csv` or `probe.csv`):
+//! mixing a new run with the old one's event logs, probe rows or charts
+//! would report the old run's events against the new run's writes. Event
+//! logs alone are allowed, since whoever runs the replicas (`duokv demo`,
+//! the deployer) points their `--event-log` into the directory before the
+//! bench starts.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -39,6 +47,42 @@ pub const PROBE_HEADER: &str = "write,outcome,read_ns,saw_write";
 /// The header of `client.csv`.
 pub const CLIENT_HEADER: &str =
     "write,write_id,value,start_unix_ns,commit_unix_ns,latency_ns,visible_unix_ns,error";
+
+/// The files that make a directory hold a run's results.
+const RESULTS: [&str; 3] = [RUN_JSON, CLIENT_CSV, PROBE_CSV];
+
+/// Refuses `dir` if it holds a previous run's results ([`Error::Usage`],
+/// naming the file found); a directory that does not exist is fresh.
+pub fn check_fresh(dir: &Path) -> Result<()> {
+    for name in RESULTS {
+        let path = dir.join(name);
+        let exists = path.try_exists().map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })?;
+        if exists {
+            return Err(Error::Usage {
+                message: format!(
+                    "{} already holds a run ({name}): give a new directory, or remove or \
+                     rename that one (a run directory holds one run; its old event logs and \
+                     charts would be mixed with the new run's)",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates the run directory `dir` (and its parents), refusing one that
+/// holds a previous run's results (see [`check_fresh`]).
+pub fn create(dir: &Path) -> Result<()> {
+    check_fresh(dir)?;
+    fs::create_dir_all(dir).map_err(|source| Error::File {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
 
 /// One NTP-style estimate of a replica's clock against the client's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -393,6 +437,22 @@ pub fn load_client_rows(dir: &Path) -> Result<Vec<ClientRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_directory_holds_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("a/run");
+        create(&run).unwrap();
+        // Event logs, as a harness leaves them before the bench: still fresh.
+        fs::write(run.join(MASTER_EVENTS), "").unwrap();
+        create(&run).unwrap();
+        fs::write(run.join(CLIENT_CSV), CLIENT_HEADER).unwrap();
+        let refused = create(&run).unwrap_err().to_string();
+        assert!(
+            refused.contains("already holds a run (client.csv)"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn client_rows_round_trip() {

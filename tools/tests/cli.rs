@@ -309,7 +309,7 @@ fn repair_reports_then_cuts_damage_in_synced_data() {
     drop(client);
     // A running replica's store is not the repair tool's to touch.
     let busy = duokv(&["repair", &data_arg]);
-    assert_eq!(busy.status.code(), Some(2), "{busy:?}");
+    assert_eq!(busy.status.code(), Some(6), "{busy:?}");
     assert!(stderr(&busy).contains("stop the replica"), "{busy:?}");
     drop(server);
     assert!(stdout(&duokv(&["repair", &data_arg])).contains("no damage"));
@@ -477,4 +477,344 @@ fn replay_discarded_sends_the_saved_writes_as_ordinary_writes() {
     assert!(!output.status.success(), "{output:?}");
     assert!(stderr(&output).contains("the header is not"), "{output:?}");
     assert_eq!(stdout(&output), "");
+}
+
+/// The exit code of a finished `duokv` run.
+fn code(output: &Output) -> i32 {
+    output
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {output:?}"))
+}
+
+/// Each kind of outcome has its own exit code, as `duokv --help` lists
+/// them: 1 not found, 2 usage, 3 refused by the server, 4 unknown outcome
+/// (a sync write its slave did not confirm; a connection that broke after
+/// the request went out), 5 cannot connect, 6 another failure.
+#[test]
+fn exit_codes_tell_the_outcomes_apart() {
+    let pair = Pair::start(&["--replication", "sync", "--sync-timeout", "200ms"], &[]);
+    pair.wait_link_up();
+    let (master, slave) = (pair.master.addr(), pair.slave.addr());
+    assert_receipt(&duokv(&["put", "k", "v", "--addr", &master]), 1);
+
+    let missing = duokv(&["get", "nope", "--addr", &master]);
+    assert_eq!(code(&missing), 1, "{missing:?}");
+    let bad_flag = duokv(&["get", "k", "--adr", &master]);
+    assert_eq!(code(&bad_flag), 2, "{bad_flag:?}");
+    assert!(stderr(&bad_flag).starts_with("error: "), "{bad_flag:?}");
+    let exists = duokv(&["create", "k", "v", "--addr", &master]);
+    assert_eq!(code(&exists), 3, "{exists:?}");
+    let not_master = duokv(&["put", "k", "v", "--addr", &slave]);
+    assert_eq!(code(&not_master), 3, "{not_master:?}");
+    assert!(
+        stderr(&not_master).starts_with(&format!("error: not the master: send writes to {master}")),
+        "{not_master:?}"
+    );
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let unreachable = duokv(&["put", "k", "v", "--addr", &nobody]);
+    assert_eq!(code(&unreachable), 5, "{unreachable:?}");
+    let no_run = duokv(&["stats", "/nonexistent/run"]);
+    assert_eq!(code(&no_run), 6, "{no_run:?}");
+    assert_fails_with(
+        &no_run,
+        "/nonexistent/run: no such directory: give a run directory of `duokv bench` or `duokv demo`",
+    );
+
+    // A listener that takes the connection and closes it unanswered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = listener.local_addr().unwrap().to_string();
+    let closer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0; 16];
+        let _ = std::io::Read::read(&mut stream, &mut buf);
+    });
+    let broken = duokv(&["put", "k", "v", "--addr", &silent]);
+    closer.join().unwrap();
+    assert_eq!(code(&broken), 4, "{broken:?}");
+
+    // The slave gone, a sync write is durable on the master only.
+    let mut pair = pair;
+    pair.slave.sigkill();
+    let unconfirmed = duokv(&["put", "k", "v2", "--addr", &master]);
+    assert_eq!(code(&unconfirmed), 4, "{unconfirmed:?}");
+    assert!(
+        stderr(&unconfirmed).starts_with("error: replica unavailable"),
+        "{unconfirmed:?}"
+    );
+    let help = stdout(&duokv(&["--help"]));
+    for line in [
+        "  1 not found",
+        "  2 usage",
+        "  3 refused by the server",
+        "  4 unknown outcome",
+        "  5 cannot connect",
+        "  6 other failure",
+        "  130 interrupted by Ctrl-C",
+    ] {
+        assert!(help.contains(line), "{line:?} not in duokv --help:\n{help}");
+    }
+}
+
+/// `-h` is `--help`, for the client and for `duokv server`; the client's
+/// `--auth-token-file` may follow the subcommand; a bad token file names
+/// where it came from; `duokv stats` without a directory says what to give.
+#[test]
+fn help_token_and_stats_messages() {
+    for args in [&["-h"][..], &["put", "-h"], &["server", "-h"]] {
+        let output = duokv(args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            stdout(&output).starts_with("Usage: "),
+            "{args:?}: {output:?}"
+        );
+    }
+
+    let (_dir, path) = token_file("cli-token-after");
+    let file = path.display().to_string();
+    let server = ServerProcess::start(&["--auth-token-file", &file]);
+    let addr = server.addr();
+    let out = run_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_duokv"))
+            .env_remove("DUOKV_AUTH_TOKEN_FILE")
+            .args(["put", "a", "b", "--addr", &addr, "--auth-token-file", &file]),
+    );
+    assert_receipt(&out, 1);
+
+    let out = run_with_deadline(
+        Command::new(env!("CARGO_BIN_EXE_duokv"))
+            .env("DUOKV_AUTH_TOKEN_FILE", "/nonexistent/token")
+            .args(["get", "a", "--addr", &addr]),
+    );
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(
+        stderr(&out).starts_with(
+            "error: bad auth token file from $DUOKV_AUTH_TOKEN_FILE: cannot use /nonexistent/token"
+        ),
+        "{out:?}"
+    );
+
+    let out = duokv(&["stats"]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(
+        stderr(&out).starts_with("error: no run directory given: duokv stats DIR..."),
+        "{out:?}"
+    );
+}
+
+/// A 1 MiB value, too large for a command line, goes in with
+/// `--value-file` (a file, or `-` for stdin) and comes back byte for byte.
+#[test]
+fn values_from_a_file_or_stdin() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let value: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, &value).unwrap();
+    let file = file.display().to_string();
+
+    assert_receipt(
+        &duokv(&["put", "big", "--value-file", &file, "--addr", &addr]),
+        1,
+    );
+    assert_eq!(server.client().read("big").unwrap(), Some(value.clone()));
+    assert_receipt(
+        &duokv(&["create", "big2", "--value-file", &file, "--addr", &addr]),
+        2,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duokv"))
+        .args(["update", "big", "--value-file", "-", "--addr", &addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reversed: Vec<u8> = value.iter().rev().copied().collect();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &reversed).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_receipt(&out, 3);
+    assert_eq!(server.client().read("big").unwrap(), Some(reversed));
+
+    let both = duokv(&["put", "k", "v", "--value-file", &file, "--addr", &addr]);
+    assert_eq!(code(&both), 2, "{both:?}");
+    let neither = duokv(&["put", "k", "--addr", &addr]);
+    assert_eq!(code(&neither), 2, "{neither:?}");
+}
+
+/// Flags out of range are refused before anything runs, naming the flag
+/// and what it takes; a load whose every operation fails (writes sent to a
+/// slave) prints its report, then fails with the first error.
+#[test]
+fn numeric_flags_are_checked_and_a_failed_load_fails() {
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let refused: [(&[&str], &str); 9] = [
+        (&["load", "--clients", "0"], "--clients 0: give at least 1"),
+        (
+            &["load", "--writes", "2"],
+            "--writes 2: give a share of the operations from 0.0 to 1.0",
+        ),
+        (&["load", "--writes", "-0.5"], "--writes -0.5: give a share"),
+        (&["load", "--keys", "0"], "--keys 0: give at least 1"),
+        (
+            &["load", "--duration", "0s"],
+            "--duration 0: give a time above 0",
+        ),
+        (
+            &["bench", "--count", "0"],
+            "--count 0: give at least 1 update",
+        ),
+        (
+            &["bench", "--interval", "0s"],
+            "--interval 0: give a time above 0",
+        ),
+        (
+            &["demo", "--count", "0"],
+            "--count 0: give at least 1 update",
+        ),
+        (
+            &["demo", "--fsync", "sometimes"],
+            "--fsync sometimes: use always, never or every:MS",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in refused {
+        let mut args = args.to_vec();
+        match args[0] {
+            "load" => args.extend(["--addr", &nobody]),
+            "bench" => args.extend(["--master", &nobody, "--slave", &nobody]),
+            _ => {}
+        }
+        let out_dir = dir.path().join("out").display().to_string();
+        if args[0] != "load" {
+            args.extend(["--out", &out_dir]);
+        }
+        let output = duokv(&args);
+        assert_eq!(code(&output), 2, "{args:?}: {output:?}");
+        assert!(
+            stderr(&output).starts_with(&format!("error: {message}")),
+            "{args:?}: {output:?}"
+        );
+        assert!(!dir.path().join("out").exists(), "{args:?} started a run");
+    }
+
+    let pair = Pair::start(&["--replication", "async"], &[]);
+    pair.wait_link_up();
+    let output = duokv(&[
+        "load",
+        "--addr",
+        &pair.slave.addr(),
+        "--clients",
+        "2",
+        "--duration",
+        "200ms",
+    ]);
+    assert_eq!(code(&output), 6, "{output:?}");
+    assert!(
+        stdout(&output).contains("throughput: 0 ops/s"),
+        "{output:?}"
+    );
+    let error = stderr(&output);
+    assert!(
+        error.contains("operations failed; the first: not the master: send writes to"),
+        "{output:?}"
+    );
+}
+
+/// A run directory holds one run: `duokv bench --out` on a directory that
+/// holds a previous run is refused (exit 2, naming it) and left as it was.
+#[test]
+fn bench_refuses_a_run_directory_that_holds_a_run() {
+    let pair = Pair::start(&["--replication", "async"], &[]);
+    pair.wait_link_up();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_arg = out.display().to_string();
+    let (master, slave) = (pair.master.addr(), pair.slave.addr());
+    let bench = |count: &str| {
+        duokv(&[
+            "bench",
+            "--master",
+            &master,
+            "--slave",
+            &slave,
+            "--count",
+            count,
+            "--interval",
+            "10ms",
+            "--out",
+            &out_arg,
+        ])
+    };
+    let first = bench("2");
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        stdout(&first).starts_with("2 writes (0 failed), async replication"),
+        "{first:?}"
+    );
+    let client_csv = std::fs::read(out.join("client.csv")).unwrap();
+    let again = bench("1");
+    assert_eq!(code(&again), 2, "{again:?}");
+    assert!(
+        stderr(&again).starts_with(&format!("error: {out_arg} already holds a run (run.json)")),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read(out.join("client.csv")).unwrap(), client_csv);
+}
+
+/// Ctrl-C (SIGINT) during `duokv demo` stops it: the report of what was
+/// measured on stdout, `error: interrupted by Ctrl-C`, exit 130, and no
+/// replica left running.
+#[test]
+fn ctrl_c_ends_the_demo_with_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duokv"))
+        .args([
+            "demo",
+            "--count",
+            "1000",
+            "--interval",
+            "10ms",
+            "--fsync",
+            "never",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Interrupt once the workload has committed writes.
+    common::poll("the demo's first writes", || {
+        std::fs::read_to_string(&err_path)
+            .ok()
+            .filter(|text| text.contains("write 100/1000"))
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + common::DEADLINE * 3;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop on SIGINT");
+        }
+        std::thread::sleep(common::POLL);
+    };
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut report).unwrap();
+    let errors = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{errors}");
+    assert!(
+        errors.ends_with("error: interrupted by Ctrl-C\n"),
+        "{errors}"
+    );
+    assert!(report.contains("latency"), "{report}");
+    // Both replicas stopped gracefully: their logs say so.
+    let log = std::fs::read_to_string(out.join("sync/master.log")).unwrap();
+    assert!(!log.is_empty());
 }

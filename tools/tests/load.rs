@@ -33,15 +33,22 @@ const SMOKE: [&str; 7] = [
 
 /// Runs `duokv load ARGS`, which must succeed, and parses its JSON report.
 fn load(args: &[&str]) -> Value {
+    load_exiting(args, 0)
+}
+
+/// Runs `duokv load ARGS`, which must exit with `code` (6: most operations
+/// failed, the report still printed), and parses its JSON report.
+fn load_exiting(args: &[&str], code: i32) -> Value {
     let output = run_with_deadline(
         Command::new(env!("CARGO_BIN_EXE_duokv"))
             .arg("load")
             .args(args),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "duokv load {args:?} failed: {}\nstdout:\n{stdout}",
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "duokv load {args:?}: {}\nstdout:\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(&stdout)
@@ -97,22 +104,26 @@ fn load_drives_redis() {
     args.extend(SMOKE);
     assert_healthy(&load(&args), "redis");
 
-    // With WAIT and no replica, every write is refused, and counted so.
-    let report = load(&[
-        "--target",
-        "redis",
-        "--addr",
-        &addr,
-        "--redis-wait-ms",
-        "5",
-        "--clients",
-        "2",
-        "--duration",
-        "200ms",
-        "--writes",
-        "1.0",
-        "--json",
-    ]);
+    // With WAIT and no replica, every write is refused, and counted so; the
+    // run fails (exit 6), its report printed all the same.
+    let report = load_exiting(
+        &[
+            "--target",
+            "redis",
+            "--addr",
+            &addr,
+            "--redis-wait-ms",
+            "5",
+            "--clients",
+            "2",
+            "--duration",
+            "200ms",
+            "--writes",
+            "1.0",
+            "--json",
+        ],
+        6,
+    );
     assert_eq!(report["config"]["target"]["wait_ms"], 5, "{report:#}");
     assert_eq!(report["writes"]["count"], 0, "{report:#}");
     assert!(report["errors"].as_u64() > Some(0), "{report:#}");

@@ -1,4 +1,4 @@
-//! `duokv-deploy`: runs the seed's latency/staleness workload on two SSH
+//! `duokv-deploy`: runs the assignment's latency/staleness workload on two SSH
 //! hosts (two EC2 instances): pushes the binaries, starts a slave and a
 //! master, runs `duokv bench`, brings the logs home and prints the report.
 
@@ -16,7 +16,7 @@ use duokv_tools::deploy::hosts::{self, Hosts};
 use duokv_tools::deploy::{ClientOn, DeployConfig};
 use duokv_tools::stats::StatsArgs;
 
-/// Run the seed's workload (N updates to one key, one every INTERVAL) on two
+/// Run the assignment's workload (N updates to one key, one every INTERVAL) on two
 /// pre-provisioned SSH hosts, a master and a slave, and report latency and
 /// staleness. Hosts come from a KEY=VALUE file (see ec2/hosts.env.example);
 /// the flags below override its values.
@@ -91,7 +91,8 @@ struct Args {
 }
 
 fn config(args: Args) -> duokv_tools::Result<DeployConfig> {
-    let mut values = if args.hosts.exists() {
+    let hosts_file = args.hosts.exists();
+    let mut values = if hosts_file {
         let text =
             std::fs::read_to_string(&args.hosts).map_err(|source| duokv_tools::Error::File {
                 path: args.hosts.clone(),
@@ -135,8 +136,24 @@ fn config(args: Args) -> duokv_tools::Result<DeployConfig> {
             .map(PathBuf::from)
             .unwrap_or_default(),
     };
+    duokv_tools::demo::check_fsync(&args.fsync)?;
+    let hosts = Hosts::from_values(&values, &args.hosts).map_err(|e| {
+        if hosts_file {
+            return e;
+        }
+        // Without the file, say which file and which keys are wanted.
+        duokv_tools::Error::Usage {
+            message: format!(
+                "no hosts file at {path}: copy ec2/hosts.env.example to {path} and fill in \
+                 MASTER_SSH, SLAVE_SSH, SSH_USER, SSH_KEY and REMOTE_DIR (see ec2/README.md), \
+                 give another file with --hosts, or set each with its flag \
+                 (--master-ssh, --slave-ssh, --user, --key, --remote-dir); first missing: {e}",
+                path = args.hosts.display()
+            ),
+        }
+    })?;
     Ok(DeployConfig {
-        hosts: Hosts::from_values(&values, &args.hosts)?,
+        hosts,
         modes,
         count: args.count,
         interval: args.interval,
@@ -173,7 +190,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {}", duokv::error::chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(e.exit().code())
         }
     }
 }

@@ -2,15 +2,18 @@
 //!
 //! CRUD from the shell (`duokv put KEY VALUE`), a clock probe (`duokv ping`),
 //! the server's facts (`duokv info`), a replica (`duokv server`, the same
-//! flags and code as `duokv-server`), the seed's workload (`duokv bench`,
+//! flags and code as `duokv-server`), the assignment's workload (`duokv bench`,
 //! `duokv stats`, `duokv demo`), a load generator (`duokv load`), role
 //! changes under load (`duokv bench-failover`) and the
 //! replay of a slave's discarded writes (`duokv replay-discarded`). Each
-//! subcommand but `server` prints its result on stdout and exits 0, or
-//! prints one line `error: ...` on stderr and exits non-zero.
+//! subcommand but `server` and `repair` prints its result on stdout and
+//! exits 0, or prints one line `error: ...` on stderr and exits with the
+//! code of its kind of failure ([`Exit`]: 1 not found, 2 usage, 3 refused
+//! by the server, 4 unknown outcome, 5 cannot connect, 6 other failure, 130
+//! interrupted), listed in `duokv --help` and the README.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -23,15 +26,39 @@ use duokv::duration::parse_duration;
 use duokv::{Client, ReadWhen, ReplicationMode, Token, WriteReceipt};
 use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
+use duokv_tools::error::Exit;
 use duokv_tools::failover_bench::{FailoverConfig, PairSource};
 use duokv_tools::load::{LoadConfig, ReadConditions};
 use duokv_tools::stats::StatsArgs;
 
 /// The duokv command-line client.
 #[derive(FromArgs)]
+#[argh(
+    note = "-h is --help. On failure a command prints one line `error: ...` on stderr and \
+            exits with the code of what happened (`duokv repair` has its own: see its help).",
+    error_code(1, "not found: the key does not exist"),
+    error_code(2, "usage: bad flags or arguments; nothing was sent"),
+    error_code(
+        3,
+        "refused by the server, nothing written: not the master, key exists, too stale, \
+         not yet visible, unknown history, too large, busy, switching over, bad auth token"
+    ),
+    error_code(
+        4,
+        "unknown outcome: sent but no clear answer (a sync write durable on the master \
+         only, no reply in time, a broken connection): read before writing again"
+    ),
+    error_code(5, "cannot connect to the server; nothing was sent"),
+    error_code(
+        6,
+        "other failure: a file, a run that failed (e.g. most of a load's operations)"
+    ),
+    error_code(130, "interrupted by Ctrl-C")
+)]
 struct Args {
     /// file holding the servers' shared auth token (servers started with
-    /// --auth-token-file); default: $DUOKV_AUTH_TOKEN_FILE, else none
+    /// --auth-token-file); default: $DUOKV_AUTH_TOKEN_FILE, else none; may
+    /// also follow the subcommand
     #[argh(option)]
     auth_token_file: Option<PathBuf>,
 
@@ -130,7 +157,8 @@ struct ReplayDiscarded {
 /// Check a stopped replica's data directory for damage that recovery
 /// refuses to guess about, and report each damaged region: file, offset,
 /// the seqs around it, and what cutting there would drop. A dry run unless
-/// --fix is given; exits 1 when it finds damage and did not fix it. Like
+/// --fix is given; exits 1 when it finds damage and did not fix it, 6 when
+/// it cannot check (the replica runs, the directory is unreadable). Like
 /// redis-check-aof --fix.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "repair")]
@@ -194,45 +222,60 @@ struct Get {
 }
 
 /// Insert KEY with VALUE; fails if KEY exists.
+/// The value is the second argument, or the bytes of --value-file.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "create")]
 struct Create {
     /// the key
     #[argh(positional)]
     key: String,
-    /// the value
+    /// the value (or give --value-file)
     #[argh(positional)]
-    value: String,
+    value: Option<String>,
+    /// read the value from this file, byte for byte, or from stdin with
+    /// `-` (for values too large for a command line)
+    #[argh(option)]
+    value_file: Option<PathBuf>,
     /// server address (default 127.0.0.1:7070)
     #[argh(option, default = "default_addr()")]
     addr: String,
 }
 
 /// Replace the value of an existing KEY; fails if KEY is missing.
+/// The value is the second argument, or the bytes of --value-file.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "update")]
 struct Update {
     /// the key
     #[argh(positional)]
     key: String,
-    /// the new value
+    /// the new value (or give --value-file)
     #[argh(positional)]
-    value: String,
+    value: Option<String>,
+    /// read the value from this file, byte for byte, or from stdin with
+    /// `-` (for values too large for a command line)
+    #[argh(option)]
+    value_file: Option<PathBuf>,
     /// server address (default 127.0.0.1:7070)
     #[argh(option, default = "default_addr()")]
     addr: String,
 }
 
 /// Set KEY to VALUE whether it exists or not.
+/// The value is the second argument, or the bytes of --value-file.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "put")]
 struct Put {
     /// the key
     #[argh(positional)]
     key: String,
-    /// the value
+    /// the value (or give --value-file)
     #[argh(positional)]
-    value: String,
+    value: Option<String>,
+    /// read the value from this file, byte for byte, or from stdin with
+    /// `-` (for values too large for a command line)
+    #[argh(option)]
+    value_file: Option<PathBuf>,
     /// server address (default 127.0.0.1:7070)
     #[argh(option, default = "default_addr()")]
     addr: String,
@@ -420,7 +463,8 @@ struct BenchFailover {
     json: bool,
 }
 
-/// Run the seed's latency/staleness workload against a master and a slave:
+/// Run the assignment's latency/staleness workload against a master and a
+/// slave:
 /// --count updates to one key every --interval, logged per write to
 /// OUT/client.csv with OUT/run.json.
 #[derive(FromArgs)]
@@ -512,7 +556,7 @@ struct PerfReport {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "demo")]
 struct Demo {
-    /// updates per mode (default 100, as the seed asks)
+    /// updates per mode (default 100, as the assignment asks)
     #[argh(option, default = "100")]
     count: u64,
     /// time between update starts, e.g. 1s or 20ms (default 1s)
@@ -549,10 +593,50 @@ fn receipt_line(receipt: &WriteReceipt) -> String {
 }
 
 /// The token from `--auth-token-file`, else from the file
-/// `$DUOKV_AUTH_TOKEN_FILE` names, else none.
+/// `$DUOKV_AUTH_TOKEN_FILE` names, else none. A file that cannot be used is
+/// a usage error that names where it came from.
 fn auth_token(flag: Option<PathBuf>) -> duokv_tools::Result<Option<AuthToken>> {
-    let path = flag.or_else(|| std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from));
-    Ok(path.map(|path| AuthToken::from_file(&path)).transpose()?)
+    let (path, from) = match (flag, std::env::var_os(TOKEN_FILE_ENV)) {
+        (Some(path), _) => (path, "--auth-token-file".to_string()),
+        (None, Some(path)) => (PathBuf::from(path), format!("${TOKEN_FILE_ENV}")),
+        (None, None) => return Ok(None),
+    };
+    AuthToken::from_file(&path)
+        .map(Some)
+        .map_err(|e| duokv_tools::Error::Usage {
+            message: format!(
+                "bad auth token file from {from}: {}",
+                duokv::error::chain(&e)
+            ),
+        })
+}
+
+/// The value of `put`, `create` or `update`: the positional VALUE, or the
+/// bytes of `--value-file` (`-`: stdin); exactly one of them.
+fn value(positional: Option<String>, file: Option<PathBuf>) -> duokv_tools::Result<Vec<u8>> {
+    let usage = |message: &str| duokv_tools::Error::Usage {
+        message: message.into(),
+    };
+    match (positional, file) {
+        (Some(value), None) => Ok(value.into_bytes()),
+        (None, Some(path)) if path == Path::new("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).map_err(|source| {
+                duokv_tools::Error::File {
+                    path: "stdin".into(),
+                    source,
+                }
+            })?;
+            Ok(bytes)
+        }
+        (None, Some(path)) => {
+            std::fs::read(&path).map_err(|source| duokv_tools::Error::File { path, source })
+        }
+        (Some(_), Some(_)) => Err(usage("give the value or --value-file, not both")),
+        (None, None) => Err(usage(
+            "no value: give VALUE or --value-file PATH (- for stdin)",
+        )),
+    }
 }
 
 fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String> {
@@ -570,9 +654,18 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 None => return Err(duokv::Error::NotFound.into()),
             }
         }
-        Command::Create(c) => receipt_line(&connect(c.addr)?.create(&c.key, &c.value)?),
-        Command::Update(c) => receipt_line(&connect(c.addr)?.update(&c.key, &c.value)?),
-        Command::Put(c) => receipt_line(&connect(c.addr)?.put(&c.key, &c.value)?),
+        Command::Create(c) => {
+            let value = value(c.value, c.value_file)?;
+            receipt_line(&connect(c.addr)?.create(&c.key, value)?)
+        }
+        Command::Update(c) => {
+            let value = value(c.value, c.value_file)?;
+            receipt_line(&connect(c.addr)?.update(&c.key, value)?)
+        }
+        Command::Put(c) => {
+            let value = value(c.value, c.value_file)?;
+            receipt_line(&connect(c.addr)?.put(&c.key, value)?)
+        }
         Command::Delete(c) => receipt_line(&connect(c.addr)?.delete(&c.key)?),
         Command::Ping(c) => {
             let pong = connect(c.addr.clone())?.ping()?;
@@ -604,15 +697,22 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 },
                 sample_every: c.sample_every,
             })?;
-            if json {
+            let text = if json {
                 report.to_json()
             } else {
                 report.to_text().trim_end().to_string()
+            };
+            if let Some(failure) = report.failure() {
+                // The report still goes out: it says what was measured.
+                println!("{text}");
+                return Err(failure);
             }
+            text
         }
         Command::BenchFailover(c) => {
             let stop = stop_flag();
             let mut config = FailoverConfig::new()?;
+            duokv_tools::demo::check_fsync(&c.fsync)?;
             config.pair = match (c.master, c.slave) {
                 (None, None) => PairSource::Spawn {
                     server_bin: std::env::current_exe()?,
@@ -660,12 +760,17 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.auth_token = token.clone();
             let outcome = duokv_tools::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
-            format!(
-                "{} writes ({failed} failed), {} replication; wrote {}",
-                outcome.rows.len(),
+            let text = format!(
+                "{} ({failed} failed), {} replication; wrote {}",
+                plural(outcome.rows.len(), "write"),
                 outcome.meta.mode,
                 outcome.dir.display()
-            )
+            );
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                println!("{text}");
+                return Err(duokv_tools::Error::Interrupted);
+            }
+            text
         }
         Command::Stats(c) => duokv_tools::stats::run(&StatsArgs {
             dirs: c.dirs,
@@ -684,12 +789,18 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.count = c.count;
             config.interval = c.interval;
             config.fsync = c.fsync;
+            // Refused before anything starts.
+            config.check()?;
             let dirs = duokv_tools::demo::run(&config, &stop)?;
+            let interrupted = stop.load(std::sync::atomic::Ordering::SeqCst);
+            if interrupted && dirs.is_empty() {
+                return Err(duokv_tools::Error::Interrupted);
+            }
             let report = stats_report(dirs)?;
-            if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(duokv_tools::Error::Failed {
-                    message: format!("interrupted\n{report}"),
-                });
+            if interrupted {
+                // What was measured before Ctrl-C, then the reason.
+                println!("{report}");
+                return Err(duokv_tools::Error::Interrupted);
             }
             report
         }
@@ -707,6 +818,15 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             .collect::<Vec<_>>()
             .join("\n"),
     })
+}
+
+/// `1 write`, `2 writes`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Facts, one `name: value` line each.
@@ -739,7 +859,8 @@ fn stats_report(dirs: Vec<PathBuf>) -> duokv_tools::Result<String> {
 }
 
 /// `duokv repair`: the report on stdout; exit 0 when the store is whole or
-/// was fixed, 1 when a dry run found damage, 2 when it cannot be checked.
+/// was fixed, 1 when a dry run found damage, 6 when it cannot be checked
+/// (the `duokv` codes: 2 for bad flags).
 fn repair(args: &Repair) -> ExitCode {
     use duokv::storage::repair;
     let outcome = if args.fix {
@@ -757,11 +878,11 @@ fn repair(args: &Repair) -> ExitCode {
         Ok(report) => report,
         Err(e @ duokv::storage::Error::Locked { .. }) => {
             eprintln!("error: {e}: stop the replica that uses it first");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Failed.code());
         }
         Err(e) => {
             eprintln!("error: {}", duokv::error::chain(&e));
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Failed.code());
         }
     };
     print!("{report}");
@@ -789,7 +910,16 @@ fn repair(args: &Repair) -> ExitCode {
 /// unless `RUST_LOG` says otherwise, as `duokv-server` does.
 fn serve(flags: &[String]) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let flags: Vec<&str> = flags
+        .iter()
+        .map(|flag| {
+            if flag == "-h" {
+                "--help"
+            } else {
+                flag.as_str()
+            }
+        })
+        .collect();
     match duokv::cli::ServerArgs::from_args(&["duokv server"], &flags) {
         Ok(args) => duokv::cli::run(args),
         Err(early) if early.status.is_ok() => {
@@ -798,9 +928,68 @@ fn serve(flags: &[String]) -> ExitCode {
         }
         Err(early) => {
             eprintln!("{}", early.output);
-            ExitCode::from(2)
+            ExitCode::from(Exit::Usage.code())
         }
     }
+}
+
+/// The command line as argh should see it: `-h` is `--help`, and
+/// `--auth-token-file FILE` after the subcommand moves before it (it is the
+/// client's flag, whichever side of the subcommand it is typed on). Nothing
+/// after `--` changes.
+fn normalize(args: &[String]) -> Vec<String> {
+    let mut front = Vec::new();
+    let mut rest = Vec::new();
+    let mut options_ended = false;
+    let mut iter = args.iter().enumerate().peekable();
+    while let Some((i, arg)) = iter.next() {
+        if options_ended {
+            rest.push(arg.clone());
+            continue;
+        }
+        match arg.as_str() {
+            "--" => {
+                options_ended = true;
+                rest.push(arg.clone());
+            }
+            "-h" => rest.push("--help".into()),
+            "--auth-token-file" if i > 0 => {
+                front.push(arg.clone());
+                if let Some((_, file)) = iter.next() {
+                    front.push(file.clone());
+                }
+            }
+            _ => rest.push(arg.clone()),
+        }
+    }
+    front.extend(rest);
+    front
+}
+
+/// Parses the command line; on `--help` prints it and exits 0, on bad flags
+/// prints argh's message and exits 2.
+fn parse_args(argv: &[String]) -> Result<Args, ExitCode> {
+    let name = argv.first().map_or("duokv", |arg0| {
+        Path::new(arg0)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("duokv")
+    });
+    let args = normalize(argv.get(1..).unwrap_or_default());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Args::from_args(&[name], &args).map_err(|early| match early.status {
+        Ok(()) => {
+            println!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!(
+                "error: {}\nRun {name} --help for more information.",
+                early.output.trim_end()
+            );
+            ExitCode::from(Exit::Usage.code())
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -808,14 +997,17 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some("server") {
         return serve(&argv[2..]);
     }
-    let args: Args = argh::from_env();
+    let args = match parse_args(&argv) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     if let Command::Server(server) = &args.command {
         if args.auth_token_file.is_some() {
             eprintln!(
                 "error: a replica takes its token after `server`: \
                  duokv server --auth-token-file FILE ..."
             );
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Usage.code());
         }
         return serve(&server.flags);
     }
@@ -832,7 +1024,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {}", duokv::error::chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(e.exit().code())
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The deployer behind `duokv-deploy`: the seed's workload on two real
+//! The deployer behind `duokv-deploy`: the assignment's workload (updates to one key at a
+//! fixed interval) on two real
 //! hosts (two EC2 instances, or any two SSH hosts).
 //!
 //! Steps, each printed as it runs, each failure naming host and step:
@@ -95,6 +96,10 @@ struct Side {
 
 /// Runs the deployment; returns the local run directories.
 pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
+    // Refused before any host is touched: a run directory holds one run.
+    for mode in &config.modes {
+        crate::run_dir::check_fresh(&config.out.join(mode.to_string()))?;
+    }
     let local_glibc = local_glibc();
     let mut sides = Vec::new();
     for host in [&config.hosts.master, &config.hosts.slave] {

@@ -5,12 +5,18 @@
 //! - `latency.svg` (per run): latency of each write over the run;
 //! - `staleness.svg` (per run): the staleness measures of each write, one
 //!   series each, and the slave's applied-to-visible gap;
-//! - `cdf.svg`: the cumulative distribution of latency and of staleness
-//!   (two clocks, as the assignment defines it), one curve per run given.
-//!   The same comparison is written into *every* run directory given, so a
-//!   directory holds a chart comparing it with the runs it was analysed
-//!   with (re-running `duokv stats` on one directory alone redraws it with
-//!   that run only).
+//! - `cdf.svg` (per run): the cumulative distribution of that run's
+//!   latency and staleness (two clocks, clamped at zero);
+//! - `cdf-A-vs-B.svg` (with two runs or more): the same distributions, one
+//!   curve per run, written once, beside the run directories (in the first
+//!   one's parent: `duokv-demo/cdf-sync-vs-async.svg`), named after the
+//!   runs it compares ([`comparison_path`]).
+//!
+//! Latency spans a long tail (most writes under 2 ms, a few at 30), so its
+//! CDF has a logarithmic x axis; staleness, often exactly 0 in sync mode,
+//! has a linear one with a margin left of 0, so that a vertical line at 0
+//! is not hidden on the y axis. Tick labels carry no trailing zeros
+//! (`10`, `0.25`).
 //!
 //! A write without a value (failed, or its data is missing) is a gap in the
 //! per-write lines, never a point drawn at zero.
@@ -20,6 +26,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::compute::{Measure, RunSummary};
@@ -30,7 +38,7 @@ use crate::error::{Error, Result};
 pub const LATENCY_SVG: &str = "latency.svg";
 /// The name of the per-write staleness chart.
 pub const STALENESS_SVG: &str = "staleness.svg";
-/// The name of the CDF chart.
+/// The name of the per-run CDF chart.
 pub const CDF_SVG: &str = "cdf.svg";
 
 /// Series colours (the Tableau 10 palette, distinct in print and on screen).
@@ -49,9 +57,9 @@ const SIZE: (u32, u32) = (1000, 600);
 /// The font of titles and labels.
 const FONT: &str = "sans-serif";
 
-/// Writes `latency.svg` and `staleness.svg` into each run's directory and
-/// `cdf.svg` (comparing all of `runs`) into each as well; returns the paths
-/// written, in that order per run.
+/// Writes `latency.svg`, `staleness.svg` and `cdf.svg` into each run's
+/// directory and, with two runs or more, the comparison of their CDFs at
+/// [`comparison_path`]; returns the paths written, in that order.
 pub fn write_all(runs: &[RunSummary]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for run in runs {
@@ -62,10 +70,62 @@ pub fn write_all(runs: &[RunSummary]) -> Result<Vec<PathBuf>> {
         staleness_chart(run, &staleness)?;
         written.push(staleness);
         let cdf = run.dir.join(CDF_SVG);
-        cdf_chart(runs, &cdf)?;
+        cdf_chart(std::slice::from_ref(run), &cdf)?;
         written.push(cdf);
     }
+    if let Some(path) = comparison_path(runs) {
+        cdf_chart(runs, &path)?;
+        written.push(path);
+    }
     Ok(written)
+}
+
+/// Where the CDF comparison of `runs` goes: beside the first run's
+/// directory, named `cdf-A-vs-B.svg` after the runs' directory names (up to
+/// three; `cdf-compare-N-runs.svg` past that). `None` for a single run.
+pub fn comparison_path(runs: &[RunSummary]) -> Option<PathBuf> {
+    let first = runs.first().filter(|_| runs.len() >= 2)?;
+    let name = |run: &RunSummary| {
+        run.dir.file_name().map_or_else(
+            || "run".to_string(),
+            |n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect()
+            },
+        )
+    };
+    let file = if runs.len() <= 3 {
+        let names: Vec<String> = runs.iter().map(name).collect();
+        format!("cdf-{}.svg", names.join("-vs-"))
+    } else {
+        format!("cdf-compare-{}-runs.svg", runs.len())
+    };
+    let parent = first
+        .dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(parent.join(file))
+}
+
+/// A tick label: at most 3 decimals, without trailing zeros (`10`,
+/// `0.25`, `-1.5`), never `-0`.
+pub(crate) fn tick(value: f64) -> String {
+    let text = fixed3(value);
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    if text == "-0" { "0".into() } else { text }
 }
 
 /// A drawing failure as this crate's error about `path`.
@@ -150,13 +210,17 @@ fn per_write_chart(run: &RunSummary, path: &Path, title: &str, measures: &[Measu
         .x_desc("write (index in the run)")
         .y_desc("milliseconds")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| fixed3(*y))
+        .y_label_formatter(&|y| tick(*y))
         .draw()
         .map_err(&err)?;
     for (i, (measure, values)) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let present = values.iter().flatten().count();
-        let label = format!("{} ({present} of {} writes)", measure.label(), values.len());
+        let label = format!(
+            "{} ({present} of {})",
+            measure.label(),
+            super::plural(values.len() as u64, "write")
+        );
         let mut labelled = false;
         for segment in segments(values) {
             let drawn = chart
@@ -221,15 +285,18 @@ fn cdf_points(values: &[f64]) -> Vec<(f64, f64)> {
     points
 }
 
-/// The CDF chart comparing `runs`: latency on the left, staleness (two
-/// clocks, seed) on the right, a curve per run.
+/// The CDF chart of `runs`: latency on the left (log x axis), staleness
+/// (two clocks, clamped at zero) on the right, a curve per run.
 pub fn cdf_chart(runs: &[RunSummary], path: &Path) -> Result<()> {
     let err = failed(path);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
-    let root = root
-        .titled("cumulative distribution per run", (FONT, 22))
-        .map_err(&err)?;
+    let title = if runs.len() == 1 {
+        format!("cumulative distribution, {}", run_label(&runs[0]))
+    } else {
+        "cumulative distribution, runs compared".to_string()
+    };
+    let root = root.titled(&title, (FONT, 22)).map_err(&err)?;
     let panels = root.split_evenly((1, 2));
     for (panel, measure) in panels
         .iter()
@@ -259,7 +326,44 @@ fn cdf_panel(
             (label, run.values(measure).into_iter().flatten().collect())
         })
         .collect();
-    let x = value_range(curves.iter().flat_map(|(_, v)| v.iter().copied()), 0.05);
+    let values = || curves.iter().flat_map(|(_, v)| v.iter().copied());
+    let positive = values().all(|v| v > 0.0) && values().next().is_some();
+    if measure == Measure::Latency && positive {
+        let (lo, hi) = values().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        // A decade's margin either way would waste the panel: a fifth.
+        let x = (lo / 1.25..hi * 1.25).log_scale();
+        let mut chart = cdf_axes(area, measure, x, "milliseconds (log scale)", err)?;
+        return cdf_curves(&mut chart, &curves, err);
+    }
+    let x = cdf_range(values());
+    let mut chart = cdf_axes(area, measure, x, "milliseconds", err)?;
+    cdf_curves(&mut chart, &curves, err)
+}
+
+/// A range for a CDF's linear x axis: the values' span with a margin on
+/// both sides, so a curve at the smallest value (all zeros: a vertical
+/// line) stands clear of the y axis.
+fn cdf_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return -0.05..1.0;
+    }
+    let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) };
+    lo - span * 0.05..hi + span * 0.05
+}
+
+/// The axes and mesh of one CDF panel.
+fn cdf_axes<'a, 'b, X>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    measure: Measure,
+    x: X,
+    x_desc: &str,
+    err: &impl Fn(DrawingAreaErrorKind<io::Error>) -> Error,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<X::CoordDescType, RangedCoordf64>>>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     let mut chart = ChartBuilder::on(area)
         .caption(measure.label(), (FONT, 18))
         .margin(15)
@@ -269,12 +373,24 @@ fn cdf_panel(
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("milliseconds")
+        .x_desc(x_desc)
         .y_desc("fraction of writes")
-        .x_label_formatter(&|x| fixed3(*x))
-        .y_label_formatter(&|y| format!("{y:.1}"))
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
         .draw()
         .map_err(err)?;
+    Ok(chart)
+}
+
+/// A step line per run, and the legend.
+fn cdf_curves<'a, 'b: 'a, X>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, RangedCoordf64>>,
+    curves: &[(String, Vec<f64>)],
+    err: &impl Fn(DrawingAreaErrorKind<io::Error>) -> Error,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+{
     for (i, (label, values)) in curves.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         chart
@@ -344,5 +460,77 @@ mod tests {
         assert!(staleness.contains("milliseconds"));
         let latency = std::fs::read_to_string(dir.path().join(LATENCY_SVG)).unwrap();
         assert!(latency.contains("latency (6 of 6 writes)"));
+    }
+
+    /// The SVG's texts (titles, axis labels, ticks, legends), in order.
+    fn texts(path: &Path) -> Vec<String> {
+        let svg = std::fs::read_to_string(path).unwrap();
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                t.split_once('>')
+                    .and_then(|(_, rest)| rest.split_once("</text>"))
+            })
+            .map(|(text, _)| text.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn ticks_have_no_trailing_zeros() {
+        assert_eq!(tick(10.0), "10");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(-0.0001), "0");
+        assert_eq!(tick(1.5), "1.5");
+    }
+
+    #[test]
+    fn the_comparison_is_written_once_beside_the_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sync, asynchronous) = (dir.path().join("sync"), dir.path().join("async"));
+        for (dir, mode) in [(&sync, "sync"), (&asynchronous, "async")] {
+            std::fs::create_dir(dir).unwrap();
+            write_run_dir(dir, mode, 6, 6);
+        }
+        let runs = [
+            summarize(&load(&sync).unwrap()),
+            summarize(&load(&asynchronous).unwrap()),
+        ];
+        let written = write_all(&runs).unwrap();
+        let comparison = dir.path().join("cdf-sync-vs-async.svg");
+        assert_eq!(written.last(), Some(&comparison));
+        assert_eq!(written.len(), 7);
+        let compared = texts(&comparison);
+        assert_eq!(compared[0], "cumulative distribution, runs compared");
+        assert!(
+            compared.contains(&"milliseconds (log scale)".to_string()),
+            "{compared:?}"
+        );
+        assert!(
+            compared.iter().any(|t| t.starts_with("#2 async (n = ")),
+            "{compared:?}"
+        );
+        // One run's own CDF, titled by its mode once ("sync", not "sync (sync)").
+        let own = texts(&sync.join(CDF_SVG));
+        assert_eq!(own[0], "cumulative distribution, sync");
+        assert!(!own.iter().any(|t| t.contains("async")), "{own:?}");
+        for path in &written {
+            assert_svg(path);
+            let ticks = texts(path);
+            assert!(
+                !ticks
+                    .iter()
+                    .any(|t| t.ends_with(".000") || t.ends_with(".0")),
+                "{}: {ticks:?}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_cdf_at_zero_stands_clear_of_the_y_axis() {
+        let range = cdf_range([0.0, 0.0, 0.0].into_iter());
+        assert!(range.start < 0.0 && range.end > 0.0, "{range:?}");
+        let range = cdf_range([1.0, 3.0].into_iter());
+        assert!(range.start < 1.0 && range.end > 3.0, "{range:?}");
     }
 }

@@ -28,7 +28,8 @@
 //!   client's clock with the offset measured by the clock probes in
 //!   `run.json` (see [`to_client_ns`]). Reported *raw* (negative when the
 //!   last replica applied the write before the client saw the commit, as in
-//!   sync mode) and as the assignment defines it (*seed*, clamped at zero).
+//!   sync mode) and as the assignment defines it (*clamped at zero*; its JSON key
+//!   keeps the old name `staleness_two_clocks_seed`).
 //! - **slave, applied to visible**: the slave's `visible` event minus its
 //!   `applied` event for the same write, both on the slave's clock: what
 //!   the commit notice adds to staleness. Absent for logs without `visible`
@@ -114,7 +115,7 @@ impl Measure {
         match self {
             Measure::Latency => "latency",
             Measure::StalenessRaw => "staleness, two clocks (raw)",
-            Measure::StalenessSeed => "staleness, two clocks (seed: >= 0)",
+            Measure::StalenessSeed => "staleness, two clocks (clamped at 0)",
             Measure::StalenessMaster => "staleness, master clock (reply to ack)",
             Measure::StalenessReader => "staleness, reader (commit to visible)",
             Measure::NoticeGap => "slave: applied to visible (notice)",
@@ -633,19 +634,24 @@ fn notes(
 ) -> Vec<String> {
     use crate::run_dir::{MASTER_EVENTS, SLAVE_EVENTS};
     let mut notes = Vec::new();
-    let of = |n: usize| format!("{n} of {committed} committed writes");
+    let of = |n: usize| {
+        format!(
+            "{n} of {}",
+            super::plural(committed as u64, "committed write")
+        )
+    };
     if failed > 0 {
         notes.push(format!(
-            "{failed} of {} writes failed and are in no measure (first error: {})",
-            run.client.len(),
+            "{failed} of {} failed and are in no measure (first error: {})",
+            super::plural(run.client.len() as u64, "write"),
             first_error.as_deref().unwrap_or("unknown")
         ));
     }
     if (run.client.len() as u64) < run.meta.count {
         notes.push(format!(
-            "client.csv has {} rows but the run was to issue {} writes",
-            run.client.len(),
-            run.meta.count
+            "client.csv has {} but the run was to issue {}",
+            super::plural(run.client.len() as u64, "row"),
+            super::plural(run.meta.count, "write")
         ));
     }
     if run.master_events.is_none() {
@@ -721,7 +727,7 @@ fn notes(
     if negative > 0 {
         notes.push(format!(
             "{} were applied by the last replica before the client saw the commit \
-             (raw staleness < 0, clamped to 0 for the seed figure)",
+             (raw staleness < 0, counted as 0 in the clamped figure)",
             of(negative)
         ));
     }

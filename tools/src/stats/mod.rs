@@ -14,7 +14,8 @@
 //!   measure means, how clocks are corrected and how missing data is
 //!   counted is documented there);
 //! - [`report`]: the terminal report and the JSON document;
-//! - [`charts`]: `latency.svg`, `staleness.svg` and `cdf.svg`.
+//! - [`charts`]: `latency.svg`, `staleness.svg` and `cdf.svg` per run,
+//!   and the CDFs of several runs compared beside them.
 //!
 //! # Example
 //!
@@ -83,6 +84,16 @@ pub struct Run {
 /// one that is there but unreadable is an error.
 pub fn load(dir: impl AsRef<Path>) -> Result<Run> {
     let dir = dir.as_ref();
+    let not_a_run = |reason: &str| Error::BadFile {
+        path: dir.to_path_buf(),
+        reason: format!("{reason}: give a run directory of `duokv bench` or `duokv demo`"),
+    };
+    match (dir.is_dir(), dir.join(run_dir::RUN_JSON).is_file()) {
+        (false, _) if dir.exists() => return Err(not_a_run("not a directory")),
+        (false, _) => return Err(not_a_run("no such directory")),
+        (true, false) => return Err(not_a_run("not a run directory (no run.json)")),
+        (true, true) => {}
+    }
     let events = |name: &str| -> Result<Option<Vec<EventRow>>> {
         let path = dir.join(name);
         match path.try_exists() {
@@ -106,15 +117,15 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Run> {
 /// comparison table when there are several runs) or, with `json`, the JSON
 /// document; either ends with the paths of the charts written.
 ///
-/// The per-run charts go into each run's directory; `cdf.svg`, which
-/// compares all the runs given, goes into every one of them (see
-/// [`charts`]).
+/// The per-run charts go into each run's directory; with two runs or more
+/// the comparison of their CDFs goes beside them, once (see [`charts`]).
 pub fn run(args: &StatsArgs) -> Result<String> {
     if args.dirs.is_empty() {
-        return Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no run directory given",
-        )));
+        return Err(Error::Usage {
+            message: "no run directory given: duokv stats DIR... (the --out of `duokv bench`, \
+                      or duokv-demo/sync and duokv-demo/async)"
+                .into(),
+        });
     }
     let summaries = args
         .dirs
@@ -130,6 +141,14 @@ pub fn run(args: &StatsArgs) -> Result<String> {
         report::json(&summaries, &written)
     } else {
         Ok(report::text(&summaries, &written))
+    }
+}
+
+/// `1 write`, `2 writes`: a count with its noun, plural unless one.
+pub(crate) fn plural(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
     }
 }
 
@@ -353,8 +372,9 @@ pub(crate) mod tests {
         }
         assert_eq!(runs[1]["staleness_master_clock"]["missing"], 10);
         assert!(runs[1]["staleness_master_clock"]["mean"].is_null());
-        assert_eq!(json["charts"].as_array().unwrap().len(), 6);
+        assert_eq!(json["charts"].as_array().unwrap().len(), 7);
         assert_svg(&asynchronous.join("cdf.svg"));
+        assert_svg(&root.path().join("cdf-sync-vs-async.svg"));
     }
 
     #[test]
@@ -365,6 +385,26 @@ pub(crate) mod tests {
             json: false,
             charts: true,
         };
-        assert!(matches!(run(&args), Err(Error::File { .. })));
+        let missing = run(&args).unwrap_err().to_string();
+        assert!(
+            missing.ends_with(
+                "nope: no such directory: give a run directory of `duokv bench` or `duokv demo`"
+            ),
+            "{missing}"
+        );
+        let args = StatsArgs {
+            dirs: vec![dir.path().to_path_buf()],
+            ..args
+        };
+        let empty = run(&args).unwrap_err().to_string();
+        assert!(
+            empty.contains("not a run directory (no run.json)"),
+            "{empty}"
+        );
+        let args = StatsArgs {
+            dirs: vec![],
+            ..args
+        };
+        assert!(matches!(run(&args), Err(Error::Usage { .. })));
     }
 }

@@ -102,9 +102,9 @@ fn run_report(out: &mut String, run: &RunSummary) {
     let _ = writeln!(out, "run {}", run.dir.display());
     let _ = writeln!(
         out,
-        "  mode      {}, {} writes, one every {} ms, key {:?}",
+        "  mode      {}, {}, one every {} ms, key {:?}",
         meta.mode,
-        meta.count,
+        super::plural(meta.count, "write"),
         ns_as_ms(meta.interval_ns),
         meta.key
     );
@@ -314,7 +314,12 @@ pub fn run_label(run: &RunSummary) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| run.dir.display().to_string());
-    format!("{} ({name})", run.meta.mode)
+    // A run directory named after its mode (`duokv demo`'s) says it once.
+    if name == run.meta.mode {
+        name
+    } else {
+        format!("{} ({name})", run.meta.mode)
+    }
 }
 
 fn comparison(out: &mut String, runs: &[RunSummary]) {

@@ -80,8 +80,13 @@ impl Drop for TwoHosts {
 
 /// Runs `duokv-deploy` with the binaries of this build.
 fn deploy(hosts: &TwoHosts, extra: &[&str]) -> Output {
+    deploy_to(hosts, "two-hosts", extra)
+}
+
+/// [`deploy`] into the local run directory `out/NAME`.
+fn deploy_to(hosts: &TwoHosts, name: &str, extra: &[&str]) -> Output {
     let bin_dir = Path::new(DEPLOY).parent().expect("bin dir");
-    let out = hosts.path().join("out").join("two-hosts");
+    let out = hosts.path().join("out").join(name);
     Command::new(DEPLOY)
         .arg("--hosts")
         .arg(hosts.hosts_env())
@@ -182,9 +187,22 @@ fn deploys_to_two_ssh_hosts_in_both_modes() {
         left.is_empty(),
         "duokv processes left on the hosts: {left:?}"
     );
-    // A second run finds the binaries in place.
-    let again = deploy(
+    // The same run directory again is refused before any host is touched:
+    // a run directory holds one run.
+    let reused = deploy(
         &hosts,
+        &["--mode", "async", "--count", "3", "--interval", "20ms"],
+    );
+    assert_eq!(reused.status.code(), Some(2), "{}", text(&reused.stderr));
+    assert!(
+        text(&reused.stderr).contains("already holds a run (run.json)"),
+        "{}",
+        text(&reused.stderr)
+    );
+    // A second run, into a new directory, finds the binaries in place.
+    let again = deploy_to(
+        &hosts,
+        "two-hosts-again",
         &["--mode", "async", "--count", "3", "--interval", "20ms"],
     );
     assert!(again.status.success(), "{}", text(&again.stderr));
@@ -261,4 +279,38 @@ fn a_host_without_sshd_is_reported_unreachable() {
         .filter(|name| name.starts_with("duokv"))
         .collect();
     assert!(left.is_empty(), "duokv processes left: {left:?}");
+}
+
+/// Without a hosts file, the deployer says which file it looked for, what
+/// to put in it and which flags stand in for it; nothing is contacted.
+#[test]
+fn a_missing_hosts_file_says_what_is_needed() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let missing = dir.path().join("hosts.env");
+    let output = Command::new(DEPLOY)
+        .arg("--hosts")
+        .arg(&missing)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("run duokv-deploy");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: no hosts file at {}: copy ec2/hosts.env.example",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    for needed in [
+        "MASTER_SSH",
+        "SLAVE_SSH",
+        "SSH_USER",
+        "SSH_KEY",
+        "REMOTE_DIR",
+        "--master-ssh",
+    ] {
+        assert!(stderr.contains(needed), "{needed} not in {stderr}");
+    }
 }

@@ -249,8 +249,10 @@ fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
     }
 }
 
-/// Parses `--fsync`; [`checks`] bounds the period of `every:MS`.
-fn parse_fsync(text: &str) -> Result<Sync, String> {
+/// Parses `--fsync`: `always`, `never` or `every:MS`; [`checks`] bounds
+/// the period. Public so that the tools that start replicas refuse what a
+/// replica would before they start any.
+pub fn parse_fsync(text: &str) -> Result<Sync, String> {
     match text {
         "always" => Ok(Sync::Always),
         "never" => Ok(Sync::Never),

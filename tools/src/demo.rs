@@ -34,19 +34,11 @@ const LOG_TAIL: usize = 10;
 /// started: `always`, `never` or `every:MS` (MS a whole number of
 /// milliseconds), as `duokv server --fsync` parses it.
 pub fn check_fsync(text: &str) -> Result<()> {
-    let ok = match text {
-        "always" | "never" => true,
-        _ => text
-            .strip_prefix("every:")
-            .is_some_and(|ms| ms.parse::<u64>().is_ok()),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Usage {
+    duokv::cli::parse_fsync(text)
+        .map(|_| ())
+        .map_err(|_| Error::Usage {
             message: format!("--fsync {text}: use always, never or every:MS (e.g. every:100)"),
         })
-    }
 }
 
 /// The last `lines` lines of the file at `path`, each indented, or a note

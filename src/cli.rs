@@ -190,6 +190,13 @@ pub struct ServerArgs {
     /// acked, replied) to this file
     #[argh(option)]
     event_log: Option<PathBuf>,
+
+    /// serve metrics over HTTP on this address, HOST:PORT (default: off):
+    /// GET /metrics in the Prometheus text format (role, term, seqs,
+    /// replication lag, resyncs, latency histograms, store bytes). It has
+    /// no authentication: bind it to loopback or a monitoring network
+    #[argh(option)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// `--sync-timeout` when not given.
@@ -315,6 +322,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.frame_timeout = args.frame_timeout;
     config.drain_timeout = args.drain_timeout;
     config.event_log = args.event_log.clone();
+    config.metrics_listen = args.metrics_listen;
     config.test_power_cut_when = args.test_power_cut_when.clone();
     config.compaction = CompactionPolicy {
         min_dead_bytes: args.compact_min_dead_bytes,

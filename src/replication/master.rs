@@ -44,7 +44,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -142,6 +142,34 @@ pub struct LinkStatus {
     pub backoff: Duration,
 }
 
+/// A node's replication counts over the life of its process, for its
+/// metrics: every replicator the node runs (a switchover or a promotion
+/// starts a new one) adds to the same totals, so that they never go back
+/// as [`LinkStatus`]'s per-replicator counts do.
+#[derive(Debug, Default)]
+pub struct LinkTotals {
+    connects: AtomicU64,
+    partial_resyncs: AtomicU64,
+    full_resyncs: AtomicU64,
+}
+
+impl LinkTotals {
+    /// Sessions to a slave that began.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Catch-ups from the log that had writes to send.
+    pub fn partial_resyncs(&self) -> u64 {
+        self.partial_resyncs.load(Ordering::Relaxed)
+    }
+
+    /// Full resyncs by snapshot.
+    pub fn full_resyncs(&self) -> u64 {
+        self.full_resyncs.load(Ordering::Relaxed)
+    }
+}
+
 /// A write for the sender.
 #[derive(Debug)]
 struct OutgoingWrite {
@@ -179,6 +207,8 @@ struct Link {
     changed: Condvar,
     store: Arc<Store>,
     events: Option<EventSink>,
+    /// The process's counts, which this link adds to.
+    totals: Arc<LinkTotals>,
     state: Mutex<LinkState>,
     /// Where the store's batches go to the sender; taken on stop, which
     /// ends the sender's wait.
@@ -366,12 +396,14 @@ impl Replicator {
     /// Starts the sender, which dials the slave at once and keeps dialling
     /// while it is away, presenting `auth_token` and `listen_addr` (this
     /// master's client address) in each handshake, and becomes `store`'s
-    /// write observer. Fails if the store has one already.
+    /// write observer; counts its sessions and resyncs in `totals` too.
+    /// Fails if the store has an observer already.
     pub fn start(
         settings: MasterSettings,
         identity: MasterIdentity,
         store: Arc<Store>,
         events: Option<EventSink>,
+        totals: Arc<LinkTotals>,
     ) -> crate::Result<Replicator> {
         let (queue, receiver) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         let link = Arc::new(Link {
@@ -381,6 +413,7 @@ impl Replicator {
             changed: Condvar::new(),
             store,
             events,
+            totals,
             state: Mutex::new(LinkState::default()),
             queue: Mutex::new(Some(queue)),
             timer: Condvar::new(),
@@ -795,6 +828,7 @@ impl Link {
         state.up = true;
         state.backoff = Duration::ZERO;
         state.connects += 1;
+        self.totals.connects.fetch_add(1, Ordering::Relaxed);
         state.stream = Some(stream);
         state.notices = notices;
         let unanswered = std::mem::take(&mut state.handover_unanswered);
@@ -1349,6 +1383,7 @@ impl Sending<'_> {
         writer.flush()?;
         if count > 0 {
             link.lock().partial_resyncs += 1;
+            link.totals.partial_resyncs.fetch_add(1, Ordering::Relaxed);
             info!(
                 "caught slave {} up from the log: {count} writes, seq {} to {until}",
                 link.settings.replica,
@@ -1391,6 +1426,7 @@ impl Sending<'_> {
         protocol::write_frame(writer, &wire::frame(seq, Replication::SnapshotEnd { seq }))?;
         writer.flush()?;
         link.lock().full_resyncs += 1;
+        link.totals.full_resyncs.fetch_add(1, Ordering::Relaxed);
         Ok(seq + 1)
     }
 }

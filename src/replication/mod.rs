@@ -50,7 +50,8 @@ pub mod slave;
 mod wire;
 
 pub use master::{
-    AckOutcome, Admission, HandoverError, MasterIdentity, MasterSettings, Replaced, Replicator,
+    AckOutcome, Admission, HandoverError, LinkTotals, MasterIdentity, MasterSettings, Replaced,
+    Replicator,
 };
 pub use mode::{Forward, ReplicationMode};
 pub use slave::SlaveState;

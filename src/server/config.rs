@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// The shared secret every peer (client or master) must present in its
     /// handshake, if any; a master also sends it to its slave.
     pub auth_token: Option<AuthToken>,
+    /// Where to serve the metrics over HTTP (`GET /metrics`, in the
+    /// Prometheus text format), if anywhere; the endpoint has no
+    /// authentication.
+    pub metrics_listen: Option<SocketAddr>,
     /// For tests: once this file exists, the store's next data sync loses
     /// what it would have made durable, as a power cut would, and never
     /// returns (the hidden `--test-power-cut-when` flag).
@@ -89,6 +93,7 @@ impl ServerConfig {
             event_log: None,
             compaction: CompactionPolicy::default(),
             auth_token: None,
+            metrics_listen: None,
             test_power_cut_when: None,
         }
     }

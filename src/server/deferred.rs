@@ -20,12 +20,14 @@
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use duokv_protocol::{Frame, WriteReceipt};
 use duokv_storage::WriteOp;
 use log::debug;
 use socket2::SockRef;
 
+use super::metrics::WriteTimer;
 use super::reply;
 use super::shared::Shared;
 use crate::clock::now_ns;
@@ -46,11 +48,13 @@ pub(crate) struct DeferredReplies {
 
 /// Whether a reply is outstanding, and whether the connection's thread
 /// waits for it: a condvar's notify is a system call even when no one
-/// waits, and the reply's sender would pay it on every write.
+/// waits, and the reply's sender would pay it on every write. The write's
+/// latency is timed until its reply is sent.
 #[derive(Debug, Default)]
 struct ReplyState {
     outstanding: bool,
     waited_for: bool,
+    timer: Option<WriteTimer>,
 }
 
 impl DeferredReplies {
@@ -85,18 +89,26 @@ impl DeferredReplies {
         }
     }
 
-    /// Stages the write of `request_id` and returns at once; its reply is
-    /// sent once the write is durable (and, on a sync master, acknowledged
-    /// by the slave). Call [`wait_idle`](Self::wait_idle) first. A master's
-    /// store hands the write to the replicator itself, once written.
+    /// Stages the write of `request_id`, received at `received` (the wall
+    /// clock's time for the receipt, the monotonic one for the latency),
+    /// and returns at once; its reply is sent once the write is durable
+    /// (and, on a sync master, acknowledged by the slave). Call
+    /// [`wait_idle`](Self::wait_idle) first. A master's store hands the
+    /// write to the replicator itself, once written.
     pub(crate) fn write(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
         request_id: u64,
-        received_ns: u64,
+        received: (u64, Instant),
         op: WriteOp<'_>,
     ) {
-        self.lock().outstanding = true;
+        let (received_ns, started) = received;
+        let timer = shared.metrics.write_timer(&op, started);
+        {
+            let mut state = self.lock();
+            state.outstanding = true;
+            state.timer = Some(timer);
+        }
         let replies = self.clone();
         let done_shared = shared.clone();
         // The key is only for the event log: no copy without one.
@@ -184,8 +196,13 @@ impl DeferredReplies {
     fn done(&self) {
         let mut state = self.lock();
         state.outstanding = false;
+        let timer = state.timer.take();
         if std::mem::take(&mut state.waited_for) {
             self.sent.notify_all();
+        }
+        drop(state);
+        if let Some(timer) = timer {
+            timer.observe();
         }
     }
 
@@ -229,8 +246,12 @@ fn durable(
         Box::new(move |outcome| {
             let replicated_ns = match outcome {
                 AckOutcome::Acked { at_ns } => at_ns,
-                AckOutcome::Degraded => 0,
+                AckOutcome::Degraded => {
+                    acked_shared.metrics.sync_fell_back();
+                    0
+                }
                 AckOutcome::TimedOut => {
+                    acked_shared.metrics.sync_timed_out();
                     let node = acked_shared.node();
                     let master = node.replicator().map(Replicator::settings);
                     let reply = reply::replica_unavailable(seq, master);

@@ -17,7 +17,7 @@ use std::io::BufReader;
 use std::net::TcpStream;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use duokv_protocol::{
     self as protocol, Frame, Handshake, HandshakeFields, HandshakeReply, HandshakeStatus, Message,
@@ -28,6 +28,7 @@ use log::{debug, info, warn};
 use super::command::Command;
 use super::connection::{Connection, ReadError};
 use super::deferred::{DeferredReplies, SentOnDrop};
+use super::metrics::ReadKind;
 use super::node::Node;
 use super::reply;
 use super::shared::Shared;
@@ -45,6 +46,7 @@ pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
         "{peer}: refused, already serving {} connections",
         shared.config.max_connections
     );
+    shared.metrics.refused(HandshakeStatus::Busy);
     let _ = stream.set_read_timeout(Some(REFUSAL_TIMEOUT));
     let mut reader = BufReader::new(&stream);
     // Read the handshake first: closing a socket with unread bytes sends a
@@ -146,6 +148,7 @@ impl<'a> Handler<'a> {
             stream_fields.term
         );
         warn!("{}: refused a stale master: {reason}", self.peer);
+        self.shared.metrics.refused(HandshakeStatus::Fenced);
         let listen = self.shared.config.listen.to_string();
         let _ = self
             .connection
@@ -170,6 +173,7 @@ impl<'a> Handler<'a> {
             Err(protocol::Error::Handshake(e)) => {
                 warn!("{peer}: bad handshake: {e}");
                 if let Some(status) = e.status() {
+                    self.shared.metrics.refused(status);
                     let _ = self.answer_handshake(status);
                 }
                 None
@@ -199,6 +203,7 @@ impl<'a> Handler<'a> {
                 "no"
             }
         );
+        self.shared.metrics.refused(HandshakeStatus::Unauthorized);
         let _ = self.answer_handshake(HandshakeStatus::Unauthorized);
         false
     }
@@ -217,6 +222,9 @@ impl<'a> Handler<'a> {
             self.peer,
             self.shared.node().role()
         );
+        self.shared
+            .metrics
+            .refused(HandshakeStatus::UnsupportedRole);
         let _ = self.answer_handshake(HandshakeStatus::UnsupportedRole);
     }
 
@@ -242,31 +250,7 @@ impl<'a> Handler<'a> {
             &claim,
         ) {
             Ok(admitted) => admitted,
-            Err(Refusal::Stale {
-                reason,
-                term,
-                master,
-            }) => {
-                let _ = self
-                    .connection
-                    .write_handshake(&HandshakeReply::stale_master(
-                        HandshakeStatus::Fenced,
-                        NodeRole::Slave,
-                        &reason,
-                        term,
-                        &master,
-                    ));
-                return;
-            }
-            Err(refusal) => {
-                let role = self.shared.node().role();
-                let _ = self.connection.write_handshake_refusal(
-                    refusal.status(),
-                    role,
-                    refusal.reason(),
-                );
-                return;
-            }
+            Err(refusal) => return self.refuse_stream(&refusal),
         };
         let role = self.shared.node().role();
         let features = admitted.features();
@@ -299,6 +283,33 @@ impl<'a> Handler<'a> {
             admitted,
             &take_over,
         );
+    }
+
+    /// Tells a master whose stream this slave does not take why, with the
+    /// status that carries the refusal (a stale master also learns the
+    /// term and master that replaced it).
+    fn refuse_stream(mut self, refusal: &Refusal) {
+        self.shared.metrics.refused(refusal.status());
+        let _ = match refusal {
+            Refusal::Stale {
+                reason,
+                term,
+                master,
+            } => self
+                .connection
+                .write_handshake(&HandshakeReply::stale_master(
+                    HandshakeStatus::Fenced,
+                    NodeRole::Slave,
+                    reason,
+                    *term,
+                    master,
+                )),
+            refusal => {
+                let role = self.shared.node().role();
+                self.connection
+                    .write_handshake_refusal(refusal.status(), role, refusal.reason())
+            }
+        };
     }
 
     /// A client's requests, answered until the connection is to close;
@@ -351,6 +362,7 @@ impl<'a> Handler<'a> {
     /// Breaks when the connection is to close.
     fn dispatch(&mut self, frame: Frame, deferred: &Arc<DeferredReplies>) -> ControlFlow<()> {
         let received_ns = now_ns();
+        let started = Instant::now();
         // Replies keep their order: the previous write's goes out first.
         deferred.wait_idle();
         let Message::Request(request) = frame.message else {
@@ -366,7 +378,7 @@ impl<'a> Handler<'a> {
                 match &*node {
                     Node::Slave { master_addr, .. } => reply::not_master(master_addr),
                     Node::Standalone => {
-                        deferred.write(shared, frame.request_id, received_ns, op);
+                        deferred.write(shared, frame.request_id, (received_ns, started), op);
                         return ControlFlow::Continue(());
                     }
                     Node::Master(replicator) => {
@@ -375,7 +387,7 @@ impl<'a> Handler<'a> {
                         if admission != Admission::Open {
                             reply::switching_over(admission)
                         } else {
-                            deferred.write(shared, frame.request_id, received_ns, op);
+                            deferred.write(shared, frame.request_id, (received_ns, started), op);
                             return ControlFlow::Continue(());
                         }
                     }
@@ -393,14 +405,36 @@ impl<'a> Handler<'a> {
                 Ok(facts) => reply::info(facts),
                 Err(error) => error.reply(),
             },
-            Command::Read(key) => super::read::answer(shared, key, None, None, deferred.tokens()),
+            Command::Read(key) => {
+                let response = super::read::answer(shared, key, None, None, deferred.tokens());
+                return self.answer_read(frame.request_id, response, ReadKind::Plain, started);
+            }
             Command::ReadWhen { key, after, fresh } => {
-                super::read::answer(shared, key, after, fresh, deferred.tokens())
+                let kind = match after {
+                    Some(_) => ReadKind::After,
+                    None => ReadKind::Fresh,
+                };
+                let response = super::read::answer(shared, key, after, fresh, deferred.tokens());
+                return self.answer_read(frame.request_id, response, kind, started);
             }
             Command::Ping => reply::pong(received_ns),
             Command::Info => reply::info(super::info::facts(shared)),
         };
         self.answer(frame.request_id, response)
+    }
+
+    /// Sends the answer to a read of `kind` whose request was read at
+    /// `started`, and records how long it took.
+    fn answer_read(
+        &mut self,
+        request_id: u64,
+        response: Response,
+        kind: ReadKind,
+        started: Instant,
+    ) -> ControlFlow<()> {
+        let flow = self.answer(request_id, response);
+        self.shared.metrics.read_answered(kind, started);
+        flow
     }
 
     /// Sends the answer to `request_id` now. Breaks when the connection is

@@ -45,6 +45,9 @@ pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
     .into_iter()
     .map(|(name, value)| (name.to_string(), value))
     .collect();
+    if let Some(addr) = shared.metrics.endpoint() {
+        facts.push(("metrics_addr".to_string(), addr.to_string()));
+    }
     match &*node {
         Node::Standalone => {}
         Node::Master(replicator) => master_facts(replicator, stats.last_seq, &mut facts),

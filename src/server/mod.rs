@@ -39,13 +39,19 @@
 //! - `deferred`: a write's reply, sent by the thread that commits it (or,
 //!   in sync mode, by the one that sees the slave's ack).
 //! - `info`: the facts of the `Info` reply.
+//! - `metrics`: `Metrics`, what is counted as it happens for the
+//!   Prometheus endpoint (latencies, refusals, sync timeouts, resyncs).
+//! - `scrape`: the text of a scrape: the node's figures read now, and
+//!   the counts.
+//! - `metrics_http`: the `/metrics` listener (`--metrics-listen`).
 //! - `read`: reads, plain or under conditions (after a write token, under
 //!   a staleness bound), which may wait; what "visible" means.
 //! - `shutdown`: the shutdown flag and the registry of open connections.
 //!
 //! No module imports one that imports it back: `config`, `command`,
-//! `deadline`, `reply` and `shutdown` import nothing of the server; `node`
-//! and `shared` only those; `handler` sits on top, and this file uses it.
+//! `deadline`, `metrics`, `reply` and `shutdown` import nothing of the
+//! server; `node` and `shared` only those; `handler` and `metrics_http`
+//! sit on top, and this file uses them.
 
 mod command;
 mod config;
@@ -54,10 +60,13 @@ mod deadline;
 mod deferred;
 mod handler;
 mod info;
+mod metrics;
+mod metrics_http;
 mod node;
 mod read;
 mod reply;
 mod roles;
+mod scrape;
 mod shared;
 mod shutdown;
 
@@ -72,6 +81,8 @@ use crate::event_log::EventLog;
 use log::{error, info, warn};
 
 pub use config::{RoleConfig, ServerConfig};
+use metrics::Metrics;
+use metrics_http::{MetricsEndpoint, MetricsListener};
 use node::Node;
 use shared::Shared;
 use shutdown::Shutdown;
@@ -118,14 +129,18 @@ impl AcceptBackoff {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// The `/metrics` endpoint, if the config asks for one: stopped
+    /// before the store is closed.
+    metrics: Option<MetricsEndpoint>,
     /// Closed last, once every event is recorded.
     event_log: Option<EventLog>,
 }
 
 impl Server {
-    /// Binds `config.listen`, then opens the store in `config.data_dir`.
+    /// Binds `config.listen` (and `config.metrics_listen`, if set), then
+    /// opens the store in `config.data_dir`.
     ///
-    /// The listener comes first so that a port already taken fails before
+    /// The listeners come first so that a port already taken fails before
     /// the data dir is touched: a mistyped port leaves no store behind.
     /// Connections that arrive while the store opens wait in the backlog.
     pub fn bind(config: ServerConfig) -> crate::Result<Server> {
@@ -134,6 +149,11 @@ impl Server {
             source: e,
         })?;
         let local = listener.local_addr().map_err(crate::Error::Io)?;
+        let metrics_listener = config
+            .metrics_listen
+            .map(MetricsListener::bind)
+            .transpose()?;
+        let metrics = Metrics::new(metrics_listener.as_ref().map(MetricsListener::local_addr));
         // Every node's store is gated, since any node may become a slave
         // while it runs: a slave shows a write only once its master has
         // said it is durable there (`PROTOCOL.md` 7.9); a master or
@@ -141,7 +161,8 @@ impl Server {
         let mut options = Options::default()
             .sync(config.fsync)
             .compaction(Some(config.compaction))
-            .gate_visibility(true);
+            .gate_visibility(true)
+            .on_log_sync(metrics.log_sync_observer());
         if let Some(trigger) = &config.test_power_cut_when {
             let cut = crate::power_cut::PowerCut::when_exists(trigger.clone());
             options = options.fault_injector(Arc::new(cut));
@@ -179,11 +200,16 @@ impl Server {
             events,
             store,
             Shutdown::new(local),
+            metrics,
         ));
         roles::start(&shared, &role, term)?;
+        let metrics = metrics_listener
+            .map(|listener| listener.serve(Arc::downgrade(&shared)))
+            .transpose()?;
         Ok(Server {
             listener,
             shared,
+            metrics,
             event_log,
         })
     }
@@ -226,6 +252,8 @@ impl Server {
             }
         }
         drop(self.listener);
+        // No scrape may hold the shared state when the store is closed.
+        drop(self.metrics);
         info!("shutting down: no new connections; draining requests in flight");
         self.shared.shutdown.close_idle_connections();
         if let Node::Slave { state, .. } = &*self.shared.node() {

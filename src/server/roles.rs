@@ -385,6 +385,7 @@ fn become_master(
         identity,
         shared.store.clone(),
         shared.events.clone(),
+        shared.metrics.link_totals().clone(),
     )?;
     let old = shared.replace_node(Node::Master(replicator));
     if let Node::Slave { state, .. } = &*old {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use duokv_storage::Store;
 
 use super::config::ServerConfig;
+use super::metrics::Metrics;
 use super::node::Node;
 use super::shutdown::Shutdown;
 use crate::event_log::EventSink;
@@ -36,11 +37,13 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Connections over the limit being told `Busy`.
     pub(crate) refusing: AtomicUsize,
+    /// What is counted for the metrics as it happens.
+    pub(crate) metrics: Metrics,
 }
 
 impl Shared {
     /// What is shared by the connections of a server of `config`, whose
-    /// role starts as `node` in `term`.
+    /// role starts as `node` in `term`, counting into `metrics`.
     pub(crate) fn new(
         config: ServerConfig,
         node: Node,
@@ -48,6 +51,7 @@ impl Shared {
         events: Option<EventSink>,
         store: Arc<Store>,
         shutdown: Shutdown,
+        metrics: Metrics,
     ) -> Shared {
         Shared {
             config,
@@ -59,6 +63,7 @@ impl Shared {
             shutdown,
             connections: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
+            metrics,
         }
     }
 

@@ -79,7 +79,7 @@ use crate::format::{
 };
 use crate::keydir::{Location, SegmentSlot, Written};
 use crate::lock::lock;
-use crate::options::Sync;
+use crate::options::{LogSyncHook, Sync};
 use crate::record::{Op, Record, check_limits};
 use crate::segment::{self, Segment};
 use crate::shared::Shared;
@@ -178,18 +178,22 @@ pub(crate) struct GroupCommit {
     poisoned: AtomicBool,
     /// Group-commit syncs so far.
     syncs: AtomicU64,
+    /// Told how long each sync of the log took, if anyone asked.
+    log_sync: LogSyncHook,
     /// Asks a committer thread to lead a group-commit round.
     commit_wanted: Sender<()>,
 }
 
 impl GroupCommit {
     /// The write path of a store whose log ends at `offset` in `active`,
-    /// after `last_seq`. `commit_wanted` reaches the committer threads.
+    /// after `last_seq`. `commit_wanted` reaches the committer threads;
+    /// `log_sync` is told how long each sync of the log takes.
     pub(crate) fn new(
         active: Arc<Segment>,
         offset: u64,
         last_seq: u64,
         commit_wanted: Sender<()>,
+        log_sync: LogSyncHook,
     ) -> GroupCommit {
         GroupCommit {
             writer: Mutex::new(Writer::new(active, offset, last_seq)),
@@ -199,6 +203,7 @@ impl GroupCommit {
             durable_observer: DurableSlot(RwLock::new(None)),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            log_sync,
             commit_wanted,
         }
     }
@@ -299,6 +304,12 @@ impl GroupCommit {
         }
     }
 
+    /// `fdatasync`s `segment` of the log, timed for the log-sync observer
+    /// if there is one.
+    fn sync_log(&self, segment: &Segment) -> Result<()> {
+        self.log_sync.time(|| segment.sync_data())
+    }
+
     /// Forces the active segment to disk, whatever the policy. A failure
     /// poisons the store, as every failed sync does.
     pub(crate) fn sync(&self) -> Result<()> {
@@ -308,7 +319,7 @@ impl GroupCommit {
             let writer = self.lock_writer();
             (writer.active.clone(), writer.written_seq())
         };
-        active.sync_data().inspect_err(|e| self.poison(e))?;
+        self.sync_log(&active).inspect_err(|e| self.poison(e))?;
         self.note_durable(written);
         Ok(())
     }
@@ -316,7 +327,8 @@ impl GroupCommit {
     /// Syncs the active segment of `writer`, which the caller holds; a
     /// failure poisons the store.
     pub(crate) fn sync_active(&self, writer: &Writer) -> Result<()> {
-        writer.active.sync_data().inspect_err(|e| self.poison(e))?;
+        self.sync_log(&writer.active)
+            .inspect_err(|e| self.poison(e))?;
         self.note_durable(writer.written_seq());
         Ok(())
     }
@@ -564,7 +576,7 @@ impl GroupCommit {
         // master's replication) starts on them while this thread syncs.
         let records = self.observe(ObservePoint::Written, records);
 
-        let synced = segment.sync_data();
+        let synced = self.sync_log(&segment);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         if synced.is_ok() {
             self.observe(ObservePoint::Durable, records);
@@ -631,7 +643,7 @@ impl GroupCommit {
     /// the policy: recovery accepts a torn tail only in the newest segment,
     /// so a closed segment must be whole on disk before a newer one exists.
     pub(crate) fn roll(&self, shared: &Shared, writer: &mut Writer) -> Result<()> {
-        if let Err(e) = writer.active.sync_data() {
+        if let Err(e) = self.sync_log(&writer.active) {
             // A failed sync is never retried: the store stops writing.
             self.poison(&e);
             return Err(e);

@@ -161,7 +161,7 @@ pub use fault::FaultInjector;
 pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use history::{Ancestor, History, Kinship};
 pub use iter::{RecordsSince, Snapshot, SnapshotEntry, TimedRecords};
-pub use options::{CompactionPolicy, Options, Sync};
+pub use options::{CompactionPolicy, LogSyncObserver, Options, Sync};
 pub use record::{Op, Record};
 pub use repair::TailCut;
 pub use store::{DurableObserver, ObservePoint, Stats, Store, WriteObserver, WriteOp};

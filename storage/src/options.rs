@@ -8,10 +8,15 @@
 //! | [`Sync::Every`]`(d)` | its bytes are handed to the OS | yes | all but the last `d` |
 //! | [`Sync::Never`] | its bytes are handed to the OS | yes | whatever the OS flushed |
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::fault::{FaultInjector, Faults};
+
+/// Told how long each `fdatasync` of the log took (see
+/// [`Options::on_log_sync`]).
+pub type LogSyncObserver = Arc<dyn Fn(Duration) + Send + std::marker::Sync>;
 
 /// When the store forces its log to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +74,45 @@ pub struct Options {
     compaction: Option<CompactionPolicy>,
     gated: bool,
     faults: Faults,
+    log_sync: LogSyncHook,
+}
+
+/// An optional [`LogSyncObserver`], as the options and the write path
+/// carry it: compared by identity, like the fault injector.
+#[derive(Clone, Default)]
+pub(crate) struct LogSyncHook(Option<LogSyncObserver>);
+
+impl LogSyncHook {
+    /// Runs `sync`, timed for the observer if there is one (two clock
+    /// reads; none without it).
+    pub(crate) fn time<T>(&self, sync: impl FnOnce() -> T) -> T {
+        let Some(observe) = &self.0 else {
+            return sync();
+        };
+        let start = std::time::Instant::now();
+        let synced = sync();
+        observe(start.elapsed());
+        synced
+    }
+}
+
+impl fmt::Debug for LogSyncHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "LogSyncHook(set)",
+            None => "LogSyncHook(none)",
+        })
+    }
+}
+
+impl PartialEq for LogSyncHook {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Default for Options {
@@ -81,6 +125,7 @@ impl Default for Options {
             compaction: Some(CompactionPolicy::default()),
             gated: false,
             faults: Faults::default(),
+            log_sync: LogSyncHook::default(),
         }
     }
 }
@@ -126,9 +171,45 @@ impl Options {
         self
     }
 
+    /// Calls `observer` with how long each `fdatasync` of the log took:
+    /// a group commit's, the background sync's of [`Sync::Every`], an
+    /// explicit [`Store::sync`](crate::Store::sync)'s, and the one before a
+    /// segment is closed. A server feeds it to its latency histogram. It
+    /// runs on the syncing thread, after the sync and before the writers
+    /// it makes durable are answered: keep it to a few atomic operations.
+    /// Without one, a sync is not timed at all.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use duokv_storage::{Options, Store};
+    ///
+    /// # fn main() -> duokv_storage::Result<()> {
+    /// let syncs = Arc::new(AtomicU64::new(0));
+    /// let counted = syncs.clone();
+    /// let options = Options::default().on_log_sync(Arc::new(move |_took| {
+    ///     counted.fetch_add(1, Ordering::Relaxed);
+    /// }));
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path(), options)?;
+    /// store.put("a", "1")?; // Sync::Always: one group commit, one fdatasync
+    /// assert_eq!(syncs.load(Ordering::Relaxed), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_log_sync(mut self, observer: LogSyncObserver) -> Self {
+        self.log_sync = LogSyncHook(Some(observer));
+        self
+    }
+
     /// The fault hooks.
     pub(crate) fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// The log-sync observer, if any.
+    pub(crate) fn log_sync(&self) -> &LogSyncHook {
+        &self.log_sync
     }
 
     /// The durability policy.

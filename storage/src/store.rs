@@ -227,6 +227,7 @@ impl Store {
         let (compaction_wanted, compaction_requests) = crossbeam_channel::bounded(1);
         let (commit_wanted, commit_requests) = crossbeam_channel::bounded(1);
         let keydir = recovered.keydir;
+        let log_sync = options.log_sync().clone();
         let inner = Arc::new(Inner {
             shared: Shared::new(dir, options, keydir, history, committed, compaction_wanted),
             commit: GroupCommit::new(
@@ -234,6 +235,7 @@ impl Store {
                 recovered.active_len,
                 recovered.last_seq,
                 commit_wanted,
+                log_sync,
             ),
             compactor: Compactor::default(),
             tail_cut: recovered.cut,

@@ -256,7 +256,7 @@ fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
     }
 }
 
-/// Parses `--fsync`: `always`, `never` or `every:MS`; [`checks`] bounds
+/// Parses `--fsync`: `always`, `never` or `every:MS`; the start-up checks bound
 /// the period. Public so that the tools that start replicas refuse what a
 /// replica would before they start any.
 pub fn parse_fsync(text: &str) -> Result<Sync, String> {

@@ -647,7 +647,7 @@ impl Client {
     /// write, hands the role over, and becomes the new master's slave.
     /// Returns the facts of what happened (`new_master`, `term`, `seq`,
     /// `history_id`, `write_window_ms`). A slave that cannot catch up in
-    /// time gives [`Error::ReplicaUnavailable`]: rolled back, nothing
+    /// time gives [`Error::NotChanged`]: rolled back, nothing
     /// changed. The reply's read timeout is extended by `timeout`.
     pub fn failover(&mut self, timeout: Duration) -> Result<Vec<(String, String)>> {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);

@@ -71,6 +71,13 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// A role change (a switchover, a promotion) did not happen: the node
+    /// is not in the role it starts from, or it rolled back; nothing
+    /// changed.
+    NotChanged {
+        /// The server's explanation.
+        message: String,
+    },
     /// A read's staleness bound could not be proven on the replica within
     /// the read's wait: read the master, or retry.
     TooStale {
@@ -161,6 +168,7 @@ impl fmt::Display for Error {
             Error::UnknownHistory { message } => write!(f, "unknown history: {message}"),
             Error::TooStale { message, .. } => write!(f, "too stale: {message}"),
             Error::SwitchingOver { message } => write!(f, "switching over: {message}"),
+            Error::NotChanged { message } => write!(f, "not changed: {message}"),
             Error::UnknownCode { code, message } => write!(f, "server error {code}: {message}"),
             Error::Unauthorized { addr } => write!(
                 f,
@@ -236,6 +244,7 @@ impl Error {
             Code::UnknownHistory => Error::UnknownHistory { message },
             Code::TooStale { bound_us } => Error::TooStale { bound_us, message },
             Code::SwitchingOver => Error::SwitchingOver { message },
+            Code::NotChanged => Error::NotChanged { message },
             Code::Unknown(code) => Error::UnknownCode { code, message },
         }
     }

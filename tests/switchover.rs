@@ -483,7 +483,7 @@ fn an_async_switchover_under_load_loses_nothing() {
 }
 
 /// A switchover whose slave is stalled (SIGSTOP) and cannot show the
-/// master's last writes in time rolls back: `ReplicaUnavailable`, the
+/// master's last writes in time rolls back: `NotChanged`, the
 /// master takes writes again at once, roles, terms and histories are as
 /// they were, and once the slave runs again the pair replicates and can
 /// switch over.
@@ -510,7 +510,7 @@ fn a_switchover_to_a_stalled_slave_rolls_back() {
     let refused = m.failover(Duration::from_millis(300));
     let took = asked.elapsed();
     assert!(
-        matches!(refused, Err(Error::ReplicaUnavailable { .. })),
+        matches!(refused, Err(Error::NotChanged { .. })),
         "{refused:?}"
     );
     assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
@@ -646,7 +646,7 @@ fn a_promotion_after_the_sync_master_is_killed_loses_nothing() {
         let asked = Instant::now();
         match promoted.promote(None, ReplicationMode::Async, false) {
             Ok(facts) => Some((facts, asked)),
-            Err(Error::ReplicaUnavailable { .. }) => None,
+            Err(Error::NotChanged { .. }) => None,
             Err(e) => panic!("promote: {}", duokv::error::chain(&e)),
         }
     });
@@ -756,7 +756,7 @@ fn an_old_async_master_steps_down_and_saves_what_it_alone_held() {
     let facts = poll("the promotion", || {
         match s.promote(None, ReplicationMode::Async, false) {
             Ok(facts) => Some(facts),
-            Err(Error::ReplicaUnavailable { .. }) => None,
+            Err(Error::NotChanged { .. }) => None,
             Err(e) => panic!("promote: {}", duokv::error::chain(&e)),
         }
     });
@@ -860,7 +860,7 @@ fn a_stale_master_cannot_take_its_slave_back() {
     let facts = poll("A's promotion", || {
         match on_a.promote(None, ReplicationMode::Async, false) {
             Ok(facts) => Some(facts),
-            Err(Error::ReplicaUnavailable { .. }) => None,
+            Err(Error::NotChanged { .. }) => None,
             Err(e) => panic!("promote: {}", duokv::error::chain(&e)),
         }
     });

@@ -786,6 +786,10 @@ pub enum ErrorCode {
     /// it takes no writes for a moment; retry, and follow the `NotMaster`
     /// that comes once the new master is known.
     SwitchingOver,
+    /// 14: a role change (`Failover`, `Promote`) did not happen: the node
+    /// is not in the role it starts from, or it rolled back; nothing
+    /// changed, and the message says why.
+    NotChanged,
     /// 12: a read's `fresh` bound could not be proven within the read's
     /// wait: the replica's data may be older than asked; read the master,
     /// or retry.
@@ -827,6 +831,7 @@ impl ErrorCode {
             ErrorCode::UnknownHistory => 11,
             ErrorCode::TooStale { .. } => ErrorCode::TOO_STALE,
             ErrorCode::SwitchingOver => 13,
+            ErrorCode::NotChanged => 14,
             ErrorCode::Unknown(n) => *n,
         }
     }
@@ -844,6 +849,7 @@ impl ErrorCode {
             9 => ErrorCode::Internal,
             11 => ErrorCode::UnknownHistory,
             13 => ErrorCode::SwitchingOver,
+            14 => ErrorCode::NotChanged,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -881,6 +887,7 @@ impl fmt::Display for ErrorCode {
             }
             ErrorCode::UnknownHistory => f.write_str("unknown history"),
             ErrorCode::SwitchingOver => f.write_str("switching over"),
+            ErrorCode::NotChanged => f.write_str("not changed"),
             ErrorCode::TooStale { bound_us: u64::MAX } => {
                 f.write_str("too stale (the replica can prove no bound)")
             }
@@ -1002,6 +1009,7 @@ mod tests {
             (ErrorCode::Internal, 9),
             (ErrorCode::UnknownHistory, 11),
             (ErrorCode::SwitchingOver, 13),
+            (ErrorCode::NotChanged, 14),
             (ErrorCode::Unknown(0), 0),
             (ErrorCode::Unknown(4242), 4242),
         ];

@@ -81,10 +81,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         any::<u64>().prop_map(|visible_seq| ErrorCode::NotYetVisible { visible_seq }),
         Just(ErrorCode::UnknownHistory),
         Just(ErrorCode::SwitchingOver),
+        Just(ErrorCode::NotChanged),
         any::<u64>().prop_map(|bound_us| ErrorCode::TooStale { bound_us }),
         // Only numbers this version does not know stay `Unknown`.
         any::<u16>()
-            .prop_filter("a known code", |n| !(1..=13).contains(n))
+            .prop_filter("a known code", |n| !(1..=14).contains(n))
             .prop_map(ErrorCode::Unknown),
     ]
 }

@@ -57,8 +57,7 @@ impl ChangeError {
     /// The client's error reply.
     pub(crate) fn reply(&self) -> Response {
         let code = match self {
-            ChangeError::WrongRole(_) => ErrorCode::BadRequest,
-            ChangeError::RolledBack(_) => ErrorCode::ReplicaUnavailable,
+            ChangeError::WrongRole(_) | ChangeError::RolledBack(_) => ErrorCode::NotChanged,
             ChangeError::Unknown(_) | ChangeError::Failed(_) => ErrorCode::Internal,
         };
         Response::error(code, self.to_string())

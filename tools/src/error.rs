@@ -170,6 +170,7 @@ impl Exit {
             | E::NotYetVisible { .. }
             | E::UnknownHistory { .. }
             | E::SwitchingOver { .. }
+            | E::NotChanged { .. }
             | E::TooStale { .. }
             | E::Unauthorized { .. }
             | E::Refused { .. } => Exit::Refused,

@@ -33,7 +33,8 @@ pub fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::TooStale { bound_us: u64::MAX },
         ErrorCode::Unknown(0),
         ErrorCode::SwitchingOver,
-        ErrorCode::Unknown(14),
+        ErrorCode::NotChanged,
+        ErrorCode::Unknown(15),
         ErrorCode::Unknown(u16::MAX),
     ]
 }

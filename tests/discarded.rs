@@ -13,10 +13,10 @@ mod common;
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use common::{DEADLINE, Pair, ServerProcess, info_value, last_seq, poll};
+use common::{DEADLINE, Pair, ServerProcess, discarded_files, info_value, last_seq, poll};
 use duokv::Client;
 use duokv::discarded_writes::{self, SavedWrite};
 use duokv::storage::Op;
@@ -27,20 +27,6 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("a clock after 1970")
         .as_nanos() as u64
-}
-
-/// The discarded-writes files in `dir`.
-fn discarded_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("list the data dir")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("discarded-") && name.ends_with(".csv")
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// Starts a server on `addr` (a port another server just left) with its

@@ -23,13 +23,13 @@ mod common;
 mod linearizability;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Pair, ServerProcess, info_value, last_seq, poll};
+use common::{DEADLINE, Pair, ServerProcess, discarded_files, info_value, last_seq, poll};
 use duokv::discarded_writes;
 use duokv::storage::Op as StoredOp;
 use duokv::{Client, Error, ReplicationMode};
@@ -372,20 +372,6 @@ fn wait_converged(master: &ServerProcess, slave: &ServerProcess, term: u64) {
     poll("the replicas to converge", || {
         (figures(&mut m) == figures(&mut s)).then_some(())
     });
-}
-
-/// The discarded-writes files in `dir`.
-fn discarded_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list the data dir")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("discarded-") && name.ends_with(".csv")
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// The leader and the follower of `pair`: its first master when `first`

@@ -483,12 +483,7 @@ impl Replicator {
                 return (*admission, admission);
             }
             drop(admission);
-            let state = self.link.lock();
-            let left = deadline.saturating_duration_since(Instant::now());
-            let _ = self
-                .link
-                .changed
-                .wait_timeout(state, left.min(Duration::from_millis(50)));
+            drop(self.link.wait_changed(self.link.lock(), deadline));
         }
     }
 
@@ -526,13 +521,7 @@ impl Replicator {
             if (state.visible_seq >= seq && durable) || Instant::now() >= deadline {
                 return state.visible_seq;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            state = self
-                .link
-                .changed
-                .wait_timeout(state, left.min(Duration::from_millis(20)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.link.wait_changed(state, deadline);
         }
     }
 
@@ -568,13 +557,7 @@ impl Replicator {
                     "no answer from the slave in time".to_string(),
                 ));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            state = self
-                .link
-                .changed
-                .wait_timeout(state, left.min(Duration::from_millis(20)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.link.wait_changed(state, deadline);
         }
     }
 
@@ -682,6 +665,21 @@ impl Drop for Replicator {
 impl Link {
     fn lock(&self) -> MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleeps on `changed` with `state`'s lock released, until woken,
+    /// `deadline`, or 20 ms at most (the store's durable seq moves without
+    /// waking anyone here: it is looked at again then).
+    fn wait_changed<'a>(
+        &self,
+        state: MutexGuard<'a, LinkState>,
+        deadline: Instant,
+    ) -> MutexGuard<'a, LinkState> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.changed
+            .wait_timeout(state, left.min(Duration::from_millis(20)))
+            .unwrap_or_else(|p| p.into_inner())
+            .0
     }
 
     fn admission(&self) -> RwLockReadGuard<'_, Admission> {

@@ -1037,3 +1037,17 @@ impl FakeMaster {
         }
     }
 }
+
+/// The discarded-writes files (`discarded-*.csv`) in a data dir, sorted.
+pub fn discarded_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list the data dir")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("discarded-") && name.ends_with(".csv")
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -1067,22 +1067,10 @@ fn a_master_on_an_empty_data_dir_cannot_erase_the_slave() {
 /// Sends `signal` (`STOP`, `CONT`) to a server; after `STOP`, waits until
 /// every thread of it is stopped (the signal is delivered asynchronously).
 fn signal(server: &ServerProcess, signal: &str) {
-    server.signal(&format!("SIG{signal}"));
     if signal == "STOP" {
-        let tasks = format!("/proc/{}/task", server.pid());
-        poll("the server's threads to stop", || {
-            let all_stopped = fs::read_dir(&tasks).ok()?.all(|task| {
-                task.ok()
-                    .and_then(|t| fs::read_to_string(t.path().join("stat")).ok())
-                    .and_then(|stat| {
-                        // The state follows the parenthesised command name.
-                        let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-                        Some(state == 'T' || state == 't')
-                    })
-                    .unwrap_or(false)
-            });
-            all_stopped.then_some(())
-        });
+        common::sigstop_and_wait(server);
+    } else {
+        server.signal(&format!("SIG{signal}"));
     }
 }
 

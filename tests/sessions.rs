@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -270,19 +269,5 @@ fn a_slave_without_a_master_refuses_bounded_reads_and_the_set_reads_the_master()
 /// Stops `server` with SIGSTOP and waits until every thread of it is
 /// stopped (the signal is delivered asynchronously).
 fn stop(server: &ServerProcess) {
-    server.signal("SIGSTOP");
-    let tasks = format!("/proc/{}/task", server.pid());
-    poll("the server's threads to stop", || {
-        let all_stopped = fs::read_dir(&tasks).ok()?.all(|task| {
-            task.ok()
-                .and_then(|t| fs::read_to_string(t.path().join("stat")).ok())
-                .and_then(|stat| {
-                    // The state follows the parenthesised command name.
-                    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-                    Some(state == 'T' || state == 't')
-                })
-                .unwrap_or(false)
-        });
-        all_stopped.then_some(())
-    });
+    common::sigstop_and_wait(server);
 }

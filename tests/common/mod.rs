@@ -1051,3 +1051,23 @@ pub fn discarded_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Stops `server` with SIGSTOP and waits until every thread of it is
+/// stopped (the signal is delivered asynchronously).
+pub fn sigstop_and_wait(server: &ServerProcess) {
+    server.signal("SIGSTOP");
+    let tasks = format!("/proc/{}/task", server.pid());
+    poll("the server's threads to stop", || {
+        let all_stopped = std::fs::read_dir(&tasks).ok()?.all(|task| {
+            task.ok()
+                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .and_then(|stat| {
+                    // The state follows the parenthesised command name.
+                    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                    Some(state == 'T' || state == 't')
+                })
+                .unwrap_or(false)
+        });
+        all_stopped.then_some(())
+    });
+}

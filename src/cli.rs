@@ -38,7 +38,7 @@ use signal_hook::iterator::Signals;
 use crate::auth::AuthToken;
 use crate::duration::parse_duration;
 use crate::replication::slave::OnDivergence;
-use crate::replication::{Forward, MasterSettings, ReplicationMode};
+use crate::replication::{Forward, MasterSettings, ReplicationMode, SlaveSettings};
 use crate::{RoleConfig, Server, ServerConfig};
 
 /// Run one duokv replica: a key-value server with its data on disk.
@@ -167,6 +167,14 @@ pub struct ServerArgs {
     #[argh(option, from_str_fn(parse_duration))]
     probe_interval: Option<Duration>,
 
+    /// slave only: a delayed slave: apply, sync and acknowledge each write
+    /// at once, but show it to readers only this long after it arrived
+    /// (like MySQL's SOURCE_DELAY), 0 to 24h (default 0); a copy that has
+    /// not yet seen an operator's mistake. Sync writes are acknowledged on
+    /// its sync; sync-visible ones and switchovers wait for the delay
+    #[argh(option, from_str_fn(parse_duration))]
+    apply_delay: Option<Duration>,
+
     /// compact the log once its dead bytes (overwritten, deleted) pass this
     /// many (default 67108864, 64 MiB) and --compact-dead-ratio
     #[argh(option, default = "64 * 1024 * 1024")]
@@ -246,10 +254,13 @@ fn role(args: &ServerArgs) -> Result<RoleConfig, String> {
                 .ok_or("--role slave needs --master-addr HOST:PORT")?;
             Ok(RoleConfig::Slave {
                 master_addr,
-                on_divergence: args.on_divergence.unwrap_or(OnDivergence::Refuse),
-                probe_interval: args
-                    .probe_interval
-                    .unwrap_or(crate::replication::slave::DEFAULT_PROBE_INTERVAL),
+                settings: SlaveSettings {
+                    on_divergence: args.on_divergence.unwrap_or(OnDivergence::Refuse),
+                    probe_interval: args
+                        .probe_interval
+                        .unwrap_or(crate::replication::slave::DEFAULT_PROBE_INTERVAL),
+                    apply_delay: args.apply_delay.unwrap_or(Duration::ZERO),
+                },
             })
         }
         other => Err(format!("--role `{other}`: use standalone, master or slave")),

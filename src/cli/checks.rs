@@ -53,6 +53,13 @@ pub(super) fn problems(args: &ServerArgs) -> Vec<String> {
             problems.extend(duration_in_range(flag, duration).err());
         }
     }
+    if let Some(delay) = args.apply_delay
+        && delay > MAX_DURATION
+    {
+        problems.push(format!(
+            "--apply-delay {delay:?} is out of range: use 0 (no delay) to 24h (e.g. 250ms, 1h)"
+        ));
+    }
     problems.extend(fsync(args.fsync).err());
     if !(1..=MAX_CONNECTIONS).contains(&args.max_connections) {
         problems.push(format!(
@@ -101,6 +108,7 @@ fn role_flags(args: &ServerArgs) -> Vec<String> {
         ("--master-addr", args.master_addr.is_some()),
         ("--on-divergence", args.on_divergence.is_some()),
         ("--probe-interval", args.probe_interval.is_some()),
+        ("--apply-delay", args.apply_delay.is_some()),
     ];
     let this_node = match args.role.as_str() {
         "standalone" => "standalone (--role standalone, the default)",

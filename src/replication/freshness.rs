@@ -26,6 +26,12 @@ use std::time::{Duration, Instant};
 /// then prove nothing, which is safe).
 const MAX_IN_FLIGHT: usize = 1024;
 
+/// Answers kept at most while their seq is not yet shown (a delayed slave
+/// holds a delay's worth of them). Past it, each two neighbours are merged
+/// into the later one: its proof needs a later seq shown, so it is proven
+/// later, never wrongly.
+const MAX_PENDING: usize = 4096;
+
 /// A slave's probes and what their answers prove.
 #[derive(Debug, Default)]
 pub(crate) struct Freshness {
@@ -156,6 +162,9 @@ impl Freshness {
             {
                 book.in_flight.pop_front();
                 if id == probe {
+                    if book.pending.len() >= MAX_PENDING {
+                        thin(&mut book.pending);
+                    }
                     book.pending.push_back((sent, seq));
                 }
             }
@@ -176,6 +185,19 @@ impl Freshness {
         book.fresh_since = None;
         book.pending.clear();
     }
+}
+
+/// Merges each two neighbouring answers into the later one, halving the
+/// list and keeping the newest.
+fn thin(pending: &mut VecDeque<(Instant, u64)>) {
+    let last = pending.len().saturating_sub(1);
+    let kept = pending
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i % 2 == 1 || i == last)
+        .map(|(_, &answer)| answer)
+        .collect();
+    *pending = kept;
 }
 
 /// Moves `fresh_since` to the newest answer whose seq is shown.
@@ -258,5 +280,30 @@ mod tests {
         assert!(freshness.fresh_since().is_some());
         freshness.forget();
         assert_eq!(freshness.bound(), None);
+    }
+
+    #[test]
+    fn answers_held_back_are_bounded_and_prove_nothing_early() {
+        let freshness = Freshness::default();
+        freshness.start();
+        let mut answered = Vec::new();
+        for seq in 1..=(3 * MAX_PENDING as u64) {
+            let id = freshness
+                .next_probe(Duration::ZERO, Duration::ZERO)
+                .unwrap();
+            let sent = freshness.lock().in_flight.back().unwrap().1;
+            freshness.on_commit(seq, id, 0);
+            answered.push((sent, seq));
+            assert!(freshness.lock().pending.len() <= MAX_PENDING);
+        }
+        // Shown up to each seq in turn, the proof is never newer than
+        // that seq's own probe, and the last one is kept exactly.
+        for &(sent, seq) in &answered {
+            freshness.on_visible(seq);
+            if let Some(since) = freshness.fresh_since() {
+                assert!(since <= sent, "seq {seq} proved a later probe");
+            }
+        }
+        assert_eq!(freshness.fresh_since(), Some(answered.last().unwrap().0));
     }
 }

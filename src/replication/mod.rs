@@ -16,6 +16,8 @@
 //! - [`master`]: the [`Replicator`] a master runs: the link, catch-up from
 //!   the log, full resync by snapshot, and the wait for acks of sync mode.
 //! - [`slave`]: what a slave does with the stream.
+//! - `delay`: which writes a delayed slave (`--apply-delay`) may show
+//!   yet (a leaf `slave` uses).
 //! - `discarded`: saving the writes a full resync would discard before it
 //!   runs (a leaf `slave` calls).
 //! - `freshness`: what a slave can prove about how stale it is, from its
@@ -42,6 +44,7 @@
 //! sends a full snapshot of every live key first (as Redis does a full
 //! rather than a partial resync), then streams on.
 
+mod delay;
 mod discarded;
 mod freshness;
 pub mod master;
@@ -54,5 +57,5 @@ pub use master::{
     Replicator,
 };
 pub use mode::{Forward, ReplicationMode};
-pub use slave::SlaveState;
+pub use slave::{SlaveSettings, SlaveState};
 pub use wire::master_history;

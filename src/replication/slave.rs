@@ -34,6 +34,15 @@
 //! prober thread sends `Probe`s every `--probe-interval` (and at once when
 //! a bounded read needs a fresher proof): see [`freshness`](super::freshness).
 //! With an older master the slave shows each batch once applied.
+//!
+//! **A delayed slave** (`--apply-delay D`) still applies, syncs and
+//! acknowledges each batch at once, but shows it only once `D` has passed
+//! since it arrived, and a commit covers it: a timer thread per stream
+//! shows what has waited long enough (see [`delay`](super::delay)). Its
+//! `Visible`s, and so `sync-visible` writes, come `D` later; `sync` writes
+//! are acknowledged on its sync as before. Its staleness proofs wait for
+//! the writes to show, so its bound is never below `D`. A full resync and
+//! a handover show at once what they cover.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufReader, Read, Write};
@@ -50,6 +59,7 @@ use duokv_protocol::{
 use duokv_storage::{self as storage, History, Kinship, Record, SnapshotEntry, Store};
 use log::{debug, error, info, warn};
 
+use super::delay::DelaySchedule;
 use super::freshness::Freshness;
 use super::wire;
 use crate::clock::now_ns;
@@ -105,6 +115,9 @@ pub struct SlaveState {
     freshness: Freshness,
     /// How often the prober probes when no read asks.
     probe_interval: Duration,
+    /// How long each write waits, once applied, before it is shown
+    /// (`--apply-delay`; zero for none).
+    apply_delay: Duration,
     /// The term it follows: masters of a lower one are refused.
     term: AtomicU64,
     /// The node is leaving the slave's role: no stream is admitted any
@@ -200,23 +213,47 @@ impl Admitted {
     }
 }
 
+/// A slave's own settings (its flags), beside whom it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaveSettings {
+    /// What to do when the master's history is not this store's.
+    pub on_divergence: OnDivergence,
+    /// How often to probe the master for the staleness bound when no read
+    /// asks (`PROTOCOL.md` 7.9).
+    pub probe_interval: Duration,
+    /// How long each write waits, once applied, before readers see it
+    /// (`--apply-delay`; zero for none).
+    pub apply_delay: Duration,
+}
+
+impl Default for SlaveSettings {
+    fn default() -> Self {
+        SlaveSettings {
+            on_divergence: OnDivergence::default(),
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            apply_delay: Duration::ZERO,
+        }
+    }
+}
+
 impl SlaveState {
-    /// A slave of the master at `master_addr` that treats a divergent
-    /// master as `on_divergence` says, and probes it every
-    /// `probe_interval` (at least 1 ms).
-    pub fn new(
-        master_addr: &str,
-        on_divergence: OnDivergence,
-        probe_interval: Duration,
-        term: u64,
-    ) -> Self {
+    /// A slave of the master at `master_addr` with `settings` (a probe
+    /// interval of at least 1 ms), following `term`.
+    pub fn new(master_addr: &str, settings: SlaveSettings, term: u64) -> Self {
         SlaveState {
-            on_divergence,
+            on_divergence: settings.on_divergence,
             master_addr: master_addr.to_string(),
-            probe_interval: probe_interval.max(Duration::from_millis(1)),
+            probe_interval: settings.probe_interval.max(Duration::from_millis(1)),
+            apply_delay: settings.apply_delay,
             term: AtomicU64::new(term),
             ..SlaveState::default()
         }
+    }
+
+    /// How long each write waits, once applied, before it is shown (zero
+    /// for a slave without `--apply-delay`).
+    pub fn apply_delay(&self) -> Duration {
+        self.apply_delay
     }
 
     /// The term this slave follows.
@@ -519,6 +556,7 @@ pub fn serve_stream<R: Read>(
         stream,
         one_at_a_time: Mutex::new(()),
     };
+    let gate = Gate::new(store, state, events, &writer, notices);
     let applier = Applier {
         store,
         state,
@@ -531,8 +569,7 @@ pub fn serve_stream<R: Read>(
         halted: false,
         pending: None,
         commits: Vec::new(),
-        shown: store.last_seq(),
-        held_keys: VecDeque::new(),
+        gate: &gate,
         take_over,
     };
     let said_hello = say_hello(store, &writer);
@@ -548,11 +585,17 @@ pub fn serve_stream<R: Read>(
                 warn!("cannot start the prober: {e}; reads with a staleness bound will be refused");
             }
         }
+        if gate.delayed() {
+            std::thread::Builder::new()
+                .name("replication-delay".into())
+                .spawn_scoped(scope, || gate.run_timer())?;
+        }
         let ended = apply_stream(applier);
         state.freshness.stop();
-        // The prober may be writing: cut the stream so a blocked write
-        // returns, before the scope joins it.
+        // The prober or the timer may be writing: cut the stream so a
+        // blocked write returns, before the scope joins them.
         let _ = stream.shutdown(Shutdown::Both);
+        gate.stop();
         ended
     });
     match ended {
@@ -707,8 +750,9 @@ fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
     while let Some(frame) = applier.next_frame()? {
         match frame.message {
             Message::Replication(Replication::Append { seq, op }) => {
+                let arrived = Instant::now();
                 let batch = applier.read_batch(seq, op)?;
-                applier.apply(&batch)?;
+                applier.apply(&batch, arrived)?;
                 applier.take_commits()?;
             }
             Message::Replication(Replication::Commit { seq, probe }) if applier.notices => {
@@ -770,6 +814,217 @@ impl StreamWriter<'_> {
     }
 }
 
+/// The one place that shows a stream's applied writes to readers: it
+/// publishes them in the store, logs their `visible` events, wakes the
+/// reads waiting and tells the master (`Visible`, for its `remote_apply`
+/// writes). The applier calls it after each batch and commit; a delayed
+/// slave's timer thread calls it when writes have waited long enough.
+struct Gate<'a> {
+    store: &'a Store,
+    state: &'a SlaveState,
+    events: Option<&'a EventSink>,
+    writer: &'a StreamWriter<'a>,
+    /// Both sides use commit notices: a write is shown once a `Commit`
+    /// covers it, not once applied.
+    notices: bool,
+    book: Mutex<GateBook>,
+    /// Wakes the timer: a batch was scheduled, or the stream ended.
+    changed: Condvar,
+}
+
+struct GateBook {
+    /// The newest seq shown to readers, as last told to the master.
+    shown: u64,
+    /// Applied writes not yet shown, for their `visible` events (only
+    /// with an event log).
+    held_keys: VecDeque<(u64, Vec<u8>)>,
+    /// How far writes may be shown as far as the master is concerned: its
+    /// newest `Commit` (with notices), or the last write applied.
+    limit: u64,
+    /// The highest limit given to the store so far.
+    published: u64,
+    /// A delayed slave's batches waiting for their time.
+    schedule: Option<DelaySchedule>,
+    /// The stream ended: the timer stops.
+    stopped: bool,
+}
+
+impl<'a> Gate<'a> {
+    fn new(
+        store: &'a Store,
+        state: &'a SlaveState,
+        events: Option<&'a EventSink>,
+        writer: &'a StreamWriter<'a>,
+        notices: bool,
+    ) -> Gate<'a> {
+        let shown = store.last_seq();
+        let schedule = (!state.apply_delay.is_zero()).then(|| {
+            let mut schedule = DelaySchedule::new(state.apply_delay, shown);
+            // Writes held across a restart wait a whole delay again: when
+            // they arrived is not known.
+            schedule.arrived(store.applied_seq(), Instant::now());
+            schedule
+        });
+        Gate {
+            store,
+            state,
+            events,
+            writer,
+            notices,
+            book: Mutex::new(GateBook {
+                shown,
+                held_keys: VecDeque::new(),
+                limit: shown,
+                published: shown,
+                schedule,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateBook> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether writes wait `--apply-delay` (and a timer shows them).
+    fn delayed(&self) -> bool {
+        !self.state.apply_delay.is_zero()
+    }
+
+    /// `batch` is applied, having arrived at `arrived`; publishes what may
+    /// be shown now, and returns how far readers see.
+    fn applied(&self, batch: &[Record], arrived: Instant) -> crate::Result<u64> {
+        let Some(last) = batch.last().map(|r| r.seq) else {
+            return Ok(self.store.last_seq());
+        };
+        let mut book = self.lock();
+        if self.events.is_some() {
+            book.held_keys
+                .extend(batch.iter().map(|r| (r.seq, r.op.key().to_vec())));
+        }
+        if !self.notices {
+            book.limit = book.limit.max(last);
+        }
+        if let Some(schedule) = &mut book.schedule {
+            schedule.arrived(last, arrived);
+            self.changed.notify_all();
+        }
+        self.publish(&mut book)
+    }
+
+    /// The master's `Commit` says writes up to `seq` are durable there;
+    /// publishes what may be shown now, and returns how far readers see.
+    fn committed(&self, seq: u64) -> crate::Result<u64> {
+        let mut book = self.lock();
+        book.limit = book.limit.max(seq);
+        self.publish(&mut book)
+    }
+
+    /// Gives the store the newest limit allowed now: the master's, and
+    /// for a delayed slave no later than its ripe writes. Returns how far
+    /// readers see.
+    fn publish(&self, book: &mut GateBook) -> crate::Result<u64> {
+        let allowed = match &mut book.schedule {
+            Some(schedule) => book.limit.min(schedule.ripen(Instant::now())),
+            None => book.limit,
+        };
+        if allowed > book.published {
+            book.published = allowed;
+            return Ok(self.store.publish_through(allowed)?);
+        }
+        Ok(self.store.last_seq())
+    }
+
+    /// Readers now see writes up to `visible`: logs them, wakes the reads
+    /// waiting, and tells the master.
+    fn show(&self, visible: u64) -> crate::Result<()> {
+        let mut book = self.lock();
+        self.show_locked(&mut book, visible)
+    }
+
+    fn show_locked(&self, book: &mut GateBook, visible: u64) -> crate::Result<()> {
+        if visible <= book.shown {
+            return Ok(());
+        }
+        book.shown = visible;
+        if let Some(events) = self.events {
+            let at_ns = now_ns();
+            while let Some((seq, _)) = book.held_keys.front()
+                && *seq <= visible
+            {
+                let (seq, key) = book.held_keys.pop_front().expect("front exists");
+                events.record_at(EventKind::Visible, seq, &key, at_ns);
+            }
+        }
+        self.state.freshness.on_visible(visible);
+        self.state.wake_reads();
+        if self.notices {
+            self.writer.send(Replication::Visible { seq: visible })?;
+        }
+        Ok(())
+    }
+
+    /// A full resync replaced the store's contents with a snapshot as of
+    /// `seq`: everything up to it is shown at once.
+    fn replaced(&self, seq: u64) {
+        let mut book = self.lock();
+        book.held_keys.clear();
+        book.shown = 0;
+        book.limit = book.limit.max(seq);
+        book.published = self.store.last_seq();
+        if let Some(schedule) = &mut book.schedule {
+            schedule.release_through(seq);
+        }
+    }
+
+    /// A delayed slave's timer: shows each batch once its time has come
+    /// (and a commit covers it), until the stream ends. A failure (the
+    /// store's, the socket's) cuts the stream, which ends the applier too.
+    fn run_timer(&self) {
+        let mut book = self.lock();
+        loop {
+            if book.stopped {
+                return;
+            }
+            let now = Instant::now();
+            let due = book.schedule.as_ref().and_then(DelaySchedule::next_due);
+            match due {
+                Some(due) if due <= now => {
+                    let shown = self
+                        .publish(&mut book)
+                        .and_then(|visible| self.show_locked(&mut book, visible));
+                    if let Err(e) = shown {
+                        warn!(
+                            "the delayed slave could not show the writes due: {}; closing the \
+                             stream",
+                            crate::error::chain(&e)
+                        );
+                        let _ = self.writer.stream.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+                Some(due) => {
+                    book = self
+                        .changed
+                        .wait_timeout(book, due - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                None => {
+                    book = self.changed.wait(book).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Stops the timer (the stream ended).
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
 /// One stream's frames being applied to the store.
 struct Applier<'a, R> {
     store: &'a Store,
@@ -792,11 +1047,8 @@ struct Applier<'a, R> {
     pending: Option<Frame>,
     /// `Commit`s read while taking a batch, to take once it is applied.
     commits: Vec<(u64, u64)>,
-    /// The newest seq shown to readers, as last told to the master.
-    shown: u64,
-    /// Applied writes not yet shown, for their `visible` events (only
-    /// with an event log).
-    held_keys: VecDeque<(u64, Vec<u8>)>,
+    /// What shows the applied writes to readers.
+    gate: &'a Gate<'a>,
     /// Makes this node the master, in a switchover.
     take_over: &'a TakeOver<'a>,
 }
@@ -856,8 +1108,9 @@ impl<R: Read> Applier<'_, R> {
     /// Applies `batch` with one commit and acknowledges it; a batch that
     /// does not follow the store's last write halts the stream and asks
     /// for a full resync instead. Without commit notices the batch is
-    /// shown at once.
-    fn apply(&mut self, batch: &[Record]) -> crate::Result<()> {
+    /// shown at once (a delayed slave's, once it has waited since
+    /// `arrived`).
+    fn apply(&mut self, batch: &[Record], arrived: Instant) -> crate::Result<()> {
         if self.halted {
             return Ok(());
         }
@@ -868,19 +1121,13 @@ impl<R: Read> Applier<'_, R> {
                     let at_ns = now_ns();
                     for record in batch {
                         events.record_at(EventKind::Applied, record.seq, record.op.key(), at_ns);
-                        self.held_keys
-                            .push_back((record.seq, record.op.key().to_vec()));
                     }
                 }
-                // Without commit notices the batch is shown before it is
-                // acknowledged, as before them.
-                let visible = if self.notices {
-                    self.store.last_seq()
-                } else {
-                    self.store.publish_through(last)?
-                };
+                // Without commit notices (or a delay) the batch is shown
+                // before it is acknowledged, as before them.
+                let visible = self.gate.applied(batch, arrived)?;
                 self.writer.send(Replication::Ack { seq: last })?;
-                self.show(visible)
+                self.gate.show(visible)
             }
             Err(storage::Error::OutOfOrder { expected, got }) => {
                 let reason = format!("expected seq {expected}, the master sent {got}");
@@ -904,7 +1151,7 @@ impl<R: Read> Applier<'_, R> {
         let Some(newest) = commits.iter().map(|&(seq, _)| seq).max() else {
             return Ok(());
         };
-        let visible = self.store.publish_through(newest)?;
+        let visible = self.gate.committed(newest)?;
         let mut proven = false;
         for (seq, probe) in commits {
             proven |= self.state.freshness.on_commit(seq, probe, visible);
@@ -912,7 +1159,7 @@ impl<R: Read> Applier<'_, R> {
         if proven {
             self.state.wake_reads();
         }
-        self.show(visible)
+        self.gate.show(visible)
     }
 
     /// Takes the master's role over if this slave shows exactly its last
@@ -950,30 +1197,6 @@ impl<R: Read> Applier<'_, R> {
                 Ok(false)
             }
         }
-    }
-
-    /// Readers now see writes up to `visible`: logs them, wakes the reads
-    /// waiting, and tells the master (for its `remote_apply` writes).
-    fn show(&mut self, visible: u64) -> crate::Result<()> {
-        if visible <= self.shown {
-            return Ok(());
-        }
-        self.shown = visible;
-        if let Some(events) = self.events {
-            let at_ns = now_ns();
-            while let Some((seq, _)) = self.held_keys.front()
-                && *seq <= visible
-            {
-                let (seq, key) = self.held_keys.pop_front().expect("front exists");
-                events.record_at(EventKind::Visible, seq, &key, at_ns);
-            }
-        }
-        self.state.freshness.on_visible(visible);
-        self.state.wake_reads();
-        if self.notices {
-            self.writer.send(Replication::Visible { seq: visible })?;
-        }
-        Ok(())
     }
 
     /// Replaces the store's contents by the snapshot that follows, and
@@ -1018,12 +1241,10 @@ impl<R: Read> Applier<'_, R> {
         }
         installed?;
         self.state.freshness.forget();
-        self.held_keys.clear();
-        self.shown = 0;
+        self.gate.replaced(seq);
         self.halted = false;
         self.writer.send(Replication::Ack { seq })?;
-        let visible = self.store.last_seq();
-        self.show(visible)?;
+        self.gate.show(self.store.last_seq())?;
         Ok(true)
     }
 

@@ -68,11 +68,8 @@ pub enum RoleConfig {
     Slave {
         /// The master's client address, sent to clients that write here.
         master_addr: String,
-        /// What to do when the master's history is not this store's.
-        on_divergence: crate::replication::slave::OnDivergence,
-        /// How often to probe the master for the staleness bound when no
-        /// read asks (`PROTOCOL.md` 7.9).
-        probe_interval: std::time::Duration,
+        /// Its own settings: divergence, probes, apply delay.
+        settings: crate::replication::SlaveSettings,
     },
 }
 

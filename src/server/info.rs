@@ -98,7 +98,7 @@ fn master_facts(replicator: &Replicator, last_seq: u64, facts: &mut Vec<Fact>) {
 /// is durable there), `master_durable_seq` (the newest durable seq the
 /// master has named), `staleness_bound_ms` (how stale the data can be
 /// proven at most, now; `none` before the first answered probe),
-/// `probe_interval_ms` and `reads_waiting` (reads waiting for a write or
+/// `probe_interval_ms`, `apply_delay_ms` and `reads_waiting` (reads waiting for a write or
 /// a proof).
 fn slave_facts(shared: &Shared, state: &SlaveState, master_addr: &str, facts: &mut Vec<Fact>) {
     facts.push(("master".to_string(), master_addr.to_string()));
@@ -114,6 +114,8 @@ fn slave_facts(shared: &Shared, state: &SlaveState, master_addr: &str, facts: &m
     facts.push(("staleness_bound_ms".to_string(), bound));
     let interval = state.probe_interval().as_secs_f64() * 1e3;
     facts.push(("probe_interval_ms".to_string(), format!("{interval:.3}")));
+    let delay = state.apply_delay().as_secs_f64() * 1e3;
+    facts.push(("apply_delay_ms".to_string(), format!("{delay:.3}")));
     let waiting = state.reads_waiting();
     facts.push(("reads_waiting".to_string(), waiting.to_string()));
     let link = if state.connected() { "up" } else { "down" };

@@ -29,10 +29,10 @@ use log::{error, info, warn};
 use super::config::RoleConfig;
 use super::node::Node;
 use super::shared::Shared;
-use crate::replication::slave::{DEFAULT_PROBE_INTERVAL, Handover, OnDivergence};
+use crate::replication::slave::Handover;
 use crate::replication::{
     Forward, HandoverError, MasterIdentity, MasterSettings, Replaced, ReplicationMode, Replicator,
-    SlaveState,
+    SlaveSettings, SlaveState,
 };
 use crate::role_record::{self, RecordedRole, RoleRecord};
 
@@ -112,14 +112,10 @@ pub(crate) fn starting_role(flags: &RoleConfig, record: Option<RoleRecord>) -> (
             settings.sync_timeout = sync_timeout;
             RoleConfig::Master(settings)
         }
-        RecordedRole::Slave { master } => {
-            let (on_divergence, probe_interval) = slave_settings(flags);
-            RoleConfig::Slave {
-                master_addr: master,
-                on_divergence,
-                probe_interval,
-            }
-        }
+        RecordedRole::Slave { master } => RoleConfig::Slave {
+            master_addr: master,
+            settings: slave_settings(flags),
+        },
     };
     if recorded.describe() != flags.describe() {
         warn!(
@@ -184,7 +180,8 @@ pub(crate) fn failover(shared: &Arc<Shared>, timeout: Duration) -> Result<Vec<Fa
         replicator.unfence();
         return Err(ChangeError::RolledBack(format!(
             "the slave {new_master} showed seq {shows} of {seq} after {timeout:?}: rolled back, \
-             this node takes writes again; nothing changed"
+             this node takes writes again; nothing changed (a slave with --apply-delay shows \
+             writes only after its delay: give a timeout above it)"
         )));
     }
     let term = shared.term().max(replicator.term()) + 1;
@@ -406,8 +403,8 @@ fn install_slave(shared: &Arc<Shared>, master: &str, term: u64) -> crate::Result
         role_record::save(&shared.config.data_dir, &RoleRecord::slave(term, master))?;
     }
     shared.raise_term(term);
-    let (on_divergence, probe_interval) = slave_settings(&shared.config.role);
-    let state = SlaveState::new(master, on_divergence, probe_interval, shared.term());
+    let settings = slave_settings(&shared.config.role);
+    let state = SlaveState::new(master, settings, shared.term());
     shared.replace_node(Node::Slave {
         state: Box::new(state),
         master_addr: master.to_string(),
@@ -464,16 +461,10 @@ fn keep_flags(shared: &Shared, settings: &mut MasterSettings) {
 }
 
 /// The slave flags of `role`, or their defaults.
-fn slave_settings(role: &RoleConfig) -> (OnDivergence, Duration) {
+fn slave_settings(role: &RoleConfig) -> SlaveSettings {
     match role {
-        RoleConfig::Slave {
-            on_divergence,
-            probe_interval,
-            ..
-        } => (*on_divergence, *probe_interval),
-        RoleConfig::Standalone | RoleConfig::Master(_) => {
-            (OnDivergence::default(), DEFAULT_PROBE_INTERVAL)
-        }
+        RoleConfig::Slave { settings, .. } => *settings,
+        RoleConfig::Standalone | RoleConfig::Master(_) => SlaveSettings::default(),
     }
 }
 

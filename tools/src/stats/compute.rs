@@ -309,7 +309,7 @@ pub struct RunSummary {
     /// The reader probe's conditional reads (`probe.csv`), if it made any.
     pub probe: Option<ProbeSummary>,
     /// t-visibility, one point per delay (`visibility.csv`), if the probe
-    /// read at fixed delays; see [`visibility`](super::visibility).
+    /// read at fixed delays; see [`visibility`].
     pub visibility: Option<Vec<VisibilityPoint>>,
     /// What is missing or unusual, one sentence each (for the report).
     pub notes: Vec<String>,

@@ -21,27 +21,47 @@
 //!   client of the read contracts does (`PROTOCOL.md` 5.2), and records
 //!   per write whether the read had to wait, how long it took and whether
 //!   it was refused (`probe.csv`).
+//! - **t-visibility** (`--probe-read at:D1,D2,...`, Bailis et al.,
+//!   *Probabilistically Bounded Staleness*): "if I read the slave t after a
+//!   write committed, how likely is it that I miss the write?" Write `i`
+//!   is read once, with a plain read, at delay `D[i mod k]` after its
+//!   commit, the instant the writer got the reply on the monotonic clock.
+//!   The probe keeps the pending reads in deadline order (a long delay of
+//!   one write must not hold up a short one of the next), sleeps until
+//!   about 100 µs before a read's time and spins the rest, so the read
+//!   leaves within microseconds of it. Each read records its actual
+//!   offset after the commit, its round trip and whether it saw the write
+//!   (or a later one); a read the probe could only send too late (the one
+//!   connection was busy with another read) is kept but marked `late`, and
+//!   the statistics leave it out (`visibility.csv`). Reads at several
+//!   delays need many writes: a short `--interval` (e.g. 5ms) gives them.
 //!
 //! It writes `client.csv`, `run.json` and, for a conditional probe,
-//! `probe.csv` into the run directory (see
+//! `probe.csv`, for reads at fixed delays `visibility.csv`, into the run
+//! directory (see
 //! [`run_dir`](mod@crate::run_dir)); the replicas' event logs are gathered by
 //! path when given, or by whoever ran the replicas (`duokv demo`, the
 //! deployer).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::conditional;
 use crate::error::{Error, Result};
-use crate::run_dir::{self, ClientRow, ClockOffsets, ClockProbe, ProbeOutcome, ProbeRow, RunMeta};
+use crate::run_dir::{
+    self, ClientRow, ClockOffsets, ClockProbe, ProbeOutcome, ProbeRow, RunMeta, VisibilityRow,
+};
 use duokv::auth::AuthToken;
 use duokv::clock::now_ns;
 use duokv::duration::parse_duration;
@@ -50,8 +70,17 @@ use duokv::{Client, ReadWhen, Token};
 /// Pings per clock estimate; the fastest is kept.
 const CLOCK_PROBES: usize = 16;
 
+/// The delays of `--probe-read at` without a list, in microseconds: from
+/// at once to 10 ms, about three steps a decade.
+pub const DEFAULT_VISIBILITY_DELAYS_US: [u64; 9] =
+    [0, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
+
+/// How long before a read's time the probe stops sleeping and spins: a
+/// sleep can overrun by tens of microseconds, a spin on the clock cannot.
+const SPIN: Duration = Duration::from_micros(100);
+
 /// How the reader probe reads the slave after each commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ProbeRead {
     /// Plain reads, one after the other, until the write's value (or a
     /// later one) shows, up to the probe's patience: when a reader that
@@ -65,27 +94,45 @@ pub enum ProbeRead {
     /// it can prove its data at most that old, which need not hold the
     /// write (`saw_write` says whether it did).
     Fresh(Duration),
+    /// One plain read of write `i` at delay `delays[i mod k]` after its
+    /// commit (never empty): t-visibility, `visibility.csv`.
+    At(Vec<Duration>),
 }
 
 impl ProbeRead {
+    /// `at` without a list: [`DEFAULT_VISIBILITY_DELAYS_US`].
+    pub fn at_default() -> ProbeRead {
+        ProbeRead::At(
+            DEFAULT_VISIBILITY_DELAYS_US
+                .iter()
+                .map(|&us| Duration::from_micros(us))
+                .collect(),
+        )
+    }
+
     /// The conditions of the read of write `token`, with `wait`; `None` for
-    /// the polling probe.
-    pub fn conditions(self, token: Option<Token>, wait: Duration) -> Option<ReadWhen> {
+    /// the probes that read plainly (`poll`, `at`).
+    pub fn conditions(&self, token: Option<Token>, wait: Duration) -> Option<ReadWhen> {
         match self {
-            ProbeRead::Poll => None,
+            ProbeRead::Poll | ProbeRead::At(_) => None,
             ProbeRead::After => Some(ReadWhen::new().after(token).wait(wait)),
-            ProbeRead::Fresh(max) => Some(ReadWhen::new().max_staleness(max).wait(wait)),
+            ProbeRead::Fresh(max) => Some(ReadWhen::new().max_staleness(*max).wait(wait)),
         }
     }
 }
 
-/// `poll`, `after` or `fresh:5ms`, as `--probe-read` takes it.
+/// `poll`, `after`, `fresh:5ms` or `at:0,50us,1ms`, as `--probe-read`
+/// takes it (`at` is printed with its list in full).
 impl fmt::Display for ProbeRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProbeRead::Poll => f.write_str("poll"),
             ProbeRead::After => f.write_str("after"),
             ProbeRead::Fresh(max) => write!(f, "fresh:{}", duration_text(*max)),
+            ProbeRead::At(delays) => {
+                let list: Vec<String> = delays.iter().map(|d| duration_text(*d)).collect();
+                write!(f, "at:{}", list.join(","))
+            }
         }
     }
 }
@@ -97,6 +144,8 @@ impl FromStr for ProbeRead {
         match text {
             "poll" => Ok(ProbeRead::Poll),
             "after" => Ok(ProbeRead::After),
+            "at" => Ok(ProbeRead::at_default()),
+            _ if text.starts_with("at:") => parse_delays(&text[3..]).map(ProbeRead::At),
             _ => match text.strip_prefix("fresh:") {
                 Some(bound) => {
                     let max = parse_duration(bound)?;
@@ -106,18 +155,40 @@ impl FromStr for ProbeRead {
                     Ok(ProbeRead::Fresh(max))
                 }
                 None => Err(format!(
-                    "unknown probe read `{text}`: use poll, after or fresh:DURATION (e.g. fresh:5ms)"
+                    "unknown probe read `{text}`: use poll, after, fresh:DURATION (e.g. \
+                     fresh:5ms) or at:D1,D2,... (e.g. at:0,100us,1ms)"
                 )),
             },
         }
     }
 }
 
+/// The delays of `at:D1,D2,...`: at least one, each a duration
+/// (`0` is at once).
+fn parse_delays(list: &str) -> std::result::Result<Vec<Duration>, String> {
+    if list.trim().is_empty() {
+        return Err("`at:` without delays: give some, e.g. at:0,100us,1ms, or `at` alone".into());
+    }
+    list.split(',')
+        .map(|item| {
+            if item.trim().is_empty() {
+                Err(format!("an empty delay in `at:{list}`"))
+            } else {
+                parse_duration(item)
+            }
+        })
+        .collect()
+}
+
 /// A duration as the shortest text `parse_duration` reads back: `5ms`,
 /// `250us`, `1s`.
 fn duration_text(d: Duration) -> String {
-    let us = d.as_micros();
-    if us.is_multiple_of(1_000_000) {
+    let (ns, us) = (d.as_nanos(), d.as_micros());
+    if ns == 0 {
+        "0".into()
+    } else if !ns.is_multiple_of(1_000) {
+        format!("{ns}ns")
+    } else if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
     } else if us.is_multiple_of(1_000) {
         format!("{}ms", us / 1_000)
@@ -248,7 +319,8 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     let slave_before = probe_clock(&mut slave)?;
 
     let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
-    let prober = start_reader_probe(config, probe_rx)?;
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let prober = start_reader_probe(config, probe_rx, &in_flight)?;
     let progress = Progress::new(config.count, config.progress);
 
     let t0 = Instant::now() + Duration::from_millis(10);
@@ -268,11 +340,16 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
         }
         let value = format!("w-{i}");
         let start_unix_ns = now_ns();
-        let row = match master.put(&config.key, &value) {
+        in_flight.store(true, Ordering::Release);
+        let put = master.put(&config.key, &value);
+        // The commit on the monotonic clock, for reads at a delay after it.
+        let replied = Instant::now();
+        let row = match put {
             Ok(receipt) => {
                 let _ = probe_tx.send(Committed {
                     index: i,
                     token: receipt.token(),
+                    replied,
                 });
                 ClientRow {
                     write: i,
@@ -296,6 +373,7 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
                 error: Some(duokv::error::chain(&e)),
             },
         };
+        in_flight.store(false, Ordering::Release);
         progress.advance(&row);
         rows.push(row);
     }
@@ -314,8 +392,12 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     // What was measured is saved first: a replica that died during the run
     // must not cost the rows of the others.
     run_dir::save_client_rows(&config.out, &rows)?;
-    if config.probe_read != ProbeRead::Poll {
-        run_dir::save_probe_rows(&config.out, &probed.reads)?;
+    match config.probe_read {
+        ProbeRead::Poll => {}
+        ProbeRead::At(_) => run_dir::save_visibility_rows(&config.out, &probed.at_delays)?,
+        ProbeRead::After | ProbeRead::Fresh(_) => {
+            run_dir::save_probe_rows(&config.out, &probed.reads)?;
+        }
     }
     let mut notes = Vec::new();
     let mut probe_after =
@@ -409,6 +491,8 @@ struct Committed {
     index: u64,
     /// Its token; `None` from a server too old to send one.
     token: Option<Token>,
+    /// When the writer got its reply, on the monotonic clock.
+    replied: Instant,
 }
 
 /// What the reader probe found.
@@ -418,13 +502,18 @@ struct Probed {
     visible: Vec<(u64, u64)>,
     /// One row per conditional read (none for the polling probe).
     reads: Vec<ProbeRow>,
+    /// One row per read at a fixed delay (`at` only).
+    at_delays: Vec<VisibilityRow>,
 }
 
 /// The reader probe: for each committed write, reads the slave (or
 /// `probe_addr`) as `probe_read` says. Returns when the channel closes.
+/// `in_flight` is true while the writer waits for a write's reply (the
+/// `at` probe watches it).
 fn start_reader_probe(
     config: &BenchConfig,
     commits: Receiver<Committed>,
+    in_flight: &Arc<AtomicBool>,
 ) -> Result<JoinHandle<Probed>> {
     let addr = config.probe_addr.clone().unwrap_or(config.slave.clone());
     let mut client = Client::builder(addr)
@@ -433,10 +522,17 @@ fn start_reader_probe(
         .connect()?;
     let key = config.key.clone();
     let patience = config.probe_patience;
-    let read = config.probe_read;
+    let read = config.probe_read.clone();
+    let in_flight = Arc::clone(in_flight);
     let thread = std::thread::Builder::new()
         .name("reader-probe".into())
         .spawn(move || {
+            if let ProbeRead::At(delays) = &read {
+                return Probed {
+                    at_delays: read_at_delays(&mut client, &key, delays, &commits, &in_flight),
+                    ..Probed::default()
+                };
+            }
             let mut probed = Probed::default();
             let mut reachable = true;
             for committed in commits {
@@ -462,6 +558,127 @@ fn start_reader_probe(
             probed
         })?;
     Ok(thread)
+}
+
+/// A read the t-visibility probe is to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    /// When: the commit plus the delay (first, so reads order by it).
+    due: Instant,
+    /// The write's index.
+    index: u64,
+    /// The delay after the commit.
+    delay: Duration,
+    /// The commit.
+    replied: Instant,
+}
+
+/// The t-visibility probe: reads write `i` once, plainly, at
+/// `delays[i mod k]` after its commit, the pending reads in deadline order;
+/// returns a row per read when the channel has closed and every read is
+/// made, in write order. A read that fails has no row; it ends the probe
+/// if the server is gone (it cannot show later writes either).
+///
+/// Waking from a blocked receive takes tens of microseconds, as long as
+/// the shortest delays, so while the writer has a write on the wire
+/// (`in_flight`) the probe polls the channel instead of blocking on it,
+/// yielding the core between polls: it learns of the commit within
+/// microseconds.
+fn read_at_delays(
+    client: &mut Client,
+    key: &str,
+    delays: &[Duration],
+    commits: &Receiver<Committed>,
+    in_flight: &AtomicBool,
+) -> Vec<VisibilityRow> {
+    let mut rows = Vec::new();
+    let mut pending: BinaryHeap<Reverse<Scheduled>> = BinaryHeap::new();
+    let schedule = |pending: &mut BinaryHeap<Reverse<Scheduled>>, committed: Committed| {
+        let delay = delays[(committed.index % delays.len() as u64) as usize];
+        pending.push(Reverse(Scheduled {
+            due: committed.replied + delay,
+            index: committed.index,
+            delay,
+            replied: committed.replied,
+        }));
+    };
+    let mut open = true;
+    loop {
+        while let Ok(committed) = commits.try_recv() {
+            schedule(&mut pending, committed);
+        }
+        let now = Instant::now();
+        let next = pending.peek().map(|&Reverse(next)| next);
+        match next {
+            Some(next) if next.due <= now => {
+                pending.pop();
+                if let Some(row) = read_at(client, key, &next) {
+                    rows.push(row);
+                } else if !client_alive(client) {
+                    break;
+                }
+                continue;
+            }
+            // The last stretch before a read: spin on the clock, precise
+            // to microseconds.
+            Some(next) if next.due <= now + SPIN => {
+                std::hint::spin_loop();
+                continue;
+            }
+            _ if open && in_flight.load(Ordering::Acquire) => {
+                std::hint::spin_loop();
+                continue;
+            }
+            _ => {}
+        }
+        // Nothing due soon and no write on the wire: block until shortly
+        // before the next read's time (the measurement's schedule, not
+        // synchronisation), or until a commit comes.
+        let wake = next.map(|next| next.due - SPIN);
+        if !open {
+            match wake {
+                Some(wake) => std::thread::sleep(wake.saturating_duration_since(now)),
+                None => break,
+            }
+            continue;
+        }
+        let received = match wake {
+            Some(wake) => commits.recv_timeout(wake.saturating_duration_since(now)),
+            None => commits.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(committed) => schedule(&mut pending, committed),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open = false,
+        }
+    }
+    rows.sort_by_key(|r| r.write);
+    rows
+}
+
+/// One plain read for `scheduled`, sent now; `None` if it failed.
+fn read_at(client: &mut Client, key: &str, scheduled: &Scheduled) -> Option<VisibilityRow> {
+    let sent = Instant::now();
+    let value = client.read(key).ok()?;
+    let read_ns = duration_ns(sent.elapsed());
+    let delay_ns = duration_ns(scheduled.delay);
+    let offset_ns = duration_ns(sent.saturating_duration_since(scheduled.replied));
+    Some(VisibilityRow {
+        write: scheduled.index,
+        delay_ns,
+        offset_ns,
+        read_ns,
+        saw_write: value
+            .as_deref()
+            .and_then(write_index)
+            .is_some_and(|v| v >= scheduled.index),
+        late: VisibilityRow::is_late(delay_ns, offset_ns),
+    })
+}
+
+/// A duration in nanoseconds, saturated at `u64::MAX`.
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Polls `key` until it holds write `index`'s value or a later one, up to
@@ -639,6 +856,10 @@ mod tests {
         assert!("fresh:0ms".parse::<ProbeRead>().is_err());
         assert!("fresh:".parse::<ProbeRead>().is_err());
         assert!("later".parse::<ProbeRead>().is_err());
+        assert_eq!(
+            ProbeRead::At(vec![]).conditions(Some(token_for_at()), Duration::ZERO),
+            None
+        );
         let token = Token { history: 9, seq: 4 };
         let wait = Duration::from_millis(20);
         assert_eq!(ProbeRead::Poll.conditions(Some(token), wait), None);
@@ -652,5 +873,37 @@ mod tests {
             .unwrap();
         assert_eq!(fresh.after, None);
         assert_eq!(fresh.max_staleness, Some(Duration::from_millis(5)));
+    }
+
+    fn token_for_at() -> Token {
+        Token { history: 1, seq: 1 }
+    }
+
+    #[test]
+    fn delays_parse_print_back_and_refuse_garbage() {
+        let at: ProbeRead = "at:0,50us,1ms,2.5ms,1s,750ns".parse().unwrap();
+        let us = Duration::from_micros;
+        assert_eq!(
+            at,
+            ProbeRead::At(vec![
+                Duration::ZERO,
+                us(50),
+                us(1_000),
+                us(2_500),
+                us(1_000_000),
+                Duration::from_nanos(750)
+            ])
+        );
+        assert_eq!(at.to_string(), "at:0,50us,1ms,2500us,1s,750ns");
+        assert_eq!(at.to_string().parse::<ProbeRead>(), Ok(at));
+        // `at` alone is the default list, printed in full for run.json.
+        let default: ProbeRead = "at".parse().unwrap();
+        assert_eq!(
+            default.to_string(),
+            "at:0,50us,100us,200us,500us,1ms,2ms,5ms,10ms"
+        );
+        for garbage in ["at:", "at:1ms,", "at:,1ms", "at:soon", "at:1ms,-2ms", "at0"] {
+            assert!(garbage.parse::<ProbeRead>().is_err(), "{garbage}");
+        }
     }
 }

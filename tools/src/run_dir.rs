@@ -11,13 +11,18 @@
 //!   probe.csv           one ProbeRow per write the reader probe read with
 //!                       a condition (`duokv bench --probe-read after` or
 //!                       `fresh:D`); absent for the default polling probe
+//!   visibility.csv      one VisibilityRow per write the reader probe read
+//!                       at a fixed delay after its commit (`duokv bench
+//!                       --probe-read at:D1,D2,...`): t-visibility, the
+//!                       chance that a read t after the commit sees it
 //! ```
 //!
 //! Every timestamp is UNIX nanoseconds on the clock of the machine that
 //! took it; durations are nanoseconds from a monotonic clock.
 //!
 //! A run directory holds one run. [`create`] refuses a directory that
-//! already holds a run's results (`run.json`, `client.csv` or `probe.csv`):
+//! already holds a run's results (`run.json`, `client.csv`, `probe.csv` or
+//! `visibility.csv`):
 //! mixing a new run with the old one's event logs, probe rows or charts
 //! would report the old run's events against the new run's writes. Event
 //! logs alone are allowed, since whoever runs the replicas (`duokv demo`,
@@ -44,12 +49,16 @@ pub const SLAVE_EVENTS: &str = "slave-events.csv";
 pub const PROBE_CSV: &str = "probe.csv";
 /// The header of `probe.csv`.
 pub const PROBE_HEADER: &str = "write,outcome,read_ns,saw_write";
+/// The name of the reader probe's file of reads at fixed delays.
+pub const VISIBILITY_CSV: &str = "visibility.csv";
+/// The header of `visibility.csv`.
+pub const VISIBILITY_HEADER: &str = "write,delay_ns,offset_ns,read_ns,saw_write,late";
 /// The header of `client.csv`.
 pub const CLIENT_HEADER: &str =
     "write,write_id,value,start_unix_ns,commit_unix_ns,latency_ns,visible_unix_ns,error";
 
 /// The files that make a directory hold a run's results.
-const RESULTS: [&str; 3] = [RUN_JSON, CLIENT_CSV, PROBE_CSV];
+const RESULTS: [&str; 4] = [RUN_JSON, CLIENT_CSV, PROBE_CSV, VISIBILITY_CSV];
 
 /// Refuses `dir` if it holds a previous run's results ([`Error::Usage`],
 /// naming the file found); a directory that does not exist is fresh.
@@ -139,9 +148,11 @@ pub struct RunMeta {
     #[serde(default)]
     pub notes: Vec<(String, String)>,
     /// How the reader probe read the slave: `poll` (plain reads until the
-    /// write shows), `after` (one read after the write's token) or
-    /// `fresh:D` (one read under a staleness bound D); `None` in runs from
-    /// before the choice, which polled.
+    /// write shows), `after` (one read after the write's token),
+    /// `fresh:D` (one read under a staleness bound D) or `at:D1,D2,...`
+    /// (one plain read at a fixed delay after the commit, the delays
+    /// taken in turn: the list is recorded here in full); `None` in runs
+    /// from before the choice, which polled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_read: Option<String>,
 }
@@ -393,6 +404,107 @@ pub fn load_probe_rows(dir: &Path) -> Result<Option<Vec<ProbeRow>>> {
     Ok(Some(rows))
 }
 
+/// One row of `visibility.csv`: the reader probe's plain read of one write
+/// on the slave at a fixed delay after the write's commit
+/// (`--probe-read at:...`).
+///
+/// The commit is when the client got the write's reply; every time here is
+/// on the client's monotonic clock, so no clock sync is involved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisibilityRow {
+    /// The write's index in the run (the `write` of its `client.csv` row).
+    pub write: u64,
+    /// The delay after the commit the read was scheduled at.
+    pub delay_ns: u64,
+    /// When the read was actually sent, after the commit: `delay_ns` plus
+    /// however late the probe was.
+    pub offset_ns: u64,
+    /// The read's round trip.
+    pub read_ns: u64,
+    /// Whether the value read was this write's or a later one's.
+    pub saw_write: bool,
+    /// Whether the read was sent too late to count for its delay (see
+    /// [`VisibilityRow::is_late`]); the statistics leave it out.
+    pub late: bool,
+}
+
+impl VisibilityRow {
+    /// Whether a read scheduled at `delay_ns` and sent at `offset_ns` after
+    /// the commit is late: more than 50 µs or a tenth of the delay,
+    /// whichever is larger, after its time.
+    pub fn is_late(delay_ns: u64, offset_ns: u64) -> bool {
+        offset_ns > delay_ns.saturating_add((delay_ns / 10).max(50_000))
+    }
+
+    /// The row as a CSV line (no newline).
+    pub fn to_csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{}",
+            self.write,
+            self.delay_ns,
+            self.offset_ns,
+            self.read_ns,
+            u8::from(self.saw_write),
+            u8::from(self.late)
+        )
+    }
+
+    /// Parses a line written by [`to_csv`](Self::to_csv).
+    pub fn from_csv(line: &str) -> Option<VisibilityRow> {
+        let fields: Vec<&str> = line.split(',').collect();
+        let [write, delay_ns, offset_ns, read_ns, saw_write, late] = fields[..] else {
+            return None;
+        };
+        let flag = |text: &str| match text {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        };
+        Some(VisibilityRow {
+            write: write.parse().ok()?,
+            delay_ns: delay_ns.parse().ok()?,
+            offset_ns: offset_ns.parse().ok()?,
+            read_ns: read_ns.parse().ok()?,
+            saw_write: flag(saw_write)?,
+            late: flag(late)?,
+        })
+    }
+}
+
+/// Writes `DIR/visibility.csv`.
+pub fn save_visibility_rows(dir: &Path, rows: &[VisibilityRow]) -> Result<()> {
+    let mut text = String::from(VISIBILITY_HEADER);
+    text.push('\n');
+    for row in rows {
+        text.push_str(&row.to_csv());
+        text.push('\n');
+    }
+    let path = dir.join(VISIBILITY_CSV);
+    fs::write(&path, text).map_err(|source| Error::File { path, source })
+}
+
+/// Reads `DIR/visibility.csv`; `None` if the run has none (its probe did
+/// not read at fixed delays).
+pub fn load_visibility_rows(dir: &Path) -> Result<Option<Vec<VisibilityRow>>> {
+    let path = dir.join(VISIBILITY_CSV);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::File { path, source }),
+    };
+    let mut rows = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if number == 0 || line.trim().is_empty() {
+            continue;
+        }
+        rows.push(VisibilityRow::from_csv(line).ok_or_else(|| Error::BadFile {
+            path: path.clone(),
+            reason: format!("line {} is not a visibility row: {line}", number + 1),
+        })?);
+    }
+    Ok(Some(rows))
+}
+
 /// Writes `DIR/client.csv`.
 pub fn save_client_rows(dir: &Path, rows: &[ClientRow]) -> Result<()> {
     let path = dir.join(CLIENT_CSV);
@@ -502,5 +614,57 @@ mod tests {
         }];
         save_probe_rows(dir.path(), &rows).unwrap();
         assert_eq!(load_probe_rows(dir.path()).unwrap(), Some(rows.to_vec()));
+    }
+
+    #[test]
+    fn visibility_rows_round_trip_and_refuse_garbage() {
+        let row = VisibilityRow {
+            write: 12,
+            delay_ns: 500_000,
+            offset_ns: 512_345,
+            read_ns: 61_002,
+            saw_write: true,
+            late: false,
+        };
+        assert_eq!(row.to_csv(), "12,500000,512345,61002,1,0");
+        assert_eq!(VisibilityRow::from_csv(&row.to_csv()), Some(row));
+        let late = VisibilityRow {
+            saw_write: false,
+            late: true,
+            ..row
+        };
+        assert_eq!(VisibilityRow::from_csv(&late.to_csv()), Some(late));
+        for garbage in ["12,500000,512345,61002,1", "12,500000,512345,61002,1,0,x"] {
+            assert_eq!(VisibilityRow::from_csv(garbage), None, "{garbage}");
+        }
+        assert_eq!(VisibilityRow::from_csv("12,500000,512345,61002,2,0"), None);
+        assert_eq!(VisibilityRow::from_csv("-1,500000,512345,61002,1,0"), None);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_visibility_rows(dir.path()).unwrap(), None);
+        save_visibility_rows(dir.path(), &[row, late]).unwrap();
+        let text = fs::read_to_string(dir.path().join(VISIBILITY_CSV)).unwrap();
+        assert!(
+            text.starts_with(&format!("{VISIBILITY_HEADER}\n")),
+            "{text}"
+        );
+        assert_eq!(
+            load_visibility_rows(dir.path()).unwrap(),
+            Some(vec![row, late])
+        );
+        // A directory with a visibility.csv holds a run.
+        assert!(check_fresh(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_read_is_late_past_50us_or_a_tenth_of_its_delay() {
+        // Delay 0: up to 50 us is on time.
+        assert!(!VisibilityRow::is_late(0, 50_000));
+        assert!(VisibilityRow::is_late(0, 50_001));
+        // 200 us: the 50 us floor still rules.
+        assert!(!VisibilityRow::is_late(200_000, 250_000));
+        assert!(VisibilityRow::is_late(200_000, 250_001));
+        // 10 ms: a tenth, 1 ms.
+        assert!(!VisibilityRow::is_late(10_000_000, 11_000_000));
+        assert!(VisibilityRow::is_late(10_000_000, 11_000_001));
     }
 }

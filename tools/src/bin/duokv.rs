@@ -509,9 +509,14 @@ struct Bench {
     probe_patience: Duration,
     /// how the reader probe reads the slave after each commit: poll (plain
     /// reads until the write shows; default), after (one read after the
-    /// write's token) or fresh:D (one read at most D stale, e.g. fresh:5ms);
-    /// the last two write OUT/probe.csv: whether each read had to wait,
-    /// how long it took, whether it was refused
+    /// write's token) or fresh:D (one read at most D stale, e.g. fresh:5ms),
+    /// which two write OUT/probe.csv (whether each read had to wait, how
+    /// long it took, whether it was refused); or at:D1,D2,... (one plain
+    /// read of write i at D[i mod k] after its commit, e.g. at:0,100us,1ms;
+    /// `at` alone is
+    /// at:0,50us,100us,200us,500us,1ms,2ms,5ms,10ms), which writes
+    /// OUT/visibility.csv: whether a read t after the commit saw the write
+    /// (use a short --interval, e.g. 5ms, for many reads per delay)
     #[argh(option, default = "ProbeRead::Poll")]
     probe_read: ProbeRead,
     /// where the reader probe reads instead of the slave (e.g. the master,

@@ -7,6 +7,11 @@
 //!   series each, and the slave's applied-to-visible gap;
 //! - `cdf.svg` (per run): the cumulative distribution of that run's
 //!   latency and staleness (two clocks, clamped at zero);
+//! - `visibility.svg` (per run that read at fixed delays, `--probe-read
+//!   at:...`): t-visibility, P(a read t after the commit sees the write)
+//!   against t on a log axis, with the Wilson intervals as error bars; it
+//!   takes a predicted curve too, drawn beside the measured one
+//!   ([`visibility_chart`]);
 //! - `cdf-A-vs-B.svg` (with two runs or more): the same distributions, one
 //!   curve per run, written once, beside the run directories (in the first
 //!   one's parent: `duokv-demo/cdf-sync-vs-async.svg`), named after the
@@ -29,9 +34,11 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::compute::{Measure, RunSummary};
 use super::report::{fixed3, run_label};
+use super::visibility::VisibilityPoint;
 use crate::error::{Error, Result};
 
 /// The name of the per-write latency chart.
@@ -40,6 +47,8 @@ pub const LATENCY_SVG: &str = "latency.svg";
 pub const STALENESS_SVG: &str = "staleness.svg";
 /// The name of the per-run CDF chart.
 pub const CDF_SVG: &str = "cdf.svg";
+/// The name of the per-run t-visibility chart.
+pub const VISIBILITY_SVG: &str = "visibility.svg";
 
 /// Series colours (the Tableau 10 palette, distinct in print and on screen).
 const PALETTE: [RGBColor; 8] = [
@@ -57,8 +66,9 @@ const SIZE: (u32, u32) = (1000, 600);
 /// The font of titles and labels.
 const FONT: &str = "sans-serif";
 
-/// Writes `latency.svg`, `staleness.svg` and `cdf.svg` into each run's
-/// directory and, with two runs or more, the comparison of their CDFs at
+/// Writes `latency.svg`, `staleness.svg`, `cdf.svg` and, for a run with
+/// t-visibility reads, `visibility.svg` into each run's directory and,
+/// with two runs or more, the comparison of their CDFs at
 /// [`comparison_path`]; returns the paths written, in that order.
 pub fn write_all(runs: &[RunSummary]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
@@ -72,6 +82,13 @@ pub fn write_all(runs: &[RunSummary]) -> Result<Vec<PathBuf>> {
         let cdf = run.dir.join(CDF_SVG);
         cdf_chart(std::slice::from_ref(run), &cdf)?;
         written.push(cdf);
+        if let Some(points) = &run.visibility {
+            let path = run.dir.join(VISIBILITY_SVG);
+            let title = format!("t-visibility, {}", run_label(run));
+            // No predicted curve yet: the model's (stats/predict.rs) goes here.
+            visibility_chart(&title, points, None, &path)?;
+            written.push(path);
+        }
     }
     if let Some(path) = comparison_path(runs) {
         cdf_chart(runs, &path)?;
@@ -270,6 +287,146 @@ where
         .label_font((FONT, 14))
         .draw()
         .map_err(err)
+}
+
+/// Where a delay (ms) sits on the t-visibility chart's log axis: itself,
+/// or `zero_at` for 0, which a log axis cannot show.
+fn delay_x(delay_ms: f64, zero_at: f64) -> f64 {
+    if delay_ms > 0.0 { delay_ms } else { zero_at }
+}
+
+/// The t-visibility chart: P(seen) against the delay after the commit, on
+/// a log x axis where delay 0 is drawn a decade left of the smallest
+/// non-zero delay and labelled `0`; each measured point (delays without
+/// on-time reads have none) with its Wilson interval as an error bar,
+/// joined by a line; and, when given, a `predicted` curve of
+/// `(delay_ms, p)` as a second, dashed line, with a legend telling the two
+/// apart. The x ticks are the measured delays themselves.
+pub fn visibility_chart(
+    title: &str,
+    measured: &[VisibilityPoint],
+    predicted: Option<&[(f64, f64)]>,
+    path: &Path,
+) -> Result<()> {
+    let err = failed(path);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let delays = || {
+        measured
+            .iter()
+            .map(|p| p.delay_ms)
+            .chain(predicted.unwrap_or_default().iter().map(|&(d, _)| d))
+    };
+    let smallest = delays().filter(|&d| d > 0.0).fold(f64::INFINITY, f64::min);
+    let zero_at = if smallest.is_finite() {
+        smallest / 10.0
+    } else {
+        0.001
+    };
+    let largest = delays()
+        .map(|d| delay_x(d, zero_at))
+        .fold(zero_at, f64::max);
+    let x = (zero_at / 2.0..(largest * 2.0).max(zero_at * 10.0)).log_scale();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(15)
+        .x_label_area_size(55)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, 0.0..1.0)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_labels(0)
+        .disable_x_mesh()
+        .x_desc("delay after the commit, ms (log scale)")
+        .y_desc("P(a read of the slave sees the write)")
+        .y_label_formatter(&|y| tick(*y))
+        .draw()
+        .map_err(&err)?;
+
+    // The x ticks: one per measured delay, a grid line and its label.
+    let grid = RGBColor(220, 220, 220);
+    let mut ticks: Vec<f64> = measured.iter().map(|p| p.delay_ms).collect();
+    ticks.dedup();
+    for &delay in &ticks {
+        let x = delay_x(delay, zero_at);
+        chart
+            .draw_series(LineSeries::new([(x, 0.0), (x, 1.0)], grid.stroke_width(1)))
+            .map_err(&err)?;
+        let (px, py) = chart.backend_coord(&(x, 0.0));
+        let label = if delay > 0.0 { tick(delay) } else { "0".into() };
+        root.draw(&PathElement::new(
+            vec![(px, py), (px, py + 5)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(&err)?;
+        let style = (FONT, 13)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top));
+        root.draw(&Text::new(label, (px, py + 8), style))
+            .map_err(&err)?;
+    }
+
+    let colour = PALETTE[0];
+    let shown: Vec<&VisibilityPoint> = measured.iter().filter(|p| p.p_seen.is_some()).collect();
+    let line: Vec<(f64, f64)> = shown
+        .iter()
+        .filter_map(|p| Some((delay_x(p.delay_ms, zero_at), p.p_seen?)))
+        .collect();
+    let reads: usize = shown.iter().map(|p| p.reads).sum();
+    let drawn = chart
+        .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
+        .map_err(&err)?;
+    if predicted.is_some() {
+        drawn
+            .label(format!("measured ({reads} reads, 95% Wilson intervals)"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    // The error bars, drawn by hand (plotters' ErrorBar is behind a
+    // feature): a vertical line from low to high with caps 8 px wide.
+    for point in &shown {
+        let (Some(low), Some(high)) = (point.ci_low, point.ci_high) else {
+            continue;
+        };
+        let x = delay_x(point.delay_ms, zero_at);
+        let (px, top) = chart.backend_coord(&(x, high));
+        let (_, bottom) = chart.backend_coord(&(x, low));
+        for segment in [
+            vec![(px, top), (px, bottom)],
+            vec![(px - 4, top), (px + 4, top)],
+            vec![(px - 4, bottom), (px + 4, bottom)],
+        ] {
+            root.draw(&PathElement::new(segment, colour.stroke_width(1)))
+                .map_err(&err)?;
+        }
+    }
+    chart
+        .draw_series(
+            line.iter()
+                .map(|&point| Circle::new(point, 4, colour.filled())),
+        )
+        .map_err(&err)?;
+
+    if let Some(predicted) = predicted {
+        let colour = PALETTE[1];
+        let curve: Vec<(f64, f64)> = predicted
+            .iter()
+            .map(|&(d, p)| (delay_x(d, zero_at), p))
+            .collect();
+        chart
+            .draw_series(DashedLineSeries::new(curve, 6, 4, colour.stroke_width(2)))
+            .map_err(&err)?
+            .label("predicted")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        legend_at(&mut chart, SeriesLabelPosition::LowerRight, &err)?;
+    }
+    root.present().map_err(&err)?;
+    Ok(())
 }
 
 /// The empirical CDF of `values` as a step line: (value, fraction ≤ it).
@@ -524,6 +681,79 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    #[test]
+    fn the_visibility_chart_labels_zero_and_draws_a_predicted_curve_when_given() {
+        use crate::run_dir::VisibilityRow;
+        use crate::stats::visibility::points;
+        let rows: Vec<VisibilityRow> = (0..30u64)
+            .map(|write| {
+                let delay_ns = [0, 100_000, 10_000_000][(write % 3) as usize];
+                VisibilityRow {
+                    write,
+                    delay_ns,
+                    offset_ns: delay_ns + 1_000,
+                    read_ns: 50_000,
+                    saw_write: delay_ns > 0 || write % 2 == 0,
+                    late: false,
+                }
+            })
+            .collect();
+        let measured = points(&rows);
+        let dir = tempfile::tempdir().unwrap();
+
+        let alone = dir.path().join("alone.svg");
+        visibility_chart("t-visibility, async", &measured, None, &alone).unwrap();
+        assert_svg(&alone);
+        let labels = texts(&alone);
+        assert_eq!(labels[0], "t-visibility, async");
+        for tick in ["0", "0.1", "10"] {
+            assert!(labels.contains(&tick.to_string()), "{tick}: {labels:?}");
+        }
+        assert!(!labels.iter().any(|t| t == "predicted"), "{labels:?}");
+
+        let both = dir.path().join("both.svg");
+        let predicted = [(0.0, 0.4), (0.1, 0.8), (1.0, 0.99), (10.0, 1.0)];
+        visibility_chart("t-visibility, async", &measured, Some(&predicted), &both).unwrap();
+        assert_svg(&both);
+        let labels = texts(&both);
+        assert!(labels.contains(&"predicted".to_string()), "{labels:?}");
+        assert!(
+            labels.iter().any(|t| t.starts_with("measured (30 reads")),
+            "{labels:?}"
+        );
+
+        // Nothing but zero delays, or nothing at all, still draws.
+        let zero = dir.path().join("zero.svg");
+        visibility_chart("zero", &measured[..1], None, &zero).unwrap();
+        assert_svg(&zero);
+        let empty = dir.path().join("empty.svg");
+        visibility_chart("empty", &[], None, &empty).unwrap();
+        assert_svg(&empty);
+    }
+
+    #[test]
+    fn write_all_draws_visibility_for_runs_that_read_at_delays() {
+        use crate::run_dir::{VisibilityRow, save_visibility_rows};
+        let dir = tempfile::tempdir().unwrap();
+        write_run_dir(dir.path(), "async", 6, 6);
+        let rows: Vec<VisibilityRow> = (0..6)
+            .map(|write| VisibilityRow {
+                write,
+                delay_ns: write % 2 * 1_000_000,
+                offset_ns: write % 2 * 1_000_000 + 500,
+                read_ns: 40_000,
+                saw_write: true,
+                late: false,
+            })
+            .collect();
+        save_visibility_rows(dir.path(), &rows).unwrap();
+        let run = summarize(&load(dir.path()).unwrap());
+        let written = write_all(std::slice::from_ref(&run)).unwrap();
+        assert_eq!(written.len(), 4);
+        assert_eq!(written[3], dir.path().join(VISIBILITY_SVG));
+        assert_svg(&written[3]);
     }
 
     #[test]

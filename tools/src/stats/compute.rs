@@ -74,6 +74,7 @@ use serde::Serialize;
 use statrs::statistics::{Data, Max, Min, OrderStatistics, Statistics};
 
 use super::Run;
+use super::visibility::{self, VisibilityPoint};
 use crate::run_dir::{ClockOffsets, ProbeOutcome, ProbeRow, RunMeta};
 use duokv::event_log::{EventKind, EventRow};
 
@@ -307,6 +308,9 @@ pub struct RunSummary {
     pub slave_event: &'static str,
     /// The reader probe's conditional reads (`probe.csv`), if it made any.
     pub probe: Option<ProbeSummary>,
+    /// t-visibility, one point per delay (`visibility.csv`), if the probe
+    /// read at fixed delays; see [`visibility`].
+    pub visibility: Option<Vec<VisibilityPoint>>,
     /// What is missing or unusual, one sentence each (for the report).
     pub notes: Vec<String>,
     /// The per-write values behind the summaries, in write order (for the
@@ -617,6 +621,7 @@ pub fn summarize(run: &Run) -> RunSummary {
         slave_applied_to_visible: notice_gap,
         slave_event: if by_visible { "visible" } else { "applied" },
         probe: run.probe.as_deref().map(ProbeSummary::of),
+        visibility: run.visibility.as_deref().map(visibility::points),
         notes,
         samples,
     }
@@ -703,11 +708,24 @@ fn notes(
             ));
         }
     }
-    if absent.visible > 0 {
+    if absent.visible > 0 && run.visibility.is_none() {
         notes.push(format!(
             "{} were never seen by the reader on the slave",
             of(absent.visible)
         ));
+    }
+    if let Some(rows) = &run.visibility {
+        // The reader read each write once, at a fixed delay: it does not
+        // say when a write became visible, only whether it was by then.
+        let late = rows.iter().filter(|r| r.late).count();
+        if late > 0 {
+            notes.push(format!(
+                "{} of {} at fixed delays were sent late (past 50 us or a tenth of their \
+                 delay) and are left out of the t-visibility figures",
+                late,
+                super::plural(rows.len() as u64, "read")
+            ));
+        }
     }
     for (replica, clock) in [
         ("master", &run.meta.master_clock),
@@ -758,6 +776,7 @@ mod tests {
             master_events: Some(master),
             slave_events: Some(slave),
             probe: None,
+            visibility: None,
         }
     }
 

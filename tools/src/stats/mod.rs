@@ -15,7 +15,13 @@
 //!   counted is documented there);
 //! - [`report`]: the terminal report and the JSON document;
 //! - [`charts`]: `latency.svg`, `staleness.svg` and `cdf.svg` per run,
-//!   and the CDFs of several runs compared beside them.
+//!   and the CDFs of several runs compared beside them;
+//! - [`visibility`]: t-visibility, the chance that a read of the slave a
+//!   given time after the commit sees the write, from `visibility.csv`
+//!   (`duokv bench --probe-read at:...`), with `visibility.svg`.
+//!
+//! (Four files, then: t-visibility reads its own file and answers its own
+//! question.)
 //!
 //! # Example
 //!
@@ -42,11 +48,12 @@
 pub mod charts;
 pub mod compute;
 pub mod report;
+pub mod visibility;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::run_dir::{self, ClientRow, ProbeRow, RunMeta};
+use crate::run_dir::{self, ClientRow, ProbeRow, RunMeta, VisibilityRow};
 use duokv::event_log::{self, EventRow};
 
 pub use compute::{Measure, RunSummary, Summary, WriteSample, summarize};
@@ -77,6 +84,9 @@ pub struct Run {
     pub slave_events: Option<Vec<EventRow>>,
     /// `probe.csv`; `None` if the file is not there (a polling probe).
     pub probe: Option<Vec<ProbeRow>>,
+    /// `visibility.csv`; `None` if the file is not there (the probe did
+    /// not read at fixed delays).
+    pub visibility: Option<Vec<VisibilityRow>>,
 }
 
 /// Reads a run directory. `run.json` and `client.csv` must be there; an
@@ -109,6 +119,7 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Run> {
         master_events: events(run_dir::MASTER_EVENTS)?,
         slave_events: events(run_dir::SLAVE_EVENTS)?,
         probe: run_dir::load_probe_rows(dir)?,
+        visibility: run_dir::load_visibility_rows(dir)?,
     })
 }
 

@@ -3,7 +3,9 @@
 //! The report is for reading in a terminal next to the assignment's
 //! questions, so every run starts with what was run (mode, writes, hosts,
 //! build), then how far the clocks were apart, then one table row per
-//! measure, then in words what was missing, then a sparkline per measure to
+//! measure (then the reader probe's conditional reads and the t-visibility
+//! table, for runs that have them), then in words what was missing, then a
+//! sparkline per measure to
 //! show how the values moved over the run. Several runs end with a
 //! side-by-side comparison. The JSON carries the same numbers for scripts.
 
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::compute::{ClockEstimate, Measure, ProbeSummary, RunSummary, Summary};
+use super::visibility::{CONFIDENCE, VisibilityPoint};
 use crate::error::{Error, Result};
 use crate::run_dir::ProbeOutcome;
 
@@ -151,6 +154,10 @@ fn run_report(out: &mut String, run: &RunSummary) {
     if let Some(probe) = &run.probe {
         out.push('\n');
         probe_report(out, probe, meta.probe_read.as_deref().unwrap_or("unknown"));
+    }
+    if let Some(points) = &run.visibility {
+        out.push('\n');
+        visibility_report(out, points);
     }
 
     if !run.notes.is_empty() {
@@ -306,6 +313,36 @@ fn probe_report(out: &mut String, probe: &ProbeSummary, read: &str) {
     }
 }
 
+/// t-visibility: per delay after the commit, how many reads saw the write,
+/// with the Wilson interval, and the late reads left out.
+fn visibility_report(out: &mut String, points: &[VisibilityPoint]) {
+    let _ = writeln!(
+        out,
+        "t-visibility (visibility.csv): P(a read of the slave t after the commit sees \
+         the write), {:.0}% Wilson interval",
+        CONFIDENCE * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "  {:>10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>14}",
+        "t (ms)", "reads", "saw", "P(seen)", "low", "high", "late, left out"
+    );
+    let p = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    for point in points {
+        let _ = writeln!(
+            out,
+            "  {:>10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>14}",
+            fixed3(point.delay_ms),
+            point.reads,
+            point.saw,
+            p(point.p_seen),
+            p(point.ci_low),
+            p(point.ci_high),
+            point.late
+        );
+    }
+}
+
 /// How a run is named in the comparison and the CDF chart: its mode and
 /// its directory's name.
 pub fn run_label(run: &RunSummary) -> String {
@@ -440,6 +477,7 @@ mod tests {
             master_events: Some(master),
             slave_events: Some(slave),
             probe: None,
+            visibility: None,
         })
     }
 
@@ -548,6 +586,56 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&json(&[run], &[]).unwrap()).unwrap();
         assert_eq!(doc["runs"][0]["probe"]["waited_share"], 0.25);
         assert_eq!(doc["runs"][0]["slave_event"], "applied");
+    }
+
+    #[test]
+    fn the_report_and_json_carry_t_visibility() {
+        use crate::run_dir::VisibilityRow;
+        let mut rows = Vec::new();
+        for write in 0..24u64 {
+            let delay_ns = if write % 2 == 0 { 0 } else { 10_000_000 };
+            rows.push(VisibilityRow {
+                write,
+                delay_ns,
+                offset_ns: delay_ns + 2_000,
+                read_ns: 70_000,
+                // At 0, 7 of the first 10 seen; at 10 ms, all.
+                saw_write: delay_ns > 0 || write < 14,
+                // Two reads at 0 were late.
+                late: write >= 20 && delay_ns == 0,
+            });
+        }
+        let mut run = fixture();
+        run.visibility = Some(crate::stats::visibility::points(&rows));
+        let text = text(std::slice::from_ref(&run), &[]);
+        assert!(
+            text.contains("t-visibility (visibility.csv): P(a read of the slave t after"),
+            "{text}"
+        );
+        let line = |t: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().next() == Some(t))
+                .unwrap_or_else(|| panic!("no row for {t}:\n{text}"))
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            line("0.000"),
+            ["0.000", "10", "7", "0.7000", "0.3968", "0.8922", "2"]
+        );
+        assert_eq!(line("10.000")[1..4], ["12", "12", "1.0000"]);
+        let doc: serde_json::Value = serde_json::from_str(&json(&[run], &[]).unwrap()).unwrap();
+        let points = doc["runs"][0]["visibility"].as_array().unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0]["delay_ms"], 0.0);
+        assert_eq!(points[0]["reads"], 10);
+        assert_eq!(points[0]["saw"], 7);
+        assert_eq!(points[0]["p_seen"], 0.7);
+        assert_eq!(points[0]["late"], 2);
+        assert!(points[0]["ci_low"].as_f64().unwrap() > 0.39);
+        assert_eq!(points[1]["delay_ms"], 10.0);
+        assert_eq!(points[1]["ci_high"], 1.0);
     }
 
     #[test]

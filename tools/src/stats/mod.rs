@@ -41,6 +41,7 @@
 
 pub mod charts;
 pub mod compute;
+pub mod predict;
 pub mod report;
 
 use std::path::{Path, PathBuf};

@@ -47,6 +47,7 @@
 
 pub mod charts;
 pub mod compute;
+pub mod predict;
 pub mod report;
 pub mod visibility;
 

@@ -892,6 +892,10 @@ fn bench_reads_at_fixed_delays_and_stats_reports_t_visibility() {
         "5ms",
         "--probe-read",
         "at:0,10ms",
+        "--master-events",
+        arg(&pair.master_events()),
+        "--slave-events",
+        arg(&pair.slave_events()),
         "--out",
         arg(&out),
     ]));
@@ -952,4 +956,37 @@ fn bench_reads_at_fixed_delays_and_stats_reports_t_visibility() {
     assert_svg(&out.join("visibility.svg"));
     let report = success(&duokv(&["stats", arg(&out), "--no-charts"]));
     assert!(report.contains("t-visibility (visibility.csv)"), "{report}");
+
+    // The prediction from the event logs' phases, beside the measurement:
+    // a share per measured delay in each model, rising with the delay,
+    // and its curves drawn on the chart.
+    let prediction = &doc["runs"][0]["prediction"];
+    let shares = |model: &str| -> Vec<f64> {
+        prediction["at_measured"][model]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {model} prediction: {doc:#}"))
+            .iter()
+            .map(|v| v.as_f64().expect("a share"))
+            .collect()
+    };
+    for model in ["independent", "joint"] {
+        let shares = shares(model);
+        assert_eq!(shares.len(), 2, "{prediction:#}");
+        assert!(shares.iter().all(|p| (0.0..=1.0).contains(p)), "{shares:?}");
+        assert!(shares[0] <= shares[1], "{model}: {shares:?}");
+    }
+    assert_eq!(
+        number(&prediction["at_measured"]["writes"]),
+        COUNT,
+        "{prediction:#}"
+    );
+    assert!(
+        report.contains("predicted t-visibility: 100000 draws"),
+        "{report}"
+    );
+    let chart = fs::read_to_string(out.join("visibility.svg")).expect("the chart");
+    assert!(
+        chart.contains("predicted, phases independent (WARS)"),
+        "{chart}"
+    );
 }

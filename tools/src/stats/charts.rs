@@ -85,8 +85,17 @@ pub fn write_all(runs: &[RunSummary]) -> Result<Vec<PathBuf>> {
         if let Some(points) = &run.visibility {
             let path = run.dir.join(VISIBILITY_SVG);
             let title = format!("t-visibility, {}", run_label(run));
-            // No predicted curve yet: the model's (stats/predict.rs) goes here.
-            visibility_chart(&title, points, None, &path)?;
+            let curves = run.prediction.as_ref().map(|p| p.curves());
+            let named: Vec<(&str, &[(f64, f64)])> = curves
+                .iter()
+                .flat_map(|(independent, joint)| {
+                    [
+                        ("predicted, phases independent (WARS)", &independent[..]),
+                        ("predicted, whole writes (joint)", &joint[..]),
+                    ]
+                })
+                .collect();
+            visibility_chart(&title, points, &named, &path)?;
             written.push(path);
         }
     }
@@ -299,23 +308,24 @@ fn delay_x(delay_ms: f64, zero_at: f64) -> f64 {
 /// a log x axis where delay 0 is drawn a decade left of the smallest
 /// non-zero delay and labelled `0`; each measured point (delays without
 /// on-time reads have none) with its Wilson interval as an error bar,
-/// joined by a line; and, when given, a `predicted` curve of
-/// `(delay_ms, p)` as a second, dashed line, with a legend telling the two
-/// apart. The x ticks are the measured delays themselves.
+/// joined by a line; and each `predicted` curve, named, of `(delay_ms, p)`
+/// as a dashed line, with a legend telling them apart. The x ticks are the
+/// measured delays themselves.
 pub fn visibility_chart(
     title: &str,
     measured: &[VisibilityPoint],
-    predicted: Option<&[(f64, f64)]>,
+    predicted: &[(&str, &[(f64, f64)])],
     path: &Path,
 ) -> Result<()> {
     let err = failed(path);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
     let delays = || {
-        measured
-            .iter()
-            .map(|p| p.delay_ms)
-            .chain(predicted.unwrap_or_default().iter().map(|&(d, _)| d))
+        measured.iter().map(|p| p.delay_ms).chain(
+            predicted
+                .iter()
+                .flat_map(|(_, curve)| curve.iter().map(|&(d, _)| d)),
+        )
     };
     let smallest = delays().filter(|&d| d > 0.0).fold(f64::INFINITY, f64::min);
     let zero_at = if smallest.is_finite() {
@@ -378,7 +388,7 @@ pub fn visibility_chart(
     let drawn = chart
         .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
         .map_err(&err)?;
-    if predicted.is_some() {
+    if !predicted.is_empty() {
         drawn
             .label(format!("measured ({reads} reads, 95% Wilson intervals)"))
             .legend(move |(x, y)| {
@@ -410,19 +420,21 @@ pub fn visibility_chart(
         )
         .map_err(&err)?;
 
-    if let Some(predicted) = predicted {
-        let colour = PALETTE[1];
-        let curve: Vec<(f64, f64)> = predicted
+    for (i, &(name, curve)) in predicted.iter().enumerate() {
+        let colour = PALETTE[(i + 1) % PALETTE.len()];
+        let curve: Vec<(f64, f64)> = curve
             .iter()
             .map(|&(d, p)| (delay_x(d, zero_at), p))
             .collect();
         chart
             .draw_series(DashedLineSeries::new(curve, 6, 4, colour.stroke_width(2)))
             .map_err(&err)?
-            .label("predicted")
+            .label(name)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
+    }
+    if !predicted.is_empty() {
         legend_at(&mut chart, SeriesLabelPosition::LowerRight, &err)?;
     }
     root.present().map_err(&err)?;
@@ -704,7 +716,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
 
         let alone = dir.path().join("alone.svg");
-        visibility_chart("t-visibility, async", &measured, None, &alone).unwrap();
+        visibility_chart("t-visibility, async", &measured, &[], &alone).unwrap();
         assert_svg(&alone);
         let labels = texts(&alone);
         assert_eq!(labels[0], "t-visibility, async");
@@ -715,7 +727,13 @@ mod tests {
 
         let both = dir.path().join("both.svg");
         let predicted = [(0.0, 0.4), (0.1, 0.8), (1.0, 0.99), (10.0, 1.0)];
-        visibility_chart("t-visibility, async", &measured, Some(&predicted), &both).unwrap();
+        visibility_chart(
+            "t-visibility, async",
+            &measured,
+            &[("predicted", &predicted[..])],
+            &both,
+        )
+        .unwrap();
         assert_svg(&both);
         let labels = texts(&both);
         assert!(labels.contains(&"predicted".to_string()), "{labels:?}");
@@ -726,10 +744,10 @@ mod tests {
 
         // Nothing but zero delays, or nothing at all, still draws.
         let zero = dir.path().join("zero.svg");
-        visibility_chart("zero", &measured[..1], None, &zero).unwrap();
+        visibility_chart("zero", &measured[..1], &[], &zero).unwrap();
         assert_svg(&zero);
         let empty = dir.path().join("empty.svg");
-        visibility_chart("empty", &[], None, &empty).unwrap();
+        visibility_chart("empty", &[], &[], &empty).unwrap();
         assert_svg(&empty);
     }
 

@@ -74,6 +74,7 @@ use serde::Serialize;
 use statrs::statistics::{Data, Max, Min, OrderStatistics, Statistics};
 
 use super::Run;
+use super::predict::RunPrediction;
 use super::visibility::{self, VisibilityPoint};
 use crate::run_dir::{ClockOffsets, ProbeOutcome, ProbeRow, RunMeta};
 use duokv::event_log::{EventKind, EventRow};
@@ -311,6 +312,10 @@ pub struct RunSummary {
     /// t-visibility, one point per delay (`visibility.csv`), if the probe
     /// read at fixed delays; see [`visibility`].
     pub visibility: Option<Vec<VisibilityPoint>>,
+    /// t-visibility predicted from the event logs' phases, beside the
+    /// measured one (for runs with `visibility`, when the logs give the
+    /// phases); see [`predict`](super::predict).
+    pub prediction: Option<RunPrediction>,
     /// What is missing or unusual, one sentence each (for the report).
     pub notes: Vec<String>,
     /// The per-write values behind the summaries, in write order (for the
@@ -602,6 +607,7 @@ pub fn summarize(run: &Run) -> RunSummary {
         &samples,
         &first_error,
     );
+    let visibility_points = run.visibility.as_deref().map(visibility::points);
     RunSummary {
         dir: run.dir.clone(),
         meta: meta.clone(),
@@ -621,10 +627,23 @@ pub fn summarize(run: &Run) -> RunSummary {
         slave_applied_to_visible: notice_gap,
         slave_event: if by_visible { "visible" } else { "applied" },
         probe: run.probe.as_deref().map(ProbeSummary::of),
-        visibility: run.visibility.as_deref().map(visibility::points),
+        visibility: visibility_points.clone(),
+        prediction: run.visibility.as_deref().and_then(|rows| {
+            let measured = visibility_points.as_deref().map(measured_shares)?;
+            let read_rtt: Vec<u64> = rows.iter().map(|row| row.read_ns).collect();
+            RunPrediction::of(run, &measured, &read_rtt)
+        }),
         notes,
         samples,
     }
+}
+
+/// The measured `(delay_ms, share)` of each delay with on-time reads.
+fn measured_shares(points: &[VisibilityPoint]) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .filter_map(|p| Some((p.delay_ms, p.p_seen?)))
+        .collect()
 }
 
 /// The report's sentences about what is missing or unusual.

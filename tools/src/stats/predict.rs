@@ -567,6 +567,86 @@ pub fn largest_gap(pred: &Prediction, model: Model, measured: &[(f64, f64)]) -> 
         .max_by(|a, b| a.difference().abs().total_cmp(&b.difference().abs()))
 }
 
+/// The seed of the report's predictions: fixed, so `duokv stats` gives the
+/// same curves for the same run every time.
+pub const REPORT_SEED: u64 = 17;
+
+/// A predicted curve for the chart: `(delay_ms, share)` points.
+pub type Curve = Vec<(f64, f64)>;
+
+/// Points of the chart's predicted curves, on a log grid of delays.
+const CURVE_POINTS: usize = 64;
+
+/// What `duokv stats` reports of a run that read at fixed delays: the
+/// prediction at the measured delays, for the table, and on a fine grid,
+/// for the chart, and where each model differs most from the measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunPrediction {
+    /// At the delays the probe read at.
+    pub at_measured: Prediction,
+    /// On a log grid from a tenth of the smallest non-zero measured delay
+    /// to twice the largest, and 0.
+    pub curve: Prediction,
+    /// Where the independent (WARS) prediction differs most from the
+    /// measured shares.
+    pub gap_independent: Option<Gap>,
+    /// Where the joint one does.
+    pub gap_joint: Option<Gap>,
+}
+
+impl RunPrediction {
+    /// The prediction for `run`, whose probe read at the delays of
+    /// `measured`, its read round trips `read_rtt_ns` giving the reader's
+    /// hop; `None` when the event logs do not give the phases.
+    pub fn of(run: &Run, measured: &[(f64, f64)], read_rtt_ns: &[u64]) -> Option<RunPrediction> {
+        let phases = phases(run, read_rtt_ns)?;
+        let delays: Vec<Duration> = measured
+            .iter()
+            .map(|&(ms, _)| Duration::from_secs_f64(ms.max(0.0) / 1e3))
+            .collect();
+        let at_measured = predict(&phases, &delays, DEFAULT_SAMPLES, REPORT_SEED);
+        let curve = predict(&phases, &log_grid(&delays), DEFAULT_SAMPLES, REPORT_SEED);
+        Some(RunPrediction {
+            gap_independent: largest_gap(&at_measured, Model::Independent, measured),
+            gap_joint: largest_gap(&at_measured, Model::Joint, measured),
+            at_measured,
+            curve,
+        })
+    }
+
+    /// The chart's curves, `(delay_ms, share)`: independent, then joint.
+    pub fn curves(&self) -> (Curve, Curve) {
+        let points = |shares: &[f64]| {
+            self.curve
+                .delays_ms
+                .iter()
+                .copied()
+                .zip(shares.iter().copied())
+                .collect()
+        };
+        (points(&self.curve.independent), points(&self.curve.joint))
+    }
+}
+
+/// 0 and [`CURVE_POINTS`] delays evenly spaced on a log scale from a tenth
+/// of the smallest non-zero delay of `delays` (1 us without one) to twice
+/// the largest.
+fn log_grid(delays: &[Duration]) -> Vec<Duration> {
+    let nonzero = || {
+        delays
+            .iter()
+            .filter(|d| !d.is_zero())
+            .map(Duration::as_secs_f64)
+    };
+    let low = nonzero().fold(f64::INFINITY, f64::min);
+    let low = if low.is_finite() { low / 10.0 } else { 1e-6 };
+    let high = (nonzero().fold(0.0, f64::max) * 2.0).max(low * 10.0);
+    let step = (high / low).ln() / (CURVE_POINTS - 1) as f64;
+    std::iter::once(Duration::ZERO)
+        .chain((0..CURVE_POINTS).map(|i| Duration::from_secs_f64(low * (step * i as f64).exp())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -593,6 +673,7 @@ mod tests {
             master_events: Some(master),
             slave_events: Some(slave),
             probe: None,
+            visibility: None,
         }
     }
 

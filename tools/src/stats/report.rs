@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::compute::{ClockEstimate, Measure, ProbeSummary, RunSummary, Summary};
+use super::predict::RunPrediction;
 use super::visibility::{CONFIDENCE, VisibilityPoint};
 use crate::error::{Error, Result};
 use crate::run_dir::ProbeOutcome;
@@ -157,7 +158,11 @@ fn run_report(out: &mut String, run: &RunSummary) {
     }
     if let Some(points) = &run.visibility {
         out.push('\n');
-        visibility_report(out, points);
+        visibility_report(out, points, run.prediction.as_ref());
+    }
+    if let Some(prediction) = &run.prediction {
+        out.push('\n');
+        prediction_report(out, prediction);
     }
 
     if !run.notes.is_empty() {
@@ -314,33 +319,110 @@ fn probe_report(out: &mut String, probe: &ProbeSummary, read: &str) {
 }
 
 /// t-visibility: per delay after the commit, how many reads saw the write,
-/// with the Wilson interval, and the late reads left out.
-fn visibility_report(out: &mut String, points: &[VisibilityPoint]) {
+/// with the Wilson interval, the late reads left out, and the predicted
+/// shares when there are.
+fn visibility_report(
+    out: &mut String,
+    points: &[VisibilityPoint],
+    prediction: Option<&RunPrediction>,
+) {
     let _ = writeln!(
         out,
         "t-visibility (visibility.csv): P(a read of the slave t after the commit sees \
-         the write), {:.0}% Wilson interval",
-        CONFIDENCE * 100.0
+         the write), {:.0}% Wilson interval{}",
+        CONFIDENCE * 100.0,
+        if prediction.is_some() {
+            "; predicted by the phases drawn independently (WARS) and by whole writes (joint)"
+        } else {
+            ""
+        }
     );
+    let predicted_head = if prediction.is_some() {
+        format!(" {:>8} {:>8}", "WARS", "joint")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "  {:>10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>14}",
+        "  {:>10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>14}{predicted_head}",
         "t (ms)", "reads", "saw", "P(seen)", "low", "high", "late, left out"
     );
     let p = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
-    for point in points {
+    for (i, point) in points.iter().enumerate() {
+        let predicted = prediction.map_or_else(String::new, |pred| {
+            let at = &pred.at_measured;
+            let share = |curve: &[f64]| p(curve.get(i).copied());
+            format!(" {:>8} {:>8}", share(&at.independent), share(&at.joint))
+        });
         let _ = writeln!(
             out,
-            "  {:>10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>14}",
+            "  {:>10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>14}{predicted}",
             fixed3(point.delay_ms),
             point.reads,
             point.saw,
             p(point.p_seen),
             p(point.ci_low),
             p(point.ci_high),
-            point.late
+            point.late,
         );
     }
+}
+
+/// The phases behind the predicted t-visibility, and where each model
+/// parts from the measurement.
+fn prediction_report(out: &mut String, prediction: &RunPrediction) {
+    let at = &prediction.at_measured;
+    let _ = writeln!(
+        out,
+        "predicted t-visibility: {} draws (ChaCha8, seed {}) over {} writes' phases ({} left \
+         out for a missing event); reader's hop: {}; clock error bound {}",
+        at.samples,
+        at.seed,
+        at.writes,
+        at.skipped,
+        at.read_hop.describe(),
+        at.clock_bound_ms.map_or_else(
+            || "unknown (no clock probes)".to_string(),
+            |b| format!("±{b:.3} ms")
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "  {:<56} {:>6} {:>9} {:>9} {:>9}",
+        "phase (ms)", "n", "p50", "p99", "mean"
+    );
+    for phase in &at.phases {
+        let _ = writeln!(
+            out,
+            "  {:<56} {:>6} {:>9} {:>9} {:>9}",
+            phase.name,
+            phase.count,
+            fixed3(phase.p50_ms),
+            fixed3(phase.p99_ms),
+            fixed3(phase.mean_ms)
+        );
+    }
+    for (model, gap) in [
+        ("WARS (phases independent)", prediction.gap_independent),
+        ("joint (whole writes)", prediction.gap_joint),
+    ] {
+        let Some(gap) = gap else { continue };
+        let _ = writeln!(
+            out,
+            "  {model}: differs most from the measurement at t = {} ms: predicted {:.4}, \
+             measured {:.4} ({:+.4})",
+            fixed3(gap.delay_ms),
+            gap.predicted,
+            gap.measured,
+            gap.difference()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (where joint is closer than WARS, the gap is the phases' correlation that \
+         independent draws ignore; where both miss, the reader's hop and the clock bound \
+         are the suspects)"
+    );
 }
 
 /// How a run is named in the comparison and the CDF chart: its mode and

@@ -63,6 +63,8 @@ const PALETTE: [RGBColor; 8] = [
 ];
 /// The size of every chart, in pixels.
 const SIZE: (u32, u32) = (1000, 600);
+/// The least distance between two x tick labels of the t-visibility chart.
+const MIN_LABEL_GAP_PX: i32 = 40;
 /// The font of titles and labels.
 const FONT: &str = "sans-serif";
 
@@ -347,6 +349,8 @@ pub fn visibility_chart(
     chart
         .configure_mesh()
         .x_labels(0)
+        // A log axis still labels one key point: the ticks below are ours.
+        .x_label_formatter(&|_| String::new())
         .disable_x_mesh()
         .x_desc("delay after the commit, ms (log scale)")
         .y_desc("P(a read of the slave sees the write)")
@@ -354,16 +358,23 @@ pub fn visibility_chart(
         .draw()
         .map_err(&err)?;
 
-    // The x ticks: one per measured delay, a grid line and its label.
+    // The x ticks: one per measured delay, a grid line and its label;
+    // a label too close to the one before it (delays crowded around a
+    // step) is left out.
     let grid = RGBColor(220, 220, 220);
     let mut ticks: Vec<f64> = measured.iter().map(|p| p.delay_ms).collect();
     ticks.dedup();
+    let mut last_label: Option<i32> = None;
     for &delay in &ticks {
         let x = delay_x(delay, zero_at);
         chart
             .draw_series(LineSeries::new([(x, 0.0), (x, 1.0)], grid.stroke_width(1)))
             .map_err(&err)?;
         let (px, py) = chart.backend_coord(&(x, 0.0));
+        if last_label.is_some_and(|last| px - last < MIN_LABEL_GAP_PX) {
+            continue;
+        }
+        last_label = Some(px);
         let label = if delay > 0.0 { tick(delay) } else { "0".into() };
         root.draw(&PathElement::new(
             vec![(px, py), (px, py + 5)],

@@ -65,6 +65,7 @@ use crate::run_dir::{
 use duokv::auth::AuthToken;
 use duokv::clock::now_ns;
 use duokv::duration::parse_duration;
+use duokv::event_log::csv_key;
 use duokv::{Client, ReadWhen, Token};
 
 /// Pings per clock estimate; the fastest is kept.
@@ -441,13 +442,14 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     };
     meta.save(&config.out)?;
     let last_seq = rows.iter().map(|r| r.write_id).max().unwrap_or(0);
+    let key = csv_key(config.key.as_bytes());
     if let Some(path) = &config.master_events {
         let to = config.out.join(run_dir::MASTER_EVENTS);
-        gather_events(path, &to, last_seq, &["replied"])?;
+        gather_events(path, &to, (&key, last_seq), &["replied"])?;
     }
     if let Some(path) = &config.slave_events {
         let to = config.out.join(run_dir::SLAVE_EVENTS);
-        gather_events(path, &to, last_seq, &["visible", "applied"])?;
+        gather_events(path, &to, (&key, last_seq), &["visible", "applied"])?;
     }
     Ok(BenchOutcome {
         dir: config.out.clone(),
@@ -731,32 +733,51 @@ fn write_index(value: &[u8]) -> Option<u64> {
         .ok()
 }
 
-/// Copies a replica's event log into the run directory once it holds the
-/// last event of the run's last write (it is flushed in the background):
-/// the first of `last_kinds` the log has any line of (a slave from before
-/// commit notices logs no `visible`), at `last_seq` or above. Gives up
-/// after 5 s and copies what there is: a replica that died has no more.
-fn gather_events(from: &Path, to: &Path, last_seq: u64, last_kinds: &[&str]) -> Result<()> {
+/// Copies the run's lines of a replica's event log into the run directory
+/// (the header and the events of the run's key: a `duokv load` beside the
+/// bench writes millions of others), once it holds the last event of the
+/// run's last write (it is flushed in the background): the first of
+/// `last_kinds` the log has any line of for the key (a slave from before
+/// commit notices logs no `visible`), at the last seq or above. A line
+/// still being written (no newline yet) is left out. Gives up after 5 s and
+/// copies what there is: a replica that died has no more.
+fn gather_events(
+    from: &Path,
+    to: &Path,
+    (key, last_seq): (&str, u64),
+    last_kinds: &[&str],
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(from).map_err(|source| Error::File {
             path: from.to_path_buf(),
             source,
         })?;
-        let events = || text.lines().filter_map(|line| line.split_once(','));
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        let mut kept = String::new();
+        // (kind, seq) of the key's events.
+        let mut events = Vec::new();
+        for (i, line) in whole.lines().enumerate() {
+            let fields: Vec<&str> = line.splitn(4, ',').collect();
+            if i == 0 {
+                kept.push_str(line);
+                kept.push('\n');
+            } else if let [kind, seq, line_key, _] = fields[..]
+                && line_key == key
+            {
+                kept.push_str(line);
+                kept.push('\n');
+                events.push((kind, seq.parse::<u64>().unwrap_or(0)));
+            }
+        }
         let last_kind = last_kinds
             .iter()
-            .find(|kind| events().any(|(k, _)| k == **kind));
+            .find(|kind| events.iter().any(|(k, _)| k == *kind));
         let complete = last_seq == 0
-            || last_kind.is_some_and(|kind| {
-                events().any(|(k, rest)| {
-                    k == *kind
-                        && rest.split(',').next().and_then(|s| s.parse::<u64>().ok())
-                            >= Some(last_seq)
-                })
-            });
+            || last_kind
+                .is_some_and(|kind| events.iter().any(|&(k, seq)| k == *kind && seq >= last_seq));
         if complete || Instant::now() >= deadline {
-            return std::fs::write(to, text).map_err(|source| Error::File {
+            return std::fs::write(to, kept).map_err(|source| Error::File {
                 path: to.to_path_buf(),
                 source,
             });
@@ -835,6 +856,36 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log with another tool's writes beside the run's (a `duokv load`)
+    /// and a line still being written: only the header and the run key's
+    /// whole lines are copied, once the last write's event is there.
+    #[test]
+    fn gathering_keeps_the_run_keys_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("log.csv"), dir.path().join("run.csv"));
+        std::fs::write(
+            &from,
+            "event,seq,key,unix_ns\n\
+             received,1,bench,10\n\
+             received,2,load-7,11\n\
+             replied,1,bench,12\n\
+             replied,2,load-7,13\n\
+             received,3,bench,14\n\
+             replied,3,bench,15\n\
+             replied,4,ben",
+        )
+        .unwrap();
+        gather_events(&from, &to, ("bench", 3), &["replied"]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&to).unwrap(),
+            "event,seq,key,unix_ns\n\
+             received,1,bench,10\n\
+             replied,1,bench,12\n\
+             received,3,bench,14\n\
+             replied,3,bench,15\n"
+        );
+    }
 
     #[test]
     fn values_name_their_write() {

@@ -630,8 +630,7 @@ pub fn summarize(run: &Run) -> RunSummary {
         visibility: visibility_points.clone(),
         prediction: run.visibility.as_deref().and_then(|rows| {
             let measured = visibility_points.as_deref().map(measured_shares)?;
-            let read_rtt: Vec<u64> = rows.iter().map(|row| row.read_ns).collect();
-            RunPrediction::of(run, &measured, &read_rtt)
+            RunPrediction::of(run, rows, &measured)
         }),
         notes,
         samples,

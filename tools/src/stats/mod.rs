@@ -8,20 +8,23 @@
 //! It is apart from the bench so that a run measured on EC2 can be analysed
 //! anywhere, again and again, from its raw files.
 //!
-//! The work is in three steps, one file each:
+//! The work is in three steps, one file each, and two files for
+//! t-visibility, the chance that a read of the slave a given time after the
+//! commit sees the write:
 //!
 //! - [`compute`]: per-write values and per-measure [`Summary`]s (what each
 //!   measure means, how clocks are corrected and how missing data is
 //!   counted is documented there);
 //! - [`report`]: the terminal report and the JSON document;
 //! - [`charts`]: `latency.svg`, `staleness.svg` and `cdf.svg` per run,
-//!   and the CDFs of several runs compared beside them;
-//! - [`visibility`]: t-visibility, the chance that a read of the slave a
-//!   given time after the commit sees the write, from `visibility.csv`
-//!   (`duokv bench --probe-read at:...`), with `visibility.svg`.
-//!
-//! (Four files, then: t-visibility reads its own file and answers its own
-//! question.)
+//!   and the CDFs of several runs compared beside them; `visibility.svg`
+//!   for a run that read at fixed delays;
+//! - [`visibility`]: t-visibility measured, from `visibility.csv` (`duokv
+//!   bench --probe-read at:...`): P(seen) per delay with its Wilson
+//!   interval;
+//! - [`predict`]: t-visibility predicted from the event logs' per-write
+//!   phases by a seeded Monte Carlo (WARS, Bailis et al.), beside the
+//!   measured curve.
 //!
 //! # Example
 //!

@@ -87,6 +87,7 @@ use statrs::statistics::{Data, OrderStatistics, Statistics};
 
 use super::Run;
 use super::compute::{bound_ns, to_client_ns};
+use crate::run_dir::VisibilityRow;
 use duokv::event_log::{EventKind, EventRow};
 
 /// Monte Carlo draws per curve unless the caller says otherwise: the
@@ -580,9 +581,16 @@ const CURVE_POINTS: usize = 64;
 /// What `duokv stats` reports of a run that read at fixed delays: the
 /// prediction at the measured delays, for the table, and on a fine grid,
 /// for the chart, and where each model differs most from the measurement.
+///
+/// A read scheduled at `t` leaves a little later (the probe's own wake-up,
+/// tens of microseconds), which matters on a curve that rises within
+/// tens of microseconds. So the prediction compared with a measured point
+/// is the mean of the predicted shares at each of its reads' own send
+/// times, not the share at `t`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunPrediction {
-    /// At the delays the probe read at.
+    /// At the delays the probe read at: per delay, the mean predicted
+    /// share at the send times of its on-time reads.
     pub at_measured: Prediction,
     /// On a log grid from a tenth of the smallest non-zero measured delay
     /// to twice the largest, and 0.
@@ -595,16 +603,18 @@ pub struct RunPrediction {
 }
 
 impl RunPrediction {
-    /// The prediction for `run`, whose probe read at the delays of
-    /// `measured`, its read round trips `read_rtt_ns` giving the reader's
-    /// hop; `None` when the event logs do not give the phases.
-    pub fn of(run: &Run, measured: &[(f64, f64)], read_rtt_ns: &[u64]) -> Option<RunPrediction> {
-        let phases = phases(run, read_rtt_ns)?;
+    /// The prediction for `run`, whose probe made the reads `rows`
+    /// (their round trips give the reader's hop), which found the shares
+    /// `measured` (`(delay_ms, share)` per delay with on-time reads);
+    /// `None` when the event logs do not give the phases.
+    pub fn of(run: &Run, rows: &[VisibilityRow], measured: &[(f64, f64)]) -> Option<RunPrediction> {
+        let read_rtt: Vec<u64> = rows.iter().map(|row| row.read_ns).collect();
+        let phases = phases(run, &read_rtt)?;
         let delays: Vec<Duration> = measured
             .iter()
             .map(|&(ms, _)| Duration::from_secs_f64(ms.max(0.0) / 1e3))
             .collect();
-        let at_measured = predict(&phases, &delays, DEFAULT_SAMPLES, REPORT_SEED);
+        let at_measured = at_send_times(&phases, rows, &delays);
         let curve = predict(&phases, &log_grid(&delays), DEFAULT_SAMPLES, REPORT_SEED);
         Some(RunPrediction {
             gap_independent: largest_gap(&at_measured, Model::Independent, measured),
@@ -625,6 +635,35 @@ impl RunPrediction {
                 .collect()
         };
         (points(&self.curve.independent), points(&self.curve.joint))
+    }
+}
+
+/// The prediction at each of `delays`, as the mean of the predicted shares
+/// at the send times of the on-time reads of `rows` scheduled there.
+fn at_send_times(phases: &Phases, rows: &[VisibilityRow], delays: &[Duration]) -> Prediction {
+    let on_time: Vec<&VisibilityRow> = rows.iter().filter(|row| !row.late).collect();
+    let sent: Vec<Duration> = on_time
+        .iter()
+        .map(|row| Duration::from_nanos(row.offset_ns))
+        .collect();
+    let per_read = predict(phases, &sent, DEFAULT_SAMPLES, REPORT_SEED);
+    let mean_at = |shares: &[f64], delay: &Duration| {
+        let of_delay: Vec<f64> = on_time
+            .iter()
+            .zip(shares)
+            .filter(|(row, _)| u128::from(row.delay_ns) == delay.as_nanos())
+            .map(|(_, &share)| share)
+            .collect();
+        of_delay.iter().sum::<f64>() / of_delay.len().max(1) as f64
+    };
+    Prediction {
+        delays_ms: delays.iter().map(|t| t.as_secs_f64() * 1e3).collect(),
+        independent: delays
+            .iter()
+            .map(|d| mean_at(&per_read.independent, d))
+            .collect(),
+        joint: delays.iter().map(|d| mean_at(&per_read.joint, d)).collect(),
+        ..per_read
     }
 }
 
@@ -838,6 +877,34 @@ mod tests {
         assert_eq!(pred.joint, [0.0, 0.0, 1.0, 1.0]);
         assert_eq!(pred.delays_ms, [0.0, 3.749999, 3.75, 1000.0]);
         assert_eq!((pred.samples, pred.seed, pred.writes), (1_000, 7, 1));
+    }
+
+    /// A measured point is compared with the mean prediction at its reads'
+    /// own send times: reads scheduled at 3.7 ms, half of them sent after
+    /// the 3.75 ms step, are predicted to see the write half the time; late
+    /// reads play no part.
+    #[test]
+    fn the_prediction_of_a_point_is_at_its_reads_send_times() {
+        let p = fixture(&[[1.0, 2.0, 3.0, 0.5, 0.25]], &[1.5]);
+        let row = |write: u64, offset_ns: u64, late: bool| VisibilityRow {
+            write,
+            delay_ns: 3_700_000,
+            offset_ns,
+            read_ns: 3_000_000,
+            saw_write: false,
+            late,
+        };
+        let rows = [
+            row(0, 3_700_000, false),
+            row(1, 3_760_000, false),
+            row(2, 3_710_000, false),
+            row(3, 3_800_000, false),
+            row(4, 9_000_000, true),
+        ];
+        let at = at_send_times(&p, &rows, &[Duration::from_micros(3_700)]);
+        assert_eq!(at.independent, [0.5]);
+        assert_eq!(at.joint, [0.5]);
+        assert_eq!(at.delays_ms, [3.7]);
     }
 
     /// Two writes, each phase taking two values, and two read hops.

@@ -598,7 +598,7 @@ pub fn summarize(run: &Run) -> RunSummary {
     let reader = summary(Measure::StalenessReader, absent.visible, None);
     let notice_gap = summary(Measure::NoticeGap, absent.notice_gap, None);
 
-    let notes = notes(
+    let mut notes = notes(
         run,
         committed,
         failed,
@@ -608,6 +608,17 @@ pub fn summarize(run: &Run) -> RunSummary {
         &first_error,
     );
     let visibility_points = run.visibility.as_deref().map(visibility::points);
+    let prediction = run.visibility.as_deref().and_then(|rows| {
+        let measured = visibility_points.as_deref().map(measured_shares)?;
+        RunPrediction::of(run, rows, &measured)
+    });
+    if run.visibility.is_some() && prediction.is_none() {
+        notes.push(
+            "no predicted t-visibility: it needs both event logs with every phase of some \
+             committed write (give duokv bench --master-events and --slave-events)"
+                .to_string(),
+        );
+    }
     RunSummary {
         dir: run.dir.clone(),
         meta: meta.clone(),
@@ -627,11 +638,8 @@ pub fn summarize(run: &Run) -> RunSummary {
         slave_applied_to_visible: notice_gap,
         slave_event: if by_visible { "visible" } else { "applied" },
         probe: run.probe.as_deref().map(ProbeSummary::of),
-        visibility: visibility_points.clone(),
-        prediction: run.visibility.as_deref().and_then(|rows| {
-            let measured = visibility_points.as_deref().map(measured_shares)?;
-            RunPrediction::of(run, rows, &measured)
-        }),
+        visibility: visibility_points,
+        prediction,
         notes,
         samples,
     }
@@ -796,6 +804,32 @@ mod tests {
             probe: None,
             visibility: None,
         }
+    }
+
+    #[test]
+    fn reads_at_delays_without_event_logs_say_why_nothing_is_predicted() {
+        use crate::run_dir::VisibilityRow;
+        let mut run = run(Vec::new(), Vec::new(), Vec::new());
+        run.master_events = None;
+        run.visibility = Some(vec![VisibilityRow {
+            write: 0,
+            delay_ns: 0,
+            offset_ns: 10_000,
+            read_ns: 50_000,
+            saw_write: true,
+            late: false,
+        }]);
+        let summary = summarize(&run);
+        assert!(summary.visibility.is_some());
+        assert_eq!(summary.prediction, None);
+        assert!(
+            summary
+                .notes
+                .iter()
+                .any(|n| n.starts_with("no predicted t-visibility")),
+            "{:?}",
+            summary.notes
+        );
     }
 
     #[test]

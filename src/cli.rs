@@ -57,6 +57,27 @@ pub struct ServerArgs {
     #[argh(option)]
     auth_token_file: Option<PathBuf>,
 
+    /// this server's TLS certificate chain (PEM, leaf first); with
+    /// --tls-key and --tls-ca the client port speaks TLS only, for clients
+    /// and the replication stream (a master checks its slave's certificate
+    /// against the host in --replica). SIGHUP reloads the three files
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+
+    /// the private key of --tls-cert (PEM)
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+
+    /// the certificate authority this server trusts (PEM): for client
+    /// certificates, and for its slave's as a master
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
+
+    /// require a certificate signed by --tls-ca from every client and
+    /// master (mutual TLS)
+    #[argh(switch)]
+    tls_client_auth: bool,
+
     /// directory of the store (created if missing; a file there is refused)
     #[argh(option)]
     data_dir: PathBuf,
@@ -303,6 +324,45 @@ fn ensure_enough_files(max_connections: usize) {
     }
 }
 
+/// The TLS files the flags name: none, or all three.
+fn tls_files(args: &ServerArgs) -> Result<Option<crate::tls::TlsFiles>, String> {
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (None, None, None) if args.tls_client_auth => {
+            Err("--tls-client-auth needs --tls-cert, --tls-key and --tls-ca".into())
+        }
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(crate::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            client_auth: args.tls_client_auth,
+        })),
+        _ => Err("TLS needs all of --tls-cert, --tls-key and --tls-ca".into()),
+    }
+}
+
+/// Reloads the TLS files on each SIGHUP: certificates expire, and a
+/// renewed one is taken without a restart (connections made from then on
+/// use it). A file that fails keeps the old ones in use, and says why.
+fn reload_on_sighup(tls: std::sync::Arc<crate::tls::ServerTls>) {
+    match Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    match tls.reload() {
+                        Ok(()) => log::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => error!(
+                            "SIGHUP: TLS files not reloaded, the old ones stay in use: {}",
+                            crate::error::chain(&e)
+                        ),
+                    }
+                }
+            });
+        }
+        Err(e) => error!("cannot listen for SIGHUP, TLS files will not reload: {e}"),
+    }
+}
+
 /// Runs a replica as the flags say, until SIGINT or SIGTERM stops it
 /// gracefully; the exit code is 0 after a clean stop, 2 for flags that make
 /// no replica (refused before anything is bound, opened or created, with
@@ -354,8 +414,23 @@ pub fn run(args: ServerArgs) -> ExitCode {
             args.listen
         );
     }
+    match tls_files(&args) {
+        Ok(None) => {}
+        Ok(Some(files)) => match crate::tls::ServerTls::load(files) {
+            Ok(tls) => config.tls = Some(std::sync::Arc::new(tls)),
+            Err(e) => {
+                error!("TLS: {}", crate::error::chain(&e));
+                return ExitCode::from(2);
+            }
+        },
+        Err(problem) => {
+            error!("{problem}");
+            return ExitCode::from(2);
+        }
+    }
     ensure_enough_files(config.max_connections);
     config.role = role;
+    let tls = config.tls.clone();
 
     let server = match Server::bind(config) {
         Ok(server) => server,
@@ -375,6 +450,9 @@ pub fn run(args: ServerArgs) -> ExitCode {
             });
         }
         Err(e) => error!("cannot listen for signals, Ctrl-C will not stop gracefully: {e}"),
+    }
+    if let Some(tls) = tls {
+        reload_on_sighup(tls);
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

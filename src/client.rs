@@ -24,6 +24,8 @@ use duokv_protocol::{
 };
 
 use crate::error::{Error, Result};
+use crate::tls::ClientTls;
+use crate::transport::Transport;
 
 /// What a write returned: its ID and when it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,9 +257,18 @@ pub struct ClientBuilder {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     auth_token: Option<AuthToken>,
+    tls: Option<ClientTls>,
 }
 
 impl ClientBuilder {
+    /// Connects through TLS, trusting the authority and presenting the
+    /// certificate `tls` holds (default: in clear). The server's
+    /// certificate must be for the host of the client's address.
+    pub fn tls(mut self, tls: impl Into<Option<ClientTls>>) -> Self {
+        self.tls = tls.into();
+        self
+    }
+
     /// The shared secret to present, for servers started with
     /// `--auth-token-file` (default: none).
     pub fn auth_token(mut self, token: impl Into<Option<AuthToken>>) -> Self {
@@ -303,8 +314,8 @@ impl ClientBuilder {
 /// An open connection.
 #[derive(Debug)]
 struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Transport>,
+    writer: Transport,
     server_role: NodeRole,
 }
 
@@ -350,6 +361,7 @@ impl Client {
             read_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
             auth_token: None,
+            tls: None,
         }
     }
 
@@ -801,7 +813,22 @@ impl Client {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(self.config.read_timeout)?;
         stream.set_write_timeout(self.config.write_timeout)?;
-        let mut writer = stream.try_clone()?;
+        let stream = match &self.config.tls {
+            None => Transport::plain(stream),
+            Some(tls) => {
+                let tls_error = |reason| Error::Tls {
+                    addr: addr.clone(),
+                    reason,
+                };
+                let name = crate::tls::server_name(addr).map_err(tls_error)?;
+                let transport = Transport::tls_client(stream, tls.config(), name)?;
+                transport
+                    .handshake()
+                    .map_err(|e| tls_error(crate::tls::explain(&e)))?;
+                transport
+            }
+        };
+        let mut writer = stream.clone();
         let mut reader = BufReader::new(stream);
         let fields = HandshakeFields {
             history_id: None,
@@ -817,8 +844,8 @@ impl Client {
         handshake.flags |= Handshake::FLAG_TOKENS;
         handshake
             .write_to(&mut writer)
-            .map_err(|e| timeout_or(e, addr))?;
-        let reply = HandshakeReply::read_from(&mut reader).map_err(|e| timeout_or(e, addr))?;
+            .map_err(|e| tls_or_timeout(e, addr))?;
+        let reply = HandshakeReply::read_from(&mut reader).map_err(|e| tls_or_timeout(e, addr))?;
         match reply.status {
             HandshakeStatus::Ok => Ok(Connection {
                 reader,
@@ -828,11 +855,29 @@ impl Client {
             HandshakeStatus::Busy => Err(Error::Busy),
             HandshakeStatus::ShuttingDown => Err(Error::ShuttingDown),
             HandshakeStatus::Unauthorized => Err(Error::Unauthorized { addr: addr.clone() }),
+            HandshakeStatus::TlsRequired => Err(Error::TlsRequired { addr: addr.clone() }),
             other => Err(Error::Refused {
                 reason: format!("{other:?}").to_lowercase(),
             }),
         }
     }
+}
+
+/// A TLS failure as [`Error::Tls`] (a server that checks client
+/// certificates refuses one after the client's side of the TLS handshake
+/// is done, so the refusal arrives with the first reply), a timeout as
+/// [`Error::Timeout`], anything else as is.
+fn tls_or_timeout(error: protocol::Error, addr: &str) -> Error {
+    if let protocol::Error::Io(e) = &error
+        && e.get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    {
+        return Error::Tls {
+            addr: addr.to_string(),
+            reason: crate::tls::explain(e),
+        };
+    }
+    timeout_or(error, addr)
 }
 
 /// A read or write timeout as [`Error::Timeout`], anything else as is.

@@ -100,6 +100,20 @@ pub enum Error {
         /// The server.
         addr: String,
     },
+    /// The server speaks TLS only, and this client connected in clear.
+    TlsRequired {
+        /// The server.
+        addr: String,
+    },
+    /// A TLS connection could not be made: a certificate refused on
+    /// either side, a name that does not match, a peer that does not speak
+    /// TLS. The reason says which.
+    Tls {
+        /// The peer.
+        addr: String,
+        /// What went wrong, and which side to fix.
+        reason: String,
+    },
     /// The server refused the handshake.
     Refused {
         /// Why, as the handshake status says.
@@ -175,6 +189,12 @@ impl fmt::Display for Error {
                 "{addr} refused the auth token: give the servers' token file \
                  (--auth-token-file or DUOKV_AUTH_TOKEN_FILE)"
             ),
+            Error::TlsRequired { addr } => write!(
+                f,
+                "{addr} speaks TLS only: give the client the servers' certificate authority \
+                 (--tls-ca FILE)"
+            ),
+            Error::Tls { addr, reason } => write!(f, "no TLS connection to {addr}: {reason}"),
             Error::Refused { reason } => write!(f, "connection refused by the server: {reason}"),
             Error::UnexpectedReply { expected } => {
                 write!(f, "unexpected reply from the server: expected {expected}")

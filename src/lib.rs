@@ -37,6 +37,10 @@
 //!   power cut at the store's next sync, for tests.
 //! - [`discarded_writes`]: the discarded-writes file, the writes a slave
 //!   saves before a full resync replaces them, its writer and its reader.
+//! - [`tls`]: TLS settings, from PEM files: [`ServerTls`](tls::ServerTls)
+//!   for a server (reloadable), [`ClientTls`](tls::ClientTls) for a client.
+//! - [`transport`]: [`Transport`](transport::Transport), a connection's
+//!   bytes in clear or through TLS, shared by the threads of one connection.
 //! - [`clock`]: wall-clock timestamps in UNIX nanoseconds.
 //! - [`duration`]: parsing `500ms`-style durations for command lines.
 //! - [`error`]: [`Error`], one variant per server error code plus the local
@@ -90,7 +94,9 @@ mod replication;
 mod role_record;
 mod server;
 pub mod session;
+pub mod tls;
 pub mod token;
+pub mod transport;
 
 pub use client::{Client, ClientBuilder, Pong, ReadOutcome, ReadWhen, WriteReceipt};
 pub use duokv_protocol as protocol;

@@ -136,6 +136,10 @@ pub enum HandshakeStatus {
     /// a master that is not the one it was told to follow (`--master-addr`).
     /// The reply's reason says which.
     Fenced,
+    /// 10: the server speaks TLS only on this port, and the handshake came
+    /// in clear; sent in clear, with a reason saying so, before the
+    /// connection is closed.
+    TlsRequired,
     /// A status byte this version does not know (treat it as a refusal).
     Unknown(u8),
 }
@@ -154,6 +158,7 @@ impl HandshakeStatus {
             HandshakeStatus::Unauthorized => 7,
             HandshakeStatus::Diverged => 8,
             HandshakeStatus::Fenced => 9,
+            HandshakeStatus::TlsRequired => 10,
             HandshakeStatus::Unknown(b) => b,
         }
     }
@@ -172,6 +177,7 @@ impl HandshakeStatus {
             7 => HandshakeStatus::Unauthorized,
             8 => HandshakeStatus::Diverged,
             9 => HandshakeStatus::Fenced,
+            10 => HandshakeStatus::TlsRequired,
             b => HandshakeStatus::Unknown(b),
         }
     }

@@ -62,6 +62,8 @@ use super::wire;
 use crate::auth::AuthToken;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
+use crate::tls::ServerTls;
+use crate::transport::Transport;
 
 /// Batches queued for the sender before it falls back to reading the log.
 const QUEUE_CAPACITY: usize = 16_384;
@@ -250,7 +252,7 @@ struct LinkState {
     /// Forwarded and not yet acknowledged, for the `acked` events.
     unacked_keys: VecDeque<(u64, Vec<u8>)>,
     /// The connected stream, to cut it on stop.
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
     /// Sync writes waiting for the slave's ack, by seq: an ack completes
     /// exactly those it covers, the timeout thread those whose time is up.
     awaiting: BTreeMap<u64, Awaiting>,
@@ -271,6 +273,10 @@ pub struct MasterIdentity {
     /// stream: the master must step down. Called on the replicator's own
     /// thread: hand the work to another thread.
     pub on_replaced: Option<Box<dyn Fn(Replaced) + Send + Sync>>,
+    /// TLS, if this master speaks it: its stream to the slave is then a
+    /// TLS connection, the slave's certificate checked against the host of
+    /// the slave's address, and this master's own presented.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl std::fmt::Debug for MasterIdentity {
@@ -821,7 +827,7 @@ impl Link {
     /// A session to the slave began on `stream`; the slave holds writes up
     /// to `slave_last_seq`, of this history or not. The sync writes that
     /// covers are complete.
-    fn set_up(&self, stream: TcpStream, slave_last_seq: u64, same_history: bool, notices: bool) {
+    fn set_up(&self, stream: Transport, slave_last_seq: u64, same_history: bool, notices: bool) {
         let mut state = self.lock();
         state.up = true;
         state.backoff = Duration::ZERO;
@@ -977,8 +983,8 @@ fn run_sender(link: &Arc<Link>, queue: &Receiver<Outgoing>) {
 
 /// One connection to the slave.
 struct Session {
-    writer: BufWriter<TcpStream>,
-    reader: BufReader<TcpStream>,
+    writer: BufWriter<Transport>,
+    reader: BufReader<Transport>,
     slave_last_seq: u64,
     /// Whether the slave's log is a prefix of this history.
     same_history: bool,
@@ -990,7 +996,7 @@ impl Session {
     /// Dials the slave and reads its `Hello`.
     fn open(link: &Link) -> crate::Result<Session> {
         let addr = &link.settings.replica;
-        let stream = dial(addr)?;
+        let stream = dial(addr, link.identity.tls.as_deref())?;
         let mut writer = BufWriter::with_capacity(256 * 1024, stream.try_clone()?);
         let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
         let (history, notices) = handshake(link, writer.get_mut(), &mut reader)?;
@@ -1060,8 +1066,10 @@ impl Session {
     }
 }
 
-/// Connects to the slave at `addr`, with the handshake's read timeout.
-fn dial(addr: &str) -> crate::Result<TcpStream> {
+/// Connects to the slave at `addr`, with the handshake's read timeout;
+/// through TLS when `tls` is given (the handshake done, so that a refused
+/// certificate is reported here).
+fn dial(addr: &str, tls: Option<&ServerTls>) -> crate::Result<Transport> {
     let connect_error = |source| crate::Error::Connect {
         addr: addr.to_string(),
         source,
@@ -1075,7 +1083,22 @@ fn dial(addr: &str) -> crate::Result<TcpStream> {
         TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(connect_error)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(stream)
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let Some(tls) = tls else {
+        return Ok(Transport::plain(stream));
+    };
+    let name = crate::tls::server_name(addr).map_err(|reason| crate::Error::Tls {
+        addr: addr.to_string(),
+        reason,
+    })?;
+    let transport = Transport::tls_client(stream, tls.connect_config(), name)?;
+    transport.handshake().map_err(|e| crate::Error::Tls {
+        addr: addr.to_string(),
+        reason: crate::tls::explain(&e),
+    })?;
+    // The link's writes may wait for the slave as long as it needs.
+    transport.set_write_timeout(None)?;
+    Ok(transport)
 }
 
 /// Says this is the replication stream, with the master's history, the
@@ -1084,8 +1107,8 @@ fn dial(addr: &str) -> crate::Result<TcpStream> {
 /// commit notices.
 fn handshake(
     link: &Link,
-    stream: &mut TcpStream,
-    reader: &mut BufReader<TcpStream>,
+    stream: &mut Transport,
+    reader: &mut BufReader<Transport>,
 ) -> crate::Result<(u64, bool)> {
     let addr = &link.settings.replica;
     // A replica stream's handshake carries the master's history ID, so
@@ -1134,7 +1157,7 @@ fn handshake(
 }
 
 /// The slave's `Hello`: the last seq it holds, and its history ID.
-fn read_hello(reader: &mut BufReader<TcpStream>) -> crate::Result<(u64, u64)> {
+fn read_hello(reader: &mut BufReader<Transport>) -> crate::Result<(u64, u64)> {
     match protocol::read_frame(reader)? {
         Some(Frame {
             message:
@@ -1152,7 +1175,7 @@ fn read_hello(reader: &mut BufReader<TcpStream>) -> crate::Result<(u64, u64)> {
 
 /// The ack reader: cumulative acks and resync requests from the slave.
 /// Returns what the slave said or did to end the session, if anything.
-fn read_acks(link: &Link, mut reader: BufReader<TcpStream>, broken: &AtomicBool) -> Option<String> {
+fn read_acks(link: &Link, mut reader: BufReader<Transport>, broken: &AtomicBool) -> Option<String> {
     let why = loop {
         match protocol::read_frame(&mut reader) {
             Ok(Some(Frame {
@@ -1230,7 +1253,7 @@ impl Sending<'_> {
     /// link or the master stops.
     fn forward(
         mut self,
-        writer: &mut BufWriter<TcpStream>,
+        writer: &mut BufWriter<Transport>,
         slave_last_seq: u64,
         same_history: bool,
         broken: &AtomicBool,
@@ -1329,7 +1352,7 @@ impl Sending<'_> {
     /// whether it wrote one.
     fn send_commit(
         &mut self,
-        writer: &mut BufWriter<TcpStream>,
+        writer: &mut BufWriter<Transport>,
         seq: u64,
         probe: u64,
     ) -> crate::Result<bool> {
@@ -1349,7 +1372,7 @@ impl Sending<'_> {
     /// come arrive as usual.
     fn catch_up_live(
         &mut self,
-        writer: &mut BufWriter<TcpStream>,
+        writer: &mut BufWriter<Transport>,
         since: u64,
     ) -> crate::Result<u64> {
         if since > self.link.store.last_seq() {
@@ -1361,7 +1384,7 @@ impl Sending<'_> {
     /// Sends every record after `since` from the log, or a snapshot if the
     /// log no longer has them all (or never had them: a slave ahead of the
     /// master holds writes the master lost). Returns the next seq to send.
-    fn catch_up(&mut self, writer: &mut BufWriter<TcpStream>, since: u64) -> crate::Result<u64> {
+    fn catch_up(&mut self, writer: &mut BufWriter<Transport>, since: u64) -> crate::Result<u64> {
         let link = self.link;
         let records = match link.store.records_since(since) {
             Ok(records) => records,
@@ -1396,7 +1419,7 @@ impl Sending<'_> {
     /// The store is synced once the snapshot is taken, before it is sent:
     /// under `--fsync every` its newest records may not be durable yet,
     /// and the slave shows a snapshot's contents at once.
-    fn send_snapshot(&mut self, writer: &mut BufWriter<TcpStream>) -> crate::Result<u64> {
+    fn send_snapshot(&mut self, writer: &mut BufWriter<Transport>) -> crate::Result<u64> {
         let link = self.link;
         let snapshot = link.store.snapshot();
         link.store.sync()?;
@@ -1432,7 +1455,7 @@ impl Sending<'_> {
 /// Writes one `Append` into the buffer (flushed by the caller).
 fn send_append(
     link: &Link,
-    writer: &mut BufWriter<TcpStream>,
+    writer: &mut BufWriter<Transport>,
     seq: u64,
     op: ReplicatedOp,
 ) -> crate::Result<()> {

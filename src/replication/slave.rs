@@ -64,6 +64,7 @@ use super::freshness::Freshness;
 use super::wire;
 use crate::clock::now_ns;
 use crate::event_log::{EventKind, EventSink};
+use crate::transport::Transport;
 
 /// Appends applied with one commit at most.
 const MAX_BATCH: usize = 4096;
@@ -534,7 +535,7 @@ pub fn serve_stream<R: Read>(
     store: &Store,
     state: &SlaveState,
     events: Option<&EventSink>,
-    (stream, reader): (&TcpStream, &mut BufReader<R>),
+    (stream, reader): (&Transport, &mut BufReader<R>),
     peer: &str,
     admitted: Admitted,
     take_over: &TakeOver<'_>,
@@ -799,7 +800,7 @@ fn apply_stream<R: Read>(mut applier: Applier<'_, R>) -> crate::Result<()> {
 /// The slave's half of the stream's socket, shared by the applier (acks,
 /// `Visible`) and the prober (`Probe`): one frame at a time.
 struct StreamWriter<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Transport,
     one_at_a_time: Mutex<()>,
 }
 

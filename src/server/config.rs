@@ -49,6 +49,10 @@ pub struct ServerConfig {
     /// Prometheus text format), if anywhere; the endpoint has no
     /// authentication.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS, if the server speaks it: then its client port takes TLS
+    /// connections only, and a master's stream to its slave is TLS too
+    /// (see [`tls`](crate::tls)).
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
     /// For tests: once this file exists, the store's next data sync loses
     /// what it would have made durable, as a power cut would, and never
     /// returns (the hidden `--test-power-cut-when` flag).
@@ -90,6 +94,7 @@ impl ServerConfig {
             event_log: None,
             compaction: CompactionPolicy::default(),
             auth_token: None,
+            tls: None,
             metrics_listen: None,
             test_power_cut_when: None,
         }

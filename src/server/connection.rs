@@ -10,7 +10,6 @@
 //! to finish a frame, bytes that are not a frame, and a broken socket.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use duokv_protocol::{
@@ -20,6 +19,7 @@ use duokv_protocol::{
 
 use super::config::ServerConfig;
 use super::deadline::DeadlineStream;
+use crate::transport::Transport;
 
 /// Why no frame could be read; the connection is to close.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub(crate) enum ReadError {
 /// One peer's socket, read through a buffer with the server's deadlines.
 #[derive(Debug)]
 pub(crate) struct Connection<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Transport,
     reader: BufReader<DeadlineStream<'a>>,
     frame_timeout: Duration,
     max_frame_len: u32,
@@ -47,7 +47,7 @@ pub(crate) struct Connection<'a> {
 impl<'a> Connection<'a> {
     /// Serves `stream` with `config`'s limits: no Nagle delay, and the
     /// idle timeout on reads and writes.
-    pub(crate) fn new(stream: &'a TcpStream, config: &ServerConfig) -> io::Result<Self> {
+    pub(crate) fn new(stream: &'a Transport, config: &ServerConfig) -> io::Result<Self> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.idle_timeout))?;
         // A client that stops reading its replies must not hold a thread
@@ -63,8 +63,9 @@ impl<'a> Connection<'a> {
         })
     }
 
-    /// The socket (to send replies from another thread on a clone of it).
-    pub(crate) fn stream(&self) -> &'a TcpStream {
+    /// The connection (to send replies from another thread on a clone of
+    /// it).
+    pub(crate) fn stream(&self) -> &'a Transport {
         self.stream
     }
 
@@ -153,7 +154,7 @@ impl<'a> Connection<'a> {
     /// handshake) for a replication stream, whose reads from now on wait
     /// without a limit: the stream may be idle as long as the master takes
     /// no writes.
-    pub(crate) fn into_replication(self) -> (&'a TcpStream, BufReader<DeadlineStream<'a>>) {
+    pub(crate) fn into_replication(self) -> (&'a Transport, BufReader<DeadlineStream<'a>>) {
         self.reader.get_ref().wait_forever();
         (self.stream, self.reader)
     }

@@ -6,14 +6,15 @@
 
 use std::cell::Cell;
 use std::io::{self, Read};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// A `Read` over a socket whose every read waits at most until the current
+use crate::transport::Transport;
+
+/// A `Read` over a connection whose every read waits at most until the current
 /// deadline (or the idle timeout when there is none).
 #[derive(Debug)]
 pub(crate) struct DeadlineStream<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Transport,
     /// `None`: reads may block for ever (a replication stream).
     idle: Cell<Option<Duration>>,
     deadline: Cell<Option<Instant>>,
@@ -23,7 +24,7 @@ pub(crate) struct DeadlineStream<'a> {
 }
 
 impl<'a> DeadlineStream<'a> {
-    pub(crate) fn new(stream: &'a TcpStream, idle: Duration) -> Self {
+    pub(crate) fn new(stream: &'a Transport, idle: Duration) -> Self {
         DeadlineStream {
             stream,
             idle: Cell::new(Some(idle)),

@@ -17,15 +17,12 @@
 //! other reply, or ends, its thread waits for that one to be sent, so
 //! replies keep their order and memory stays bounded.
 
-use std::io::{ErrorKind, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use duokv_protocol::{Frame, WriteReceipt};
 use duokv_storage::WriteOp;
 use log::debug;
-use socket2::SockRef;
 
 use super::metrics::WriteTimer;
 use super::reply;
@@ -33,11 +30,12 @@ use super::shared::Shared;
 use crate::clock::now_ns;
 use crate::event_log::EventKind;
 use crate::replication::{AckOutcome, Replicator};
+use crate::transport::Transport;
 
 /// One connection's deferred reply, if any is outstanding.
 #[derive(Debug)]
 pub(crate) struct DeferredReplies {
-    stream: TcpStream,
+    stream: Transport,
     peer: String,
     /// Whether receipts carry the history id (the client asked for write
     /// tokens in its handshake; older clients would refuse the bytes).
@@ -67,7 +65,7 @@ impl DeferredReplies {
     /// For the connection on `stream` (a clone of it is kept to send on);
     /// `tokens` as the client's handshake asked.
     pub(crate) fn new(
-        stream: &TcpStream,
+        stream: &Transport,
         peer: &str,
         tokens: bool,
     ) -> std::io::Result<Arc<DeferredReplies>> {
@@ -155,21 +153,13 @@ impl DeferredReplies {
                 return self.done();
             }
         };
-        let socket = SockRef::from(&self.stream);
-        let mut at = 0;
-        while at < bytes.len() {
-            match socket.send_with_flags(&bytes[at..], libc::MSG_DONTWAIT) {
-                Ok(n) => at += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    bytes.drain(..at);
-                    return self.send_in_background(bytes);
-                }
-                Err(e) => {
-                    debug!("{}: cannot send a reply: {e}", self.peer);
-                    break;
-                }
+        match self.stream.send_without_waiting(&bytes) {
+            Ok(left) if left > 0 || self.stream.has_pending() => {
+                bytes.drain(..bytes.len() - left);
+                return self.send_in_background(bytes);
             }
+            Ok(_) => {}
+            Err(e) => debug!("{}: cannot send a reply: {e}", self.peer),
         }
         self.done();
     }
@@ -181,7 +171,7 @@ impl DeferredReplies {
         let spawned = std::thread::Builder::new()
             .name(format!("reply {}", self.peer))
             .spawn(move || {
-                if let Err(e) = (&replies.stream).write_all(&rest) {
+                if let Err(e) = replies.stream.send_rest(&rest) {
                     debug!("{}: cannot send a reply: {e}", replies.peer);
                 }
                 replies.done();

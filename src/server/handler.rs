@@ -13,7 +13,7 @@
 //! the connection is closed, and the server and its other connections
 //! carry on.
 
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ use super::shared::Shared;
 use crate::clock::now_ns;
 use crate::replication::slave::{Handover, MasterClaim, Refusal};
 use crate::replication::{self, Admission, Replaced, SlaveState};
+use crate::transport::{TLS_HANDSHAKE_BYTE, Transport};
 
 /// How long a refused connection is given to send its handshake, so that
 /// the `Busy` reply is read rather than lost to a reset.
@@ -47,6 +48,11 @@ pub(crate) fn refuse_busy(shared: &Shared, stream: TcpStream, peer: &str) {
         shared.config.max_connections
     );
     shared.metrics.refused(HandshakeStatus::Busy);
+    if shared.config.tls.is_some() {
+        // A TLS client cannot read a reply in clear; it sees the close.
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
+    }
     let _ = stream.set_read_timeout(Some(REFUSAL_TIMEOUT));
     let mut reader = BufReader::new(&stream);
     // Read the handshake first: closing a socket with unread bytes sends a
@@ -66,7 +72,10 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
             return;
         }
     };
-    let connection = match Connection::new(&stream, &shared.config) {
+    let Some(transport) = transport_for(shared, stream, peer) else {
+        return;
+    };
+    let connection = match Connection::new(&transport, &shared.config) {
         Ok(connection) => connection,
         Err(e) => {
             warn!("{peer}: cannot set socket options: {e}");
@@ -79,6 +88,70 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
         connection,
     }
     .run();
+}
+
+/// The connection's transport: in clear, or TLS once its handshake is
+/// done, as the server speaks. A peer that speaks the other is told so
+/// (a client in clear on a TLS port gets a `TlsRequired` reply, in clear)
+/// and logged with its address; `None` then, or when the peer left.
+fn transport_for(shared: &Shared, stream: TcpStream, peer: &str) -> Option<Transport> {
+    // The first byte tells the two apart: a TLS record starts with 0x16,
+    // a duokv handshake with its magic. It must come as soon as a
+    // handshake must.
+    let config = &shared.config;
+    let _ = stream.set_read_timeout(Some(config.frame_timeout.min(config.idle_timeout)));
+    let mut first = [0u8; 1];
+    let speaks_tls = match stream.peek(&mut first) {
+        Ok(1) => first[0] == TLS_HANDSHAKE_BYTE,
+        Ok(_) => return None,
+        Err(e) => {
+            debug!("{peer}: nothing sent ({e}); closed");
+            return None;
+        }
+    };
+    match (&shared.config.tls, speaks_tls) {
+        (None, false) => Some(Transport::plain(stream)),
+        (None, true) => {
+            warn!(
+                "{peer}: a TLS client on a port in clear (this server has no --tls-cert); closed"
+            );
+            // A fatal `protocol_version` alert, so that the client's TLS
+            // library says the handshake was refused rather than garbled.
+            let _ = (&stream).write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            None
+        }
+        (Some(_), false) => {
+            warn!("{peer}: a client in clear on a TLS port; refused");
+            shared.metrics.refused(HandshakeStatus::TlsRequired);
+            let mut reader = BufReader::new(&stream);
+            let _ = Handshake::read_from(&mut reader);
+            let reply = HandshakeReply::with_reason(
+                HandshakeStatus::TlsRequired,
+                shared.node().role(),
+                "this server speaks TLS only: connect with TLS (duokv --tls-ca FILE)",
+            );
+            let _ = reply.write_to(&mut &stream);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            None
+        }
+        (Some(tls), true) => {
+            let transport = match Transport::tls_server(stream, tls.accept_config()) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    warn!("{peer}: cannot start TLS: {e}");
+                    return None;
+                }
+            };
+            match transport.handshake() {
+                Ok(()) => Some(transport),
+                Err(e) => {
+                    warn!("{peer}: TLS handshake failed: {}", crate::tls::explain(&e));
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// One connection being served, from its handshake to its end.
@@ -245,7 +318,7 @@ impl<'a> Handler<'a> {
         };
         let admitted = match state.admit(
             &self.shared.store,
-            self.connection.stream(),
+            self.connection.stream().socket(),
             self.peer,
             &claim,
         ) {

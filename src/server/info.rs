@@ -48,6 +48,16 @@ pub(crate) fn facts(shared: &Shared) -> Vec<Fact> {
     if let Some(addr) = shared.metrics.endpoint() {
         facts.push(("metrics_addr".to_string(), addr.to_string()));
     }
+    if let Some(tls) = &shared.config.tls {
+        let (cert, ca) = tls.expiry();
+        let unix = |at: Option<std::time::SystemTime>| {
+            at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or("unknown".to_string(), |d| d.as_secs().to_string())
+        };
+        facts.push(("tls".to_string(), "on".to_string()));
+        facts.push(("tls_cert_expires_unix".to_string(), unix(cert)));
+        facts.push(("tls_ca_expires_unix".to_string(), unix(ca)));
+    }
     match &*node {
         Node::Standalone => {}
         Node::Master(replicator) => master_facts(replicator, stats.last_seq, &mut facts),

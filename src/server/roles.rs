@@ -375,6 +375,7 @@ fn become_master(
         listen_addr: shared.config.listen.to_string(),
         term,
         on_replaced: Some(on_replaced(Arc::downgrade(shared))),
+        tls: shared.config.tls.clone(),
     };
     let replicator = Replicator::start(
         settings,

@@ -350,8 +350,12 @@ impl ServerProcess {
                 .read_timeout(Duration::from_secs(5))
                 .connect()
                 .and_then(|mut client| client.ping());
-            // A server that wants an auth token answers too, with a refusal.
-            let answered = matches!(served, Ok(_) | Err(duokv::Error::Unauthorized { .. }));
+            // A server that wants an auth token answers too, with a refusal,
+            // and so does one that speaks TLS only.
+            let answered = matches!(
+                served,
+                Ok(_) | Err(duokv::Error::Unauthorized { .. } | duokv::Error::TlsRequired { .. })
+            );
             // The process that answered must be ours, not a stranger that
             // took the port while ours failed to bind.
             if answered && self.try_exit().is_none() {

@@ -180,7 +180,8 @@ impl Exit {
             | E::UnexpectedReply { .. }
             | E::Timeout { .. }
             | E::Protocol(_) => Exit::UnknownOutcome,
-            E::Connect { .. } => Exit::CannotConnect,
+            // No connection was made: nothing was sent.
+            E::Connect { .. } | E::TlsRequired { .. } | E::Tls { .. } => Exit::CannotConnect,
             _ => Exit::Failed,
         }
     }

@@ -1013,8 +1013,13 @@ impl Session {
         stream.set_read_timeout(None)?;
         link.set_up(stream, last_seq, same_history, notices);
         info!(
-            "replication link to slave {addr} up; the slave holds writes up to seq {last_seq}; \
-             commit notices {}",
+            "replication link to slave {addr} up{}; the slave holds writes up to seq \
+             {last_seq}; commit notices {}",
+            if link.identity.tls.is_some() {
+                " (TLS)"
+            } else {
+                ""
+            },
             if notices { "on" } else { "off: an older slave" }
         );
         Ok(Session {

@@ -177,7 +177,7 @@ impl Server {
             .transpose()?;
         let events = event_log.as_ref().map(EventLog::sink);
         info!(
-            "listening on {local} as {}{}, data in {}, fsync {:?}, at most {} connections, {}",
+            "listening on {local} as {}{}, data in {}, fsync {:?}, at most {} connections, {}, {}",
             role.describe(),
             if term > 0 {
                 format!(" in term {term}")
@@ -191,6 +191,11 @@ impl Server {
                 "auth token required"
             } else {
                 "no auth token"
+            },
+            match &config.tls {
+                Some(tls) if tls.files().client_auth => "TLS only, client certificates required",
+                Some(_) => "TLS only",
+                None => "no TLS",
             }
         );
         let shared = Arc::new(Shared::new(

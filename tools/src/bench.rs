@@ -66,6 +66,7 @@ use duokv::auth::AuthToken;
 use duokv::clock::now_ns;
 use duokv::duration::parse_duration;
 use duokv::event_log::csv_key;
+use duokv::tls::ClientTls;
 use duokv::{Client, ReadWhen, Token};
 
 /// Pings per clock estimate; the fastest is kept.
@@ -232,6 +233,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// The servers' shared secret, if they want one.
     pub auth_token: Option<AuthToken>,
+    /// TLS, for servers that speak it.
+    pub tls: Option<ClientTls>,
 }
 
 impl BenchConfig {
@@ -257,6 +260,7 @@ impl BenchConfig {
             slave_events: None,
             progress: true,
             auth_token: None,
+            tls: None,
         }
     }
 }
@@ -309,10 +313,12 @@ pub fn run(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchOutcome> {
     let mut master = Client::builder(config.master.clone())
         .read_timeout(Duration::from_secs(30))
         .auth_token(config.auth_token.clone())
+        .tls(config.tls.clone())
         .connect()?;
     let mut slave = Client::builder(config.slave.clone())
         .read_timeout(Duration::from_secs(30))
         .auth_token(config.auth_token.clone())
+        .tls(config.tls.clone())
         .connect()?;
     let mode = info_fact(&mut master, "replication").unwrap_or_else(|| "none".into());
 
@@ -521,6 +527,7 @@ fn start_reader_probe(
     let mut client = Client::builder(addr)
         .read_timeout(Duration::from_secs(5))
         .auth_token(config.auth_token.clone())
+        .tls(config.tls.clone())
         .connect()?;
     let key = config.key.clone();
     let patience = config.probe_patience;

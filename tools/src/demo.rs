@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::bench::{self, BenchConfig};
+use crate::certs::Subject;
 use crate::error::{Error, Result};
 use crate::run_dir;
 use duokv::Client;
 use duokv::ReplicationMode;
+use duokv::tls::ClientTls;
 
 /// How long a server may take to come up or to stop.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -79,6 +81,10 @@ pub struct DemoConfig {
     pub server_args: Vec<String>,
     /// The servers' `--fsync` policy.
     pub fsync: String,
+    /// Run the pair with TLS on: a fresh authority and certificate, made
+    /// for the run with [`certs`](crate::certs), for clients and the
+    /// replication stream.
+    pub tls: bool,
 }
 
 impl DemoConfig {
@@ -102,6 +108,7 @@ impl DemoConfig {
             server_bin: std::env::current_exe()?,
             server_args: vec!["server".into()],
             fsync: "always".into(),
+            tls: false,
         })
     }
 }
@@ -112,6 +119,11 @@ pub fn run(config: &DemoConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
     let data = tempfile::Builder::new()
         .prefix("duokv-demo-data-")
         .tempdir()?;
+    let tls = if config.tls {
+        Some(DemoTls::make(&data.path().join("tls"))?)
+    } else {
+        None
+    };
     let mut dirs = Vec::new();
     for mode in &config.modes {
         if stop.load(Ordering::SeqCst) {
@@ -134,8 +146,10 @@ pub fn run(config: &DemoConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
             config.interval,
             dir.display()
         );
-        let mut pair = Pair::start(config, *mode, &dir, &data.path().join(mode.to_string()))?;
+        let data = data.path().join(mode.to_string());
+        let mut pair = Pair::start(config, *mode, (&dir, &data), tls.as_ref())?;
         let mut bench = BenchConfig::new(pair.master_addr.clone(), pair.slave_addr.clone(), &dir);
+        bench.tls = tls.as_ref().map(|tls| tls.client.clone());
         bench.count = config.count;
         bench.interval = config.interval;
         bench.client_host = "local (demo)".into();
@@ -151,16 +165,58 @@ pub fn run(config: &DemoConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+/// The TLS of a demo: one certificate for 127.0.0.1, which both
+/// replicas present, and the client's trust in its authority.
+struct DemoTls {
+    server_flags: Vec<String>,
+    client: ClientTls,
+}
+
+impl DemoTls {
+    fn make(dir: &Path) -> Result<DemoTls> {
+        let node = Subject {
+            file: "replica".into(),
+            names: vec!["127.0.0.1".into()],
+        };
+        let (ca, issued) = crate::certs::make(dir, &[node], 1)?;
+        let client = ClientTls::new(&ca, None).map_err(|e| Error::Failed {
+            message: format!("the demo's TLS: {}", duokv::error::chain(&e)),
+        })?;
+        let path = |p: &Path| p.display().to_string();
+        Ok(DemoTls {
+            server_flags: vec![
+                "--tls-cert".into(),
+                path(&issued[0].cert),
+                "--tls-key".into(),
+                path(&issued[0].key),
+                "--tls-ca".into(),
+                path(&ca),
+            ],
+            client,
+        })
+    }
+}
+
 /// A master and a slave running as child processes.
 struct Pair {
     master: Server,
     slave: Server,
     master_addr: String,
     slave_addr: String,
+    /// The client side of the pair's TLS, if it speaks it.
+    tls: Option<ClientTls>,
 }
 
 impl Pair {
-    fn start(config: &DemoConfig, mode: ReplicationMode, dir: &Path, data: &Path) -> Result<Pair> {
+    fn start(
+        config: &DemoConfig,
+        mode: ReplicationMode,
+        (dir, data): (&Path, &Path),
+        tls: Option<&DemoTls>,
+    ) -> Result<Pair> {
+        let tls_flags: Vec<&str> = tls
+            .map(|tls| tls.server_flags.iter().map(String::as_str).collect())
+            .unwrap_or_default();
         let mut last_error = None;
         // A free port can be taken between the probe and the bind: retry.
         for _ in 0..3 {
@@ -181,6 +237,7 @@ impl Pair {
                     "--event-log",
                     &dir.join(run_dir::SLAVE_EVENTS).display().to_string(),
                 ],
+                &tls_flags,
             )?;
             let master = Server::spawn(
                 config,
@@ -200,12 +257,14 @@ impl Pair {
                     "--event-log",
                     &dir.join(run_dir::MASTER_EVENTS).display().to_string(),
                 ],
+                &tls_flags,
             )?;
             let mut pair = Pair {
                 master,
                 slave,
                 master_addr,
                 slave_addr,
+                tls: tls.map(|tls| tls.client.clone()),
             };
             match pair.wait_ready() {
                 Ok(()) => return Ok(pair),
@@ -254,11 +313,13 @@ impl Pair {
                 }
             }
             let link_up = Client::builder(self.master_addr.clone())
+                .tls(self.tls.clone())
                 .connect_timeout(Duration::from_millis(500))
                 .connect()
                 .and_then(|mut c| c.info())
                 .is_ok_and(|facts| facts.iter().any(|(n, v)| n == "link" && v == "up"));
             let slave_up = Client::builder(self.slave_addr.clone())
+                .tls(self.tls.clone())
                 .connect_timeout(Duration::from_millis(500))
                 .connect()
                 .and_then(|mut c| c.ping())
@@ -310,7 +371,13 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(config: &DemoConfig, name: &'static str, dir: &Path, args: &[&str]) -> Result<Server> {
+    fn spawn(
+        config: &DemoConfig,
+        name: &'static str,
+        dir: &Path,
+        args: &[&str],
+        extra: &[&str],
+    ) -> Result<Server> {
         let log = dir.join(format!("{name}.log"));
         let stderr = File::create(&log).map_err(|source| Error::File {
             path: log.clone(),
@@ -319,6 +386,7 @@ impl Server {
         let child = Command::new(&config.server_bin)
             .args(&config.server_args)
             .args(args)
+            .args(extra)
             .args(["--fsync", &config.fsync])
             .env(
                 "RUST_LOG",

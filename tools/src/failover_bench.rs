@@ -52,6 +52,7 @@ use log::{info, warn};
 
 use crate::error::{Error, Result};
 use duokv::auth::AuthToken;
+use duokv::tls::ClientTls;
 use duokv::{Client, ReplicationMode};
 
 /// How long a server may take to come up, to stop, or a pair to heal.
@@ -110,6 +111,8 @@ pub struct FailoverConfig {
     pub retry_pause_max: Duration,
     /// The servers' shared secret, if they want one. Never reported.
     pub auth_token: Option<AuthToken>,
+    /// TLS, for a running pair that speaks it.
+    pub tls: Option<ClientTls>,
 }
 
 impl FailoverConfig {
@@ -136,6 +139,7 @@ impl FailoverConfig {
             retry_pause: Duration::from_millis(1),
             retry_pause_max: Duration::from_millis(8),
             auth_token: None,
+            tls: None,
         })
     }
 
@@ -769,6 +773,7 @@ fn verify(config: &FailoverConfig, pair: &Pair, acked: &[(String, u64)]) -> Resu
     let master = pair.nodes[pair.master].addr.clone();
     let mut client = Client::builder(master.clone())
         .auth_token(config.auth_token.clone())
+        .tls(config.tls.clone())
         .connect()?;
     let role = client.info()?;
     if fact(&role, "role") != Some("master") {
@@ -873,6 +878,7 @@ fn writer(id: usize, config: &FailoverConfig, addrs: &[String; 2], shared: &Shar
     let connect = |addr: &str| {
         Client::builder(addr)
             .auth_token(config.auth_token.clone())
+            .tls(config.tls.clone())
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(10))
             .build()
@@ -1016,6 +1022,7 @@ struct Pair {
     /// How to start a node; `None` for a running pair.
     spawn: Option<Spawn>,
     auth_token: Option<AuthToken>,
+    tls: Option<ClientTls>,
     /// The spawned nodes' data and, without `logs`, their logs.
     _dir: Option<tempfile::TempDir>,
 }
@@ -1035,6 +1042,7 @@ impl Pair {
                     master: 0,
                     spawn: None,
                     auth_token: config.auth_token.clone(),
+                    tls: config.tls.clone(),
                     _dir: None,
                 };
                 pair.wait_whole()?;
@@ -1093,6 +1101,7 @@ impl Pair {
                     server_args: server_args.clone(),
                 }),
                 auth_token: config.auth_token.clone(),
+                tls: config.tls.clone(),
                 _dir: None,
             };
             let started = pair.nodes[1]
@@ -1119,6 +1128,7 @@ impl Pair {
     fn client(&self, node: usize) -> Client {
         Client::builder(self.nodes[node].addr.clone())
             .auth_token(self.auth_token.clone())
+            .tls(self.tls.clone())
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(10))
             .build()

@@ -12,6 +12,8 @@
 //! - [`bench`](mod@bench): the assignment's test client behind `duokv bench`: one
 //!   update a second to one key, each write's start and commit timestamps,
 //!   the replicas' clocks probed before and after.
+//! - [`certs`]: `duokv certs`, a fresh certificate authority and a
+//!   certificate per host, for servers and clients that speak TLS.
 //! - [`conditional`]: a read under conditions (after a write, under a
 //!   staleness bound), asked so that the client knows whether the replica
 //!   had to wait; the bench's probe and the load generator use it.
@@ -63,6 +65,7 @@
 //! ```
 
 pub mod bench;
+pub mod certs;
 pub mod conditional;
 pub mod demo;
 #[cfg(feature = "deploy")]

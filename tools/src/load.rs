@@ -50,6 +50,7 @@ use crate::error::{Error, Result};
 use crate::resp::RespClient;
 use crate::run_dir::ProbeOutcome;
 use duokv::auth::AuthToken;
+use duokv::tls::ClientTls;
 use duokv::{Client, ReadWhen, Token};
 
 /// Which kind of server a load run drives.
@@ -133,6 +134,9 @@ pub struct LoadConfig {
     /// written to a report.
     #[serde(skip)]
     pub auth_token: Option<AuthToken>,
+    /// TLS, for a server that speaks it (duokv only).
+    #[serde(skip)]
+    pub tls: Option<ClientTls>,
     /// Where reads go (e.g. the slave); `None` for `addr` (duokv only).
     pub read_addr: Option<String>,
     /// More clients that only read, beside the `clients` that follow
@@ -159,6 +163,7 @@ impl LoadConfig {
             keys: 10_000,
             value_size: 100,
             auth_token: None,
+            tls: None,
             read_addr: None,
             readers: 0,
             read_when: ReadConditions::default(),
@@ -623,6 +628,7 @@ impl Connection {
                 let connect = |addr: &str| {
                     Client::builder(addr)
                         .auth_token(config.auth_token.clone())
+                        .tls(config.tls.clone())
                         .connect()
                 };
                 Connection::Duokv {
@@ -757,6 +763,7 @@ fn start_sampler(
     let addr = config.read_addr.clone().unwrap_or(config.addr.clone());
     let mut client = Client::builder(addr)
         .auth_token(config.auth_token.clone())
+        .tls(config.tls.clone())
         .connect()?;
     Ok(std::thread::Builder::new()
         .name("load-sampler".into())

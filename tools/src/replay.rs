@@ -14,22 +14,22 @@
 
 use std::path::Path;
 
-use duokv::auth::AuthToken;
 use duokv::discarded_writes::{self, SavedWrite};
 use duokv::event_log::csv_key;
 use duokv::storage::Op;
-use duokv::{Client, Error as DuokvError};
+use duokv::{ClientBuilder, Error as DuokvError};
 
 use crate::error::{Error, Result};
 
 /// Replays the writes of `file` on the master at `addr` (or, with
 /// `dry_run`, only says what it would send), printing one line per write
-/// through `say`; returns the summary line.
+/// through `say`; returns the summary line. `client` makes the builder of
+/// a client of an address (with the servers' token and TLS).
 pub fn run(
     file: &Path,
     addr: &str,
     dry_run: bool,
-    token: Option<AuthToken>,
+    client: impl FnOnce(String) -> ClientBuilder,
     mut say: impl FnMut(&str),
 ) -> Result<String> {
     let writes = discarded_writes::read(file).map_err(|e| Error::BadFile {
@@ -39,7 +39,7 @@ pub fn run(
     let mut client = if dry_run {
         None
     } else {
-        Some(Client::builder(addr).auth_token(token).connect()?)
+        Some(client(addr.to_string()).connect()?)
     };
     let (mut sent, mut skipped) = (0u64, 0u64);
     for write in &writes {

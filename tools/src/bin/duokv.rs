@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use duokv::auth::{AuthToken, TOKEN_FILE_ENV};
 use duokv::duration::parse_duration;
+use duokv::tls::ClientTls;
 use duokv::{Client, ReadWhen, ReplicationMode, Token, WriteReceipt};
 use duokv_tools::bench::{BenchConfig, ProbeRead};
 use duokv_tools::demo::DemoConfig;
@@ -62,6 +63,20 @@ struct Args {
     #[argh(option)]
     auth_token_file: Option<PathBuf>,
 
+    /// connect through TLS, trusting this certificate authority (PEM; the
+    /// servers' --tls-ca); may also follow the subcommand
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
+
+    /// this client's certificate (PEM), for servers that require one
+    /// (--tls-client-auth); with --tls-key
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+
+    /// the private key of --tls-cert (PEM)
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+
     #[argh(subcommand)]
     command: Command,
 }
@@ -80,6 +95,7 @@ enum Command {
     BenchFailover(BenchFailover),
     Bench(Bench),
     Stats(Stats),
+    Certs(Certs),
     PerfReport(PerfReport),
     Demo(Demo),
     Server(ServerCommand),
@@ -545,6 +561,27 @@ struct Stats {
     no_charts: bool,
 }
 
+/// Make a fresh certificate authority and a certificate per node, for
+/// `duokv server --tls-cert NODE.pem --tls-key NODE-key.pem --tls-ca ca.pem`
+/// and `duokv --tls-ca ca.pem`. Keys get mode 600; existing files are never
+/// overwritten.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "certs")]
+struct Certs {
+    /// the directory to write (created if missing; must not hold an
+    /// authority already)
+    #[argh(option)]
+    out: PathBuf,
+    /// a node: FILE=NAME[,NAME...], the names (DNS names or IP addresses)
+    /// its certificate is for, e.g. master=10.0.1.5,master.internal;
+    /// repeatable (a client certificate is a node too)
+    #[argh(option)]
+    node: Vec<String>,
+    /// days the certificates are valid (default 365)
+    #[argh(option, default = "365")]
+    days: u32,
+}
+
 /// Write the duokv-vs-Redis comparison of a bench/compare.sh run directory:
 /// DIR/README.md (medians, ratios, the targets) and DIR/chart.svg.
 #[derive(FromArgs)]
@@ -577,6 +614,10 @@ struct Demo {
     /// the servers' --fsync policy: always (default), every:MS or never
     #[argh(option, default = "String::from(\"always\")")]
     fsync: String,
+    /// run the pair with TLS on: a fresh certificate authority and
+    /// certificate for the run, for the bench and the replication stream
+    #[argh(switch)]
+    tls: bool,
 }
 
 fn default_addr() -> String {
@@ -644,8 +685,37 @@ fn value(positional: Option<String>, file: Option<PathBuf>) -> duokv_tools::Resu
     }
 }
 
-fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String> {
-    let connect = |addr: String| Client::builder(addr).auth_token(token.clone()).connect();
+/// The TLS of `--tls-ca` (and `--tls-cert` with `--tls-key`), if given; a
+/// file that cannot be used is a usage error.
+fn client_tls(args: &Args) -> duokv_tools::Result<Option<ClientTls>> {
+    let usage = |message: String| duokv_tools::Error::Usage { message };
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        _ => return Err(usage("give --tls-cert and --tls-key together".into())),
+    };
+    match &args.tls_ca {
+        None if identity.is_some() => Err(usage(
+            "--tls-cert needs --tls-ca (the authority that signed the servers')".into(),
+        )),
+        None => Ok(None),
+        Some(ca) => ClientTls::new(ca, identity)
+            .map(Some)
+            .map_err(|e| usage(format!("TLS: {}", duokv::error::chain(&e)))),
+    }
+}
+
+fn run(
+    command: Command,
+    token: Option<AuthToken>,
+    tls: Option<ClientTls>,
+) -> duokv_tools::Result<String> {
+    let builder = |addr: String| {
+        Client::builder(addr)
+            .auth_token(token.clone())
+            .tls(tls.clone())
+    };
+    let connect = |addr: String| builder(addr).connect();
     Ok(match command {
         Command::Get(c) => {
             let when = ReadWhen::new()
@@ -653,7 +723,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 .max_staleness(c.max_staleness)
                 .wait(c.wait);
             // Dialled by the read, after it checked the bound it sends.
-            let mut client = Client::builder(c.addr).auth_token(token.clone()).build();
+            let mut client = builder(c.addr).build();
             match client.read_when(&c.key, &when)?.value {
                 Some(value) => String::from_utf8_lossy(&value).into_owned(),
                 None => return Err(duokv::Error::NotFound.into()),
@@ -693,6 +763,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
                 keys: c.keys,
                 value_size: c.value_size,
                 auth_token: token.clone(),
+                tls: tls.clone(),
                 read_addr: c.read_addr,
                 readers: c.readers,
                 read_when: ReadConditions {
@@ -743,6 +814,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.retry_pause = c.retry_pause;
             config.retry_pause_max = c.retry_pause_max;
             config.auth_token = token.clone();
+            config.tls = tls.clone();
             let report = duokv_tools::failover_bench::run(&config, &stop)?;
             if c.json {
                 report.to_json()
@@ -763,6 +835,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.probe_read = c.probe_read;
             config.probe_addr = c.probe_addr;
             config.auth_token = token.clone();
+            config.tls = tls.clone();
             let outcome = duokv_tools::bench::run(&config, &stop)?;
             let failed = outcome.rows.iter().filter(|r| r.error.is_some()).count();
             let text = format!(
@@ -783,8 +856,42 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             charts: !c.no_charts,
         })?,
         Command::PerfReport(c) => duokv_tools::perf_report::run(&c.dir)?,
+        Command::Certs(c) => {
+            let subjects = c
+                .node
+                .iter()
+                .map(|node| {
+                    let (file, names) = node.split_once('=').unwrap_or((node, node));
+                    let names: Vec<String> = names.split(',').map(str::to_string).collect();
+                    let valid = !file.is_empty()
+                        && !file.contains('/')
+                        && names.iter().all(|n| !n.is_empty());
+                    valid
+                        .then(|| duokv_tools::certs::Subject {
+                            file: file.to_string(),
+                            names,
+                        })
+                        .ok_or_else(|| duokv_tools::Error::Usage {
+                            message: format!("--node {node}: use FILE=NAME[,NAME...]"),
+                        })
+                })
+                .collect::<duokv_tools::Result<Vec<_>>>()?;
+            if subjects.is_empty() {
+                return Err(duokv_tools::Error::Usage {
+                    message: "give at least one --node FILE=NAME[,NAME...]".into(),
+                });
+            }
+            let (ca, issued) = duokv_tools::certs::make(&c.out, &subjects, c.days)?;
+            let mut lines = vec![format!("authority {}", ca.display())];
+            lines.extend(
+                issued
+                    .iter()
+                    .map(|i| format!("{} {}", i.cert.display(), i.key.display())),
+            );
+            lines.join("\n")
+        }
         Command::ReplayDiscarded(c) => {
-            duokv_tools::replay::run(&c.file, &c.addr, c.dry_run, token.clone(), |line| {
+            duokv_tools::replay::run(&c.file, &c.addr, c.dry_run, builder, |line| {
                 println!("{line}");
             })?
         }
@@ -794,6 +901,7 @@ fn run(command: Command, token: Option<AuthToken>) -> duokv_tools::Result<String
             config.count = c.count;
             config.interval = c.interval;
             config.fsync = c.fsync;
+            config.tls = c.tls;
             // Refused before anything starts.
             config.check()?;
             let dirs = duokv_tools::demo::run(&config, &stop)?;
@@ -958,7 +1066,7 @@ fn normalize(args: &[String]) -> Vec<String> {
                 rest.push(arg.clone());
             }
             "-h" => rest.push("--help".into()),
-            "--auth-token-file" if i > 0 => {
+            "--auth-token-file" | "--tls-ca" | "--tls-cert" | "--tls-key" if i > 0 => {
                 front.push(arg.clone());
                 if let Some((_, file)) = iter.next() {
                     front.push(file.clone());
@@ -1020,7 +1128,8 @@ fn main() -> ExitCode {
         return repair(c);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match auth_token(args.auth_token_file).and_then(|token| run(args.command, token)) {
+    let access = client_tls(&args).and_then(|tls| Ok((auth_token(args.auth_token_file)?, tls)));
+    match access.and_then(|(token, tls)| run(args.command, token, tls)) {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`duokv get k | head -0`) is not worth a panic.

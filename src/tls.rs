@@ -359,3 +359,14 @@ pub fn explain(error: &io::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// Whether the certificate `leaf` is for the host of `addr` (`HOST:PORT`):
+/// a slave's check that the master on a stream is the one `--master-addr`
+/// names, beyond its certificate being signed by the authority.
+pub fn certificate_is_for(leaf: &CertificateDer<'_>, addr: &str) -> Result<(), String> {
+    let name = server_name(addr)?;
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    cert.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| format!("the certificate is not for {}", name.to_str()))
+}

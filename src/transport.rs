@@ -106,6 +106,13 @@ impl Transport {
         &self.0.socket
     }
 
+    /// The certificate the peer presented in the TLS handshake (its leaf),
+    /// if any.
+    pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let session = self.session()?;
+        session.peer_certificates()?.first().cloned()
+    }
+
     /// Whether the connection is through TLS.
     pub fn is_tls(&self) -> bool {
         self.0.tls.is_some()

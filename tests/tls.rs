@@ -408,7 +408,9 @@ fn openssl_s_client_negotiates_tls_1_3_and_verifies_the_chain() {
 fn sighup_reloads_the_certificate_and_info_shows_its_expiry() {
     let pki = Pki::new("duokv");
     let (cert, key) = pki.issue("server", &["127.0.0.1"], false);
-    let server = start(&tls_flags(&pki.ca(), &(cert.clone(), key.clone())));
+    let mut flags = tls_flags(&pki.ca(), &(cert.clone(), key.clone()));
+    flags.extend(["--metrics-listen".to_string(), "127.0.0.1:0".to_string()]);
+    let server = start(&flags);
     let tls = ClientTls::new(&pki.ca(), None).unwrap();
     let mut client = tls_client(&server.addr(), tls.clone()).unwrap();
     let facts = client.info().unwrap();
@@ -426,6 +428,15 @@ fn sighup_reloads_the_certificate_and_info_shows_its_expiry() {
         .unwrap()
         .as_secs();
     assert!(expires > now, "{expires} is not in the future");
+    // /metrics says the same, for an alert before it comes.
+    let scrape = http_get(&fact("metrics_addr"), "/metrics");
+    let series =
+        format!("duokv_tls_certificate_expiry_timestamp_seconds{{certificate=\"cert\"}} {expires}");
+    assert!(scrape.contains(&series), "{series} not in:\n{scrape}");
+    assert!(
+        scrape.contains("duokv_tls_certificate_expiry_timestamp_seconds{certificate=\"ca\"}"),
+        "{scrape}"
+    );
 
     // Renewed by another authority's certificate: after SIGHUP, new
     // connections get it (the old authority's clients are refused).
@@ -445,4 +456,38 @@ fn sighup_reloads_the_certificate_and_info_shows_its_expiry() {
     std::fs::write(&cert, "not a certificate").unwrap();
     server.signal("SIGHUP");
     wait_log(&server, "TLS files not reloaded, the old ones stay in use");
+}
+
+#[test]
+fn a_slave_refuses_a_master_whose_certificate_is_not_for_its_master_addr() {
+    let pki = Pki::new("duokv");
+    // Signed by the right authority, but for another host.
+    let master_flags = tls_flags(
+        &pki.ca(),
+        &pki.issue("master", &["elsewhere.invalid"], false),
+    );
+    let mut slave_flags = tls_flags(&pki.ca(), &pki.issue("slave", &["127.0.0.1"], false));
+    slave_flags.push("--tls-client-auth".into());
+    let pair = Pair::start(
+        &master_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        &slave_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let says = "the master's TLS certificate says otherwise";
+    let log = wait_log(&pair.slave, says);
+    assert!(log.contains("is not for 127.0.0.1"), "{log}");
+    wait_log(&pair.master, says);
+}
+
+/// The body of an HTTP `GET` of `path` at `addr` (the metrics endpoint).
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

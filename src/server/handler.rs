@@ -316,6 +316,19 @@ impl<'a> Handler<'a> {
             features: stream_fields.features,
             term: stream_fields.term,
         };
+        // Through TLS, a master that presents a certificate (every
+        // duokv master does; with --tls-client-auth it must) is the one
+        // --master-addr names only if the certificate is for that host.
+        if let Some(leaf) = self.connection.stream().peer_certificate()
+            && let Err(why) = crate::tls::certificate_is_for(&leaf, state.master_addr())
+        {
+            let why = format!(
+                "this slave follows {}, and the master's TLS certificate says otherwise: {why}",
+                state.master_addr()
+            );
+            warn!("{}: replication stream refused: {why}", self.peer);
+            return self.refuse_stream(&Refusal::Fenced(why));
+        }
         let admitted = match state.admit(
             &self.shared.store,
             self.connection.stream().socket(),

@@ -146,6 +146,25 @@ fn node_figures(shared: &Shared, out: &mut Families) {
         "Compactions of the log since the store was opened",
         stats.compactions as f64,
     );
+    if let Some(tls) = &shared.config.tls {
+        let unix = |at: Option<std::time::SystemTime>| {
+            at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64())
+        };
+        let (cert, ca) = tls.expiry();
+        let series: Vec<(Vec<(&str, &str)>, f64)> = [("cert", unix(cert)), ("ca", unix(ca))]
+            .into_iter()
+            .filter_map(|(which, at)| Some((vec![("certificate", which)], at?)))
+            .collect();
+        if !series.is_empty() {
+            out.gauges(
+                "duokv_tls_certificate_expiry_timestamp_seconds",
+                "When the TLS certificate this node presents (cert) and the authority it \
+                 trusts (ca) expire, in UNIX seconds, as last loaded (SIGHUP reloads)",
+                series,
+            );
+        }
+    }
 }
 
 /// A master's figures about its slave: `last_seq` is its own.

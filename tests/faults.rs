@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::{Pair, last_seq, poll};
 use duokv::Client;
+use duokv::tls::ClientTls;
 
 const WRITERS: usize = 8;
 
@@ -36,12 +38,15 @@ fn start_writers(
     addr: &str,
     stop: &Arc<AtomicBool>,
     outcomes: &Outcomes,
+    tls: Option<&ClientTls>,
 ) -> Vec<thread::JoinHandle<()>> {
     (0..WRITERS)
         .map(|w| {
             let (addr, stop, outcomes) = (addr.to_string(), stop.clone(), outcomes.clone());
+            let tls = tls.cloned();
             thread::spawn(move || {
                 let mut client = Client::builder(addr)
+                    .tls(tls)
                     .connect_timeout(Duration::from_millis(500))
                     .read_timeout(Duration::from_secs(5))
                     .build();
@@ -64,19 +69,29 @@ fn start_writers(
         .collect()
 }
 
-/// A sync master and its slave, both syncing every write, linked.
-fn sync_pair() -> Pair {
-    let pair = Pair::start(
-        &[
-            "--replication",
-            "sync",
-            "--sync-timeout",
-            "1s",
-            "--fsync",
-            "always",
-        ],
-        &["--fsync", "always"],
+/// A sync master and its slave, both syncing every write, linked;
+/// through TLS with `pki`'s certificates when given.
+fn sync_pair(pki: Option<&Pki>) -> Pair {
+    let mut master_args: Vec<String> = ["--replication", "sync", "--sync-timeout", "1s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut slave_args = Vec::new();
+    for args in [&mut master_args, &mut slave_args] {
+        args.extend(["--fsync".to_string(), "always".to_string()]);
+    }
+    if let Some(pki) = pki {
+        master_args.extend(pki.server_flags("master"));
+        slave_args.extend(pki.server_flags("slave"));
+    }
+    let mut pair = Pair::start(
+        &master_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &slave_args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    if let Some(pki) = pki {
+        pair.master.use_tls(pki.client());
+        pair.slave.use_tls(pki.client());
+    }
     pair.wait_link_up();
     pair
 }
@@ -102,12 +117,13 @@ fn kill_repeatedly(pair: &mut Pair, victim: &str, seed: u64, mut after_each: imp
 }
 
 /// Runs the storm against `victim` ("master" or "slave") and checks the
-/// outcome.
-fn storm(victim: &str) {
-    let mut pair = sync_pair();
+/// outcome; through TLS with `pki`'s certificates when given.
+fn storm(victim: &str, pki: Option<&Pki>) {
+    let mut pair = sync_pair(pki);
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes: Outcomes = Arc::default();
-    let writers = start_writers(&pair.master.addr(), &stop, &outcomes);
+    let client_tls = pki.map(Pki::client);
+    let writers = start_writers(&pair.master.addr(), &stop, &outcomes, client_tls.as_ref());
     kill_repeatedly(&mut pair, victim, 0x9E37_79B9_7F4A_7C15, |kill| {
         let acked = outcomes.lock().unwrap().values().filter(|a| **a).count();
         eprintln!(
@@ -160,13 +176,20 @@ fn storm(victim: &str) {
 /// The master is SIGKILLed and restarted repeatedly under sync writes.
 #[test]
 fn master_kill_storm_loses_no_acknowledged_write() {
-    storm("master");
+    storm("master", None);
 }
 
 /// The slave is SIGKILLed and restarted repeatedly under sync writes.
 #[test]
 fn slave_kill_storm_loses_no_acknowledged_write() {
-    storm("slave");
+    storm("slave", None);
+}
+
+/// The master storm with every connection through TLS: the writers', and
+/// the replication stream, which is set up again after every restart.
+#[test]
+fn master_kill_storm_over_tls_loses_no_acknowledged_write() {
+    storm("master", Some(&Pki::new("storm")));
 }
 
 /// Eight clients create, read, update, put and delete four keys on the
@@ -180,7 +203,7 @@ fn histories_stay_linearizable_through_a_master_kill_storm() {
     use std::time::Instant;
 
     const KEYS: u64 = 4;
-    let mut pair = sync_pair();
+    let mut pair = sync_pair(None);
     let epoch = Instant::now();
     let now = move || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let stop = Arc::new(AtomicBool::new(false));

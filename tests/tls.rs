@@ -16,58 +16,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use common::pki::Pki;
 use common::{DEADLINE, Pair, ServerProcess, poll, skip, token_file};
 use duokv::tls::ClientTls;
 use duokv::{Client, Error};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, date_time_ymd,
-};
-use tempfile::TempDir;
-
-/// An authority and the files it issued, in a temporary directory.
-struct Pki {
-    dir: TempDir,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test authority"));
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
-        Pki { dir, issuer }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses), valid now
-    /// unless `expired`; returns its (certificate, key) files.
-    fn issue(&self, file: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, file);
-        if expired {
-            params.not_before = date_time_ymd(2020, 1, 1);
-            params.not_after = date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.path().join(format!("{file}.pem")),
-            self.dir.path().join(format!("{file}-key.pem")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-}
 
 fn arg(path: &Path) -> String {
     path.display().to_string()

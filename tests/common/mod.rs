@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use duokv::Client;
 use tempfile::TempDir;
 
+pub mod pki;
+
 /// How long any awaited event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -177,6 +179,9 @@ pub struct ServerProcess {
     /// The data directory when this guard created it.
     _owned_dir: Option<TempDir>,
     log_dir: TempDir,
+    /// What [`client`](Self::client) connects with, for a server that
+    /// speaks TLS.
+    tls: Option<duokv::tls::ClientTls>,
 }
 
 impl ServerProcess {
@@ -209,6 +214,7 @@ impl ServerProcess {
                 args: args.clone(),
                 _owned_dir: None,
                 log_dir,
+                tls: None,
             };
             if server.wait_ready() {
                 return server;
@@ -236,6 +242,7 @@ impl ServerProcess {
             args: args.to_vec(),
             _owned_dir: None,
             log_dir,
+            tls: None,
         };
         if server.wait_ready() {
             Ok(server)
@@ -259,9 +266,17 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// A connected client with [`client_builder`]'s timeouts.
+    /// Connects [`client`](Self::client) through TLS with `tls` from now
+    /// on (the server speaks TLS only).
+    pub fn use_tls(&mut self, tls: duokv::tls::ClientTls) {
+        self.tls = Some(tls);
+    }
+
+    /// A connected client with [`client_builder`]'s timeouts (through
+    /// TLS after [`use_tls`](Self::use_tls)).
     pub fn client(&self) -> Client {
         client_builder(&self.addr())
+            .tls(self.tls.clone())
             .connect()
             .unwrap_or_else(|e| panic!("connect to {}: {}", self.addr, duokv::error::chain(&e)))
     }

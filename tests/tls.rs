@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -268,13 +268,21 @@ fn a_tls_pair_replicates_and_no_key_value_or_token_crosses_in_clear() {
         flags.extend(["--auth-token-file".to_string(), arg(&token)]);
     }
     slave_flags.push("--tls-client-auth".into());
-    let as_str = |flags: &[String]| flags.iter().map(String::clone).collect::<Vec<_>>();
-    let master_args = as_str(&master_flags);
-    let slave_args = as_str(&slave_flags);
-    let pair = Pair::start(
-        &master_args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &slave_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    // The master replicates through a relay too, which sees the stream.
+    let dir = tempfile::tempdir().unwrap();
+    let (master_port, slave_port) = common::free_port_pair();
+    let master_addr = SocketAddr::from(([127, 0, 0, 1], master_port));
+    let slave_addr = SocketAddr::from(([127, 0, 0, 1], slave_port));
+    let stream_relay = Relay::to(slave_addr.to_string());
+    slave_flags
+        .extend(["--role", "slave", "--master-addr", &master_addr.to_string()].map(String::from));
+    master_flags.extend(["--role", "master", "--replica", &stream_relay.addr].map(String::from));
+    let pair = HandPair {
+        slave: ServerProcess::try_start_at(slave_addr, dir.path().join("s"), &slave_flags)
+            .expect("the slave starts"),
+        master: ServerProcess::try_start_at(master_addr, dir.path().join("m"), &master_flags)
+            .expect("the master starts"),
+    };
     let auth = duokv::auth::AuthToken::from_file(&token).unwrap();
     let client_tls = ClientTls::new(&pki.ca(), None).unwrap();
     // A client without a certificate is refused by the slave, in words.
@@ -302,23 +310,28 @@ fn a_tls_pair_replicates_and_no_key_value_or_token_crosses_in_clear() {
             .then_some(())
     });
     assert!(receipt.seq > 0);
-    assert!(relay.bytes() > 1000, "the relay saw the connection");
-    for secret in [
-        &b"secret-key-1234"[..],
-        b"secret-value-5678",
-        b"s3cret-token",
-    ] {
-        assert!(
-            !relay.saw(secret),
-            "{:?} crossed in clear",
-            String::from_utf8_lossy(secret)
-        );
+    for relay in [&relay, &stream_relay] {
+        assert!(relay.bytes() > 1000, "the relay saw the connection");
+        for secret in [
+            &b"secret-key-1234"[..],
+            b"secret-value-5678",
+            b"s3cret-token",
+        ] {
+            let secret_text = String::from_utf8_lossy(secret);
+            assert!(!relay.saw(secret), "{secret_text:?} crossed in clear");
+        }
     }
     // The replication stream is TLS too: the slave speaks TLS only and
     // requires client certificates, so the write reached it through a TLS
     // stream on which the master presented its own.
     let log = pair.slave.log();
     assert!(log.contains("replication stream from master"), "{log}");
+}
+
+/// A master and a slave started by hand (a relay between them).
+struct HandPair {
+    master: ServerProcess,
+    slave: ServerProcess,
 }
 
 #[test]

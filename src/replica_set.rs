@@ -105,7 +105,9 @@ impl ReplicaSet {
     /// A set of two clients built beforehand, to set their timeouts (a
     /// slave that accepts connections but does not answer costs a session
     /// read the slave client's read timeout, plus the wait, before it
-    /// falls back to the master) or an auth token.
+    /// falls back to the master), an auth token, or TLS
+    /// ([`ClientBuilder::tls`](crate::ClientBuilder::tls): a redirect to
+    /// another address keeps it).
     pub fn from_clients(master: Client, slave: Client) -> Self {
         ReplicaSet {
             master,

@@ -456,3 +456,23 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+#[test]
+fn a_replica_set_reads_and_writes_a_tls_pair() {
+    let pki = Pki::new("duokv");
+    let master_flags = pki.server_flags("master");
+    let slave_flags = pki.server_flags("slave");
+    let pair = Pair::start(
+        &master_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        &slave_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let client = |addr: String| common::client_builder(&addr).tls(pki.client()).build();
+    let mut set = duokv::replica_set::ReplicaSet::from_clients(
+        client(pair.master.addr()),
+        client(pair.slave.addr()),
+    )
+    .read_from(duokv::replica_set::ReadFrom::Slave);
+    set.put("k", "v").expect("a write through TLS");
+    let read = set.session_read("k").expect("a session read through TLS");
+    assert_eq!(read.value.as_deref(), Some(&b"v"[..]));
+}

@@ -301,9 +301,11 @@ pub fn explain(error: &io::Error) -> String {
     use rustls::{AlertDescription, CertificateError, Error as Tls};
     let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Tls>()) else {
         return match error.kind() {
-            io::ErrorKind::UnexpectedEof => "the peer closed the connection during the TLS \
-                                             handshake (does it speak TLS on this port?)"
-                .to_string(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                "the peer closed the connection during the TLS handshake (is it at its \
+                 connection limit? does it speak TLS on this port?)"
+                    .to_string()
+            }
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 "the TLS handshake did not finish in time".to_string()
             }

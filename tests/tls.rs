@@ -476,3 +476,17 @@ fn a_replica_set_reads_and_writes_a_tls_pair() {
     let read = set.session_read("k").expect("a session read through TLS");
     assert_eq!(read.value.as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn a_tls_server_at_its_connection_limit_closes_the_next_one_and_says_why() {
+    let pki = Pki::new("duokv");
+    let mut flags = pki.server_flags("server");
+    flags.extend(["--max-connections".to_string(), "1".to_string()]);
+    let server = start(&flags);
+    let mut first = tls_client(&server.addr(), pki.client()).expect("the first client");
+    first.put("k", "v").unwrap();
+    let reason = tls_error(tls_client(&server.addr(), pki.client()));
+    assert!(reason.contains("connection limit"), "{reason}");
+    wait_log(&server, "refused, already serving 1 connections");
+    first.put("k", "w").expect("the first client carries on");
+}

@@ -490,3 +490,30 @@ fn a_tls_server_at_its_connection_limit_closes_the_next_one_and_says_why() {
     wait_log(&server, "refused, already serving 1 connections");
     first.put("k", "w").expect("the first client carries on");
 }
+
+#[test]
+fn garbage_that_looks_like_tls_is_refused_and_the_server_carries_on() {
+    let pki = Pki::new("duokv");
+    let tls_server = start(&pki.server_flags("server"));
+    let plain_server = ServerProcess::start(&[]);
+    let mut rng = fastrand::Rng::with_seed(18);
+    for server in [&tls_server, &plain_server] {
+        for _ in 0..20 {
+            let mut garbage = vec![0x16];
+            garbage.extend((0..rng.usize(1..600)).map(|_| rng.u8(..)));
+            let mut stream = TcpStream::connect(server.addr()).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let _ = stream.write_all(&garbage);
+            let mut reply = Vec::new();
+            // Closed, with an alert at most: never a hang.
+            let _ = stream.read_to_end(&mut reply);
+            assert!(reply.len() < 64, "{} bytes answered", reply.len());
+        }
+    }
+    let mut client = tls_client(&tls_server.addr(), pki.client()).unwrap();
+    client.put("k", "v").expect("the TLS server carries on");
+    plain_server
+        .client()
+        .put("k", "v")
+        .expect("the plain server carries on");
+}

@@ -16,6 +16,8 @@
 #              directory that holds a run is refused)
 # Arguments after the options are passed to duokv-deploy as they are, e.g.
 #   ./deploy.sh --accept-new-host-keys
+#   ./deploy.sh --no-tls            (in clear; TLS from a fresh authority is the default)
+#   ./deploy.sh --tls-dir DIR       (your own certificates; ec2/README.md, "TLS")
 #   HOSTS=/tmp/hosts.env COUNT=20 INTERVAL=50ms ./deploy.sh
 set -euo pipefail
 

@@ -13,6 +13,7 @@ use argh::FromArgs;
 use duokv::ReplicationMode;
 use duokv::duration::parse_duration;
 use duokv_tools::deploy::hosts::{self, Hosts};
+use duokv_tools::deploy::tls::TlsSource;
 use duokv_tools::deploy::{ClientOn, DeployConfig};
 use duokv_tools::stats::StatsArgs;
 
@@ -88,6 +89,17 @@ struct Args {
     /// the servers' --fsync policy (default always)
     #[argh(option, default = "String::from(\"always\")")]
     fsync: String,
+    /// run both servers and the bench in clear, without TLS (for
+    /// comparisons); by default every deployment gets a fresh certificate
+    /// authority and a certificate per host
+    #[argh(switch)]
+    no_tls: bool,
+    /// use the certificates in DIR instead of a fresh authority: ca.pem,
+    /// master.pem, master-key.pem, slave.pem, slave-key.pem (and
+    /// client.pem, client-key.pem with --client-on local), each host's
+    /// certificate for its private address (see ec2/README.md, "TLS")
+    #[argh(option)]
+    tls_dir: Option<PathBuf>,
 }
 
 fn config(args: Args) -> duokv_tools::Result<DeployConfig> {
@@ -137,6 +149,16 @@ fn config(args: Args) -> duokv_tools::Result<DeployConfig> {
             .unwrap_or_default(),
     };
     duokv_tools::demo::check_fsync(&args.fsync)?;
+    let tls = match (args.no_tls, args.tls_dir) {
+        (false, None) => TlsSource::Fresh,
+        (false, Some(dir)) => TlsSource::Dir(dir),
+        (true, None) => TlsSource::Off,
+        (true, Some(_)) => {
+            return Err(duokv_tools::Error::Usage {
+                message: "give --no-tls or --tls-dir, not both".into(),
+            });
+        }
+    };
     let hosts = Hosts::from_values(&values, &args.hosts).map_err(|e| {
         if hosts_file {
             return e;
@@ -162,6 +184,7 @@ fn config(args: Args) -> duokv_tools::Result<DeployConfig> {
         accept_new_host_keys: args.accept_new_host_keys,
         bin_dir,
         fsync: args.fsync,
+        tls,
     })
 }
 

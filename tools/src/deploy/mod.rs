@@ -9,12 +9,17 @@
 //!    (`chronyc`, else `timedatectl`; recorded in the run's metadata);
 //! 2. **upload** `duokv` (the client, the bench and, as `duokv server`, the
 //!    replica: one binary) over SFTP, verified by SHA-256,
-//!    skipped when the checksum already matches, and a fresh random auth
-//!    token (mode 600) that both servers and the bench client present;
-//! 3. **start** the slave, then the master (`setsid nohup`, pid file, logs in
-//!    the run directory), and wait until both answer and the master's link
-//!    is up; on failure, the last lines of the remote log;
-//! 4. **bench**: `duokv bench` where `--client-on` says, event logs on;
+//!    skipped when the checksum already matches, a fresh random auth
+//!    token (mode 600) that both servers and the bench client present, and
+//!    TLS files ([`tls`]: by default a fresh authority, whose key stays on
+//!    the deployer's machine, and a certificate per host, keys mode 600);
+//! 3. **start** the slave (TLS only, client certificates required), then
+//!    the master (TLS only; it presents its certificate to the slave)
+//!    (`setsid nohup`, pid file, logs in the run directory), and wait until
+//!    both answer and the master's link is up; on failure, the last lines
+//!    of the remote log;
+//! 4. **bench**: `duokv bench` where `--client-on` says, event logs on,
+//!    through TLS with the certificate of the host it runs on;
 //! 5. **stop** both servers (SIGTERM, wait, SIGKILL only if needed), remove
 //!    their data directories: the hosts keep only the binaries and the run
 //!    directory;
@@ -26,6 +31,7 @@
 
 pub mod hosts;
 pub mod remote;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use hosts::{Host, Hosts};
 use remote::{Remote, failure, quote, tail};
+use tls::{LocalTls, RemoteTls, TlsSource};
 
 use crate::error::{Error, Result};
 use crate::run_dir::{self, RunMeta};
@@ -86,6 +93,8 @@ pub struct DeployConfig {
     pub bin_dir: PathBuf,
     /// The servers' `--fsync` policy.
     pub fsync: String,
+    /// Where the deployment's TLS files come from.
+    pub tls: TlsSource,
 }
 
 /// A connected host with its preflight findings.
@@ -100,6 +109,12 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
     for mode in &config.modes {
         crate::run_dir::check_fresh(&config.out.join(mode.to_string()))?;
     }
+    // Made (or found and loaded) before any host is touched, too.
+    let local_tls = LocalTls::new(
+        &config.tls,
+        &config.hosts,
+        config.client_on == ClientOn::Local,
+    )?;
     let local_glibc = local_glibc();
     let mut sides = Vec::new();
     for host in [&config.hosts.master, &config.hosts.slave] {
@@ -115,6 +130,9 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
         upload(&side.remote, config)?;
     }
     let token = share_auth_token(&[&master.remote, &slave.remote])?;
+    if let Some(tls) = &local_tls {
+        tls.share(&master.remote, &slave.remote)?;
+    }
 
     let run_name = config
         .out
@@ -125,7 +143,7 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let paths = RunPaths::new(&config.hosts, &run_name, *mode);
+        let paths = RunPaths::new(&config.hosts, &run_name, *mode, local_tls.is_some());
         let local = config.out.join(mode.to_string());
         std::fs::create_dir_all(&local).map_err(|source| Error::File {
             path: local.clone(),
@@ -135,7 +153,7 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
             config,
             *mode,
             (&master, &slave),
-            &token,
+            (&token, local_tls.as_ref()),
             &paths,
             &local,
             stop,
@@ -153,6 +171,13 @@ pub fn run(config: &DeployConfig, stop: &AtomicBool) -> Result<Vec<PathBuf>> {
                     .map(|(k, v)| (format!("{name} {k}"), v.clone())),
             );
         }
+        meta.notes.push((
+            "tls".into(),
+            local_tls
+                .as_ref()
+                .map_or(TlsSource::Off, |t| t.source().clone())
+                .to_string(),
+        ));
         meta.save(&local)?;
         dirs.push(local);
     }
@@ -180,15 +205,18 @@ struct HostPaths {
     bin: String,
     /// The shared auth token's file.
     token: String,
+    /// The host's TLS files, unless the deployment runs in clear.
+    tls: Option<RemoteTls>,
     run: String,
     data: String,
 }
 
 impl RunPaths {
-    fn new(hosts: &Hosts, run_name: &str, mode: ReplicationMode) -> RunPaths {
+    fn new(hosts: &Hosts, run_name: &str, mode: ReplicationMode, tls: bool) -> RunPaths {
         let on = |host: &Host| HostPaths {
             bin: format!("{}/bin", host.remote_dir),
             token: auth_token_path(host),
+            tls: tls.then(|| RemoteTls::on(host)),
             run: format!("{}/runs/{run_name}/{mode}", host.remote_dir),
             data: format!("{}/data/{run_name}-{mode}-{}", host.remote_dir, host.name),
         };
@@ -196,6 +224,24 @@ impl RunPaths {
             master: on(&hosts.master),
             slave: on(&hosts.slave),
         }
+    }
+}
+
+impl HostPaths {
+    /// ` --tls-cert ... --tls-ca ...` and then `extra` for `duokv server`,
+    /// or nothing in clear.
+    fn server_tls_flags(&self, extra: &str) -> String {
+        self.tls
+            .as_ref()
+            .map_or_else(String::new, |t| format!(" {}{extra}", t.server_flags()))
+    }
+
+    /// ` --tls-ca ... --tls-cert ... --tls-key ...` for a `duokv` client on
+    /// this host, or nothing in clear.
+    fn client_tls_flags(&self) -> String {
+        self.tls
+            .as_ref()
+            .map_or_else(String::new, |t| format!(" {}", t.client_flags()))
     }
 }
 
@@ -395,7 +441,7 @@ fn run_mode(
     config: &DeployConfig,
     mode: ReplicationMode,
     (master, slave): (&Side, &Side),
-    token: &AuthToken,
+    (token, local_tls): (&AuthToken, Option<&LocalTls>),
     paths: &RunPaths,
     local: &Path,
     stop: &AtomicBool,
@@ -411,26 +457,30 @@ fn run_mode(
             &format!("rm -rf {} && mkdir -p {}", quote(&at.data), quote(&at.run)),
         )?;
     }
+    // Only the master, holding a certificate of this deployment's
+    // authority, may replicate to the slave; clients must present one too.
     let slave_args = format!(
-        "--listen {} --data-dir {} --role slave --master-addr {} --event-log {}/{} --fsync {} --auth-token-file {}",
+        "--listen {} --data-dir {} --role slave --master-addr {} --event-log {}/{} --fsync {} --auth-token-file {}{}",
         quote(&s.service_addr()),
         quote(&paths.slave.data),
         quote(&m.service_addr()),
         paths.slave.run,
         run_dir::SLAVE_EVENTS,
         quote(&config.fsync),
-        quote(&paths.slave.token)
+        quote(&paths.slave.token),
+        paths.slave.server_tls_flags(" --tls-client-auth")
     );
     start_server(&slave.remote, &paths.slave, &slave_args, "slave")?;
     let master_args = format!(
-        "--listen {} --data-dir {} --role master --replica {} --replication {mode} --event-log {}/{} --fsync {} --auth-token-file {}",
+        "--listen {} --data-dir {} --role master --replica {} --replication {mode} --event-log {}/{} --fsync {} --auth-token-file {}{}",
         quote(&m.service_addr()),
         quote(&paths.master.data),
         quote(&s.service_addr()),
         paths.master.run,
         run_dir::MASTER_EVENTS,
         quote(&config.fsync),
-        quote(&paths.master.token)
+        quote(&paths.master.token),
+        paths.master.server_tls_flags("")
     );
     start_server(&master.remote, &paths.master, &master_args, "master")?;
     wait_until_linked(master, slave, paths)?;
@@ -450,9 +500,10 @@ fn run_mode(
                 &format!("{} updates, {interval} apart", config.count),
             );
             let command = format!(
-                "{}/duokv --auth-token-file {} bench --master {} --slave {} --count {} --interval {interval} --out {} --client-host {}",
+                "{}/duokv --auth-token-file {}{} bench --master {} --slave {} --count {} --interval {interval} --out {} --client-host {}",
                 at.bin,
                 quote(&at.token),
+                at.client_tls_flags(),
                 quote(&m.service_addr()),
                 quote(&s.service_addr()),
                 config.count,
@@ -482,6 +533,7 @@ fn run_mode(
             bench.interval = config.interval;
             bench.client_host = "local (deployer)".into();
             bench.auth_token = Some(token.clone());
+            bench.tls = local_tls.map(LocalTls::client_tls).transpose()?;
             crate::bench::run(&bench, stop)?;
         }
     }
@@ -505,9 +557,10 @@ fn start_server(remote: &Remote, at: &HostPaths, args: &str, name: &str) -> Resu
 fn wait_until_linked(master: &Side, slave: &Side, paths: &RunPaths) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let info = format!(
-        "{}/duokv --auth-token-file {} info --addr {}",
+        "{}/duokv --auth-token-file {}{} info --addr {}",
         paths.master.bin,
         quote(&paths.master.token),
+        paths.master.client_tls_flags(),
         quote(&master.remote.host().service_addr())
     );
     loop {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ssh2::{CheckResult, KnownHostFileKind, Session};
+use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session};
 
 use super::hosts::{Host, Hosts};
 use crate::error::{Error, Result};
@@ -201,7 +201,10 @@ impl Remote {
     }
 
     /// Copies a local file to `remote` over SFTP (through a temporary name,
-    /// then a rename), with permissions `mode`.
+    /// then a rename), with permissions `mode`. The temporary file is made
+    /// anew with `mode` (a leftover of an interrupted upload is removed
+    /// first), so a key is never readable by others, not even while it is
+    /// being written.
     pub fn upload(&self, step: &str, local: &Path, remote: &str, mode: u32) -> Result<()> {
         let err = |e: ssh2::Error| failure(&self.host, step, format!("sftp to {remote}: {e}"));
         let bytes = std::fs::read(local).map_err(|source| Error::File {
@@ -210,7 +213,13 @@ impl Remote {
         })?;
         let sftp = self.session.sftp().map_err(err)?;
         let temp = format!("{remote}.upload");
-        let mut file = sftp.create(Path::new(&temp)).map_err(err)?;
+        // Missing is the usual case, not an error.
+        let _ = sftp.unlink(Path::new(&temp));
+        let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
+        let mode = mode & 0o777;
+        let mut file = sftp
+            .open_mode(Path::new(&temp), flags, mode as i32, OpenType::File)
+            .map_err(err)?;
         file.write_all(&bytes)
             .map_err(|e| failure(&self.host, step, format!("writing {temp}: {e}")))?;
         drop(file);

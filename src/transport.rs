@@ -7,11 +7,18 @@
 //! acknowledgement reader reads. A plain socket allows that as is. A TLS
 //! connection is one state machine for both directions, so
 //! [`Transport`] keeps it under a mutex that is held only to turn bytes
-//! into records and back, never while waiting for the peer to send: a
-//! reader waits on the socket without the lock, then takes it to decrypt
-//! what arrived. A writer takes it to encrypt and to write the records;
-//! writing may wait for the peer to read (the socket's write timeout
-//! bounds it).
+//! into records and back, never while waiting on the socket:
+//!
+//! - a reader waits on the socket without it, then takes it to decrypt
+//!   what arrived;
+//! - a writer takes it to encrypt, and sends the records under a second
+//!   lock, the send lock, which keeps them in order (TLS numbers its
+//!   records implicitly). Sending may wait for the peer to read (the
+//!   socket's write timeout bounds it) without holding up a reader's
+//!   decryption: on a master's link, the acknowledgements keep coming in
+//!   while a batch of appends goes out.
+//!
+//! The lock order is always send, then session.
 //!
 //! A `Transport` is a cheap handle (clones share the connection), and it
 //! and `&Transport` are `Read` and `Write`, as `TcpStream` is; it has the
@@ -39,12 +46,19 @@ pub struct Transport(Arc<Inner>);
 struct Inner {
     socket: TcpStream,
     tls: Option<Mutex<rustls::Connection>>,
+    /// The send lock, with the records taken from the session but not yet
+    /// written to the socket (a send that would have blocked left them).
+    unsent: Mutex<Vec<u8>>,
 }
 
 impl Transport {
     /// A connection in clear.
     pub fn plain(socket: TcpStream) -> Transport {
-        Transport(Arc::new(Inner { socket, tls: None }))
+        Transport(Arc::new(Inner {
+            socket,
+            tls: None,
+            unsent: Mutex::new(Vec::new()),
+        }))
     }
 
     /// Another handle on the same connection (as `TcpStream::try_clone`,
@@ -83,6 +97,7 @@ impl Transport {
         Ok(Transport(Arc::new(Inner {
             socket,
             tls: Some(Mutex::new(session.into())),
+            unsent: Mutex::new(Vec::new()),
         })))
     }
 
@@ -98,6 +113,7 @@ impl Transport {
         Ok(Transport(Arc::new(Inner {
             socket,
             tls: Some(Mutex::new(session.into())),
+            unsent: Mutex::new(Vec::new()),
         })))
     }
 
@@ -125,20 +141,43 @@ impl Transport {
             .map(|tls| tls.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn unsent(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.0.unsent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes every record the session has to send, after those already
+    /// taken (`unsent`, under the send lock the caller holds).
+    fn take_records(&self, unsent: &mut Vec<u8>) -> io::Result<()> {
+        if let Some(mut session) = self.session() {
+            while session.wants_write() {
+                session.write_tls(unsent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every record the session has, waiting for the socket as its
+    /// write timeout allows.
+    fn flush_records(&self) -> io::Result<()> {
+        let mut unsent = self.unsent();
+        self.take_records(&mut unsent)?;
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let written = (&self.0.socket).write_all(&unsent);
+        unsent.clear();
+        written
+    }
+
     /// Runs the TLS handshake to its end (nothing in clear), so that a
     /// refused certificate is reported here, as the handshake's error.
     pub fn handshake(&self) -> io::Result<()> {
         loop {
-            {
-                let Some(mut session) = self.session() else {
-                    return Ok(());
-                };
-                while session.wants_write() {
-                    session.write_tls(&mut &self.0.socket)?;
-                }
-                if !session.is_handshaking() {
-                    return Ok(());
-                }
+            self.flush_records()?;
+            match self.session() {
+                None => return Ok(()),
+                Some(session) if !session.is_handshaking() => return Ok(()),
+                Some(_) => {}
             }
             if self.receive()? == 0 {
                 return Err(io::Error::new(
@@ -166,18 +205,28 @@ impl Transport {
             return Ok(0);
         }
         let mut fed = &buf[..n];
+        let mut failed = None;
         while !fed.is_empty() {
             session.read_tls(&mut fed)?;
             if let Err(e) = session.process_new_packets() {
-                // Tell the peer why (an alert), then fail.
-                let _ = session.write_tls(&mut &self.0.socket);
-                return Err(io::Error::new(ErrorKind::InvalidData, e));
+                failed = Some(e);
+                break;
             }
         }
-        while session.wants_write() {
-            session.write_tls(&mut &self.0.socket)?;
+        let answer = session.wants_write();
+        drop(session);
+        // What the session has to answer (a handshake message, a key
+        // update, the alert of a failure) goes out in order with the rest.
+        if answer {
+            let flushed = self.flush_records();
+            if failed.is_none() {
+                flushed?;
+            }
         }
-        Ok(n)
+        match failed {
+            Some(e) => Err(io::Error::new(ErrorKind::InvalidData, e)),
+            None => Ok(n),
+        }
     }
 
     /// Sends what it can of `bytes` without waiting for the peer to read:
@@ -201,20 +250,32 @@ impl Transport {
             return Ok(bytes.len() - at);
         };
         session.writer().write_all(bytes)?;
-        let mut socket = NonBlocking(SockRef::from(&self.0.socket));
-        while session.wants_write() {
-            match session.write_tls(&mut socket) {
-                Ok(_) => {}
+        drop(session);
+        // Another thread sending holds the send lock, and sends these
+        // records too, or leaves them to the reply thread.
+        let Ok(mut unsent) = self.0.unsent.try_lock() else {
+            return Ok(0);
+        };
+        self.take_records(&mut unsent)?;
+        let socket = SockRef::from(&self.0.socket);
+        let mut at = 0;
+        while at < unsent.len() {
+            match socket.send_with_flags(&unsent[at..], libc::MSG_DONTWAIT) {
+                Ok(n) => at += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        unsent.drain(..at);
         Ok(0)
     }
 
     /// Whether TLS records wait to be sent.
     pub fn has_pending(&self) -> bool {
-        self.session().is_some_and(|session| session.wants_write())
+        self.is_tls()
+            && (self.0.unsent.try_lock().map_or(true, |unsent| !unsent.is_empty())
+                || self.session().is_some_and(|session| session.wants_write()))
     }
 
     /// Sends what [`send_without_waiting`](Self::send_without_waiting)
@@ -223,10 +284,8 @@ impl Transport {
     pub fn send_rest(&self, rest: &[u8]) -> io::Result<()> {
         if let Some(mut session) = self.session() {
             session.writer().write_all(rest)?;
-            while session.wants_write() {
-                session.write_tls(&mut &self.0.socket)?;
-            }
-            return Ok(());
+            drop(session);
+            return self.flush_records();
         }
         (&self.0.socket).write_all(rest)
     }
@@ -302,10 +361,8 @@ impl Write for &Transport {
             None => (&self.0.socket).write_all(buf),
             Some(mut session) => {
                 session.writer().write_all(buf)?;
-                while session.wants_write() {
-                    session.write_tls(&mut &self.0.socket)?;
-                }
-                Ok(())
+                drop(session);
+                self.flush_records()
             }
         }
     }

@@ -342,9 +342,12 @@ pub fn explain(error: &io::Error) -> String {
                  or give the server --tls-cert)"
                     .to_string()
             }
-            AlertDescription::UnknownCA | AlertDescription::BadCertificate => {
-                "the peer refused this side's certificate: it is not signed by the \
-                 authority the peer trusts"
+            AlertDescription::UnknownCA => "the peer refused this side's certificate: it is \
+                                            not signed by the authority the peer trusts"
+                .to_string(),
+            AlertDescription::BadCertificate => {
+                "the peer refused this side's certificate (bad_certificate: is it for the \
+                 name the peer dialled?)"
                     .to_string()
             }
             AlertDescription::CertificateExpired => {

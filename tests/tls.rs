@@ -139,6 +139,8 @@ fn a_wrong_authority_a_wrong_name_and_an_expired_certificate_are_refused_in_word
         ClientTls::new(&pki.ca(), None).unwrap(),
     ));
     assert!(reason.contains("not for the name"), "{reason}");
+    let log = wait_log(&named, "TLS handshake failed");
+    assert!(log.contains("is it for the name the peer dialled"), "{log}");
 
     let expired = start(&tls_flags(
         &pki.ca(),
@@ -149,6 +151,8 @@ fn a_wrong_authority_a_wrong_name_and_an_expired_certificate_are_refused_in_word
         ClientTls::new(&pki.ca(), None).unwrap(),
     ));
     assert!(reason.contains("has expired"), "{reason}");
+    let log = wait_log(&expired, "TLS handshake failed");
+    assert!(log.contains("it has expired"), "{log}");
 }
 
 #[test]

@@ -274,7 +274,11 @@ impl Transport {
     /// Whether TLS records wait to be sent.
     pub fn has_pending(&self) -> bool {
         self.is_tls()
-            && (self.0.unsent.try_lock().map_or(true, |unsent| !unsent.is_empty())
+            && (self
+                .0
+                .unsent
+                .try_lock()
+                .map_or(true, |unsent| !unsent.is_empty())
                 || self.session().is_some_and(|session| session.wants_write()))
     }
 

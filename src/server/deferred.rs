@@ -20,7 +20,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use duokv_protocol::{Frame, WriteReceipt};
+use duokv_protocol::{Frame, Response, WriteReceipt};
 use duokv_storage::WriteOp;
 use log::debug;
 
@@ -114,13 +114,15 @@ impl DeferredReplies {
             Some(_) => op.key().to_vec(),
             None => Vec::new(),
         };
-        shared.store.write_then(op, move |outcome| match outcome {
-            Ok(seq) => durable(&done_shared, replies, request_id, seq, received_ns, key),
-            Err(e) => {
-                let reply = Frame::response(request_id, reply::storage_error(&e));
-                replies.send(reply);
-            }
-        });
+        write_then(
+            shared,
+            received_ns,
+            op,
+            Box::new(move |outcome| match outcome {
+                Ok(receipt) => replies.send_receipt(&done_shared, request_id, receipt, &key),
+                Err(reply) => replies.send(Frame::response(request_id, reply)),
+            }),
+        );
     }
 
     /// Sends a write's receipt, stamped and recorded as replied just before.
@@ -201,20 +203,34 @@ impl DeferredReplies {
     }
 }
 
-/// A write durable on this node: recorded, and answered now, or on a sync
+/// What is told how a write ended: its receipt (not yet stamped as
+/// replied), or the error to answer. Called by the thread that made the
+/// write durable, or that saw the slave's ack: it must not block.
+pub(crate) type WriteDone = Box<dyn FnOnce(Result<WriteReceipt, Response>) + Send>;
+
+/// Stages `op`, received at `received_ns`, and returns at once; `done` is
+/// told how it ended once it is durable (and, on a sync master,
+/// acknowledged by the slave, or timed out). The one write path of every
+/// protocol the server speaks.
+pub(crate) fn write_then(shared: &Arc<Shared>, received_ns: u64, op: WriteOp<'_>, done: WriteDone) {
+    let done_shared = shared.clone();
+    let key = match &shared.events {
+        Some(_) => op.key().to_vec(),
+        None => Vec::new(),
+    };
+    shared.store.write_then(op, move |outcome| match outcome {
+        Ok(seq) => durable(&done_shared, seq, received_ns, &key, done),
+        Err(e) => done(Err(reply::storage_error(&e))),
+    });
+}
+
+/// A write durable on this node: recorded, and reported now, or on a sync
 /// master once the slave's ack (or the sync timeout) says how it went.
-fn durable(
-    shared: &Arc<Shared>,
-    replies: Arc<DeferredReplies>,
-    request_id: u64,
-    seq: u64,
-    received_ns: u64,
-    key: Vec<u8>,
-) {
+fn durable(shared: &Arc<Shared>, seq: u64, received_ns: u64, key: &[u8], done: WriteDone) {
     let applied_ns = now_ns();
     if let Some(events) = &shared.events {
-        events.record_at(EventKind::Received, seq, &key, received_ns);
-        events.record_at(EventKind::Applied, seq, &key, applied_ns);
+        events.record_at(EventKind::Received, seq, key, received_ns);
+        events.record_at(EventKind::Applied, seq, key, applied_ns);
     }
     let receipt = WriteReceipt {
         seq,
@@ -228,7 +244,7 @@ fn durable(
     let replicator = match node.replicator() {
         Some(replicator) if replicator.mode().is_sync() => replicator,
         // A standalone node or an async master answers now.
-        _ => return replies.send_receipt(shared, request_id, receipt, &key),
+        _ => return done(Ok(receipt)),
     };
     let acked_shared = shared.clone();
     replicator.when_acked(
@@ -244,15 +260,13 @@ fn durable(
                     acked_shared.metrics.sync_timed_out();
                     let node = acked_shared.node();
                     let master = node.replicator().map(Replicator::settings);
-                    let reply = reply::replica_unavailable(seq, master);
-                    return replies.send(Frame::response(request_id, reply));
+                    return done(Err(reply::replica_unavailable(seq, master)));
                 }
             };
-            let receipt = WriteReceipt {
+            done(Ok(WriteReceipt {
                 replicated_ns,
                 ..receipt
-            };
-            replies.send_receipt(&acked_shared, request_id, receipt, &key);
+            }));
         }),
     );
 }

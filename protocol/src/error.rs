@@ -14,6 +14,12 @@
 //!   return: one of the two above, an I/O error, or a peer that hung up in
 //!   the middle of a message.
 //!
+//! The RESP port has errors of its own, apart from the three layers above
+//! because they describe another protocol: [`RespRequestError`] (need more
+//! bytes, or invalid) and the reason a request is invalid,
+//! [`RespProtocolError`], whose words follow Redis's own "Protocol error"
+//! replies so that Redis clients show what they are used to.
+//!
 //! Following the Rust API guidelines, `Display` messages are lowercase, carry
 //! no trailing period, and do not repeat the text of their `source()`.
 
@@ -246,6 +252,150 @@ impl From<HandshakeError> for Error {
     }
 }
 
+/// Why [`resp::check_request`](crate::resp::check_request) or
+/// [`resp::parse_request`](crate::resp::parse_request) returned no request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RespRequestError {
+    /// The buffer holds the start of a request but not all of it yet: read
+    /// more bytes and call again. This is not a fault.
+    Incomplete,
+    /// The bytes can never become a request within the server's limits. A
+    /// server answers with [`RespProtocolError::to_reply`] and closes the
+    /// connection, as Redis does.
+    Invalid(RespProtocolError),
+}
+
+impl fmt::Display for RespRequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RespRequestError::Incomplete => f.write_str("incomplete RESP request"),
+            RespRequestError::Invalid(_) => f.write_str("invalid RESP request"),
+        }
+    }
+}
+
+impl std::error::Error for RespRequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RespRequestError::Incomplete => None,
+            RespRequestError::Invalid(e) => Some(e),
+        }
+    }
+}
+
+impl From<RespProtocolError> for RespRequestError {
+    fn from(e: RespProtocolError) -> Self {
+        RespRequestError::Invalid(e)
+    }
+}
+
+/// Why bytes can never be a RESP request (see `PROTOCOL.md`, section 12).
+///
+/// Each reason is decided as soon as the bytes that prove it have arrived,
+/// and from a declared length alone when a length is over its limit, so a
+/// server never waits for (or buffers) bytes it will refuse. `Display`
+/// gives Redis's words where Redis has some (`invalid multibulk length`,
+/// `invalid bulk length`, `too big inline request`, `unbalanced quotes in
+/// request`, `expected '$', got 'x'`), followed by the limit when one was
+/// broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RespProtocolError {
+    /// The count line of an array (`*N\r\n`) is not a decimal integer
+    /// (an optional `-`, then digits without a leading zero, within an
+    /// `i64`), or is below -1.
+    BadArrayLength,
+    /// More arguments than
+    /// [`RespLimits::max_args`](crate::RespLimits::max_args).
+    TooManyArgs {
+        /// The count an array declared; for an inline command, the first
+        /// count over the limit.
+        count: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// An element of a request array is not a bulk string: its first byte
+    /// is not `$`.
+    ExpectedBulk {
+        /// The byte found instead.
+        got: u8,
+    },
+    /// The length line of a bulk string (`$N\r\n`) is not a decimal
+    /// integer, or is negative (a null bulk string is no argument).
+    BadBulkLength,
+    /// A bulk string longer than
+    /// [`RespLimits::max_bulk_len`](crate::RespLimits::max_bulk_len),
+    /// refused from its length line before its bytes arrive.
+    BulkTooLong {
+        /// The length declared.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A length line's `\r` or a bulk string's bytes are not followed by
+    /// `\r\n`.
+    MissingCrlf {
+        /// Offset of the byte that should be `\r` (or of the `\r` not
+        /// followed by `\n`) from the start of the request.
+        offset: usize,
+    },
+    /// An inline command longer than
+    /// [`RespLimits::max_inline_len`](crate::RespLimits::max_inline_len),
+    /// line ending excluded.
+    InlineTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// An inline command with a quote that is not closed, or a closing
+    /// quote followed by something other than a space or the end of the line.
+    UnbalancedQuotes,
+    /// A request longer than
+    /// [`RespLimits::max_request_len`](crate::RespLimits::max_request_len),
+    /// refused as soon as a length or the bytes so far prove it.
+    RequestTooLong {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl RespProtocolError {
+    /// The error reply a server sends before it closes the connection:
+    /// `-ERR Protocol error: ...`, as Redis words it.
+    pub fn to_reply(&self) -> crate::RespReply {
+        crate::RespReply::Error(format!("ERR Protocol error: {self}"))
+    }
+}
+
+impl fmt::Display for RespProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RespProtocolError::BadArrayLength => f.write_str("invalid multibulk length"),
+            RespProtocolError::TooManyArgs { count, max } => write!(
+                f,
+                "invalid multibulk length {count}, the limit is {max} arguments"
+            ),
+            RespProtocolError::ExpectedBulk { got } => {
+                write!(f, "expected '$', got '{}'", got.escape_ascii())
+            }
+            RespProtocolError::BadBulkLength => f.write_str("invalid bulk length"),
+            RespProtocolError::BulkTooLong { len, max } => {
+                write!(f, "invalid bulk length {len}, the limit is {max} bytes")
+            }
+            RespProtocolError::MissingCrlf { offset } => {
+                write!(f, "expected '\\r\\n' at byte {offset}")
+            }
+            RespProtocolError::InlineTooLong { max } => {
+                write!(f, "too big inline request, the limit is {max} bytes")
+            }
+            RespProtocolError::UnbalancedQuotes => f.write_str("unbalanced quotes in request"),
+            RespProtocolError::RequestTooLong { max } => {
+                write!(f, "too big request, the limit is {max} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RespProtocolError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +429,18 @@ mod tests {
                 read: 3,
                 expected: 4,
             }),
+            Box::new(RespRequestError::Incomplete),
+            Box::new(RespRequestError::Invalid(
+                RespProtocolError::UnbalancedQuotes,
+            )),
+            Box::new(RespProtocolError::BadArrayLength),
+            Box::new(RespProtocolError::TooManyArgs { count: 9, max: 8 }),
+            Box::new(RespProtocolError::ExpectedBulk { got: b'G' }),
+            Box::new(RespProtocolError::BadBulkLength),
+            Box::new(RespProtocolError::BulkTooLong { len: 9, max: 8 }),
+            Box::new(RespProtocolError::MissingCrlf { offset: 3 }),
+            Box::new(RespProtocolError::InlineTooLong { max: 8 }),
+            Box::new(RespProtocolError::RequestTooLong { max: 8 }),
         ];
         for e in errors {
             let text = e.to_string();

@@ -54,12 +54,18 @@
 //!   with its three ranges.
 //! - [`replication`]: the bodies of the replication stream: [`Replication`]
 //!   and the [`ReplicatedOp`] an append carries.
+//! - [`resp`]: the other protocol of the server's `--resp-listen` port,
+//!   RESP (Redis's), as a server reads it: [`resp::check_request`] and
+//!   [`resp::parse_request`] under [`RespLimits`], and [`RespReply`] to
+//!   answer. Only the framing; the commands are the server's.
 //! - [`error`]: [`FrameError`], [`HandshakeError`] and the I/O-level
-//!   [`Error`].
+//!   [`Error`]; for RESP, [`RespRequestError`] and [`RespProtocolError`].
 //! - `codec` (private): the bounds-checked big-endian reader and writers every
 //!   other module goes through.
 //!
-//! Everything public is re-exported at the crate root.
+//! Everything public is re-exported at the crate root, except the two RESP
+//! functions, which read best with their module's name
+//! (`resp::parse_request`) beside the native [`Request`].
 //!
 //! # Example
 //!
@@ -102,8 +108,9 @@ pub mod handshake;
 pub mod handshake_fields;
 pub mod message;
 pub mod replication;
+pub mod resp;
 
-pub use error::{Error, FrameError, HandshakeError, Limit};
+pub use error::{Error, FrameError, HandshakeError, Limit, RespProtocolError, RespRequestError};
 pub use frame::{Frame, Message, read_frame, read_frame_within, write_frame};
 pub use handshake::{
     Handshake, HandshakeReply, HandshakeStatus, MAGIC, MAX_REASON_LEN, NodeRole, Role,
@@ -116,6 +123,7 @@ pub use message::{
     ErrorCode, Kind, MaxStaleness, ModeCode, ReadAfter, ReadPoint, Request, Response, WriteReceipt,
 };
 pub use replication::{FEATURE_COMMIT_NOTICES, ReplicatedOp, Replication};
+pub use resp::{RespLimits, RespReply};
 
 /// The protocol version spoken by this crate, sent in every handshake.
 pub const VERSION: u16 = 1;

@@ -226,6 +226,13 @@ pub struct ServerArgs {
     /// no authentication: bind it to loopback or a monitoring network
     #[argh(option)]
     metrics_listen: Option<SocketAddr>,
+
+    /// serve RESP, Redis's protocol, on this address too, HOST:PORT
+    /// (default: off): redis-cli, redis-benchmark and Redis client
+    /// libraries work against it, with the same store, replication, limits,
+    /// auth token (AUTH) and TLS
+    #[argh(option)]
+    resp_listen: Option<SocketAddr>,
 }
 
 /// `--sync-timeout` when not given.
@@ -394,6 +401,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.drain_timeout = args.drain_timeout;
     config.event_log = args.event_log.clone();
     config.metrics_listen = args.metrics_listen;
+    config.resp_listen = args.resp_listen;
     config.test_power_cut_when = args.test_power_cut_when.clone();
     config.compaction = CompactionPolicy {
         min_dead_bytes: args.compact_min_dead_bytes,

@@ -89,6 +89,17 @@ pub(super) fn problems(args: &ServerArgs) -> Vec<String> {
             problems.extend(peer(flag, addr, whose, args.listen).err());
         }
     }
+    for (flag, addr) in [
+        ("--resp-listen", args.resp_listen),
+        ("--metrics-listen", args.metrics_listen),
+    ] {
+        if addr.is_some_and(|addr| addr == args.listen && addr.port() != 0) {
+            problems.push(format!(
+                "{flag} {} is --listen's address: give the two ports apart",
+                args.listen
+            ));
+        }
+    }
     problems.extend(data_dir(&args.data_dir).err());
     problems
 }

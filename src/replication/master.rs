@@ -531,6 +531,19 @@ impl Replicator {
         }
     }
 
+    /// Waits until the slave has acknowledged every write up to `seq`
+    /// (applied and durable there), or `deadline`; returns what it has
+    /// acknowledged.
+    pub fn wait_acked(&self, seq: u64, deadline: Instant) -> u64 {
+        let mut state = self.link.lock();
+        loop {
+            if state.acked_seq >= seq || Instant::now() >= deadline {
+                return state.acked_seq;
+            }
+            state = self.link.wait_changed(state, deadline);
+        }
+    }
+
     /// Asks the slave, which shows every write up to `seq`, to become the
     /// master of `term` with `mode` (a `Handover`), and waits for its
     /// answer until `deadline`. Returns the new master's history id.

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// Prometheus text format), if anywhere; the endpoint has no
     /// authentication.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve RESP (Redis's protocol) too, if anywhere: the same
+    /// store, replication, limits, token and TLS.
+    pub resp_listen: Option<SocketAddr>,
     /// TLS, if the server speaks it: then its client port takes TLS
     /// connections only, and a master's stream to its slave is TLS too
     /// (see [`tls`](crate::tls)).
@@ -95,6 +98,7 @@ impl ServerConfig {
             compaction: CompactionPolicy::default(),
             auth_token: None,
             tls: None,
+            resp_listen: None,
             metrics_listen: None,
             test_power_cut_when: None,
         }

@@ -13,7 +13,7 @@
 //! the connection is closed, and the server and its other connections
 //! carry on.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
             return;
         }
     };
-    let Some(transport) = transport_for(shared, stream, peer) else {
+    let Some(transport) = transport_for(shared, stream, peer, Protocol::Native) else {
         return;
     };
     let connection = match Connection::new(&transport, &shared.config) {
@@ -90,11 +90,27 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: &str) {
     .run();
 }
 
+/// The protocol a port speaks, for the refusal of a client in clear on a
+/// TLS port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// duokv's own: a `TlsRequired` handshake reply.
+    Native,
+    /// RESP: an `-ERR` reply.
+    Resp,
+}
+
 /// The connection's transport: in clear, or TLS once its handshake is
 /// done, as the server speaks. A peer that speaks the other is told so
-/// (a client in clear on a TLS port gets a `TlsRequired` reply, in clear)
-/// and logged with its address; `None` then, or when the peer left.
-fn transport_for(shared: &Shared, stream: TcpStream, peer: &str) -> Option<Transport> {
+/// (a client in clear on a TLS port gets, in clear, a `TlsRequired` reply
+/// or a RESP error) and logged with its address; `None` then, or when the
+/// peer left.
+pub(crate) fn transport_for(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: &str,
+    protocol: Protocol,
+) -> Option<Transport> {
     // The first byte tells the two apart: a TLS record starts with 0x16,
     // a duokv handshake with its magic. It must come as soon as a
     // handshake must.
@@ -124,14 +140,25 @@ fn transport_for(shared: &Shared, stream: TcpStream, peer: &str) -> Option<Trans
         (Some(_), false) => {
             warn!("{peer}: a client in clear on a TLS port; refused");
             shared.metrics.refused(HandshakeStatus::TlsRequired);
-            let mut reader = BufReader::new(&stream);
-            let _ = Handshake::read_from(&mut reader);
-            let reply = HandshakeReply::with_reason(
-                HandshakeStatus::TlsRequired,
-                shared.node().role(),
-                "this server speaks TLS only: connect with TLS (duokv --tls-ca FILE)",
-            );
-            let _ = reply.write_to(&mut &stream);
+            match protocol {
+                Protocol::Native => {
+                    let mut reader = BufReader::new(&stream);
+                    let _ = Handshake::read_from(&mut reader);
+                    let reply = HandshakeReply::with_reason(
+                        HandshakeStatus::TlsRequired,
+                        shared.node().role(),
+                        "this server speaks TLS only: connect with TLS (duokv --tls-ca FILE)",
+                    );
+                    let _ = reply.write_to(&mut &stream);
+                }
+                Protocol::Resp => {
+                    let _ = (&stream).read(&mut [0u8; 4096]);
+                    let _ = (&stream).write_all(
+                        b"-ERR this server speaks TLS only: connect with TLS \
+                          (redis-cli --tls --cacert FILE)\r\n",
+                    );
+                }
+            }
             let _ = stream.shutdown(std::net::Shutdown::Write);
             None
         }

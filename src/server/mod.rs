@@ -37,7 +37,10 @@
 //!   op, a read, a ping, `Info`).
 //! - `reply`: every reply a client gets, with the error codes.
 //! - `deferred`: a write's reply, sent by the thread that commits it (or,
-//!   in sync mode, by the one that sees the slave's ack).
+//!   in sync mode, by the one that sees the slave's ack); the one write
+//!   path of both protocols.
+//! - `resp`, `resp_commands`: the RESP port (`--resp-listen`), Redis's
+//!   protocol on the same store, replication and limits.
 //! - `info`: the facts of the `Info` reply.
 //! - `metrics`: `Metrics`, what is counted as it happens for the
 //!   Prometheus endpoint (latencies, refusals, sync timeouts, resyncs).
@@ -65,14 +68,16 @@ mod metrics_http;
 mod node;
 mod read;
 mod reply;
+mod resp;
+mod resp_commands;
 mod roles;
 mod scrape;
 mod shared;
 mod shutdown;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duokv_storage::{Options, Store};
@@ -128,6 +133,11 @@ impl AcceptBackoff {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The RESP port's listener, if the config asks for one.
+    resp_listener: Option<TcpListener>,
+    /// Makes the connection cap's check and count one step across the two
+    /// accept loops.
+    accepting: Arc<Mutex<()>>,
     shared: Arc<Shared>,
     /// The `/metrics` endpoint, if the config asks for one: stopped
     /// before the store is closed.
@@ -149,6 +159,10 @@ impl Server {
             source: e,
         })?;
         let local = listener.local_addr().map_err(crate::Error::Io)?;
+        let resp_listener = config
+            .resp_listen
+            .map(|addr| TcpListener::bind(addr).map_err(|e| crate::Error::Bind { addr, source: e }))
+            .transpose()?;
         let metrics_listener = config
             .metrics_listen
             .map(MetricsListener::bind)
@@ -211,8 +225,16 @@ impl Server {
         let metrics = metrics_listener
             .map(|listener| listener.serve(Arc::downgrade(&shared)))
             .transpose()?;
+        if let Some(resp) = &resp_listener {
+            info!(
+                "RESP (Redis's protocol) on {}",
+                resp.local_addr().map_err(crate::Error::Io)?
+            );
+        }
         Ok(Server {
             listener,
+            resp_listener,
+            accepting: Arc::default(),
             shared,
             metrics,
             event_log,
@@ -230,9 +252,29 @@ impl Server {
         self.shared.shutdown.handle()
     }
 
+    /// The address of the RESP port, if it has one.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        self.resp_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves connections until shutdown, then drains and closes the store.
-    pub fn run(self) -> crate::Result<()> {
+    pub fn run(mut self) -> crate::Result<()> {
         let mut handlers = Vec::new();
+        let resp_addr = self.resp_addr();
+        let resp_loop = match self.resp_listener.take() {
+            None => None,
+            Some(listener) => {
+                let (shared, accepting) = (self.shared.clone(), self.accepting.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("resp-accept".into())
+                        .spawn(move || accept_loop(&listener, &shared, &accepting, Port::Resp))
+                        .map_err(crate::Error::Io)?,
+                )
+            }
+        };
         let mut accept_backoff = AcceptBackoff::default();
         for incoming in self.listener.incoming() {
             if self.shared.shutdown.is_requested() {
@@ -252,11 +294,19 @@ impl Server {
                 }
             };
             handlers.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
-            if let Some(handler) = self.start_connection(stream) {
+            if let Some(handler) =
+                start_connection(&self.shared, &self.accepting, stream, Port::Native)
+            {
                 handlers.push(handler);
             }
         }
         drop(self.listener);
+        if let (Some(accepting), Some(addr)) = (resp_loop, resp_addr) {
+            shutdown::wake(addr);
+            if let Ok(resp_handlers) = accepting.join() {
+                handlers.extend(resp_handlers);
+            }
+        }
         // No scrape may hold the shared state when the store is closed.
         drop(self.metrics);
         info!("shutting down: no new connections; draining requests in flight");
@@ -288,15 +338,59 @@ impl Server {
         drop(self.event_log);
         Ok(())
     }
+}
 
-    /// Hands a new connection to its own thread, or turns it away when the
-    /// server is at `max_connections`.
-    fn start_connection(&self, stream: TcpStream) -> Option<std::thread::JoinHandle<()>> {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-        let shared = self.shared.clone();
-        // Only this thread adds to the counts, so checking then adding is safe.
+/// Accepts connections on `listener` (the RESP port's) until shutdown;
+/// returns the threads of those still served, for the drain.
+fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    accepting: &Mutex<()>,
+    port: Port,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut handlers = Vec::new();
+    let mut backoff = AcceptBackoff::default();
+    for incoming in listener.incoming() {
+        if shared.shutdown.is_requested() {
+            break;
+        }
+        match incoming {
+            Ok(stream) => {
+                backoff.reset();
+                handlers.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+                handlers.extend(start_connection(shared, accepting, stream, port));
+            }
+            Err(e) => backoff.wait(&e),
+        }
+    }
+    handlers
+}
+
+/// The two ports a server listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// duokv's own protocol (`--listen`).
+    Native,
+    /// RESP (`--resp-listen`).
+    Resp,
+}
+
+/// Hands a new connection to its own thread to be served as `port` speaks, or
+/// turns it away when the server is at `max_connections` (counting both
+/// ports' connections). `accepting` makes the check and the count one
+/// step across the accept loops.
+fn start_connection(
+    shared: &Arc<Shared>,
+    accepting: &Mutex<()>,
+    stream: TcpStream,
+    port: Port,
+) -> Option<std::thread::JoinHandle<()>> {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+    let shared = shared.clone();
+    let over_limit = {
+        let _one_at_a_time = accepting.lock().unwrap_or_else(|p| p.into_inner());
         let over_limit = shared.connections.load(Ordering::SeqCst) >= shared.config.max_connections;
         if over_limit && shared.refusing.load(Ordering::SeqCst) >= MAX_REFUSING {
             warn!(
@@ -305,26 +399,27 @@ impl Server {
             return None;
         }
         shared.counter(over_limit).fetch_add(1, Ordering::SeqCst);
-        let spawned = std::thread::Builder::new()
-            .name(format!("conn {peer}"))
-            .spawn(move || {
-                if over_limit {
-                    handler::refuse_busy(&shared, stream, &peer);
-                } else {
-                    handler::serve(&shared, stream, &peer);
-                }
-                shared.counter(over_limit).fetch_sub(1, Ordering::SeqCst);
-                shared.shutdown.notify_change();
-            });
-        match spawned {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                self.shared
-                    .counter(over_limit)
-                    .fetch_sub(1, Ordering::SeqCst);
-                error!("cannot start a thread for a connection: {e}");
-                None
+        over_limit
+    };
+    let counted = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("conn {peer}"))
+        .spawn(move || {
+            match (port, over_limit) {
+                (Port::Native, false) => handler::serve(&shared, stream, &peer),
+                (Port::Native, true) => handler::refuse_busy(&shared, stream, &peer),
+                (Port::Resp, false) => resp::serve(&shared, stream, &peer),
+                (Port::Resp, true) => resp::refuse_busy(&shared, stream, &peer),
             }
+            shared.counter(over_limit).fetch_sub(1, Ordering::SeqCst);
+            shared.shutdown.notify_change();
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            counted.counter(over_limit).fetch_sub(1, Ordering::SeqCst);
+            error!("cannot start a thread for a connection: {e}");
+            None
         }
     }
 }

@@ -32,6 +32,21 @@ pub struct ShutdownHandle {
     inner: Arc<Inner>,
 }
 
+/// Connects to `listen` once, so that an accept loop blocked on it wakes
+/// up and sees the shutdown flag (loopback for the unspecified address).
+pub(crate) fn wake(listen: SocketAddr) {
+    let mut wake = listen;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(match wake {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+        debug!("waking the accept loop at {wake}: {e}");
+    }
+}
+
 impl ShutdownHandle {
     /// Asks the server to stop: it stops accepting at once, lets requests
     /// in flight finish, closes its store, and `run` returns.
@@ -41,17 +56,8 @@ impl ShutdownHandle {
         }
         info!("shutdown requested");
         // `accept` blocks; one connection of our own wakes it up to see the
-        // flag. Connect to loopback when listening on the unspecified address.
-        let mut wake = self.inner.listen;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-            debug!("waking the accept loop at {wake}: {e}");
-        }
+        // flag.
+        wake(self.inner.listen);
     }
 
     /// Whether shutdown was asked for.

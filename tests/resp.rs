@@ -221,3 +221,63 @@ fn redis_benchmark_drives_a_pair() {
             .is_some()
     );
 }
+
+/// The read contracts through RESP: the connection's last write token
+/// (`DUOKV.TOKEN`), and a read on the slave after it (`DUOKV.GET ... AFTER`),
+/// which the native client's token reads too.
+#[test]
+fn a_write_token_reads_the_write_on_the_slave_through_resp() {
+    let (master_resp, master_flag) = resp_port();
+    let (slave_resp, slave_flag) = resp_port();
+    let mut master_args = vec!["--replication", "async"];
+    master_args.extend(master_flag.iter().map(String::as_str));
+    let slave_args: Vec<&str> = slave_flag.iter().map(String::as_str).collect();
+    let pair = Pair::start(&master_args, &slave_args);
+    pair.wait_link_up();
+    let mut master = TcpStream::connect(&master_resp).unwrap();
+    master.set_read_timeout(Some(DEADLINE)).unwrap();
+    master.write_all(b"DUOKV.TOKEN\r\n").unwrap();
+    assert_eq!(read_exactly(&mut master, 5), b"$-1\r\n", "no write yet");
+    master
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\n*1\r\n$11\r\nDUOKV.TOKEN\r\n")
+        .unwrap();
+    assert_eq!(read_exactly(&mut master, 5), b"+OK\r\n");
+    let token = read_bulk(&mut master);
+    let parsed: duokv::Token = token.parse().expect("a duokv token");
+    assert!(parsed.seq > 0);
+    let mut slave = TcpStream::connect(&slave_resp).unwrap();
+    slave.set_read_timeout(Some(DEADLINE)).unwrap();
+    let get = format!(
+        "*6\r\n$9\r\nDUOKV.GET\r\n$1\r\nk\r\n$5\r\nAFTER\r\n${}\r\n{token}\r\n$4\r\nWAIT\r\n$4\r\n5000\r\n",
+        token.len()
+    );
+    slave.write_all(get.as_bytes()).unwrap();
+    assert_eq!(read_bulk(&mut slave), "v1");
+    // The native client reads after the same token.
+    let mut native = pair.slave.client();
+    let read = native
+        .read_when(
+            "k",
+            &duokv::ReadWhen::new().after(Some(parsed)).wait(DEADLINE),
+        )
+        .unwrap();
+    assert_eq!(read.value.as_deref(), Some(&b"v1"[..]));
+}
+
+/// A bulk string reply's text.
+fn read_bulk(stream: &mut TcpStream) -> String {
+    let mut header = Vec::new();
+    let mut byte = [0u8; 1];
+    while !header.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        header.push(byte[0]);
+    }
+    let header = String::from_utf8_lossy(&header);
+    let len: usize = header
+        .trim_start_matches('$')
+        .trim_end()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a bulk string: {header:?}"));
+    let body = read_exactly(stream, len + 2);
+    String::from_utf8_lossy(&body[..len]).into_owned()
+}

@@ -7,6 +7,8 @@
 //! | `SET k v [NX\|XX]` | a put (`NX`: create, `XX`: update; not met: nil) |
 //! | `DEL k...`, `EXISTS k...` | deletes and reads; the count |
 //! | `MGET k...`, `MSET k v...` | reads; puts, one after the other (not atomic) |
+//! | `DUOKV.TOKEN` | the token of this connection's last write, `HISTORY_HEX:SEQ` (nil before one) |
+//! | `DUOKV.GET k AFTER token [WAIT ms]` | a read once that write is visible here (read your writes on the slave); `-NOTYETVISIBLE` after the wait |
 //! | `WAIT n timeout` | 1 once the slave has acknowledged this connection's last write, else 0 after `timeout` ms (0: wait on) |
 //! | `PING`, `ECHO`, `SELECT 0`, `CLIENT SETNAME/SETINFO/GETNAME/ID`, `QUIT` | as Redis |
 //! | `AUTH [default] token`, `HELLO [2 [AUTH default token] [SETNAME n]]` | the server's auth token; RESP2 only (`HELLO 3`: `-NOPROTO`) |
@@ -135,6 +137,8 @@ impl Session {
                 RespReply::Integer(deleted)
             }
             "WAIT" => self.wait(args),
+            "DUOKV.TOKEN" => self.token(),
+            "DUOKV.GET" => self.get_after(args),
             "INFO" => RespReply::Bulk(self.info().into_bytes()),
             "COMMAND" => command(args),
             "CONFIG" => config(args),
@@ -343,6 +347,63 @@ impl Session {
                 ..
             }) => Ok(false),
             Err(other) => Err(error_reply(&other)),
+        }
+    }
+
+    /// `DUOKV.TOKEN`: the read-contract token of this connection's last
+    /// write, for `DUOKV.GET ... AFTER` on the slave or for the native
+    /// client.
+    fn token(&self) -> RespReply {
+        if self.last_write == 0 {
+            return RespReply::Null;
+        }
+        let token = crate::Token {
+            history: self.shared.store.history_id(),
+            seq: self.last_write,
+        };
+        RespReply::Bulk(token.to_string().into_bytes())
+    }
+
+    /// `DUOKV.GET key AFTER token [WAIT ms]`: a read that waits until the
+    /// token's write is visible on this replica (up to `ms`, default 0).
+    fn get_after(&self, args: &[Vec<u8>]) -> RespReply {
+        let (key, token, wait) = match args {
+            [key, after, token] if after.eq_ignore_ascii_case(b"AFTER") => {
+                (key, token, b"0".as_slice())
+            }
+            [key, after, token, wait_word, wait]
+                if after.eq_ignore_ascii_case(b"AFTER")
+                    && wait_word.eq_ignore_ascii_case(b"WAIT") =>
+            {
+                (key, token, wait.as_slice())
+            }
+            _ => return wrong_args("duokv.get"),
+        };
+        let Ok(token) = String::from_utf8_lossy(token).parse::<crate::Token>() else {
+            return RespReply::Error("ERR not a duokv token: use HISTORY_HEX:SEQ".into());
+        };
+        let Some(wait_ms) = std::str::from_utf8(wait)
+            .ok()
+            .and_then(|w| w.parse::<u32>().ok())
+        else {
+            return RespReply::Error("ERR WAIT is not an integer or out of range".into());
+        };
+        let after = duokv_protocol::ReadAfter {
+            history: token.history,
+            seq: token.seq,
+            wait_ms,
+        };
+        match super::read::answer(&self.shared, key, Some(after), None, false) {
+            Response::Value { value: Some(v), .. } => RespReply::Bulk(v),
+            Response::Value { value: None, .. } => RespReply::Null,
+            Response::Error {
+                code: ErrorCode::NotYetVisible { visible_seq },
+                ..
+            } => RespReply::Error(format!(
+                "NOTYETVISIBLE the write is not visible on this replica yet (it shows seq \
+                 {visible_seq}): read the master, or wait longer"
+            )),
+            other => error_reply(&other),
         }
     }
 

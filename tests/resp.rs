@@ -173,8 +173,8 @@ fn the_auth_token_is_asked_for_with_auth_and_hello() {
     );
     let hello = cli(&addr, &["HELLO", "2", "AUTH", "default", "resp-secret"]);
     assert!(hello.contains("proto"), "{hello}");
-    let hello3 = cli(&addr, &["HELLO", "3"]);
-    assert!(hello3.contains("NOPROTO"), "{hello3}");
+    let hello4 = cli(&addr, &["HELLO", "4"]);
+    assert!(hello4.contains("NOPROTO"), "{hello4}");
 }
 
 #[test]
@@ -280,4 +280,77 @@ fn read_bulk(stream: &mut TcpStream) -> String {
         .unwrap_or_else(|_| panic!("not a bulk string: {header:?}"));
     let body = read_exactly(stream, len + 2);
     String::from_utf8_lossy(&body[..len]).into_owned()
+}
+
+/// A Python interpreter with redis-py: `$DUOKV_PYTHON` (CI's venv), else
+/// `python3` if it has the module.
+fn python_with_redis() -> Option<String> {
+    let candidates = std::env::var("DUOKV_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_string()]);
+    candidates.into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import redis"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn redis_py_does_crud_pipelines_and_wait_against_a_pair() {
+    let Some(python) = python_with_redis() else {
+        return skip(
+            "redis_py_does_crud_pipelines_and_wait_against_a_pair",
+            "redis-py (pip install redis; CI's venv has it)",
+        );
+    };
+    let (master_resp, master_flag) = resp_port();
+    let (slave_resp, slave_flag) = resp_port();
+    let mut master_args = vec!["--replication", "async"];
+    master_args.extend(master_flag.iter().map(String::as_str));
+    let slave_args: Vec<&str> = slave_flag.iter().map(String::as_str).collect();
+    let pair = Pair::start(&master_args, &slave_args);
+    pair.wait_link_up();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/resp_clients/redis_py.py"
+    );
+    let output = run_with_deadline(Command::new(&python).args([script, &master_resp, &slave_resp]));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    for check in [
+        "crud ok",
+        "pipeline ok",
+        "wait ok",
+        "slave ok",
+        "refusals ok",
+    ] {
+        assert!(text.contains(check), "{check} missing:\n{text}");
+    }
+}
+
+/// After `HELLO 3` a connection gets RESP3's null and map (redis-py 8
+/// asks for RESP3 by default); before it, RESP2's.
+#[test]
+fn hello_3_switches_the_connection_to_resp3() {
+    let (_server, addr) = start_with_resp(&[]);
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET absent\r\n").unwrap();
+    assert_eq!(read_exactly(&mut stream, 5), b"$-1\r\n");
+    stream.write_all(b"HELLO 3\r\n").unwrap();
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"%7\r\n", "HELLO 3 answers a map of 7");
+    // Skip the map's 14 items, then a RESP3 null.
+    stream.write_all(b"GET absent\r\n").unwrap();
+    let mut all = Vec::new();
+    let mut byte = [0u8; 1];
+    while !all.ends_with(b"\r\n_\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        all.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&all).contains("proto\r\n:3\r\n"));
 }

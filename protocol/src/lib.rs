@@ -123,7 +123,7 @@ pub use message::{
     ErrorCode, Kind, MaxStaleness, ModeCode, ReadAfter, ReadPoint, Request, Response, WriteReceipt,
 };
 pub use replication::{FEATURE_COMMIT_NOTICES, ReplicatedOp, Replication};
-pub use resp::{RespLimits, RespReply};
+pub use resp::{RespLimits, RespReply, RespVersion};
 
 /// The protocol version spoken by this crate, sent in every handshake.
 pub const VERSION: u16 = 1;

@@ -147,7 +147,18 @@ pub fn parse_request(
     Ok((args.0, len))
 }
 
-/// One RESP2 reply.
+/// The RESP version a connection speaks: 2 unless it said `HELLO 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RespVersion {
+    /// RESP2: nulls are `$-1`/`*-1`, maps are flat arrays.
+    #[default]
+    Resp2,
+    /// RESP3: nulls are `_`, maps are `%`.
+    Resp3,
+}
+
+/// One reply, in RESP2 or RESP3 (the types both have, plus RESP3's map,
+/// which RESP2 sends as a flat array).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RespReply {
     /// `+OK\r\n`: a status line. A `\r` or `\n` in it is sent as a space,
@@ -167,11 +178,47 @@ pub enum RespReply {
     NullArray,
     /// `*2\r\n...`: replies in order.
     Array(Vec<RespReply>),
+    /// `%1\r\n...` in RESP3: key and value pairs (`HELLO`'s reply); in
+    /// RESP2, an array of the keys and values in turn.
+    Map(Vec<(RespReply, RespReply)>),
 }
 
 impl RespReply {
     /// Appends the reply's RESP2 bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(RespVersion::Resp2, out);
+    }
+
+    /// Appends the reply's bytes in `version` to `out`: RESP3 has its own
+    /// null (`_\r\n`) and map (`%`); the rest is the same in both.
+    pub fn encode_as(&self, version: RespVersion, out: &mut Vec<u8>) {
+        match self {
+            RespReply::Null | RespReply::NullArray if version == RespVersion::Resp3 => {
+                out.extend_from_slice(b"_\r\n")
+            }
+            RespReply::Map(pairs) => {
+                let (prefix, count) = match version {
+                    RespVersion::Resp2 => (b'*', pairs.len() * 2),
+                    RespVersion::Resp3 => (b'%', pairs.len()),
+                };
+                put_header(out, prefix, &count.to_string());
+                for (key, value) in pairs {
+                    key.encode_as(version, out);
+                    value.encode_as(version, out);
+                }
+            }
+            RespReply::Array(items) => {
+                put_header(out, b'*', &items.len().to_string());
+                for item in items {
+                    item.encode_as(version, out);
+                }
+            }
+            other => other.encode_resp2_scalar(out),
+        }
+    }
+
+    /// The types RESP2 and RESP3 write alike (and RESP2's nulls).
+    fn encode_resp2_scalar(&self, out: &mut Vec<u8>) {
         match self {
             RespReply::Simple(s) => put_line(out, b'+', s),
             RespReply::Error(s) => put_line(out, b'-', s),
@@ -183,12 +230,7 @@ impl RespReply {
             }
             RespReply::Null => out.extend_from_slice(b"$-1\r\n"),
             RespReply::NullArray => out.extend_from_slice(b"*-1\r\n"),
-            RespReply::Array(items) => {
-                put_header(out, b'*', &items.len().to_string());
-                for item in items {
-                    item.encode(out);
-                }
-            }
+            RespReply::Array(_) | RespReply::Map(_) => self.encode_as(RespVersion::Resp2, out),
         }
     }
 
@@ -569,6 +611,24 @@ fn split_args(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn resp3_has_its_own_null_and_map_and_resp2_flattens_the_map() {
+        let hello = RespReply::Map(vec![
+            (RespReply::Bulk(b"proto".to_vec()), RespReply::Integer(3)),
+            (RespReply::Bulk(b"name".to_vec()), RespReply::Null),
+        ]);
+        let mut three = Vec::new();
+        hello.encode_as(RespVersion::Resp3, &mut three);
+        assert_eq!(three, b"%2\r\n$5\r\nproto\r\n:3\r\n$4\r\nname\r\n_\r\n");
+        assert_eq!(
+            hello.to_bytes(),
+            b"*4\r\n$5\r\nproto\r\n:3\r\n$4\r\nname\r\n$-1\r\n"
+        );
+        let mut null = Vec::new();
+        RespReply::NullArray.encode_as(RespVersion::Resp3, &mut null);
+        assert_eq!(null, b"_\r\n");
+    }
     use super::*;
 
     fn limits() -> RespLimits {

@@ -111,7 +111,7 @@ impl RespConnection<'_> {
                             continue;
                         }
                         let (reply, next) = session.run(&args);
-                        reply.encode(&mut out);
+                        reply.encode_as(session.version(), &mut out);
                         flow = next;
                         if flow == Flow::Close {
                             break;

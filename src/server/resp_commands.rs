@@ -11,7 +11,7 @@
 //! | `DUOKV.GET k AFTER token [WAIT ms]` | a read once that write is visible here (read your writes on the slave); `-NOTYETVISIBLE` after the wait |
 //! | `WAIT n timeout` | 1 once the slave has acknowledged this connection's last write, else 0 after `timeout` ms (0: wait on) |
 //! | `PING`, `ECHO`, `SELECT 0`, `CLIENT SETNAME/SETINFO/GETNAME/ID`, `QUIT` | as Redis |
-//! | `AUTH [default] token`, `HELLO [2 [AUTH default token] [SETNAME n]]` | the server's auth token; RESP2 only (`HELLO 3`: `-NOPROTO`) |
+//! | `AUTH [default] token`, `HELLO [2\|3 [AUTH default token] [SETNAME n]]` | the server's auth token; RESP2, or RESP3 after `HELLO 3` (its null and map; the other types are the same) |
 //! | `INFO [section]` | `# Server` and `# Replication` in Redis's field names |
 //! | `COMMAND`, `COMMAND DOCS/COUNT/INFO`, `CONFIG GET` | enough for redis-cli and redis-benchmark |
 //!
@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duokv_protocol::{ErrorCode, RespReply, Response};
+use duokv_protocol::{ErrorCode, RespReply, RespVersion, Response};
 use duokv_storage::WriteOp;
 
 use super::deferred;
@@ -49,6 +49,8 @@ pub(crate) struct Session {
     /// The seq of this connection's last write, for `WAIT`.
     last_write: u64,
     name: Option<Vec<u8>>,
+    /// RESP2, or RESP3 after `HELLO 3`.
+    version: RespVersion,
 }
 
 impl Session {
@@ -60,7 +62,13 @@ impl Session {
             authenticated,
             last_write: 0,
             name: None,
+            version: RespVersion::Resp2,
         }
+    }
+
+    /// The RESP version replies are encoded in.
+    pub(crate) fn version(&self) -> RespVersion {
+        self.version
     }
 
     /// Whether the server is stopping (the connection closes after its
@@ -181,12 +189,13 @@ impl Session {
 
     fn hello(&mut self, args: &[Vec<u8>]) -> RespReply {
         let mut rest = args;
-        if let [version, more @ ..] = rest {
-            if version.as_slice() != b"2" {
-                return RespReply::Error(
-                    "NOPROTO unsupported protocol version: duokv speaks RESP2".into(),
-                );
-            }
+        let mut version = self.version;
+        if let [asked, more @ ..] = rest {
+            version = match asked.as_slice() {
+                b"2" => RespVersion::Resp2,
+                b"3" => RespVersion::Resp3,
+                _ => return RespReply::Error("NOPROTO unsupported protocol version".into()),
+            };
             rest = more;
         }
         while let [option, more @ ..] = rest {
@@ -213,28 +222,28 @@ impl Session {
                     .into(),
             );
         }
+        self.version = version;
         let role = match &*self.shared.node() {
             Node::Slave { .. } => "replica",
             _ => "master",
         };
-        let field = |name: &str, value: RespReply| [RespReply::Bulk(name.into()), value];
-        RespReply::Array(
-            [
-                field("server", RespReply::Bulk(b"redis".to_vec())),
-                field(
-                    "version",
-                    RespReply::Bulk(format!("7.0.0-duokv-{}", env!("CARGO_PKG_VERSION")).into()),
-                ),
-                field("proto", RespReply::Integer(2)),
-                field("id", RespReply::Integer(0)),
-                field("mode", RespReply::Bulk(b"standalone".to_vec())),
-                field("role", RespReply::Bulk(role.into())),
-                field("modules", RespReply::Array(Vec::new())),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        )
+        let field = |name: &str, value: RespReply| (RespReply::Bulk(name.into()), value);
+        let proto = match version {
+            RespVersion::Resp2 => 2,
+            RespVersion::Resp3 => 3,
+        };
+        RespReply::Map(vec![
+            field("server", RespReply::Bulk(b"redis".to_vec())),
+            field(
+                "version",
+                RespReply::Bulk(format!("7.0.0-duokv-{}", env!("CARGO_PKG_VERSION")).into()),
+            ),
+            field("proto", RespReply::Integer(proto)),
+            field("id", RespReply::Integer(0)),
+            field("mode", RespReply::Bulk(b"standalone".to_vec())),
+            field("role", RespReply::Bulk(role.into())),
+            field("modules", RespReply::Array(Vec::new())),
+        ])
     }
 
     fn client(&mut self, args: &[Vec<u8>]) -> RespReply {

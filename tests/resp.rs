@@ -354,3 +354,25 @@ fn hello_3_switches_the_connection_to_resp3() {
     }
     assert!(String::from_utf8_lossy(&all).contains("proto\r\n:3\r\n"));
 }
+
+/// With TLS the RESP port speaks TLS only: `redis-cli --tls --cacert`
+/// works, a client in clear is told to use TLS.
+#[test]
+fn redis_cli_reaches_a_tls_resp_port() {
+    if !have_redis_tools("redis_cli_reaches_a_tls_resp_port") {
+        return;
+    }
+    let pki = common::pki::Pki::new("resp");
+    let mut args = pki.server_flags("server");
+    let (addr, flag) = resp_port();
+    args.extend(flag);
+    let server = ServerProcess::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ca = pki.ca().display().to_string();
+    let tls = ["--tls", "--cacert", ca.as_str()];
+    assert_eq!(cli(&addr, &[&tls[..], &["SET", "k", "v"]].concat()), "OK");
+    assert_eq!(cli(&addr, &[&tls[..], &["GET", "k"]].concat()), "v");
+    let in_clear = cli(&addr, &["GET", "k"]);
+    assert!(in_clear.contains("speaks TLS only"), "{in_clear}");
+    let log = server.log();
+    assert!(log.contains("a client in clear on a TLS port"), "{log}");
+}

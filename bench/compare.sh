@@ -41,7 +41,16 @@
 # service that the package may start is left alone: every server here is a
 # process of this script on a free port, with its data in a temporary
 # directory on the disk of $TMPDIR, stopped at the end, even on failure.
+#
+# TOOL=redis-benchmark bench/compare.sh [OUT_DIR=results/perf/redis-benchmark]
+# [REQUESTS] [REPS] drives the same systems with Redis's own tool instead,
+# through duokv's RESP port: see bench/redis-benchmark.sh. (memtier_benchmark
+# is not packaged by Debian.)
 set -euo pipefail
+
+if [ "${TOOL:-duokv-load}" = redis-benchmark ]; then
+    exec "$(dirname "$0")/redis-benchmark.sh" "${1:-results/perf/redis-benchmark}" "${@:2}"
+fi
 
 out=${1:-results/perf}
 seconds=${2:-5}

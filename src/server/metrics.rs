@@ -48,7 +48,7 @@ const WRITE_OPS: [&str; 4] = ["create", "update", "put", "delete"];
 
 /// The `reason` label of every handshake refusal, as the status the peer
 /// is told (in snake case); every one is shown from the start, at 0.
-const REFUSALS: [(HandshakeStatus, &str); 9] = [
+const REFUSALS: [(HandshakeStatus, &str); 10] = [
     (HandshakeStatus::BadMagic, "bad_magic"),
     (HandshakeStatus::UnsupportedVersion, "unsupported_version"),
     (HandshakeStatus::UnsupportedRole, "unsupported_role"),
@@ -58,6 +58,7 @@ const REFUSALS: [(HandshakeStatus, &str); 9] = [
     (HandshakeStatus::Unauthorized, "unauthorized"),
     (HandshakeStatus::Diverged, "diverged"),
     (HandshakeStatus::Fenced, "fenced"),
+    (HandshakeStatus::TlsRequired, "tls_required"),
 ];
 
 /// A read, as its latency is labelled.

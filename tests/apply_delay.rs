@@ -34,47 +34,65 @@ fn shows(slave: &mut Client, key: &str, i: usize) -> bool {
     value.is_some_and(|v| v == format!("v-{i}").as_bytes())
 }
 
+/// With a 20 ms delay, reads 5 ms after the commit miss the write and
+/// reads 40 ms after it see it.
+///
+/// The slave shows a write 20 ms after it arrived, and it arrived after the
+/// client sent it. So a read whose answer is back within 20 ms of the
+/// write's start was answered before the write could show: for those reads
+/// the answer is exact, no tolerance, and they are the ones counted. A
+/// loaded machine (CI runs the suites side by side) delays some replies or
+/// reads past that; those samples are left out, and the test writes until
+/// 40 counted ones were read. At 40 ms after the commit (sync replication:
+/// the write reached the slave before the commit), the write has waited its
+/// 20 ms unless the slave's timer thread was held off 20 ms more: the
+/// tolerance is one read in ten.
 #[test]
 fn reads_5ms_after_commit_miss_the_write_and_reads_40ms_after_see_it() {
-    const WRITES: usize = 40;
+    const SAMPLES: usize = 40;
     const DELAY: Duration = Duration::from_millis(20);
-    let pair = Pair::start(&["--replication", "async"], &["--apply-delay", "20ms"]);
+    let pair = Pair::start(
+        &["--replication", "sync", "--fsync", "never"],
+        &["--apply-delay", "20ms", "--fsync", "never"],
+    );
     pair.wait_link_up();
     let mut master = pair.master.client();
     let mut early_reader = pair.slave.client();
     let mut late_reader = pair.slave.client();
     assert_eq!(info_value(&mut early_reader, "apply_delay_ms"), "20.000");
-    let (mut early_seen, mut late_seen) = (0, 0);
-    for i in 0..WRITES {
+    let (mut counted, mut early_seen, mut late_seen, mut writes) = (0, 0, 0, 0);
+    let deadline = Instant::now() + DEADLINE;
+    while counted < SAMPLES {
+        assert!(
+            Instant::now() < deadline,
+            "only {counted} of {writes} early reads answered within {DELAY:?} of their write in \
+             {DEADLINE:?}"
+        );
+        let i = writes;
+        writes += 1;
         let key = format!("k{i}");
         let started = Instant::now();
         master.put(&key, format!("v-{i}")).expect("write");
         let committed = Instant::now();
         wait_until(committed + Duration::from_millis(5));
-        let sent = Instant::now();
         let early = shows(&mut early_reader, &key, i);
-        // The slave cannot have shown a write before the delay passed
-        // since it arrived, which was after the client sent it: a read
-        // sent sooner than that never sees it, whatever the timing.
-        assert!(
-            !(early && sent < started + DELAY),
-            "write {i} was visible {:?} after it was sent, under a {DELAY:?} delay",
-            sent - started
-        );
+        if started.elapsed() >= DELAY {
+            // Answered too late to say anything: not counted.
+            continue;
+        }
+        counted += 1;
         early_seen += usize::from(early);
         wait_until(committed + Duration::from_millis(40));
         late_seen += usize::from(shows(&mut late_reader, &key, i));
     }
-    // The tolerance is one read in 40 each way, for a machine that stalls
-    // a process for 15 ms (a write's reply that late lets the early read
-    // come after the delay) or stalls the slave's timer for 20 ms.
-    assert!(
-        early_seen <= 1,
-        "{early_seen} of {WRITES} reads 5 ms after commit saw the write, under a 20 ms delay"
+    assert_eq!(
+        early_seen, 0,
+        "{early_seen} of {SAMPLES} reads answered within 20 ms of their write's start saw it, \
+         under a 20 ms delay"
     );
     assert!(
-        late_seen >= WRITES - 1,
-        "only {late_seen} of {WRITES} reads 40 ms after commit saw the write, under a 20 ms \
+        late_seen >= SAMPLES - SAMPLES / 10,
+        "only {late_seen} of {SAMPLES} reads 40 ms after commit saw the write, under a 20 ms \
          delay"
     );
 }

@@ -237,17 +237,8 @@ impl Transport {
     /// true).
     pub fn send_without_waiting(&self, bytes: &[u8]) -> io::Result<usize> {
         let Some(mut session) = self.session() else {
-            let socket = SockRef::from(&self.0.socket);
-            let mut at = 0;
-            while at < bytes.len() {
-                match socket.send_with_flags(&bytes[at..], libc::MSG_DONTWAIT) {
-                    Ok(n) => at += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            return Ok(bytes.len() - at);
+            let sent = send_what_fits(&self.0.socket, bytes)?;
+            return Ok(bytes.len() - sent);
         };
         session.writer().write_all(bytes)?;
         drop(session);
@@ -257,17 +248,8 @@ impl Transport {
             return Ok(0);
         };
         self.take_records(&mut unsent)?;
-        let socket = SockRef::from(&self.0.socket);
-        let mut at = 0;
-        while at < unsent.len() {
-            match socket.send_with_flags(&unsent[at..], libc::MSG_DONTWAIT) {
-                Ok(n) => at += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        unsent.drain(..at);
+        let sent = send_what_fits(&self.0.socket, &unsent)?;
+        unsent.drain(..sent);
         Ok(0)
     }
 
@@ -374,6 +356,21 @@ impl Write for &Transport {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Sends as much of `bytes` as the socket's buffer takes now
+/// (`MSG_DONTWAIT`); returns how many it took.
+fn send_what_fits(socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut socket = NonBlocking(SockRef::from(socket));
+    let mut at = 0;
+    while at < bytes.len() {
+        match socket.write(&bytes[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
 }
 
 /// A socket written with `MSG_DONTWAIT`: a full buffer is `WouldBlock`.

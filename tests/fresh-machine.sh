@@ -31,9 +31,12 @@ command -v debootstrap >/dev/null || fail "needs debootstrap: apt-get install de
 
 # The README's commands: the first line of its first code block that runs
 # the demo, and the first that runs the tests (their comments dropped).
+# One awk picks the line: a `grep -m1` after it would stop reading early,
+# and under pipefail a README whose code blocks outgrow the pipe's buffer
+# would fail the pipeline with awk's SIGPIPE.
 readme_command() {
-    awk '/^```/ { block = !block; next } block' "$repo/README.md" \
-        | grep -m1 -E "$1" | sed 's/[[:space:]]*#.*$//'
+    awk -v pattern="$1" '/^```/ { block = !block; next } block && $0 ~ pattern { print; exit }' \
+        "$repo/README.md" | sed 's/[[:space:]]*#.*$//'
 }
 demo_command=$(readme_command 'duokv -- demo')
 test_command=$(readme_command '^cargo test')

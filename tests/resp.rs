@@ -38,6 +38,19 @@ fn cli(addr: &str, args: &[&str]) -> String {
         + &String::from_utf8_lossy(&output.stderr)
 }
 
+/// An async pair, linked, each with a RESP port: the pair and the two
+/// RESP addresses (master's, slave's).
+fn async_pair_with_resp() -> (Pair, String, String) {
+    let (master_resp, master_flag) = resp_port();
+    let (slave_resp, slave_flag) = resp_port();
+    let mut master_args = vec!["--replication", "async"];
+    master_args.extend(master_flag.iter().map(String::as_str));
+    let slave_args: Vec<&str> = slave_flag.iter().map(String::as_str).collect();
+    let pair = Pair::start(&master_args, &slave_args);
+    pair.wait_link_up();
+    (pair, master_resp, slave_resp)
+}
+
 fn start_with_resp(extra: &[&str]) -> (ServerProcess, String) {
     let (addr, flag) = resp_port();
     let mut args: Vec<&str> = flag.iter().map(String::as_str).collect();
@@ -81,13 +94,7 @@ fn a_pair_replicates_resp_writes_refuses_them_on_the_slave_and_waits() {
     if !have_redis_tools("a_pair_replicates_resp_writes") {
         return;
     }
-    let (master_resp, master_flag) = resp_port();
-    let (slave_resp, slave_flag) = resp_port();
-    let mut master_args = vec!["--replication", "async"];
-    master_args.extend(master_flag.iter().map(String::as_str));
-    let slave_args: Vec<&str> = slave_flag.iter().map(String::as_str).collect();
-    let pair = Pair::start(&master_args, &slave_args);
-    pair.wait_link_up();
+    let (_pair, master_resp, slave_resp) = async_pair_with_resp();
     assert_eq!(cli(&master_resp, &["SET", "k", "v"]), "OK");
     poll("the slave to show the write", || {
         (cli(&slave_resp, &["GET", "k"]) == "v").then_some(())
@@ -227,13 +234,7 @@ fn redis_benchmark_drives_a_pair() {
 /// which the native client's token reads too.
 #[test]
 fn a_write_token_reads_the_write_on_the_slave_through_resp() {
-    let (master_resp, master_flag) = resp_port();
-    let (slave_resp, slave_flag) = resp_port();
-    let mut master_args = vec!["--replication", "async"];
-    master_args.extend(master_flag.iter().map(String::as_str));
-    let slave_args: Vec<&str> = slave_flag.iter().map(String::as_str).collect();
-    let pair = Pair::start(&master_args, &slave_args);
-    pair.wait_link_up();
+    let (pair, master_resp, slave_resp) = async_pair_with_resp();
     let mut master = TcpStream::connect(&master_resp).unwrap();
     master.set_read_timeout(Some(DEADLINE)).unwrap();
     master.write_all(b"DUOKV.TOKEN\r\n").unwrap();
@@ -305,13 +306,7 @@ fn redis_py_does_crud_pipelines_and_wait_against_a_pair() {
             "redis-py (pip install redis; CI's venv has it)",
         );
     };
-    let (master_resp, master_flag) = resp_port();
-    let (slave_resp, slave_flag) = resp_port();
-    let mut master_args = vec!["--replication", "async"];
-    master_args.extend(master_flag.iter().map(String::as_str));
-    let slave_args: Vec<&str> = slave_flag.iter().map(String::as_str).collect();
-    let pair = Pair::start(&master_args, &slave_args);
-    pair.wait_link_up();
+    let (_pair, master_resp, slave_resp) = async_pair_with_resp();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/resp_clients/redis_py.py"

@@ -372,36 +372,17 @@ impl ProbeRow {
 
 /// Writes `DIR/probe.csv`.
 pub fn save_probe_rows(dir: &Path, rows: &[ProbeRow]) -> Result<()> {
-    let mut text = String::from(PROBE_HEADER);
-    text.push('\n');
-    for row in rows {
-        text.push_str(&row.to_csv());
-        text.push('\n');
-    }
-    let path = dir.join(PROBE_CSV);
-    fs::write(&path, text).map_err(|source| Error::File { path, source })
+    save_rows(
+        &dir.join(PROBE_CSV),
+        PROBE_HEADER,
+        rows.iter().map(ProbeRow::to_csv),
+    )
 }
 
 /// Reads `DIR/probe.csv`; `None` if the run has none (a polling probe, or a
 /// run from before the probe could read with conditions).
 pub fn load_probe_rows(dir: &Path) -> Result<Option<Vec<ProbeRow>>> {
-    let path = dir.join(PROBE_CSV);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::File { path, source }),
-    };
-    let mut rows = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if number == 0 || line.trim().is_empty() {
-            continue;
-        }
-        rows.push(ProbeRow::from_csv(line).ok_or_else(|| Error::BadFile {
-            path: path.clone(),
-            reason: format!("line {} is not a probe row: {line}", number + 1),
-        })?);
-    }
-    Ok(Some(rows))
+    load_optional_rows(&dir.join(PROBE_CSV), "a probe row", ProbeRow::from_csv)
 }
 
 /// One row of `visibility.csv`: the reader probe's plain read of one write
@@ -473,33 +454,63 @@ impl VisibilityRow {
 
 /// Writes `DIR/visibility.csv`.
 pub fn save_visibility_rows(dir: &Path, rows: &[VisibilityRow]) -> Result<()> {
-    let mut text = String::from(VISIBILITY_HEADER);
-    text.push('\n');
-    for row in rows {
-        text.push_str(&row.to_csv());
-        text.push('\n');
-    }
-    let path = dir.join(VISIBILITY_CSV);
-    fs::write(&path, text).map_err(|source| Error::File { path, source })
+    save_rows(
+        &dir.join(VISIBILITY_CSV),
+        VISIBILITY_HEADER,
+        rows.iter().map(VisibilityRow::to_csv),
+    )
 }
 
 /// Reads `DIR/visibility.csv`; `None` if the run has none (its probe did
 /// not read at fixed delays).
 pub fn load_visibility_rows(dir: &Path) -> Result<Option<Vec<VisibilityRow>>> {
-    let path = dir.join(VISIBILITY_CSV);
-    let text = match fs::read_to_string(&path) {
+    load_optional_rows(
+        &dir.join(VISIBILITY_CSV),
+        "a visibility row",
+        VisibilityRow::from_csv,
+    )
+}
+
+/// Writes `header` and one line per row to `path`.
+fn save_rows(path: &Path, header: &str, lines: impl Iterator<Item = String>) -> Result<()> {
+    let mut text = String::from(header);
+    text.push('\n');
+    for line in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    fs::write(path, text).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads the rows after the header of the file at `path` with `parse`;
+/// `None` if there is no such file. A line `parse` refuses is an error
+/// naming it as not `what`.
+fn load_optional_rows<T>(
+    path: &Path,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
+    let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::File { path, source }),
+        Err(source) => {
+            return Err(Error::File {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut rows = Vec::new();
     for (number, line) in text.lines().enumerate() {
         if number == 0 || line.trim().is_empty() {
             continue;
         }
-        rows.push(VisibilityRow::from_csv(line).ok_or_else(|| Error::BadFile {
-            path: path.clone(),
-            reason: format!("line {} is not a visibility row: {line}", number + 1),
+        rows.push(parse(line).ok_or_else(|| Error::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("line {} is not {what}: {line}", number + 1),
         })?);
     }
     Ok(Some(rows))
